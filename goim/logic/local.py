@@ -1,0 +1,43 @@
+"""The logic port served in-process: what the standalone server's connections call."""
+
+from twisted.logger import Logger
+
+from goim.logic.accounts import AccountService
+from goim.logic.errors import GoimError
+from goim.logic.messages import MessageService
+from goim.types import SendRequest, SendResult, SignInResult, SyncPage
+
+log = Logger()
+
+
+class InProcessLogic:
+    """``goim.ports.LogicPort`` on top of the services of this process."""
+
+    def __init__(self, accounts: AccountService, messages: MessageService) -> None:
+        self.accounts = accounts
+        self.messages = messages
+
+    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
+        """A connection may sign in when the token is the device's and the device is bound to the user."""
+        try:
+            device = await self.accounts.authenticate(device_id, token)
+        except GoimError as e:
+            return SignInResult(False, e.message)
+        if not device.user_id or device.user_id != user_id:
+            return SignInResult(False, "device is not bound to this user")
+        return SignInResult(True)
+
+    async def send(self, request: SendRequest) -> SendResult:
+        """Store and ACK one message."""
+        return await self.messages.send(request)
+
+    async def sync_page(self, *, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        """One page of the user's messages after ``after_seq``."""
+        return await self.messages.sync_page(user_id, after_seq, limit)
+
+    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
+        """Remember what the device holds."""
+        await self.messages.ack(device_id, seq)
+
+    async def offline(self, *, device_id: int, user_id: int) -> None:
+        """Nothing to do in-process: the connection table is the presence."""

@@ -1,0 +1,187 @@
+"""The message pipeline: validate, dedupe, batch-store, ACK, hand to delivery.
+
+One writer per process takes everything queued (up to ``max_batch`` sends) and
+stores it in one transaction. While a batch is being written new sends queue up
+for the next one, so under light load a send is written at once and under heavy
+load batches grow by themselves.
+"""
+
+from dataclasses import dataclass, field
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from goim.logic.ids import SegmentAllocator
+from goim.ports import DeliveryPort
+from goim.storage.accounts import AccountStore
+from goim.storage.messages import BatchFacts, MessageStore, PendingSend
+from goim.types import (
+    RECEIVER_GROUP,
+    RECEIVER_USER,
+    SEND_INTERNAL_ERROR,
+    SEND_INVALID,
+    SEND_NOT_FRIEND,
+    SEND_NOT_IN_GROUP,
+    SEND_OK,
+    SENDER_USER,
+    SendRequest,
+    SendResult,
+    StoredMessage,
+    SyncPage,
+)
+from goim.util import Clock, now_ms, run_in_background
+
+log = Logger()
+
+#: Default content limit in UTF-8 bytes: any single message, with every field of
+#: its MessageItem at its widest, still fits one 4,092-byte frame (DESIGN section 3).
+DEFAULT_MAX_CONTENT = 3900
+#: The most messages one sync page may hold.
+MAX_SYNC_LIMIT = 1000
+
+
+def decide(request: SendRequest, facts: BatchFacts) -> tuple[int, list[int]]:
+    """The delivery rules of one send, judged on facts read in its transaction.
+
+    Returns:
+        ``(0, recipients)`` with the ascending user ids that get a copy (the sender
+        included), or a non-zero MessageSendACK code and no recipients.
+    """
+    if request.receiver_type == RECEIVER_USER:
+        if (request.user_id, request.receiver_id) not in facts.friendships:
+            return SEND_NOT_FRIEND, []
+        return SEND_OK, sorted({request.user_id, request.receiver_id})
+    members = facts.members.get(request.receiver_id, [])
+    if request.user_id not in members:
+        return SEND_NOT_IN_GROUP, []
+    return SEND_OK, members
+
+
+@dataclass
+class _Queued:
+    request: SendRequest
+    sender_type: int
+    waiters: list["Deferred[SendResult]"] = field(default_factory=list)
+
+
+class MessageService:
+    """Sends, syncs and acks of stored messages."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        accounts: AccountStore,
+        ids: SegmentAllocator,
+        delivery: DeliveryPort,
+        clock: Clock,
+        *,
+        max_content: int = DEFAULT_MAX_CONTENT,
+        max_batch: int = 200,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.ids = ids
+        self.delivery = delivery
+        self._clock = clock
+        self.max_content = max_content
+        self.max_batch = max_batch
+        self._queue: list[_Queued] = []
+        # (device_id, send_sequence) -> the queued or in-flight send: a retry that
+        # arrives before the first attempt finished waits for its result.
+        self._pending: dict[tuple[int, int], _Queued] = {}
+        self._writing = False
+        self._idle: list[Deferred[None]] = []
+
+    def validate(self, request: SendRequest) -> int:
+        """The ACK code for a malformed send (receiver type, receiver id, content), or 0."""
+        if request.receiver_type not in (RECEIVER_USER, RECEIVER_GROUP) or request.receiver_id <= 0:
+            return SEND_INVALID
+        if not request.content or len(request.content.encode("utf-8")) > self.max_content:
+            return SEND_INVALID
+        return SEND_OK
+
+    async def send(self, request: SendRequest, *, sender_type: int = SENDER_USER) -> SendResult:
+        """Store a message for every party and return its ACK.
+
+        A send with the same ``(device_id, send_sequence)`` as an earlier one in the
+        device's current epoch stores nothing and gets the first one's ACK, also
+        while the first one is still queued or being written. Sends are stored in
+        the order this method is called.
+        """
+        code = self.validate(request)
+        if code != SEND_OK:
+            return SendResult(code)
+        waiter: Deferred[SendResult] = Deferred()
+        key = (request.device_id, request.send_sequence)
+        queued = self._pending.get(key)
+        if queued is not None:
+            queued.waiters.append(waiter)
+        else:
+            queued = _Queued(request, sender_type, [waiter])
+            self._pending[key] = queued
+            self._queue.append(queued)
+            self._start_writer()
+        return await waiter
+
+    def _start_writer(self) -> None:
+        if not self._writing:
+            self._writing = True
+            run_in_background(self._write_queue(), "message writer")
+
+    async def _write_queue(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                await self._write_batch(batch)
+        finally:
+            self._writing = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    async def _write_batch(self, batch: list[_Queued]) -> None:
+        try:
+            ids = await self.ids.take(len(batch))
+            sends = [PendingSend(q.request, message_id, q.sender_type) for q, message_id in zip(batch, ids)]
+            outcomes = await self.store.store_sends(sends, decide, now_ms(self._clock))
+        except Exception:
+            log.failure("storing a batch of {count} sends failed; answering code 1", count=len(batch))
+            for q in batch:
+                self._finish(q, SendResult(SEND_INTERNAL_ERROR))
+            return
+        stored: list[StoredMessage] = []
+        for q, send, outcome in zip(batch, sends, outcomes):
+            if outcome.stored:
+                log.debug(
+                    "stored message {message_id} from device {device_id} as {copies} copies",
+                    message_id=send.message_id,
+                    device_id=q.request.device_id,
+                    copies=len(outcome.stored),
+                )
+                stored.extend(outcome.stored)
+            self._finish(q, SendResult(outcome.code, outcome.message_id, outcome.seq))
+        if stored:
+            try:
+                self.delivery.deliver(stored)
+            except Exception:
+                log.failure("delivery of {count} stored copies failed", count=len(stored))
+
+    def _finish(self, queued: _Queued, result: SendResult) -> None:
+        r = queued.request
+        del self._pending[(r.device_id, r.send_sequence)]
+        for waiter in queued.waiters:
+            waiter.callback(result)
+
+    async def drain(self) -> None:
+        """Wait until every send accepted so far is written (for shutdown)."""
+        if self._writing:
+            d: Deferred[None] = Deferred()
+            self._idle.append(d)
+            await d
+
+    async def sync_page(self, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        """Up to ``limit`` (at most 1,000) messages of the user with seq > ``after_seq``."""
+        return await self.store.sync_page(user_id, max(0, after_seq), max(1, min(limit, MAX_SYNC_LIMIT)))
+
+    async def ack(self, device_id: int, seq: int) -> None:
+        """The device holds everything up to ``seq`` (monotonic: lower acks change nothing)."""
+        await self.accounts.ack(device_id, seq)

@@ -1,0 +1,1 @@
+"""Generated protobuf code for the client wire protocol (see proto/goim.proto)."""

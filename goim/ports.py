@@ -1,0 +1,40 @@
+"""The interfaces (ports) between layers.
+
+Each port has an in-process implementation (the standalone server) and a networked
+one (distributed mode: Perspective Broker or Redis). Business logic and protocols
+depend only on these protocols, never on an implementation.
+"""
+
+from typing import Protocol, Sequence
+
+from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
+
+
+class LogicPort(Protocol):
+    """What a connect layer asks of logic on behalf of its client connections."""
+
+    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
+        """Authenticate a device for a user; success makes the device online."""
+
+    async def send(self, request: SendRequest) -> SendResult:
+        """Store a message (deduplicated by device and send_sequence) and ACK it."""
+
+    async def sync_page(self, *, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        """Return up to ``limit`` messages of ``user_id`` with seq > ``after_seq``."""
+
+    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
+        """Record that ``device_id`` holds every message of its user up to ``seq``."""
+
+    async def offline(self, *, device_id: int, user_id: int) -> None:
+        """The device's connection closed."""
+
+
+class DeliveryPort(Protocol):
+    """Where logic hands messages after they were committed: "user U has message M"."""
+
+    def deliver(self, messages: Sequence[StoredMessage]) -> None:
+        """Push each stored copy to the online devices of its user (best effort).
+
+        Delivery is best effort by design: a device that misses a push catches up
+        through sync. Implementations must not raise.
+        """

@@ -1,0 +1,175 @@
+"""The one place that knows how MySQL/MariaDB and SQLite differ.
+
+Stores write SQL with ``?`` placeholders and portable types; a dialect turns that
+into what its driver wants and answers questions about driver errors.
+"""
+
+import contextlib
+import re
+from typing import Any, Iterator, Sequence
+
+# MySQL error numbers (https://mariadb.com/kb/en/mariadb-error-codes/)
+_MYSQL_DEADLOCK = 1213
+_MYSQL_LOCK_WAIT_TIMEOUT = 1205
+_MYSQL_DUPLICATE_KEY = 1062
+_MYSQL_CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1927, 4031}
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class Dialect:
+    """SQL differences between the supported databases."""
+
+    name = ""
+    dbapi_name = ""
+    #: appended to a SELECT that must lock the rows it reads
+    for_update = ""
+
+    def sql(self, statement: str) -> str:
+        """Return ``statement`` (written with ``?`` placeholders) for this driver."""
+        return statement
+
+    def ddl(self, statement: str) -> str:
+        """Expand the portable type tokens of a migration statement."""
+        raise NotImplementedError
+
+    def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
+        """An INSERT of ``keys + values`` that overwrites ``updates`` on a key clash.
+
+        Args:
+            table: table name.
+            keys: the columns of the unique key.
+            values: the other inserted columns.
+            updates: the columns set from the inserted row when the key exists.
+
+        Returns:
+            A statement with one ``?`` per column, usable with ``executemany``
+            (like every statement here, it goes through ``sql`` when executed).
+        """
+        raise NotImplementedError
+
+    def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
+        """An INSERT that silently skips rows whose key already exists."""
+        raise NotImplementedError
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """True for errors after which the whole transaction may be run again."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def migration_lock(self, txn: Any) -> Iterator[None]:
+        """Hold a lock so that two processes never migrate the same database at once."""
+        yield
+
+    def is_duplicate_key(self, error: BaseException) -> bool:
+        """True for a unique-key violation."""
+        raise NotImplementedError
+
+
+class SQLiteDialect(Dialect):
+    """sqlite3: one connection, writes serialised by SQLite itself."""
+
+    name = "sqlite"
+    dbapi_name = "sqlite3"
+
+    def ddl(self, statement: str) -> str:
+        return (
+            statement.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+            .replace("{bigint}", "INTEGER")
+            .replace("{text}", "TEXT")
+            .replace("{blob}", "BLOB")
+            .replace("{table_options}", "")
+        )
+
+    def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
+        columns = [*keys, *values]
+        sets = ", ".join(f"{c} = excluded.{c}" for c in updates)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+        )
+
+    def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
+        return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
+
+    def is_retryable(self, error: BaseException) -> bool:
+        import sqlite3
+
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def is_duplicate_key(self, error: BaseException) -> bool:
+        import sqlite3
+
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
+
+
+class MySQLDialect(Dialect):
+    """PyMySQL against MySQL or MariaDB (InnoDB, utf8mb4)."""
+
+    name = "mysql"
+    dbapi_name = "pymysql"
+    for_update = " FOR UPDATE"
+
+    def sql(self, statement: str) -> str:
+        # PyMySQL uses the "format" paramstyle; no literal % appears in our SQL.
+        return _PLACEHOLDER.sub("%s", statement)
+
+    def ddl(self, statement: str) -> str:
+        return (
+            statement.replace("{id}", "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY")
+            .replace("{bigint}", "BIGINT")
+            .replace("{text}", "TEXT")
+            .replace("{blob}", "VARBINARY(255)")
+            .replace(
+                "{table_options}",
+                " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            )
+        )
+
+    def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
+        columns = [*keys, *values]
+        sets = ", ".join(f"{c} = VALUES({c})" for c in updates)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
+            f" ON DUPLICATE KEY UPDATE {sets}"
+        )
+
+    def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
+        return f"INSERT IGNORE INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
+
+    @contextlib.contextmanager
+    def migration_lock(self, txn: Any) -> Iterator[None]:
+        txn.execute("SELECT GET_LOCK('goim_migrate', 60)")
+        (got,) = txn.fetchone()
+        if got != 1:
+            raise RuntimeError("could not take the goim_migrate lock within 60 s")
+        try:
+            yield
+        finally:
+            txn.execute("SELECT RELEASE_LOCK('goim_migrate')")
+            txn.fetchall()
+
+    def is_retryable(self, error: BaseException) -> bool:
+        from twisted.enterprise.adbapi import ConnectionLost
+
+        if isinstance(error, ConnectionLost):
+            return True
+        code = _mysql_errno(error)
+        return code in (_MYSQL_DEADLOCK, _MYSQL_LOCK_WAIT_TIMEOUT) or code in _MYSQL_CONNECTION_ERRORS
+
+    def is_duplicate_key(self, error: BaseException) -> bool:
+        return _mysql_errno(error) == _MYSQL_DUPLICATE_KEY
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _mysql_errno(error: BaseException) -> int | None:
+    import pymysql
+
+    if isinstance(error, pymysql.err.MySQLError) and error.args:
+        first: Any = error.args[0]
+        if isinstance(first, int):
+            return first
+    return None

@@ -1,0 +1,291 @@
+"""Stored message copies, their per-user sequences, send dedupe and id segments.
+
+The write path is a batch: one transaction stores every send of a batch, so that
+the per-user sequence rows are locked and bumped once per user, the copies go in
+with multi-row inserts, and everything of the batch commits together or not at all.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from goim.storage.database import Database, Txn, in_clause
+from goim.types import RECEIVER_GROUP, RECEIVER_USER, SEND_OK, SendRequest, StoredMessage, SyncPage
+
+_MESSAGE_COLUMNS = (
+    "user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
+    " receiver_type, receiver_id, type, content, send_time"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    """A validated send waiting for its batch, with its message id reserved."""
+
+    request: SendRequest
+    message_id: int
+    sender_type: int
+
+
+@dataclass(slots=True)
+class BatchFacts:
+    """What the rules need to know about a batch, read inside its transaction."""
+
+    #: ``(user_id, friend_id)`` rows present among the batch's 1:1 sends
+    friendships: set[tuple[int, int]] = field(default_factory=set)
+    #: member ids, ascending, of every group the batch sends to
+    members: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What became of one send of a batch."""
+
+    code: int
+    message_id: int = 0
+    seq: int = 0
+    #: the copies this batch stored for it (empty for a duplicate or a rejection)
+    stored: tuple[StoredMessage, ...] = ()
+
+
+#: The rules: given a send and the facts, a non-zero ACK code, or 0 and the
+#: recipients (ascending user ids, the sender included).
+Decide = Callable[[SendRequest, BatchFacts], tuple[int, list[int]]]
+
+#: Called inside the batch transaction after every row was written (tests inject
+#: failures here).
+FaultHook = Callable[[Txn], None]
+
+
+class MessageStore:
+    """Rows of ``messages``, ``user_seqs``, ``sends`` and ``id_segments``."""
+
+    #: how often a batch that raced another node on the same dedupe key is rerun
+    DUPLICATE_RETRIES = 3
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.fault_hook: FaultHook | None = None
+
+    async def store_sends(self, sends: Sequence[PendingSend], decide: Decide, now_ms: int) -> list[SendOutcome]:
+        """Store a batch of sends in one transaction.
+
+        Sends already stored in the device's current epoch (same ``device_id`` and
+        ``send_sequence``) are answered with their first outcome and store nothing.
+        The others are judged by ``decide``; accepted ones get one copy per
+        recipient under that recipient's next sequence, in batch order.
+
+        Returns:
+            One outcome per send, in order.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.db.run("store_sends", self._store_sends_txn, sends, decide, now_ms)
+            except Exception as e:
+                # Another node stored one of these sends concurrently (a client that
+                # retried elsewhere): run again, and dedupe will see its row.
+                if attempt >= self.DUPLICATE_RETRIES or not self.db.dialect.is_duplicate_key(e):
+                    raise
+
+    def _store_sends_txn(
+        self, txn: Txn, sends: Sequence[PendingSend], decide: Decide, now_ms: int
+    ) -> list[SendOutcome]:
+        device_ids = sorted({s.request.device_id for s in sends})
+        epochs = {
+            int(r[0]): int(r[1])
+            for r in txn.query(f"SELECT id, send_epoch FROM devices WHERE id IN {in_clause(device_ids)}", device_ids)
+        }
+        keys = [(s.request.device_id, epochs.get(s.request.device_id, 0), s.request.send_sequence) for s in sends]
+        earlier = _stored_sends_txn(txn, keys)
+        facts = _facts_txn(txn, [s.request for s in sends])
+
+        outcomes: list[SendOutcome | None] = [None] * len(sends)
+        accepted: list[tuple[int, list[int]]] = []  # (index in batch, recipients)
+        first_of: dict[tuple[int, int, int], int] = {}  # key -> index that decides it
+        for i, (send, key) in enumerate(zip(sends, keys)):
+            if key in earlier:
+                message_id, seq = earlier[key]
+                outcomes[i] = SendOutcome(SEND_OK, message_id, seq)
+            elif key not in first_of:
+                first_of[key] = i
+                code, recipients = decide(send.request, facts)
+                if code != SEND_OK:
+                    outcomes[i] = SendOutcome(code)
+                else:
+                    accepted.append((i, recipients))
+
+        users = sorted({u for _, recipients in accepted for u in recipients})
+        if users:
+            seqs = {u: 0 for u in users}
+            seqs.update(
+                (int(r[0]), int(r[1]))
+                for r in txn.query(
+                    f"SELECT user_id, seq FROM user_seqs WHERE user_id IN {in_clause(users)}"
+                    f" ORDER BY user_id{txn.dialect.for_update}",
+                    users,
+                )
+            )
+            message_rows: list[tuple[object, ...]] = []
+            send_rows = []
+            for i, recipients in accepted:
+                send = sends[i]
+                r = send.request
+                copies = []
+                for u in recipients:
+                    seqs[u] += 1
+                    copies.append(
+                        StoredMessage(
+                            user_id=u,
+                            seq=seqs[u],
+                            message_id=send.message_id,
+                            sender_type=send.sender_type,
+                            sender_id=r.user_id,
+                            sender_device_id=r.device_id,
+                            receiver_type=r.receiver_type,
+                            receiver_id=r.receiver_id,
+                            type=r.type,
+                            content=r.content,
+                            send_time=r.send_time,
+                        )
+                    )
+                sender_seq = seqs[r.user_id] if r.user_id in recipients else 0
+                message_rows.extend(_message_row(c, now_ms) for c in copies)
+                send_rows.append((*keys[i], send.message_id, sender_seq, now_ms))
+                outcomes[i] = SendOutcome(SEND_OK, send.message_id, sender_seq, tuple(copies))
+            txn.executemany(
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}, created_at) VALUES ({', '.join('?' * 12)})",
+                message_rows,
+            )
+            txn.executemany(
+                "INSERT INTO sends (device_id, epoch, send_sequence, message_id, sender_seq, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                send_rows,
+            )
+            txn.executemany(
+                txn.dialect.upsert("user_seqs", ["user_id"], ["seq"], ["seq"]),
+                [(u, seqs[u]) for u in users],
+            )
+        if self.fault_hook is not None:
+            self.fault_hook(txn)
+
+        # Later duplicates within the batch share the outcome of the first one,
+        # without its copies (those are delivered once).
+        result = []
+        for i, key in enumerate(keys):
+            outcome = outcomes[i]
+            if outcome is None:
+                first = outcomes[first_of[key]]
+                assert first is not None
+                outcome = SendOutcome(first.code, first.message_id, first.seq)
+            result.append(outcome)
+        return result
+
+    async def sync_page(self, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        """Up to ``limit`` copies of ``user_id`` with seq > ``after_seq``, ascending."""
+
+        def sync_page_txn(txn: Txn) -> SyncPage:
+            rows = txn.query(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (user_id, after_seq, limit + 1),
+            )
+            messages = [StoredMessage(*r) for r in rows[:limit]]
+            return SyncPage(messages, more=len(rows) > limit)
+
+        return await self.db.run("sync_page", sync_page_txn)
+
+    async def max_seq(self, user_id: int) -> int:
+        """The user's latest sequence (0 before the first message)."""
+
+        def max_seq_txn(txn: Txn) -> int:
+            rows = txn.query("SELECT seq FROM user_seqs WHERE user_id = ?", (user_id,))
+            return int(rows[0][0]) if rows else 0
+
+        return await self.db.run("max_seq", max_seq_txn)
+
+    async def reserve_ids(self, name: str, step: int) -> range:
+        """Reserve ``step`` ids of the id space ``name`` for this process alone.
+
+        Returns:
+            The reserved ids, ascending. No other call, in this process or any
+            other sharing the database, ever gets one of them.
+        """
+
+        def reserve_ids_txn(txn: Txn) -> int:
+            rows = txn.query(f"SELECT max_id FROM id_segments WHERE name = ?{txn.dialect.for_update}", (name,))
+            if rows:
+                new_max = int(rows[0][0]) + step
+                txn.execute("UPDATE id_segments SET max_id = ? WHERE name = ?", (new_max, name))
+            else:
+                new_max = step
+                txn.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", (name, new_max))
+            return new_max
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                new_max = await self.db.run("reserve_ids", reserve_ids_txn)
+                return range(new_max - step + 1, new_max + 1)
+            except Exception as e:
+                # two processes created the id space at once: the loser reads it next time
+                if attempt >= self.DUPLICATE_RETRIES or not self.db.dialect.is_duplicate_key(e):
+                    raise
+
+
+def _message_row(m: StoredMessage, now_ms: int) -> tuple[object, ...]:
+    return (
+        m.user_id,
+        m.seq,
+        m.message_id,
+        m.sender_type,
+        m.sender_id,
+        m.sender_device_id,
+        m.receiver_type,
+        m.receiver_id,
+        m.type,
+        m.content,
+        m.send_time,
+        now_ms,
+    )
+
+
+def _stored_sends_txn(txn: Txn, keys: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[int, int]]:
+    """``{(device_id, epoch, send_sequence): (message_id, sender_seq)}`` already stored."""
+    by_device: dict[tuple[int, int], set[int]] = {}
+    for device_id, epoch, send_sequence in keys:
+        by_device.setdefault((device_id, epoch), set()).add(send_sequence)
+    clauses = []
+    args: list[int] = []
+    for (device_id, epoch), sequences in sorted(by_device.items()):
+        ordered = sorted(sequences)
+        clauses.append(f"(device_id = ? AND epoch = ? AND send_sequence IN {in_clause(ordered)})")
+        args.extend([device_id, epoch, *ordered])
+    rows = txn.query(
+        "SELECT device_id, epoch, send_sequence, message_id, sender_seq FROM sends WHERE " + " OR ".join(clauses),
+        args,
+    )
+    return {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+
+
+def _facts_txn(txn: Txn, requests: Sequence[SendRequest]) -> BatchFacts:
+    facts = BatchFacts()
+    senders = sorted({r.user_id for r in requests if r.receiver_type == RECEIVER_USER})
+    receivers = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_USER})
+    if senders:
+        rows = txn.query(
+            f"SELECT user_id, friend_id FROM friends WHERE user_id IN {in_clause(senders)}"
+            f" AND friend_id IN {in_clause(receivers)}",
+            [*senders, *receivers],
+        )
+        facts.friendships = {(int(r[0]), int(r[1])) for r in rows}
+    groups = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_GROUP})
+    if groups:
+        facts.members = {g: [] for g in groups}
+        for group_id, user_id in txn.query(
+            f"SELECT group_id, user_id FROM group_members WHERE group_id IN {in_clause(groups)}"
+            " ORDER BY group_id, user_id",
+            groups,
+        ):
+            facts.members[int(group_id)].append(int(user_id))
+    return facts

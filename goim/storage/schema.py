@@ -1,0 +1,130 @@
+"""Versioned schema migrations, one schema for MySQL/MariaDB and SQLite.
+
+``{id}``, ``{bigint}``, ``{text}`` and ``{table_options}`` are expanded by the
+dialect. A migration is applied once; its version is recorded in
+``schema_version``. A database whose schema is newer than this code refuses to
+open rather than risk writing rows an older layout does not describe.
+"""
+
+from goim.storage.database import Txn
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE IF NOT EXISTS users (
+                id {id},
+                number VARCHAR(64) NOT NULL,
+                nickname VARCHAR(64) NOT NULL,
+                sex INTEGER NOT NULL DEFAULT 0,
+                avatar VARCHAR(1024) NOT NULL DEFAULT '',
+                password_hash VARCHAR(255) NOT NULL,
+                created_at {bigint} NOT NULL,
+                CONSTRAINT users_number UNIQUE (number)
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS devices (
+                id {id},
+                user_id {bigint} NOT NULL DEFAULT 0,
+                type INTEGER NOT NULL,
+                brand VARCHAR(64) NOT NULL,
+                model VARCHAR(64) NOT NULL,
+                system_version VARCHAR(64) NOT NULL,
+                app_version VARCHAR(64) NOT NULL,
+                token_hash VARCHAR(64) NOT NULL,
+                send_epoch {bigint} NOT NULL DEFAULT 0,
+                acked_seq {bigint} NOT NULL DEFAULT 0,
+                created_at {bigint} NOT NULL
+            ){table_options}""",
+            "CREATE INDEX devices_user ON devices (user_id)",
+            """CREATE TABLE IF NOT EXISTS user_seqs (
+                user_id {bigint} NOT NULL PRIMARY KEY,
+                seq {bigint} NOT NULL
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS friends (
+                user_id {bigint} NOT NULL,
+                friend_id {bigint} NOT NULL,
+                label VARCHAR(64) NOT NULL DEFAULT '',
+                created_at {bigint} NOT NULL,
+                PRIMARY KEY (user_id, friend_id)
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS chat_groups (
+                id {id},
+                name VARCHAR(64) NOT NULL,
+                owner_id {bigint} NOT NULL,
+                created_at {bigint} NOT NULL
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS group_members (
+                group_id {bigint} NOT NULL,
+                user_id {bigint} NOT NULL,
+                label VARCHAR(64) NOT NULL DEFAULT '',
+                created_at {bigint} NOT NULL,
+                PRIMARY KEY (group_id, user_id)
+            ){table_options}""",
+            "CREATE INDEX group_members_user ON group_members (user_id, group_id)",
+            """CREATE TABLE IF NOT EXISTS messages (
+                user_id {bigint} NOT NULL,
+                seq {bigint} NOT NULL,
+                message_id {bigint} NOT NULL,
+                sender_type INTEGER NOT NULL,
+                sender_id {bigint} NOT NULL,
+                sender_device_id {bigint} NOT NULL,
+                receiver_type INTEGER NOT NULL,
+                receiver_id {bigint} NOT NULL,
+                type INTEGER NOT NULL,
+                content {text} NOT NULL,
+                send_time {bigint} NOT NULL,
+                created_at {bigint} NOT NULL,
+                PRIMARY KEY (user_id, seq)
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS sends (
+                device_id {bigint} NOT NULL,
+                epoch {bigint} NOT NULL,
+                send_sequence {bigint} NOT NULL,
+                message_id {bigint} NOT NULL,
+                sender_seq {bigint} NOT NULL,
+                created_at {bigint} NOT NULL,
+                PRIMARY KEY (device_id, epoch, send_sequence)
+            ){table_options}""",
+            """CREATE TABLE IF NOT EXISTS id_segments (
+                name VARCHAR(32) NOT NULL PRIMARY KEY,
+                max_id {bigint} NOT NULL
+            ){table_options}""",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer goim than this one."""
+
+
+def migrate_txn(txn: Txn) -> tuple[int, int]:
+    """Bring the schema up to ``LATEST_VERSION``.
+
+    Returns:
+        ``(version found, version now)``.
+
+    Raises:
+        SchemaTooNewError: the database's schema is newer than this code knows.
+    """
+    dialect = txn.dialect
+    txn.execute(
+        dialect.ddl("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY){table_options}")
+    )
+    with dialect.migration_lock(txn):
+        rows = txn.query("SELECT MAX(version) FROM schema_version")
+        found = int(rows[0][0] or 0)
+        if found > LATEST_VERSION:
+            raise SchemaTooNewError(
+                f"the database schema is version {found} but this goim knows only up to "
+                f"{LATEST_VERSION}: upgrade goim (refusing to start)"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= found:
+                continue
+            for statement in statements:
+                txn.execute(dialect.ddl(statement))
+            txn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        return found, LATEST_VERSION

@@ -1,0 +1,315 @@
+"""The message pipeline on SQLite and MariaDB: rules, sequences, dedupe, batching, faults."""
+
+from typing import Any, Coroutine
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from goim.storage.database import Txn
+from goim.types import (
+    SEND_INTERNAL_ERROR,
+    SEND_INVALID,
+    SEND_NOT_FRIEND,
+    SEND_NOT_IN_GROUP,
+    SEND_OK,
+    SendRequest,
+    SendResult,
+    StoredMessage,
+)
+from tests.support.db import MySQLBackend, SQLiteBackend
+from tests.support.services import Services, to_group, to_user
+
+
+def start(coroutine: Coroutine[Any, Any, Any]) -> defer.Deferred[Any]:
+    return defer.Deferred.fromCoroutine(coroutine)
+
+
+class MessageTests:
+    """Mixed into one TestCase per backend."""
+
+    services: Services
+
+    async def setup_services(self: Any) -> Services:
+        self.services = Services(await self.make_database(), reactor)
+        return self.services
+
+    async def all_messages(self, user_id: int) -> list[StoredMessage]:
+        page = await self.services.messages.sync_page(user_id, 0, 1000)
+        return page.messages
+
+    async def friends(self, number_a: str, number_b: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        s = self.services
+        a, device_a, _ = await s.new_user(number_a)
+        b, device_b, _ = await s.new_user(number_b)
+        await s.social.add_friend(a, b, "")
+        return (a, device_a), (b, device_b)
+
+    async def test_one_to_one_stores_a_copy_for_both(self: Any) -> None:
+        """A 1:1 send between friends stores one copy per party and ACKs the sender's seq."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        result = await s.messages.send(to_user(a, da, b, 1, "hello"))
+        self.assertEqual(result.code, SEND_OK)
+        self.assertGreater(result.message_id, 0)
+        self.assertEqual(result.seq, 1)
+        for user in (a, b):
+            [copy] = await self.all_messages(user)
+            self.assertEqual(
+                (copy.user_id, copy.seq, copy.message_id, copy.sender_id, copy.sender_device_id, copy.content),
+                (user, 1, result.message_id, a, da, "hello"),
+            )
+        self.assertEqual(sorted(m.user_id for m in s.delivery.delivered), sorted([a, b]))
+
+    async def test_first_message_of_a_new_user_has_seq_1(self: Any) -> None:
+        """A brand-new user's first stored copy has sync_sequence 1 (not 0)."""
+        s = await self.setup_services()
+        (a, da), (b, db_) = await self.friends("a", "b")
+        await s.messages.send(to_user(a, da, b, 1))
+        await s.messages.send(to_user(b, db_, a, 1))
+        self.assertEqual([m.seq for m in await self.all_messages(b)], [1, 2])
+        self.assertEqual([m.seq for m in await self.all_messages(a)], [1, 2])
+
+    async def test_stranger_gets_code_2(self: Any) -> None:
+        """Sending to a user who is not a friend is refused with code 2 and stores nothing."""
+        s = await self.setup_services()
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        result = await s.messages.send(to_user(a, da, b, 1))
+        self.assertEqual(result, SendResult(SEND_NOT_FRIEND))
+        self.assertEqual(await self.all_messages(a), [])
+        self.assertEqual(await self.all_messages(b), [])
+
+    async def test_deleted_friendship_takes_effect_at_once(self: Any) -> None:
+        """After a friend is deleted the very next send is refused."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_OK)
+        await s.social.delete_friend(b, a)
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 2))).code, SEND_NOT_FRIEND)
+
+    async def test_invalid_sends_get_code_4(self: Any) -> None:
+        """Unknown receiver type, non-positive receiver, empty or oversize content: code 4."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        bad = [
+            SendRequest(da, a, 3, b, 1, "x", 1, 0),
+            SendRequest(da, a, 1, 0, 1, "x", 2, 0),
+            to_user(a, da, b, 3, ""),
+            to_user(a, da, b, 4, "é" * (s.messages.max_content // 2 + 1)),
+        ]
+        for request in bad:
+            self.assertEqual(await s.messages.send(request), SendResult(SEND_INVALID))
+        ok = await s.messages.send(to_user(a, da, b, 5, "x" * s.messages.max_content))
+        self.assertEqual(ok.code, SEND_OK)
+
+    async def test_group_send_reaches_every_member(self: Any) -> None:
+        """A group of 200 members: one send stores 200 copies and bumps each member's seq by one."""
+        s = await self.setup_services()
+        owner, device, _ = await s.new_user("owner")
+        others = [(await s.new_user(f"m{i}"))[0] for i in range(199)]
+        group_id = await s.social.create_group(owner, "big", others)
+        first = await s.messages.send(to_group(owner, device, group_id, 1))
+        second = await s.messages.send(to_group(owner, device, group_id, 2))
+        self.assertEqual((first.code, first.seq, second.seq), (SEND_OK, 1, 2))
+        for member in [owner, *others]:
+            copies = await self.all_messages(member)
+            self.assertEqual([(m.seq, m.message_id) for m in copies], [(1, first.message_id), (2, second.message_id)])
+        self.assertEqual(len(s.delivery.delivered), 400)
+
+    async def test_group_rules(self: Any) -> None:
+        """Non-members and unknown groups get code 3; a removed member stops getting copies."""
+        s = await self.setup_services()
+        owner, device, _ = await s.new_user("owner")
+        member, member_device, _ = await s.new_user("member")
+        outsider, outsider_device, _ = await s.new_user("outsider")
+        group_id = await s.social.create_group(owner, "g", [member])
+        self.assertEqual((await s.messages.send(to_group(outsider, outsider_device, group_id, 1))).code, SEND_NOT_IN_GROUP)
+        self.assertEqual((await s.messages.send(to_group(owner, device, 999999, 1))).code, SEND_NOT_IN_GROUP)
+        self.assertEqual((await s.messages.send(to_group(owner, device, group_id, 2))).code, SEND_OK)
+        await s.social.remove_members(owner, group_id, [member])
+        self.assertEqual((await s.messages.send(to_group(owner, device, group_id, 3))).code, SEND_OK)
+        self.assertEqual((await s.messages.send(to_group(member, member_device, group_id, 1))).code, SEND_NOT_IN_GROUP)
+        self.assertEqual(len(await self.all_messages(member)), 1)
+        self.assertEqual(len(await self.all_messages(owner)), 2)
+        self.assertEqual(await self.all_messages(outsider), [])
+
+    async def test_concurrent_senders_get_gapless_sequences(self: Any) -> None:
+        """100 concurrent sends from 10 senders: the receiver's seqs are 1..100, each sender's in order."""
+        s = await self.setup_services()
+        receiver, _, _ = await s.new_user("receiver")
+        senders = []
+        for i in range(10):
+            user, device, _ = await s.new_user(f"sender{i}")
+            await s.social.add_friend(user, receiver, "")
+            senders.append((user, device))
+        sends = [
+            start(s.messages.send(to_user(user, device, receiver, n, f"{user}:{n}")))
+            for n in range(1, 11)
+            for user, device in senders
+        ]
+        results = await defer.gatherResults(sends)
+        self.assertTrue(all(r.code == SEND_OK for r in results))
+        copies = await self.all_messages(receiver)
+        self.assertEqual([m.seq for m in copies], list(range(1, 101)))
+        for user, _ in senders:
+            mine = [int(m.content.split(":")[1]) for m in copies if m.sender_id == user]
+            self.assertEqual(mine, list(range(1, 11)))
+        self.assertEqual(len({m.message_id for m in copies}), 100)
+
+    async def test_sends_are_batched(self: Any) -> None:
+        """Sends queued while a batch is written go into the next batch, not one transaction each."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        batches: list[int] = []
+        store_sends = s.message_store.store_sends
+
+        async def counting(sends: Any, decide: Any, now_ms: int) -> Any:
+            batches.append(len(sends))
+            return await store_sends(sends, decide, now_ms)
+
+        s.message_store.store_sends = counting  # type: ignore[method-assign]
+        results = await defer.gatherResults([start(s.messages.send(to_user(a, da, b, n))) for n in range(1, 51)])
+        self.assertEqual({r.code for r in results}, {SEND_OK})
+        self.assertEqual(sum(batches), 50)
+        self.assertEqual(batches[0], 1, "the first send does not wait for a batch to fill")
+        self.assertLess(len(batches), 50)
+
+    async def test_retry_is_answered_with_the_first_ack(self: Any) -> None:
+        """A sequential retry of (device, send_sequence) stores nothing and returns the first ACK."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        first = await s.messages.send(to_user(a, da, b, 7, "once"))
+        again = await s.messages.send(to_user(a, da, b, 7, "once"))
+        self.assertEqual(first, again)
+        self.assertEqual(len(await self.all_messages(b)), 1)
+        self.assertEqual(len(s.delivery.delivered), 2, "a duplicate is not delivered again")
+
+    async def test_concurrent_retries_store_once(self: Any) -> None:
+        """Retries issued before the first attempt's result (same batch and next batch) store once."""
+        s = await self.setup_services()
+        (a, da), (b, db_) = await self.friends("a", "b")
+        # warm-up keeps the writer busy, so the duplicates below land in one batch together
+        warm_up = start(s.messages.send(to_user(b, db_, a, 1)))
+        attempts = [start(s.messages.send(to_user(a, da, b, 1, "dup"))) for _ in range(3)]
+        results = await defer.gatherResults([warm_up, *attempts])
+        self.assertEqual(len({(r.code, r.message_id, r.seq) for r in results[1:]}), 1)
+        self.assertEqual([m.content for m in await self.all_messages(b)], ["hi", "dup"])
+
+    async def test_duplicates_within_one_batch_store_once(self: Any) -> None:
+        """Two sends with the same key that reach the store in one batch store one copy set."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        from goim.logic.messages import decide
+        from goim.storage.messages import PendingSend
+
+        request = to_user(a, da, b, 5)
+        outcomes = await s.message_store.store_sends(
+            [PendingSend(request, 900001, 1), PendingSend(request, 900002, 1)], decide, 0
+        )
+        self.assertEqual([(o.code, o.message_id, o.seq) for o in outcomes], [(SEND_OK, 900001, 1)] * 2)
+        self.assertEqual(len(outcomes[0].stored), 2)
+        self.assertEqual(outcomes[1].stored, ())
+        self.assertEqual(len(await self.all_messages(b)), 1)
+
+    async def test_dedupe_survives_a_restart(self: Any) -> None:
+        """New service objects on the same database still answer a retry with the first ACK."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        first = await s.messages.send(to_user(a, da, b, 3))
+        restarted = Services(s.db, reactor)
+        again = await restarted.messages.send(to_user(a, da, b, 3))
+        self.assertEqual(first, again)
+        self.assertEqual(len(await self.all_messages(b)), 1)
+
+    async def test_sign_in_starts_a_new_epoch(self: Any) -> None:
+        """After the device signs in again, a reused send_sequence is a new message."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        first = await s.messages.send(to_user(a, da, b, 1))
+        await s.accounts.sign_in_user(da, number="a", password="secret-pw")
+        second = await s.messages.send(to_user(a, da, b, 1))
+        self.assertNotEqual(first.message_id, second.message_id)
+        self.assertEqual(len(await self.all_messages(b)), 2)
+
+    async def test_failed_batch_stores_nothing(self: Any) -> None:
+        """A failure inside the batch transaction after rows were written leaves nothing; the retry stores once."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        failures = []
+
+        def fail_once(txn: Txn) -> None:
+            if not failures:
+                failures.append(True)
+                [(count,)] = txn.query("SELECT COUNT(*) FROM messages")
+                self.assertEqual(count, 2, "the copies were written before the failure")
+                raise RuntimeError("injected failure")
+
+        s.message_store.fault_hook = fail_once
+        failed = await s.messages.send(to_user(a, da, b, 1))
+        self.assertEqual(failed, SendResult(SEND_INTERNAL_ERROR))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(await self.all_messages(a), [])
+        self.assertEqual(await self.all_messages(b), [])
+        self.assertEqual(await s.message_store.max_seq(b), 0)
+        retried = await s.messages.send(to_user(a, da, b, 1))
+        self.assertEqual((retried.code, retried.seq), (SEND_OK, 1))
+        self.assertEqual(len(await self.all_messages(b)), 1)
+
+    async def test_sync_pages(self: Any) -> None:
+        """sync_page returns seq > n ascending, at most limit, and says whether more exist."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        for n in range(1, 6):
+            await s.messages.send(to_user(a, da, b, n, str(n)))
+        page = await s.messages.sync_page(b, 1, 2)
+        self.assertEqual(([m.seq for m in page.messages], page.more), ([2, 3], True))
+        page = await s.messages.sync_page(b, 3, 2)
+        self.assertEqual(([m.seq for m in page.messages], page.more), ([4, 5], False))
+        page = await s.messages.sync_page(b, 5, 2)
+        self.assertEqual((page.messages, page.more), ([], False))
+
+    async def test_ack_is_monotonic(self: Any) -> None:
+        """An ack raises the device's acknowledged seq; a lower one changes nothing."""
+        s = await self.setup_services()
+        (a, da), _ = await self.friends("a", "b")
+        await s.messages.ack(da, 5)
+        await s.messages.ack(da, 3)
+        device = await s.account_store.get_device(da)
+        assert device is not None
+        self.assertEqual(device.acked_seq, 5)
+
+    async def test_ids_are_unique_across_processes(self: Any) -> None:
+        """Two allocators on one database (two logic nodes) never hand out the same id."""
+        s = await self.setup_services()
+        other = Services(s.db, reactor, id_step=7)
+        ids = []
+        for _ in range(10):
+            ids += await s.ids.take(13)
+            ids += await other.ids.take(5)
+        self.assertEqual(len(ids), len(set(ids)))
+
+    async def test_ids_refill_before_running_dry(self: Any) -> None:
+        """Taking ids below the low-water mark starts a background refill."""
+        s = await self.setup_services()
+        first = await s.ids.take(1)
+        calls = []
+        reserve = s.message_store.reserve_ids
+
+        async def counting(name: str, step: int) -> range:
+            calls.append(step)
+            return await reserve(name, step)
+
+        s.message_store.reserve_ids = counting  # type: ignore[method-assign]
+        taken = await s.ids.take(85)  # leaves 14 of 100, below the 20 low-water mark
+        self.assertEqual(taken[0], first[0] + 1)
+        self.assertEqual(len(calls), 1)
+        more = await s.ids.take(50)
+        self.assertEqual(len(set(first + taken + more)), 136)
+
+
+class MessageSQLiteTests(MessageTests, SQLiteBackend, TestCase):
+    pass
+
+
+class MessageMySQLTests(MessageTests, MySQLBackend, TestCase):
+    pass

@@ -1,0 +1,73 @@
+"""The logic layer's services wired to a test database, with a recording delivery port."""
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from goim.logic.accounts import AccountService
+from goim.logic.ids import SegmentAllocator
+from goim.logic.local import InProcessLogic
+from goim.logic.messages import MessageService
+from goim.logic.passwords import ScryptCost
+from goim.logic.social import SocialService
+from goim.storage.accounts import AccountStore
+from goim.storage.database import Database
+from goim.storage.messages import MessageStore
+from goim.storage.social import SocialStore
+from goim.types import RECEIVER_GROUP, RECEIVER_USER, SendRequest, StoredMessage
+
+#: cheap scrypt parameters: tests check behaviour, not hashing cost
+TEST_PASSWORD_COST = ScryptCost(n=2**4, r=1, p=1)
+
+
+@dataclass
+class RecordingDelivery:
+    """A DeliveryPort that remembers what it was handed."""
+
+    delivered: list[StoredMessage] = field(default_factory=list)
+
+    def deliver(self, messages: Sequence[StoredMessage]) -> None:
+        self.delivered.extend(messages)
+
+
+class Services:
+    """Every store and service of one logic process on ``db``."""
+
+    def __init__(self, db: Database, reactor: Any, *, id_step: int = 100) -> None:
+        self.db = db
+        self.account_store = AccountStore(db)
+        self.social_store = SocialStore(db)
+        self.message_store = MessageStore(db)
+        self.delivery = RecordingDelivery()
+        self.accounts = AccountService(self.account_store, reactor, password_cost=TEST_PASSWORD_COST)
+        self.social = SocialService(self.account_store, self.social_store, reactor)
+        self.ids = SegmentAllocator(self.message_store, step=id_step)
+        self.messages = MessageService(self.message_store, self.account_store, self.ids, self.delivery, reactor)
+        self.logic = InProcessLogic(self.accounts, self.messages)
+
+    async def new_user(self, number: str, nickname: str = "") -> tuple[int, int, str]:
+        """Register a device and a user on it; returns ``(user_id, device_id, token)``."""
+        device_id, token = await self.accounts.register_device(
+            device_type=1, brand="brand", model="model", system_version="1", app_version="1"
+        )
+        session = await self.accounts.register_user(
+            device_id, number=number, nickname=nickname or number, sex=0, avatar="", password="secret-pw"
+        )
+        return session.user_id, device_id, token
+
+    async def new_device(self, number: str) -> int:
+        """Sign in to an existing user on a new device; returns the device id."""
+        device_id, _ = await self.accounts.register_device(
+            device_type=2, brand="brand", model="model", system_version="1", app_version="1"
+        )
+        await self.accounts.sign_in_user(device_id, number=number, password="secret-pw")
+        return device_id
+
+
+def to_user(user_id: int, device_id: int, receiver_id: int, send_sequence: int, content: str = "hi") -> SendRequest:
+    """A 1:1 send."""
+    return SendRequest(device_id, user_id, RECEIVER_USER, receiver_id, 1, content, send_sequence, 1000)
+
+
+def to_group(user_id: int, device_id: int, group_id: int, send_sequence: int, content: str = "hi") -> SendRequest:
+    """A group send."""
+    return SendRequest(device_id, user_id, RECEIVER_GROUP, group_id, 1, content, send_sequence, 1000)
