@@ -1,8 +1,10 @@
 """Devices and users: registration, authentication, sign-in, profiles."""
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Callable, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -18,6 +20,8 @@ from goim.logic.errors import (
 from goim.logic.passwords import ScryptCost, check_password, hash_password, hash_token, new_token
 from goim.storage.accounts import AccountStore, DeviceRow, NumberTakenError, UserRow
 from goim.util import now_ms
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -37,6 +41,14 @@ class UserSession:
     sync_sequence: int
 
 
+MAX_ID = 2**63 - 1
+
+
+def is_id(value: int) -> bool:
+    """True for a value that can be a row id (a positive signed 64-bit integer)."""
+    return 0 < value <= MAX_ID
+
+
 def check_text(name: str, value: str, *, max_length: int, allow_empty: bool = False) -> str:
     """Validate a text field's presence and length.
 
@@ -53,20 +65,31 @@ def check_text(name: str, value: str, *, max_length: int, allow_empty: bool = Fa
 class AccountService:
     """Devices, users and the binding of one to the other."""
 
-    def __init__(self, store: AccountStore, reactor: Any, *, password_cost: ScryptCost = ScryptCost()) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        reactor: Any,
+        *,
+        password_cost: ScryptCost = ScryptCost(),
+        run_in_thread: Callable[..., "Deferred[Any]"] | None = None,
+    ) -> None:
         """
         Args:
             store: the account rows.
             reactor: clock and thread pool (password hashing runs off the reactor thread).
             password_cost: scrypt parameters for new password hashes.
+            run_in_thread: ``f(func, *args) -> Deferred`` running blocking work
+                off the reactor thread; the reactor's thread pool by default.
         """
         self.store = store
         self._reactor = reactor
         self._cost = password_cost
+        self._run_in_thread = run_in_thread or partial(deferToThreadPool, reactor, reactor.getThreadPool())
         self._dummy_hash: str | None = None
 
-    async def _in_thread(self, func: Any, *args: Any) -> Any:
-        return await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), func, *args)
+    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        result: T = await self._run_in_thread(func, *args)
+        return result
 
     async def register_device(
         self, *, device_type: int, brand: str, model: str, system_version: str, app_version: str
@@ -100,7 +123,7 @@ class AccountService:
         Raises:
             GoimError: 1001 for an unknown device or a wrong token.
         """
-        device = await self.store.get_device(device_id) if device_id > 0 else None
+        device = await self.store.get_device(device_id) if is_id(device_id) else None
         if device is None or not _same(hash_token(token), device.token_hash):
             raise GoimError(WRONG_DEVICE_OR_TOKEN, "wrong device id or token")
         return device
@@ -120,7 +143,7 @@ class AccountService:
         self, device_id: int, *, number: str, nickname: str, sex: int, avatar: str, password: str
     ) -> UserSession:
         """Create a user and bind the device to it; starts a new send_sequence epoch."""
-        check_text("number", number, max_length=MAX_NAME)
+        _check_number(number)
         check_text("nickname", nickname, max_length=MAX_NAME)
         check_text("avatar", avatar, max_length=MAX_AVATAR, allow_empty=True)
         _check_password(password)
@@ -172,10 +195,18 @@ class AccountService:
         Raises:
             GoimError: 1004 when there is no such user.
         """
-        users = await self.store.get_users([user_id])
+        users = await self.store.get_users([user_id]) if is_id(user_id) else {}
         if user_id not in users:
             raise GoimError(USER_NOT_FOUND, f"user {user_id} not found")
         return users[user_id]
+
+
+def _check_number(number: str) -> None:
+    check_text("number", number, max_length=MAX_NAME)
+    # MySQL compares strings ignoring trailing spaces while SQLite does not:
+    # refusing surrounding white space keeps "alice" and "alice " apart everywhere.
+    if number != number.strip():
+        raise bad_request("number must not start or end with white space")
 
 
 def _check_password(password: str) -> None:

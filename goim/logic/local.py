@@ -5,6 +5,7 @@ from twisted.logger import Logger
 from goim.logic.accounts import AccountService
 from goim.logic.errors import GoimError
 from goim.logic.messages import MessageService
+from goim.metrics import Metrics
 from goim.types import SendRequest, SendResult, SignInResult, SyncPage
 
 log = Logger()
@@ -13,12 +14,25 @@ log = Logger()
 class InProcessLogic:
     """``goim.ports.LogicPort`` on top of the services of this process."""
 
-    def __init__(self, accounts: AccountService, messages: MessageService) -> None:
+    def __init__(self, accounts: AccountService, messages: MessageService, *, metrics: Metrics | None = None) -> None:
         self.accounts = accounts
         self.messages = messages
+        self.metrics = metrics
 
     async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
         """A connection may sign in when the token is the device's and the device is bound to the user."""
+        result = await self._check_sign_in(device_id, user_id, token)
+        if self.metrics is not None:
+            self.metrics.sign_ins.labels("ok" if result.ok else "refused").inc()
+        log.info(
+            "device {device_id} user {user_id} sign-in: {outcome}",
+            device_id=device_id,
+            user_id=user_id,
+            outcome="ok" if result.ok else result.message,
+        )
+        return result
+
+    async def _check_sign_in(self, device_id: int, user_id: int, token: str) -> SignInResult:
         try:
             device = await self.accounts.authenticate(device_id, token)
         except GoimError as e:

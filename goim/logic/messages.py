@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from goim.logic.ids import SegmentAllocator
+from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
 from goim.storage.messages import BatchFacts, MessageStore, PendingSend
@@ -76,6 +77,7 @@ class MessageService:
         *,
         max_content: int = DEFAULT_MAX_CONTENT,
         max_batch: int = 200,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -84,6 +86,7 @@ class MessageService:
         self._clock = clock
         self.max_content = max_content
         self.max_batch = max_batch
+        self.metrics = metrics
         self._queue: list[_Queued] = []
         # (device_id, send_sequence) -> the queued or in-flight send: a retry that
         # arrives before the first attempt finished waits for its result.
@@ -109,6 +112,8 @@ class MessageService:
         """
         code = self.validate(request)
         if code != SEND_OK:
+            if self.metrics is not None:
+                self.metrics.sends.labels(str(code)).inc()
             return SendResult(code)
         waiter: Deferred[SendResult] = Deferred()
         key = (request.device_id, request.send_sequence)
@@ -139,6 +144,8 @@ class MessageService:
                 d.callback(None)
 
     async def _write_batch(self, batch: list[_Queued]) -> None:
+        if self.metrics is not None:
+            self.metrics.send_batch.observe(len(batch))
         try:
             ids = await self.ids.take(len(batch))
             sends = [PendingSend(q.request, message_id, q.sender_type) for q, message_id in zip(batch, ids)]
@@ -160,12 +167,16 @@ class MessageService:
                 stored.extend(outcome.stored)
             self._finish(q, SendResult(outcome.code, outcome.message_id, outcome.seq))
         if stored:
+            if self.metrics is not None:
+                self.metrics.deliveries.inc(len(stored))
             try:
                 self.delivery.deliver(stored)
             except Exception:
                 log.failure("delivery of {count} stored copies failed", count=len(stored))
 
     def _finish(self, queued: _Queued, result: SendResult) -> None:
+        if self.metrics is not None:
+            self.metrics.sends.labels(str(result.code)).inc(len(queued.waiters))
         r = queued.request
         del self._pending[(r.device_id, r.send_sequence)]
         for waiter in queued.waiters:
@@ -180,7 +191,10 @@ class MessageService:
 
     async def sync_page(self, user_id: int, after_seq: int, limit: int) -> SyncPage:
         """Up to ``limit`` (at most 1,000) messages of the user with seq > ``after_seq``."""
-        return await self.store.sync_page(user_id, max(0, after_seq), max(1, min(limit, MAX_SYNC_LIMIT)))
+        page = await self.store.sync_page(user_id, max(0, after_seq), max(1, min(limit, MAX_SYNC_LIMIT)))
+        if self.metrics is not None:
+            self.metrics.sync_messages.inc(len(page.messages))
+        return page
 
     async def ack(self, device_id: int, seq: int) -> None:
         """The device holds everything up to ``seq`` (monotonic: lower acks change nothing)."""

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
-from goim.logic.accounts import MAX_NAME, check_text
+from goim.logic.accounts import MAX_NAME, check_text, is_id
 from goim.logic.errors import (
     GROUP_NOT_FOUND,
     NOT_GROUP_MEMBER,
@@ -54,8 +54,8 @@ class SocialService:
 
     async def _require_users(self, user_ids: Sequence[int]) -> dict[int, UserRow]:
         for user_id in user_ids:
-            if user_id <= 0:
-                raise bad_request("user ids must be positive")
+            if not is_id(user_id):
+                raise bad_request("user ids must be positive 64-bit integers")
         users = await self.accounts.get_users(user_ids)
         missing = sorted(set(user_ids) - users.keys())
         if missing:
@@ -109,7 +109,7 @@ class SocialService:
         return group_id
 
     async def _group_for_member(self, user_id: int, group_id: int) -> GroupRow:
-        group = await self.social.get_group(group_id) if group_id > 0 else None
+        group = await self.social.get_group(group_id) if is_id(group_id) else None
         if group is None:
             raise GoimError(GROUP_NOT_FOUND, f"group {group_id} not found")
         if not await self.social.is_member(group_id, user_id):
@@ -133,13 +133,19 @@ class SocialService:
     async def remove_members(self, caller_id: int, group_id: int, user_ids: Sequence[int]) -> None:
         """The owner removes anyone; any other member only itself.
 
+        An owner who leaves passes the group to the remaining member with the
+        lowest user id; a group nobody is left in keeps its rows but has no owner
+        who can act on it.
+
         Raises:
             GoimError: 1005, 1006, or 1007 when a non-owner removes someone else.
         """
         group = await self._group_for_member(caller_id, group_id)
         if caller_id != group.owner_id and set(user_ids) - {caller_id}:
             raise GoimError(PERMISSION_DENIED, "only the group owner can remove other members")
-        await self.social.remove_members(group_id, user_ids)
+        new_owner = await self.social.remove_members(group_id, user_ids, group.owner_id)
+        if new_owner is not None:
+            log.info("group {group_id} passed to user {owner_id}", group_id=group_id, owner_id=new_owner)
         log.info("user {caller_id} removed {user_ids} from group {group_id}", caller_id=caller_id, user_ids=list(user_ids), group_id=group_id)
 
     async def set_label(self, caller_id: int, group_id: int, label: str) -> None:

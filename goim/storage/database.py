@@ -8,6 +8,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from goim.metrics import Metrics
 from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
 
 T = TypeVar("T")
@@ -130,7 +131,9 @@ class Database:
     #: how often a transaction that failed with a retryable error is run again
     MAX_ATTEMPTS = 5
 
-    def __init__(self, url: str, reactor: Any, *, max_connections: int = 10, pool: Any = None) -> None:
+    def __init__(
+        self, url: str, reactor: Any, *, max_connections: int = 10, pool: Any = None, metrics: Metrics | None = None
+    ) -> None:
         """
         Args:
             url: ``sqlite:PATH`` or ``mysql://user:password@host:port/dbname``.
@@ -138,10 +141,12 @@ class Database:
             max_connections: MySQL pool size.
             pool: an adbapi ``ConnectionPool`` to use instead of building one
                 from the URL (tests run transactions synchronously this way).
+            metrics: where transaction times are recorded.
         """
         self.url = DatabaseURL.parse(url)
         self.dialect = self.url.dialect
         self._reactor = reactor
+        self._metrics = metrics
         self._pool = pool if pool is not None else self._make_pool(reactor, max_connections)
 
     def _make_pool(self, reactor: Any, max_connections: int) -> adbapi.ConnectionPool:
@@ -188,10 +193,13 @@ class Database:
             Whatever ``func`` or the driver raised on the last attempt.
         """
         attempt = 0
+        started = self._reactor.seconds()
         while True:
             attempt += 1
             try:
                 result: T = await self._pool.runInteraction(self._interaction, func, *args)
+                if self._metrics is not None:
+                    self._metrics.db_seconds.labels(desc).observe(self._reactor.seconds() - started)
                 return result
             except Exception as e:
                 if attempt >= self.MAX_ATTEMPTS or not self.dialect.is_retryable(e):

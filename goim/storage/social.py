@@ -130,19 +130,32 @@ class SocialStore:
 
         await self.db.run("add_members", add_members_txn)
 
-    async def remove_members(self, group_id: int, user_ids: Sequence[int]) -> None:
-        """Remove users from the group."""
+    async def remove_members(self, group_id: int, user_ids: Sequence[int], owner_id: int) -> int | None:
+        """Remove users from the group; when ``owner_id`` is among them, pass ownership on.
+
+        Returns:
+            The new owner's id when ownership passed to the remaining member with
+            the lowest user id, else None.
+        """
         ids = sorted(set(user_ids))
         if not ids:
-            return
+            return None
 
-        def remove_members_txn(txn: Txn) -> None:
+        def remove_members_txn(txn: Txn) -> int | None:
             txn.execute(
                 f"DELETE FROM group_members WHERE group_id = ? AND user_id IN {in_clause(ids)}",
                 [group_id, *ids],
             )
+            if owner_id not in ids:
+                return None
+            rows = txn.query("SELECT MIN(user_id) FROM group_members WHERE group_id = ?", (group_id,))
+            new_owner = rows[0][0]
+            if new_owner is None:
+                return None
+            txn.execute("UPDATE chat_groups SET owner_id = ? WHERE id = ?", (int(new_owner), group_id))
+            return int(new_owner)
 
-        await self.db.run("remove_members", remove_members_txn)
+        return await self.db.run("remove_members", remove_members_txn)
 
     async def set_member_label(self, group_id: int, user_id: int, label: str) -> None:
         """Set what the member calls itself in the group."""

@@ -139,7 +139,7 @@ def make_machine(testcase: Any) -> type[RuleBasedStateMachine]:
                 run(self.s.social_store.add_members(self.group_id, [self.users[user]], 0))
                 self.model.members.add(user)
             else:
-                run(self.s.social_store.remove_members(self.group_id, [self.users[user]]))
+                run(self.s.social_store.remove_members(self.group_id, [self.users[user]], self.users[0]))
                 self.model.members.discard(user)
 
         @rule(device=st.integers(0, len(DEVICE_OWNERS) - 1), seq=st.integers(0, 30))

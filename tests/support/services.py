@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from twisted.internet import defer
+
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
@@ -32,13 +34,23 @@ class RecordingDelivery:
 class Services:
     """Every store and service of one logic process on ``db``."""
 
-    def __init__(self, db: Database, reactor: Any, *, id_step: int = 100) -> None:
+    def __init__(self, db: Database, reactor: Any, *, id_step: int = 100, synchronous: bool = False) -> None:
+        """
+        Args:
+            synchronous: run password hashing at once on the calling thread (with
+                a ``SynchronousPool`` database, every call then completes at once).
+        """
         self.db = db
         self.account_store = AccountStore(db)
         self.social_store = SocialStore(db)
         self.message_store = MessageStore(db)
         self.delivery = RecordingDelivery()
-        self.accounts = AccountService(self.account_store, reactor, password_cost=TEST_PASSWORD_COST)
+        self.accounts = AccountService(
+            self.account_store,
+            reactor,
+            password_cost=TEST_PASSWORD_COST,
+            run_in_thread=defer.maybeDeferred if synchronous else None,
+        )
         self.social = SocialService(self.account_store, self.social_store, reactor)
         self.ids = SegmentAllocator(self.message_store, step=id_step)
         self.messages = MessageService(self.message_store, self.account_store, self.ids, self.delivery, reactor)

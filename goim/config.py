@@ -1,0 +1,127 @@
+"""Command-line options with an optional TOML file, shared by the three twistd plugins.
+
+Precedence: a flag given on the command line, then the same key in the file named
+by ``--config``, then the built-in default. A bad value is a ``UsageError`` that
+names the option (and the file), never a traceback.
+"""
+
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.python import usage
+
+from goim.storage.database import DatabaseURL, DatabaseURLError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: its flag name, default, parser and help text."""
+
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+def endpoint(value: Any) -> str:
+    """A Twisted server endpoint string such as ``tcp:50000`` or ``tcp:8080:interface=127.0.0.1``."""
+    from twisted.internet import endpoints, reactor
+
+    text = str(value)
+    try:
+        endpoints.serverFromString(reactor, text)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"not a server endpoint string ({e})") from None
+    return text
+
+
+def positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, float) or isinstance(value, bool):
+        raise ValueError("must be a whole number")
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value)
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def database_url(value: Any) -> str:
+    text = str(value)
+    try:
+        DatabaseURL.parse(text)
+    except DatabaseURLError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+def text(value: Any) -> str:
+    return str(value)
+
+
+class ServerOptions(usage.Options):
+    """Options built from ``settings``; after parsing, ``self[name]`` holds parsed values."""
+
+    settings: list[Setting] = []
+
+    def __init__(self) -> None:
+        self.optParameters = [
+            ["config", None, None, "TOML file with the same keys as these options (flags win)"],
+            *[[s.name, None, None, f"{s.doc} [default: {s.default}]"] for s in self.settings],
+        ]
+        super().__init__()
+
+    def postOptions(self) -> None:
+        from_file = self._read_config_file()
+        for s in self.settings:
+            raw = self[s.name]
+            where = f"--{s.name}"
+            if raw is None and s.name in from_file:
+                raw = from_file[s.name]
+                where = f"{s.name} in {self['config']}"
+            if raw is None:
+                raw = s.default
+            try:
+                self[s.name] = s.parse(raw)
+            except (ValueError, TypeError) as e:
+                raise usage.UsageError(f"{where}: {raw!r} is not valid: {e}") from None
+        self.check()
+
+    def check(self) -> None:
+        """Cross-checks between options; raise ``UsageError``."""
+
+    def _read_config_file(self) -> dict[str, Any]:
+        path = self["config"]
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise usage.UsageError(f"--config: cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise usage.UsageError(f"--config: {path} is not valid TOML: {e}") from None
+        known = {s.name for s in self.settings}
+        values = {}
+        for key, value in data.items():
+            name = key.replace("_", "-")
+            if name not in known:
+                raise usage.UsageError(f"--config: {path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+            values[name] = value
+        return values

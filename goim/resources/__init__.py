@@ -1,0 +1,1 @@
+"""HTTP resources (Klein): the JSON API of DESIGN section 4, errors and OpenAPI."""

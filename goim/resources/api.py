@@ -1,0 +1,252 @@
+"""The HTTP API of DESIGN section 4.
+
+Each route authenticates, validates the shape of its input, calls one service
+method and wraps the result in the envelope. Errors of every kind — the services'
+``GoimError``, unknown paths, wrong methods, unexpected exceptions — leave as an
+envelope with the matching HTTP status.
+"""
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from goim.logic.accounts import AccountService
+from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
+from goim.logic.social import Contact, GroupInfo, SocialService
+from goim.resources.envelope import (
+    credentials,
+    envelope,
+    id_list_field,
+    int_field,
+    path_id,
+    read_json,
+    text_field,
+)
+from goim.resources.openapi import openapi_document
+from goim.storage.accounts import DeviceRow
+
+log = Logger()
+
+
+def _contact(c: Contact) -> dict[str, Any]:
+    return asdict(c)
+
+
+def _group(g: GroupInfo) -> dict[str, Any]:
+    return {"id": g.id, "name": g.name, "owner_id": g.owner_id, "users": [_contact(u) for u in g.users]}
+
+
+class GoimAPI:
+    """The Klein application; services come in through the constructor."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        accounts: AccountService,
+        social: SocialService,
+        *,
+        metrics: Callable[[], bytes] | None = None,
+        health: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """
+        Args:
+            accounts: devices and users.
+            social: friends and groups.
+            metrics: returns the Prometheus text exposition for ``/metrics``.
+            health: returns the details ``/healthz`` shows.
+        """
+        self.accounts = accounts
+        self.social = social
+        self._metrics = metrics
+        self._health = health
+
+    async def _device(self, request: Request) -> DeviceRow:
+        device_id, token = credentials(request)
+        return await self.accounts.authenticate(device_id, token)
+
+    async def _user(self, request: Request) -> int:
+        device_id, token = credentials(request)
+        device = await self.accounts.authenticate_user(device_id, token)
+        return device.user_id
+
+    # --- devices and users
+
+    @app.route("/device", methods=["POST"])
+    async def register_device(self, request: Request) -> bytes:
+        body = read_json(request)
+        device_id, token = await self.accounts.register_device(
+            device_type=int_field(body, "type"),
+            brand=text_field(body, "brand"),
+            model=text_field(body, "model"),
+            system_version=text_field(body, "system_version"),
+            app_version=text_field(body, "app_version"),
+        )
+        return envelope(request, {"id": device_id, "token": token})
+
+    @app.route("/user", methods=["POST"])
+    async def register_user(self, request: Request) -> bytes:
+        device = await self._device(request)
+        body = read_json(request)
+        session = await self.accounts.register_user(
+            device.id,
+            number=text_field(body, "number"),
+            nickname=text_field(body, "nickname"),
+            sex=int_field(body, "sex", default=0),
+            avatar=text_field(body, "avatar", default=""),
+            password=text_field(body, "password"),
+        )
+        return envelope(request, asdict(session))
+
+    @app.route("/user/signin", methods=["POST"])
+    async def sign_in(self, request: Request) -> bytes:
+        device = await self._device(request)
+        body = read_json(request)
+        session = await self.accounts.sign_in_user(
+            device.id, number=text_field(body, "number"), password=text_field(body, "password")
+        )
+        return envelope(request, asdict(session))
+
+    @app.route("/user/info", methods=["GET", "POST"])
+    async def user_info(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        user = await self.accounts.get_user(user_id)
+        return envelope(request, asdict(user))
+
+    # --- friends
+
+    @app.route("/friend/all", methods=["GET"])
+    async def list_friends(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        return envelope(request, [_contact(c) for c in await self.social.list_friends(user_id)])
+
+    @app.route("/friend", methods=["POST"])
+    async def add_friend(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        body = read_json(request)
+        await self.social.add_friend(
+            user_id, int_field(body, "friend_id", positive=True), text_field(body, "label", default="")
+        )
+        return envelope(request)
+
+    @app.route("/friend/<int(signed=True):friend_id>", methods=["DELETE"])
+    async def delete_friend(self, request: Request, friend_id: int) -> bytes:
+        user_id = await self._user(request)
+        await self.social.delete_friend(user_id, path_id(friend_id, "friend_id"))
+        return envelope(request)
+
+    # --- groups
+
+    @app.route("/group/all", methods=["GET"])
+    async def list_groups(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        return envelope(request, [_group(g) for g in await self.social.list_groups(user_id)])
+
+    @app.route("/group/one/<int(signed=True):group_id>", methods=["GET"])
+    async def get_group(self, request: Request, group_id: int) -> bytes:
+        user_id = await self._user(request)
+        return envelope(request, _group(await self.social.get_group(user_id, path_id(group_id, "group_id"))))
+
+    @app.route("/group", methods=["POST"])
+    async def create_group(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        body = read_json(request)
+        group_id = await self.social.create_group(
+            user_id, text_field(body, "name"), id_list_field(body, "user_ids")
+        )
+        return envelope(request, {"id": group_id})
+
+    @app.route("/group/user", methods=["POST"])
+    async def add_members(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        body = read_json(request)
+        await self.social.add_members(
+            user_id, int_field(body, "group_id", positive=True), id_list_field(body, "user_ids", allow_empty=False)
+        )
+        return envelope(request)
+
+    @app.route("/group/user", methods=["DELETE"])
+    async def remove_members(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        body = read_json(request)
+        await self.social.remove_members(
+            user_id, int_field(body, "group_id", positive=True), id_list_field(body, "user_ids", allow_empty=False)
+        )
+        return envelope(request)
+
+    @app.route("/group/user/label", methods=["PUT"])
+    async def set_label(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        body = read_json(request)
+        await self.social.set_label(
+            user_id, int_field(body, "group_id", positive=True), text_field(body, "label")
+        )
+        return envelope(request)
+
+    # --- operations
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: Request) -> bytes:
+        return envelope(request, openapi_document())
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: Request) -> bytes:
+        return envelope(request, self._health() if self._health else {})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: Request) -> bytes:
+        if self._metrics is None:
+            raise NotFound()
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        return self._metrics()
+
+    # --- errors
+
+    @app.handle_errors(GoimError)
+    def goim_error(self, request: Request, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, GoimError)
+        log.info(
+            "HTTP {method} {path}: {status} code {code}: {message}",
+            method=_text(request.method),
+            path=_text(request.path),
+            status=error.http_status,
+            code=error.code,
+            message=error.message,
+        )
+        return envelope(request, code=error.code, message=error.message, status=error.http_status)
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: Request, failure: Failure) -> bytes:
+        log.info("HTTP {method} {path}: 404", method=_text(request.method), path=_text(request.path))
+        return envelope(request, code=BAD_REQUEST, message="not found", status=404)
+
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
+        error = failure.value
+        allowed = getattr(error, "valid_methods", None) or []
+        if allowed:
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
+        log.info("HTTP {method} {path}: 405", method=_text(request.method), path=_text(request.path))
+        return envelope(request, code=BAD_REQUEST, message="method not allowed", status=405)
+
+    @app.handle_errors(Exception)
+    def internal_error(self, request: Request, failure: Failure) -> bytes:
+        if failure.check(CancelledError):
+            # the client went away while we were working on its request
+            log.info("HTTP {method} {path}: cancelled", method=_text(request.method), path=_text(request.path))
+            return b""
+        log.failure(
+            "HTTP {method} {path}: unhandled error", failure, method=_text(request.method), path=_text(request.path)
+        )
+        return envelope(request, code=INTERNAL, message="internal error", status=500)
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "replace")

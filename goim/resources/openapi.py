@@ -1,0 +1,162 @@
+"""The OpenAPI 3 document of the HTTP API (served at ``/openapi.json``).
+
+A test compares its operations with the Klein routes, so the two cannot drift.
+"""
+
+from functools import lru_cache
+from typing import Any
+
+import goim
+
+_STRING = {"type": "string"}
+_INT = {"type": "integer", "format": "int64"}
+_IDS = {"type": "array", "items": {"type": "integer", "format": "int64", "minimum": 1}}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_CONTACT = _object(
+    {"user_id": _INT, "label": _STRING, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING}
+)
+_GROUP = _object({"id": _INT, "name": _STRING, "owner_id": _INT, "users": {"type": "array", "items": _CONTACT}})
+_SESSION = _object({"user_id": _INT, "send_sequence": _INT, "sync_sequence": _INT})
+_USER = _object({"id": _INT, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING})
+
+#: (method, path, auth, summary, request body schema or None, data schema)
+OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = [
+    (
+        "post",
+        "/device",
+        "none",
+        "Register a device; the token is shown only once",
+        _object(
+            {
+                "type": {"type": "integer", "minimum": 1, "maximum": 5, "description": "1 Android, 2 iOS, 3 Windows, 4 macOS, 5 Web"},
+                "brand": _STRING,
+                "model": _STRING,
+                "system_version": _STRING,
+                "app_version": _STRING,
+            },
+            ["type", "brand", "model", "system_version", "app_version"],
+        ),
+        _object({"id": _INT, "token": _STRING}),
+    ),
+    (
+        "post",
+        "/user",
+        "device",
+        "Register a user and bind the device to it (starts a new send_sequence epoch)",
+        _object(
+            {"number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING, "password": _STRING},
+            ["number", "nickname", "password"],
+        ),
+        _SESSION,
+    ),
+    (
+        "post",
+        "/user/signin",
+        "device",
+        "Sign in and bind the device (send_sequence restarts at 0)",
+        _object({"number": _STRING, "password": _STRING}, ["number", "password"]),
+        _SESSION,
+    ),
+    ("get", "/user/info", "user", "The signed-in user's profile", None, _USER),
+    ("post", "/user/info", "user", "The signed-in user's profile", None, _USER),
+    ("get", "/friend/all", "user", "Friends with their profiles", None, {"type": "array", "items": _CONTACT}),
+    (
+        "post",
+        "/friend",
+        "user",
+        "Befriend a user (mutual, idempotent)",
+        _object({"friend_id": _INT, "label": _STRING}, ["friend_id"]),
+        None,
+    ),
+    ("delete", "/friend/{friend_id}", "user", "End a friendship in both directions", None, None),
+    ("get", "/group/all", "user", "The user's groups with members", None, {"type": "array", "items": _GROUP}),
+    ("get", "/group/one/{group_id}", "member", "One group with members", None, _GROUP),
+    (
+        "post",
+        "/group",
+        "user",
+        "Create a group; the creator is owner and member",
+        _object({"name": _STRING, "user_ids": _IDS}, ["name"]),
+        _object({"id": _INT}),
+    ),
+    (
+        "post",
+        "/group/user",
+        "member",
+        "Add members",
+        _object({"group_id": _INT, "user_ids": _IDS}, ["group_id", "user_ids"]),
+        None,
+    ),
+    (
+        "delete",
+        "/group/user",
+        "member",
+        "Remove members: the owner anyone, others only themselves",
+        _object({"group_id": _INT, "user_ids": _IDS}, ["group_id", "user_ids"]),
+        None,
+    ),
+    (
+        "put",
+        "/group/user/label",
+        "member",
+        "Set the caller's label in a group",
+        _object({"group_id": _INT, "label": _STRING}, ["group_id", "label"]),
+        None,
+    ),
+    ("get", "/openapi.json", "none", "This document", None, {"type": "object"}),
+    ("get", "/healthz", "none", "Liveness and what the process serves", None, {"type": "object"}),
+    ("get", "/metrics", "none", "Prometheus metrics (text exposition format, not an envelope)", None, None),
+]
+
+
+def _envelope(data: dict[str, Any] | None) -> dict[str, Any]:
+    return _object({"code": _INT, "message": _STRING, "data": data or {"nullable": True}})
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The whole OpenAPI 3.0 document."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, auth, summary, body, data in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "ok", "content": {"application/json": {"schema": _envelope(data)}}},
+                "default": {
+                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1007 (docs/http-api.md)",
+                    "content": {"application/json": {"schema": _envelope(None)}},
+                },
+            },
+        }
+        if auth != "none":
+            operation["security"] = [{"device_id": [], "token": []}]
+            operation["x-goim-auth"] = auth
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            for name in ("friend_id", "group_id")
+            if "{" + name + "}" in path
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "goim HTTP API", "version": goim.__version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "device_id": {"type": "apiKey", "in": "header", "name": "device_id"},
+                "token": {"type": "apiKey", "in": "header", "name": "token"},
+            }
+        },
+    }

@@ -1,0 +1,552 @@
+"""The database layer: URL parsing, dialects, migrations and retried transactions.
+
+The URL and dialect tests need no database; the rest run on SQLite and on
+MariaDB/MySQL through the same code.
+"""
+
+import sqlite3
+from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+
+import pymysql
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from goim.storage.database import Database, DatabaseURL, DatabaseURLError, Txn, in_clause
+from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
+from goim.storage.schema import LATEST_VERSION, MIGRATIONS, SchemaTooNewError, migrate_txn
+from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend, SynchronousPool
+
+if TYPE_CHECKING:
+
+    class _Base(BackendMixin, TestCase):
+        pass
+
+else:
+    _Base = object
+
+E = TypeVar("E", bound=BaseException)
+
+#: every table migration 1 creates, plus the version table
+TABLES = [
+    "schema_version",
+    "users",
+    "devices",
+    "user_seqs",
+    "friends",
+    "chat_groups",
+    "group_members",
+    "messages",
+    "sends",
+    "id_segments",
+]
+
+
+def sqlite_unique_violation() -> sqlite3.IntegrityError:
+    """The IntegrityError sqlite3 raises for a duplicate primary key."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        connection.execute("INSERT INTO t VALUES (1)")
+        try:
+            connection.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.IntegrityError as e:
+            return e
+        raise AssertionError("sqlite3 accepted a duplicate key")
+    finally:
+        connection.close()
+
+
+def sqlite_not_null_violation() -> sqlite3.IntegrityError:
+    """The IntegrityError sqlite3 raises for a NULL in a NOT NULL column."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("CREATE TABLE t (k INTEGER NOT NULL)")
+        try:
+            connection.execute("INSERT INTO t VALUES (NULL)")
+        except sqlite3.IntegrityError as e:
+            return e
+        raise AssertionError("sqlite3 accepted a NULL")
+    finally:
+        connection.close()
+
+
+def retryable_error(dialect: Dialect) -> Exception:
+    """An error the dialect treats as transient (the transaction may run again)."""
+    if isinstance(dialect, MySQLDialect):
+        return adbapi.ConnectionLost()
+    return sqlite3.OperationalError("database is locked")
+
+
+def deadlock_error(dialect: Dialect) -> Exception:
+    """A deadlock/busy error as the dialect's driver raises it."""
+    if isinstance(dialect, MySQLDialect):
+        return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+    return sqlite3.OperationalError("database table is locked")
+
+
+class DatabaseURLTests(SynchronousTestCase):
+    """DatabaseURL.parse, without a database."""
+
+    def test_sqlite_relative_path(self) -> None:
+        """sqlite:PATH gives the SQLite dialect and PATH as the database file."""
+        url = DatabaseURL.parse("sqlite:goim.db")
+        self.assertIsInstance(url.dialect, SQLiteDialect)
+        self.assertTrue(url.is_sqlite)
+        self.assertEqual(url.connect_kwargs["database"], "goim.db")
+        self.assertIs(url.connect_kwargs["check_same_thread"], False)
+        self.assertEqual(DatabaseURL.parse("sqlite:data/goim.db").connect_kwargs["database"], "data/goim.db")
+
+    def test_sqlite_absolute_path(self) -> None:
+        """sqlite:///abs and sqlite:/abs both name the absolute path /abs."""
+        self.assertEqual(DatabaseURL.parse("sqlite:///var/lib/goim.db").connect_kwargs["database"], "/var/lib/goim.db")
+        self.assertEqual(DatabaseURL.parse("sqlite:/var/lib/goim.db").connect_kwargs["database"], "/var/lib/goim.db")
+
+    def test_sqlite_needs_a_path(self) -> None:
+        """sqlite: and sqlite:// without a path are refused."""
+        for bad in ("sqlite:", "sqlite://"):
+            e = self.assertRaises(DatabaseURLError, DatabaseURL.parse, bad)
+            self.assertIn("path", str(e))
+
+    def test_mysql_full(self) -> None:
+        """Every part of a mysql:// URL is used, the password and user url-decoded."""
+        url = DatabaseURL.parse("mysql://go%40im:p%40ss%3Aw%2Frd%25@db.example.com:3307/goim_prod")
+        self.assertIsInstance(url.dialect, MySQLDialect)
+        self.assertFalse(url.is_sqlite)
+        self.assertEqual(
+            url.connect_kwargs,
+            {
+                "host": "db.example.com",
+                "port": 3307,
+                "user": "go@im",
+                "password": "p@ss:w/rd%",
+                "database": "goim_prod",
+            },
+        )
+
+    def test_mysql_defaults(self) -> None:
+        """A mysql:// URL without user, password or port gets root, an empty password and 3306."""
+        url = DatabaseURL.parse("mysql://127.0.0.1/goim")
+        self.assertEqual(
+            url.connect_kwargs,
+            {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "goim"},
+        )
+        self.assertEqual(DatabaseURL.parse("mysql://bob@h/db").connect_kwargs["password"], "")
+        self.assertEqual(DatabaseURL.parse("mysql://bob@h/db").connect_kwargs["user"], "bob")
+
+    def test_mysql_missing_host_or_database(self) -> None:
+        """A mysql:// URL without a host or a database name is refused."""
+        for bad in (
+            "mysql://",
+            "mysql:///goim",
+            "mysql://user:pw@/goim",
+            "mysql://host",
+            "mysql://host/",
+            "mysql://host:3306",
+        ):
+            self.assertRaises(DatabaseURLError, DatabaseURL.parse, bad)
+
+    def test_mysql_bad_port(self) -> None:
+        """A port that is not a number in range is refused with DatabaseURLError."""
+        for bad in ("mysql://host:port/db", "mysql://host:99999/db", "mysql://host:-1/db"):
+            e = self.assertRaises(DatabaseURLError, DatabaseURL.parse, bad)
+            self.assertIn("port", str(e))
+
+    def test_unknown_scheme(self) -> None:
+        """Schemes other than sqlite: and mysql:// are refused, and the error is a ValueError."""
+        for bad in ("postgres://u@h/db", "mariadb://u@h/db", "MYSQL://h/db", "goim.db", ""):
+            e = self.assertRaises(DatabaseURLError, DatabaseURL.parse, bad)
+            self.assertIsInstance(e, ValueError)
+            self.assertIn("sqlite:", str(e))
+
+
+class InClauseTests(SynchronousTestCase):
+    """in_clause."""
+
+    def test_placeholders(self) -> None:
+        """One ``?`` per value, in parentheses; an empty list is an error."""
+        self.assertEqual(in_clause([7]), "(?)")
+        self.assertEqual(in_clause([1, 2, 3]), "(?, ?, ?)")
+        self.assertRaises(ValueError, in_clause, [])
+
+
+class SQLiteDialectTests(SynchronousTestCase):
+    """SQLiteDialect, without a database."""
+
+    dialect = SQLiteDialect()
+
+    def test_sql_keeps_question_marks(self) -> None:
+        """sqlite3 takes ``?`` placeholders, so statements pass through unchanged."""
+        statement = "SELECT a FROM t WHERE b = ? AND c IN (?, ?)"
+        self.assertEqual(self.dialect.sql(statement), statement)
+
+    def test_ddl_expands_every_token(self) -> None:
+        """The portable type tokens become SQLite types and no token is left in any migration."""
+        self.assertEqual(self.dialect.ddl("{id}"), "INTEGER PRIMARY KEY AUTOINCREMENT")
+        self.assertEqual(self.dialect.ddl("{bigint}"), "INTEGER")
+        self.assertEqual(self.dialect.ddl("{text}"), "TEXT")
+        self.assertEqual(self.dialect.ddl("{blob}"), "BLOB")
+        self.assertEqual(self.dialect.ddl("CREATE TABLE t (a {bigint}){table_options}"), "CREATE TABLE t (a INTEGER)")
+        for _, statements in MIGRATIONS:
+            for statement in statements:
+                self.assertNotIn("{", self.dialect.ddl(statement))
+
+    def test_upsert(self) -> None:
+        """upsert is an INSERT ... ON CONFLICT (keys) DO UPDATE of the update columns from ``excluded``."""
+        self.assertEqual(
+            self.dialect.upsert("friends", ["user_id", "friend_id"], ["label", "created_at"], ["label"]),
+            "INSERT INTO friends (user_id, friend_id, label, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (user_id, friend_id) DO UPDATE SET label = excluded.label",
+        )
+        self.assertEqual(
+            self.dialect.upsert("t", ["k"], ["a", "b"], ["a", "b"]),
+            "INSERT INTO t (k, a, b) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET a = excluded.a, b = excluded.b",
+        )
+
+    def test_insert_ignore(self) -> None:
+        """insert_ignore is an INSERT OR IGNORE with one ``?`` per column."""
+        self.assertEqual(
+            self.dialect.insert_ignore("group_members", ["group_id", "user_id"]),
+            "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
+        )
+
+    def test_is_duplicate_key(self) -> None:
+        """Only sqlite3's UNIQUE/primary-key IntegrityError is a duplicate key."""
+        self.assertTrue(self.dialect.is_duplicate_key(sqlite_unique_violation()))
+        self.assertFalse(self.dialect.is_duplicate_key(sqlite_not_null_violation()))
+        self.assertFalse(self.dialect.is_duplicate_key(sqlite3.OperationalError("database is locked")))
+        self.assertFalse(self.dialect.is_duplicate_key(pymysql.err.IntegrityError(1062, "Duplicate entry")))
+        self.assertFalse(self.dialect.is_duplicate_key(ValueError("UNIQUE")))
+
+    def test_is_retryable(self) -> None:
+        """Busy/locked OperationalErrors are retryable; constraint, syntax and foreign errors are not."""
+        self.assertTrue(self.dialect.is_retryable(sqlite3.OperationalError("database is locked")))
+        self.assertTrue(self.dialect.is_retryable(sqlite3.OperationalError("database table is locked")))
+        self.assertFalse(self.dialect.is_retryable(sqlite3.OperationalError("no such table: users")))
+        self.assertFalse(self.dialect.is_retryable(sqlite_unique_violation()))
+        self.assertFalse(self.dialect.is_retryable(pymysql.err.OperationalError(1213, "Deadlock found")))
+        self.assertFalse(self.dialect.is_retryable(ValueError("locked")))
+
+
+class MySQLDialectTests(SynchronousTestCase):
+    """MySQLDialect, without a database."""
+
+    dialect = MySQLDialect()
+
+    def test_sql_converts_placeholders(self) -> None:
+        """Every ``?`` becomes PyMySQL's ``%s``."""
+        self.assertEqual(
+            self.dialect.sql("SELECT a FROM t WHERE b = ? AND c IN (?, ?)"),
+            "SELECT a FROM t WHERE b = %s AND c IN (%s, %s)",
+        )
+        self.assertEqual(self.dialect.sql("SELECT 1"), "SELECT 1")
+
+    def test_ddl_expands_every_token(self) -> None:
+        """The portable type tokens become MySQL types, InnoDB and utf8mb4; no token is left in any migration."""
+        self.assertEqual(self.dialect.ddl("{id}"), "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY")
+        self.assertEqual(self.dialect.ddl("{bigint}"), "BIGINT")
+        self.assertEqual(self.dialect.ddl("{text}"), "TEXT")
+        self.assertEqual(self.dialect.ddl("{blob}"), "VARBINARY(255)")
+        options = self.dialect.ddl("{table_options}")
+        self.assertIn("ENGINE=InnoDB", options)
+        self.assertIn("utf8mb4", options)
+        for _, statements in MIGRATIONS:
+            for statement in statements:
+                self.assertNotIn("{", self.dialect.ddl(statement))
+
+    def test_upsert(self) -> None:
+        """upsert is an INSERT ... ON DUPLICATE KEY UPDATE of the update columns from VALUES()."""
+        self.assertEqual(
+            self.dialect.upsert("friends", ["user_id", "friend_id"], ["label", "created_at"], ["label"]),
+            "INSERT INTO friends (user_id, friend_id, label, created_at) VALUES (?, ?, ?, ?)"
+            " ON DUPLICATE KEY UPDATE label = VALUES(label)",
+        )
+        self.assertEqual(
+            self.dialect.upsert("t", ["k"], ["a", "b"], ["a", "b"]),
+            "INSERT INTO t (k, a, b) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE a = VALUES(a), b = VALUES(b)",
+        )
+
+    def test_insert_ignore(self) -> None:
+        """insert_ignore is an INSERT IGNORE with one ``?`` per column."""
+        self.assertEqual(
+            self.dialect.insert_ignore("group_members", ["group_id", "user_id"]),
+            "INSERT IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
+        )
+
+    def test_is_duplicate_key(self) -> None:
+        """Only MySQL error 1062 is a duplicate key."""
+        duplicate = pymysql.err.IntegrityError(1062, "Duplicate entry 'a' for key 'x'")
+        self.assertTrue(self.dialect.is_duplicate_key(duplicate))
+        self.assertFalse(self.dialect.is_duplicate_key(pymysql.err.IntegrityError(1048, "Column 'x' cannot be null")))
+        self.assertFalse(self.dialect.is_duplicate_key(pymysql.err.OperationalError(1213, "Deadlock found")))
+        self.assertFalse(self.dialect.is_duplicate_key(pymysql.err.IntegrityError("no errno")))
+        self.assertFalse(self.dialect.is_duplicate_key(sqlite_unique_violation()))
+        self.assertFalse(self.dialect.is_duplicate_key(adbapi.ConnectionLost()))
+
+    def test_is_retryable(self) -> None:
+        """Deadlocks, lock wait timeouts and lost connections are retryable; other errors are not."""
+        retryable = [
+            pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction"),
+            pymysql.err.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction"),
+            pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+            pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+            pymysql.err.OperationalError(2003, "Can't connect to MySQL server"),
+            pymysql.err.InterfaceError(2014, "Command Out of Sync"),
+            adbapi.ConnectionLost(),
+        ]
+        for error in retryable:
+            self.assertTrue(self.dialect.is_retryable(error), repr(error))
+        not_retryable = [
+            pymysql.err.IntegrityError(1062, "Duplicate entry 'a' for key 'x'"),
+            pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+            pymysql.err.OperationalError(1045, "Access denied for user"),
+            pymysql.err.OperationalError("no errno"),
+            sqlite3.OperationalError("database is locked"),
+            ValueError(1213),
+        ]
+        for error in not_retryable:
+            self.assertFalse(self.dialect.is_retryable(error), repr(error))
+
+
+class DatabaseTests(_Base):
+    """Migrations and transactions; runs on each backend through the subclasses below."""
+
+    def clocked_database(self) -> tuple[Database, Clock]:
+        """A fresh, migrated database whose transactions run synchronously and whose retries wait on a Clock."""
+        url = self.database_url()
+        self.addCleanup(self._drop, url)
+        clock = Clock()
+        db = Database(url, clock, pool=SynchronousPool(DatabaseURL.parse(url)))
+        self.addCleanup(db.close)
+        self.successResultOf(Deferred.fromCoroutine(db.run("migrate", migrate_txn)))
+        return db, clock
+
+    async def raised(self, awaitable: Awaitable[Any], kind: type[E]) -> E:
+        """Await ``awaitable`` and return the ``kind`` exception it raises."""
+        try:
+            await awaitable
+        except kind as e:
+            return e
+        self.fail(f"expected {kind.__name__}")
+
+    async def segments(self, db: Database) -> list[tuple[str, int]]:
+        """Every ``(name, max_id)`` row of ``id_segments``."""
+
+        def txn(t: Txn) -> list[tuple[str, int]]:
+            return [(str(r[0]), int(r[1])) for r in t.query("SELECT name, max_id FROM id_segments ORDER BY name")]
+
+        return await db.run("test_segments", txn)
+
+    async def test_migrations_apply_once(self) -> None:
+        """Migrating a fresh database reports (0, LATEST), again reports (LATEST, LATEST), and the tables exist."""
+        db = self.open_database()
+        self.assertEqual(await db.run("migrate", migrate_txn), (0, LATEST_VERSION))
+        self.assertEqual(await db.run("migrate", migrate_txn), (LATEST_VERSION, LATEST_VERSION))
+
+        def counts_txn(t: Txn) -> dict[str, int]:
+            return {table: int(t.query(f"SELECT COUNT(*) FROM {table}")[0][0]) for table in TABLES}
+
+        counts = await db.run("counts", counts_txn)
+        self.assertEqual(counts, {table: (len(MIGRATIONS) if table == "schema_version" else 0) for table in TABLES})
+
+        def versions_txn(t: Txn) -> list[int]:
+            return [int(r[0]) for r in t.query("SELECT version FROM schema_version ORDER BY version")]
+
+        self.assertEqual(await db.run("versions", versions_txn), [v for v, _ in MIGRATIONS])
+
+    async def test_schema_newer_than_code_refuses(self) -> None:
+        """A schema_version above LATEST_VERSION makes migration fail with SchemaTooNewError asking for an upgrade."""
+        db = await self.make_database()
+
+        def newer_txn(t: Txn) -> None:
+            t.execute("INSERT INTO schema_version (version) VALUES (?)", (LATEST_VERSION + 1,))
+
+        await db.run("newer", newer_txn)
+        error = await self.raised(db.run("migrate", migrate_txn), SchemaTooNewError)
+        message = str(error)
+        self.assertIn("upgrade", message)
+        self.assertIn(str(LATEST_VERSION + 1), message)
+        self.assertIn(str(LATEST_VERSION), message)
+
+    async def test_run_commits_on_return(self) -> None:
+        """What the function wrote is committed and its return value handed back."""
+        db = await self.make_database()
+
+        def insert_txn(t: Txn, name: str, max_id: int) -> str:
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", (name, max_id))
+            return name.upper()
+
+        self.assertEqual(await db.run("insert", insert_txn, "msg", 100), "MSG")
+        self.assertEqual(await self.segments(db), [("msg", 100)])
+
+    async def test_run_rolls_back_on_error(self) -> None:
+        """When the function raises, everything it wrote is rolled back and the error is not retried."""
+        db = await self.make_database()
+        calls: list[int] = []
+
+        def failing_txn(t: Txn) -> None:
+            calls.append(1)
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", ("a", 1))
+            t.execute("UPDATE id_segments SET max_id = ? WHERE name = ?", (2, "a"))
+            raise ValueError("boom")
+
+        error = await self.raised(db.run("fail", failing_txn), ValueError)
+        self.assertEqual(str(error), "boom")
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(await self.segments(db), [])
+
+    async def test_run_retries_a_retryable_error(self) -> None:
+        """A transient error on the first attempt rolls back and the whole function runs again."""
+        db = await self.make_database()
+        error = retryable_error(db.dialect)
+        self.assertTrue(db.dialect.is_retryable(error))
+        calls: list[int] = []
+
+        def flaky_txn(t: Txn) -> str:
+            calls.append(1)
+            # The same key both times: a first attempt that was not rolled back
+            # would make the second fail with a duplicate key.
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", ("seg", len(calls)))
+            if len(calls) == 1:
+                raise error
+            return "done"
+
+        self.assertEqual(await db.run("flaky", flaky_txn), "done")
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(await self.segments(db), [("seg", 2)])
+
+    def test_run_gives_up_after_max_attempts(self) -> None:
+        """A retryable error on every attempt is raised after MAX_ATTEMPTS runs, each after a short growing delay."""
+        db, clock = self.clocked_database()
+        error = deadlock_error(db.dialect)
+        self.assertTrue(db.dialect.is_retryable(error))
+        attempts: list[float] = []
+
+        def always_failing_txn(t: Txn) -> None:
+            attempts.append(clock.seconds())
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", ("seg", len(attempts)))
+            raise error
+
+        d = Deferred.fromCoroutine(db.run("doomed", always_failing_txn))
+        self.assertEqual(len(attempts), 1)
+        self.assertNoResult(d)
+        for _ in range(1000):
+            if d.called:
+                break
+            clock.advance(0.01)
+        failure = self.failureResultOf(d, type(error))
+        self.assertIs(failure.value, error)
+        self.assertEqual(len(attempts), Database.MAX_ATTEMPTS)
+        gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+        for gap in gaps:
+            self.assertGreater(gap, 0)
+            self.assertLessEqual(gap, 1.0 + 0.02)
+        for earlier, later in zip(gaps, gaps[1:]):
+            self.assertGreaterEqual(later, earlier - 0.02)
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(self.segments(db))), [])
+        # Nothing is left scheduled once it has given up.
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_run_waits_before_retrying(self) -> None:
+        """A retry happens only after time passes, and then succeeds."""
+        db, clock = self.clocked_database()
+        error = retryable_error(db.dialect)
+        calls: list[int] = []
+
+        def flaky_txn(t: Txn) -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise error
+            return 42
+
+        d = Deferred.fromCoroutine(db.run("flaky", flaky_txn))
+        self.assertNoResult(d)
+        self.assertEqual(len(calls), 1)
+        clock.advance(1.0)
+        self.assertEqual(self.successResultOf(d), 42)
+        self.assertEqual(len(calls), 2)
+
+    async def test_driver_errors_are_classified(self) -> None:
+        """The backend's real duplicate-key error counts as duplicate and not retryable; a NOT NULL error as neither."""
+        db = await self.make_database()
+
+        def insert_txn(t: Txn, max_id: Any) -> None:
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", ("seg", max_id))
+
+        await db.run("insert", insert_txn, 1)
+        duplicate = await self.raised(db.run("dup", insert_txn, 2), Exception)
+        self.assertTrue(db.dialect.is_duplicate_key(duplicate), repr(duplicate))
+        self.assertFalse(db.dialect.is_retryable(duplicate), repr(duplicate))
+
+        def null_txn(t: Txn) -> None:
+            t.execute("INSERT INTO id_segments (name, max_id) VALUES (?, ?)", ("other", None))
+
+        not_null = await self.raised(db.run("null", null_txn), Exception)
+        self.assertFalse(db.dialect.is_duplicate_key(not_null), repr(not_null))
+        self.assertFalse(db.dialect.is_retryable(not_null), repr(not_null))
+        self.assertEqual(await self.segments(db), [("seg", 1)])
+
+    async def test_upsert_and_insert_ignore_behave_alike(self) -> None:
+        """upsert overwrites only the update columns on a key clash; insert_ignore keeps the existing row."""
+        db = await self.make_database()
+        d = db.dialect
+        upsert = d.upsert("friends", ["user_id", "friend_id"], ["label", "created_at"], ["label"])
+        ignore = d.insert_ignore("friends", ["user_id", "friend_id", "label", "created_at"])
+
+        def write_txn(t: Txn) -> None:
+            t.execute(upsert, (1, 2, "first", 100))
+            t.execute(upsert, (1, 2, "second", 200))
+            t.executemany(upsert, [(1, 2, "third", 300), (1, 3, "new", 300)])
+            t.execute(ignore, (2, 1, "kept", 400))
+            t.execute(ignore, (2, 1, "ignored", 500))
+            t.executemany(ignore, [(2, 1, "ignored too", 600), (3, 1, "added", 600)])
+
+        await db.run("write", write_txn)
+
+        def read_txn(t: Txn) -> list[tuple[int, int, str, int]]:
+            rows = t.query("SELECT user_id, friend_id, label, created_at FROM friends ORDER BY user_id, friend_id")
+            return [(int(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+        self.assertEqual(
+            await db.run("read", read_txn),
+            [(1, 2, "third", 100), (1, 3, "new", 300), (2, 1, "kept", 400), (3, 1, "added", 600)],
+        )
+
+    async def test_txn_helpers(self) -> None:
+        """Txn takes ``?`` placeholders on every backend: in_clause lists, fetchone, rowcount and lastrowid work."""
+        db = await self.make_database()
+
+        def txn(t: Txn) -> tuple[int, int, list[tuple[Any, ...]], tuple[Any, ...] | None, tuple[Any, ...] | None, int]:
+            t.execute(
+                "INSERT INTO chat_groups (name, owner_id, created_at) VALUES (?, ?, ?)", ("g1", 1, 0)
+            )
+            first = t.lastrowid
+            t.execute(
+                "INSERT INTO chat_groups (name, owner_id, created_at) VALUES (?, ?, ?)", ("g2", 1, 0)
+            )
+            second = t.lastrowid
+            ids = [first, second, second + 100]
+            rows = t.query(f"SELECT id, name FROM chat_groups WHERE id IN {in_clause(ids)} ORDER BY id", ids)
+            t.execute("SELECT name FROM chat_groups WHERE id = ?", (first,))
+            one = t.fetchone()
+            t.execute("SELECT name FROM chat_groups WHERE id = ?", (second + 100,))
+            none = t.fetchone()
+            t.execute("UPDATE chat_groups SET owner_id = ? WHERE owner_id = ?", (2, 1))
+            return first, second, rows, one, none, t.rowcount
+
+        first, second, rows, one, none, updated = await db.run("helpers", txn)
+        self.assertGreater(second, first)
+        self.assertEqual([(int(r[0]), str(r[1])) for r in rows], [(first, "g1"), (second, "g2")])
+        self.assertEqual(one, ("g1",))
+        self.assertIsNone(none)
+        self.assertEqual(updated, 2)
+
+
+class DatabaseSQLiteTests(DatabaseTests, SQLiteBackend, TestCase):
+    pass
+
+
+class DatabaseMySQLTests(DatabaseTests, MySQLBackend, TestCase):
+    pass
+
