@@ -79,13 +79,16 @@ class ServerOptions(usage.Options):
     """Options built from ``settings``; after parsing, ``self[name]`` holds parsed values."""
 
     settings: list[Setting] = []
+    optParameters: list[list[Any]] = []
 
-    def __init__(self) -> None:
-        self.optParameters = [
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # usage.Options reads optParameters from the class; every option defaults
+        # to None here so that postOptions can tell a given flag from an absent one.
+        super().__init_subclass__(**kwargs)
+        cls.optParameters = [
             ["config", None, None, "TOML file with the same keys as these options (flags win)"],
-            *[[s.name, None, None, f"{s.doc} [default: {s.default}]"] for s in self.settings],
+            *[[s.name, None, None, f"{s.doc} [default: {s.default}]"] for s in cls.settings],
         ]
-        super().__init__()
 
     def postOptions(self) -> None:
         from_file = self._read_config_file()

@@ -1,0 +1,1 @@
+"""Wire-level code: TLV framing, protobuf codec and the client connection protocol."""

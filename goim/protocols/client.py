@@ -1,0 +1,804 @@
+"""The server side of one client TCP connection (DESIGN section 3).
+
+:class:`ClientProtocol` runs the sign-in gate, timers, rate limit, pipelined sends,
+acks, flow-controlled sync and live pushes of one connection. It talks to the logic
+layer only through :class:`goim.ports.LogicPort` and to time only through the
+injected clock. :class:`ClientFactory` builds it; :class:`ConnectionTable` keeps the
+signed-in connections of a connect node by device and by user, and is the node's
+:class:`goim.ports.DeliveryPort`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Coroutine, Protocol as TypingProtocol, Sequence, cast
+
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from goim.ports import LogicPort
+from goim.protocols.codec import (
+    DEFAULT_MAX_FRAME,
+    HEARTBEAT,
+    HEARTBEAT_ACK,
+    KICKED,
+    MESSAGE,
+    MESSAGE_ACK,
+    MESSAGE_SEND,
+    MESSAGE_SEND_ACK,
+    SIGN_IN,
+    SIGN_IN_ACK,
+    SIGN_IN_FAILED,
+    SIGN_IN_OK,
+    SYNC_TRIGGER,
+    MalformedFrameError,
+    code_name,
+    decode_message_ack,
+    decode_message_send,
+    decode_sign_in,
+    decode_sync_trigger,
+    encode_kicked,
+    encode_send_ack,
+    encode_sign_in_ack,
+    frame_cap,
+    pack_push,
+    pack_sync,
+    send_request,
+)
+from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
+from goim.pb import goim_pb2 as pb
+from goim.types import SEND_INTERNAL_ERROR, SendRequest, SendResult, SignInResult, StoredMessage
+from goim.util import Clock
+
+KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
+KICK_SHUTDOWN = "server shutting down"
+
+_HOLD_SIGN_IN = "sign-in"
+_HOLD_SENDS = "in-flight sends"
+
+
+class _Timer(TypingProtocol):
+    """The part of ``IDelayedCall`` used here, as a structural type for mypy."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+def _cancel(timer: _Timer | None) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
+@implementer(IPushProducer)
+class SyncProducer:
+    """The push producer a connection registers on its transport for sync streaming.
+
+    The transport pauses it when its write buffer fills; a running sync fetches no
+    further page until the transport resumes it, so a slow client never makes the
+    server buffer a whole history.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self._waiters: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: hold further sync pages."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: let a waiting sync fetch its next page."""
+        self.paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        """The connection is going away: wake any waiting sync so it can stop."""
+        self.stopped = True
+        self.paused = False
+        self._wake()
+
+    def wait_for_resume(self) -> Deferred[None]:
+        """A Deferred that fires once the producer is not paused (now, if it is not)."""
+        if not self.paused:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+class ClientProtocol(TLVReceiver):
+    """The server side of one client connection.
+
+    Frames are handled strictly in arrival order. Handling may start asynchronous
+    work (sign-in, sends, syncs, acks); sign-in and a full window of in-flight sends
+    pause the delivery of further frames (and the transport) until they complete.
+
+    Attributes:
+        device_id: the device signed in on this connection (0 before sign-in).
+        user_id: the user signed in on this connection (0 before sign-in).
+        signed_in: whether sign-in succeeded.
+        cap: the largest frame value written to this client.
+        acked_seq: the highest seq the client acknowledged (MessageACK or SyncTrigger).
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: ClientFactory) -> None:
+        self.factory = factory
+        self.MAX_LENGTH = factory.max_frame_length
+        self._logic = factory.logic
+        self._clock = factory.clock
+        self._table = factory.table
+        self.device_id = 0
+        self.user_id = 0
+        self.signed_in = False
+        self.cap = DEFAULT_MAX_FRAME
+        self.acked_seq = 0
+        self._closing = False
+        self._lost = False
+        self._holds: set[str] = set()
+        self._signin_call: _Timer | None = None
+        self._idle_call: _Timer | None = None
+        self._abort_call: _Timer | None = None
+        self._last_frame_at = 0.0
+        self._tokens = float(factory.rate_burst)
+        self._tokens_at = 0.0
+        self._in_flight = 0
+        self._sync_running = False
+        self._pending_sync: int | None = None
+        self._lost_waiters: list[Deferred[None]] = []
+        self.producer = SyncProducer()
+        self._producer_registered = False
+
+    # --- public API ----------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """How many sends are waiting for the logic layer."""
+        return self._in_flight
+
+    @property
+    def syncing(self) -> bool:
+        """Whether a sync is streaming."""
+        return self._sync_running
+
+    def push(self, messages: Sequence[StoredMessage]) -> None:
+        """Write live-pushed messages as type-2 Message frames packed to the cap.
+
+        Does nothing before sign-in or once the connection is closing. Never raises.
+
+        Args:
+            messages: copies stored for this connection's user.
+        """
+        if not self.signed_in or not self._writable() or not messages:
+            return
+        try:
+            self._write_messages(pack_push(messages, cap=self.cap))
+        except Exception:
+            self.log.failure("push to {peer} failed", peer=self.peer)
+
+    def catch_up(self) -> None:
+        """Sync this connection from the highest seq its client acknowledged.
+
+        Used after the delivery path was interrupted so a client that never sends a
+        SyncTrigger on its own still receives every message.
+        """
+        if not self.signed_in or not self._writable():
+            return
+        self._request_sync(self.acked_seq, from_client=False)
+
+    def kick(self, reason: str) -> None:
+        """Write a Kicked frame, then close the connection.
+
+        Args:
+            reason: the text for the client, clipped to 256 bytes.
+        """
+        if not self._writable():
+            return
+        self.log.info(
+            "kicking device {device_id} of user {user_id} at {peer}: {reason}",
+            device_id=self.device_id,
+            user_id=self.user_id,
+            peer=self.peer,
+            reason=reason,
+        )
+        self.sendFrame(KICKED, encode_kicked(reason))
+        self.closeConnection()
+
+    def when_lost(self) -> Deferred[None]:
+        """A Deferred that fires once the connection is lost (now, if it is)."""
+        if self._lost:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._lost_waiters.append(waiter)
+        return waiter
+
+    # --- IProtocol -------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Register the sync producer and start the sign-in timer."""
+        now = self._clock.seconds()
+        self._tokens_at = now
+        self._transport.registerProducer(self.producer, True)
+        self._producer_registered = True
+        self._signin_call = self._later(
+            self.factory.signin_timeout, self._signin_timed_out
+        )
+        self.log.debug("connection from {peer}", peer=self.peer)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Unregister, tell logic the device went offline, stop timers and syncs."""
+        try:
+            super().connectionLost(reason)
+            self._lost = True
+            self._cancel_timers()
+            _cancel(self._abort_call)
+            self._abort_call = None
+            self.producer.stopProducing()
+            if self.signed_in:
+                self.log.info(
+                    "device {device_id} of user {user_id} at {peer} disconnected",
+                    device_id=self.device_id,
+                    user_id=self.user_id,
+                    peer=self.peer,
+                )
+                if self._table.unregister(self):
+                    self._run(self._offline(), "offline")
+            waiters, self._lost_waiters = self._lost_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        except Exception:
+            self.log.failure("error cleaning up the connection from {peer}", peer=self.peer)
+
+    def closeConnection(self) -> None:
+        """Stop handling frames and close; abort if the close has not finished in time."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._cancel_timers()
+        # A TCP transport does not finish a close while a streaming producer that
+        # it paused is registered: unregister it first. The sync then stops.
+        if self._producer_registered and self.transport is not None:
+            self._producer_registered = False
+            self._transport.unregisterProducer()
+        self.producer.stopProducing()
+        super().closeConnection()
+        self._abort_call = self._later(self.factory.close_timeout, self._abort)
+
+    def frameReceived(self, frame_type: int, value: bytes) -> None:
+        """Handle one frame: rate limit, sign-in gate, idle clock, dispatch."""
+        if self._closing or self._lost:
+            return
+        now = self._clock.seconds()
+        if not self._take_token(now):
+            self._close("frame rate limit exceeded")
+            return
+        try:
+            if not self.signed_in:
+                if frame_type != SIGN_IN:
+                    self._close(f"{code_name(frame_type)} before sign-in")
+                    return
+                self._begin_sign_in(value)
+                return
+            self._last_frame_at = now
+            handler = _HANDLERS.get(frame_type)
+            if handler is None:
+                self.log.debug(
+                    "ignoring {code} from {peer}", code=code_name(frame_type), peer=self.peer
+                )
+                return
+            handler(self, value)
+        except MalformedFrameError as e:
+            self._close(str(e))
+
+    # --- frame handlers ------------------------------------------------------------------
+
+    def _begin_sign_in(self, value: bytes) -> None:
+        message = decode_sign_in(value)
+        self._hold(_HOLD_SIGN_IN)
+        self._run(self._sign_in(message), "sign-in")
+
+    def _on_repeated_sign_in(self, value: bytes) -> None:
+        self.log.info(
+            "ignoring a repeated SignIn from device {device_id} at {peer}",
+            device_id=self.device_id,
+            peer=self.peer,
+        )
+
+    def _on_sync_trigger(self, value: bytes) -> None:
+        after = max(0, decode_sync_trigger(value).sync_sequence)
+        if after > self.acked_seq:
+            self.acked_seq = after
+        self._request_sync(after, from_client=True)
+
+    def _on_heartbeat(self, value: bytes) -> None:
+        self.sendFrame(HEARTBEAT_ACK, b"")
+
+    def _on_message_send(self, value: bytes) -> None:
+        request = send_request(
+            decode_message_send(value), device_id=self.device_id, user_id=self.user_id
+        )
+        self._in_flight += 1
+        if self._in_flight >= self.factory.max_in_flight:
+            self._hold(_HOLD_SENDS)
+        self._run(self._send(request), "send")
+
+    def _on_message_ack(self, value: bytes) -> None:
+        message: pb.MessageACK = decode_message_ack(value)
+        seq = message.sync_sequence
+        if seq > self.acked_seq:
+            self.acked_seq = seq
+        self._run(self._ack(seq), "ack")
+
+    # --- async work -------------------------------------------------------------------
+
+    async def _sign_in(self, message: pb.SignIn) -> None:
+        device_id, user_id = message.device_id, message.user_id
+        if device_id <= 0 or user_id <= 0:
+            result = SignInResult(ok=False, message="invalid device_id or user_id")
+        else:
+            try:
+                result = await self._logic.sign_in(
+                    device_id=device_id, user_id=user_id, token=message.token
+                )
+            except CancelledError:
+                raise
+            except Exception:
+                self.log.failure(
+                    "sign-in of device {device_id} user {user_id} from {peer} failed",
+                    device_id=device_id,
+                    user_id=user_id,
+                    peer=self.peer,
+                )
+                result = SignInResult(ok=False, message="internal error")
+        if not self._writable():
+            # Closed meanwhile (timeout, peer gone): undo a successful sign-in unless
+            # a newer connection of the device has taken over.
+            if result.ok and self._table.get(device_id) is None:
+                await self._logic.offline(device_id=device_id, user_id=user_id)
+            return
+        if not result.ok:
+            self.log.info(
+                "sign-in of device {device_id} user {user_id} from {peer} refused: {why}",
+                device_id=device_id,
+                user_id=user_id,
+                peer=self.peer,
+                why=result.message,
+            )
+            self.sendFrame(
+                SIGN_IN_ACK, encode_sign_in_ack(SIGN_IN_FAILED, result.message or "sign-in failed")
+            )
+            self.closeConnection()
+            return
+        self.device_id = device_id
+        self.user_id = user_id
+        self.cap = frame_cap(message.max_frame)
+        self.signed_in = True
+        _cancel(self._signin_call)
+        self._signin_call = None
+        self.sendFrame(SIGN_IN_ACK, encode_sign_in_ack(SIGN_IN_OK))
+        self._table.register(self)
+        self._last_frame_at = self._clock.seconds()
+        self._idle_call = self._later(self.factory.idle_timeout, self._idle_check)
+        self.log.info(
+            "device {device_id} of user {user_id} signed in from {peer} (frame cap {cap})",
+            device_id=device_id,
+            user_id=user_id,
+            peer=self.peer,
+            cap=self.cap,
+        )
+        self._release(_HOLD_SIGN_IN)
+
+    async def _send(self, request: SendRequest) -> None:
+        try:
+            try:
+                result = await self._logic.send(request)
+            except CancelledError:
+                raise
+            except Exception:
+                self.log.failure(
+                    "send {send_sequence} of device {device_id} from {peer} failed",
+                    send_sequence=request.send_sequence,
+                    device_id=request.device_id,
+                    peer=self.peer,
+                )
+                result = SendResult(code=SEND_INTERNAL_ERROR)
+            self.log.debug(
+                "send {send_sequence} of device {device_id}: code {code}, "
+                "message {message_id}, seq {seq}",
+                send_sequence=request.send_sequence,
+                device_id=request.device_id,
+                code=result.code,
+                message_id=result.message_id,
+                seq=result.seq,
+            )
+            if self._writable():
+                self.sendFrame(MESSAGE_SEND_ACK, encode_send_ack(request.send_sequence, result))
+        finally:
+            self._in_flight -= 1
+            if self._in_flight < self.factory.max_in_flight:
+                self._release(_HOLD_SENDS)
+
+    async def _ack(self, seq: int) -> None:
+        await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq)
+
+    async def _offline(self) -> None:
+        await self._logic.offline(device_id=self.device_id, user_id=self.user_id)
+
+    def _request_sync(self, after: int, *, from_client: bool) -> None:
+        if self._sync_running:
+            # Coalesce: a client's trigger replaces the queued one; a catch-up keeps the
+            # lower of the two so nothing is skipped.
+            if from_client or self._pending_sync is None:
+                self._pending_sync = after
+            else:
+                self._pending_sync = min(self._pending_sync, after)
+            return
+        self._sync_running = True
+        self._run(self._sync_loop(after), "sync")
+
+    async def _sync_loop(self, after: int) -> None:
+        try:
+            next_after: int | None = after
+            while next_after is not None and self._writable():
+                await self._sync(next_after)
+                next_after, self._pending_sync = self._pending_sync, None
+        finally:
+            self._sync_running = False
+            self._pending_sync = None
+
+    async def _sync(self, after: int) -> None:
+        cursor = after
+        pages = 0
+        count = 0
+        while True:
+            await self.producer.wait_for_resume()
+            if not self._writable():
+                return
+            try:
+                page = await self._logic.sync_page(
+                    user_id=self.user_id, after_seq=cursor, limit=self.factory.sync_page_size
+                )
+            except CancelledError:
+                raise
+            except Exception:
+                # The client waits for more=False; closing makes it reconnect and retry.
+                self.log.failure(
+                    "sync of user {user_id} after seq {after} for {peer} failed: closing",
+                    user_id=self.user_id,
+                    after=cursor,
+                    peer=self.peer,
+                )
+                self.closeConnection()
+                return
+            if not self._writable():
+                return
+            messages = page.messages
+            pages += 1
+            count += len(messages)
+            last = not page.more or not messages
+            self._write_messages(pack_sync(messages, cap=self.cap, last=last))
+            if last:
+                break
+            if messages[-1].seq <= cursor:
+                self.log.error(
+                    "sync page of user {user_id} after seq {after} did not advance: closing",
+                    user_id=self.user_id,
+                    after=cursor,
+                )
+                self.closeConnection()
+                return
+            cursor = messages[-1].seq
+        self.log.debug(
+            "synced {count} messages in {pages} pages after seq {after} to {peer}",
+            count=count,
+            pages=pages,
+            after=after,
+            peer=self.peer,
+        )
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _writable(self) -> bool:
+        return not (self._closing or self._lost)
+
+    def _write_messages(self, values: list[bytes]) -> None:
+        frames: list[bytes] = []
+        for value in values:
+            if len(value) > self.cap:
+                if len(value) > MAX_VALUE_LENGTH:
+                    self.log.error(
+                        "dropping a {size}-byte Message value for {peer}: over the frame maximum",
+                        size=len(value),
+                        peer=self.peer,
+                    )
+                    continue
+                self.log.warn(
+                    "a single message needs {size} bytes, over the frame cap {cap} of {peer}: "
+                    "sent alone",
+                    size=len(value),
+                    cap=self.cap,
+                    peer=self.peer,
+                )
+            frames.append(encode_frame(MESSAGE, value))
+        if frames:
+            self._transport.writeSequence(frames)
+
+    def _close(self, reason: str) -> None:
+        if not self._writable():
+            return
+        self.log.info("closing the connection from {peer}: {reason}", peer=self.peer, reason=reason)
+        self.closeConnection()
+
+    def _hold(self, reason: str) -> None:
+        if not self._holds:
+            self.pauseProducing()
+        self._holds.add(reason)
+
+    def _release(self, reason: str) -> None:
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if not self._holds and self._writable():
+            self.resumeProducing()
+
+    def _take_token(self, now: float) -> bool:
+        factory = self.factory
+        tokens = self._tokens + (now - self._tokens_at) * factory.rate_limit
+        if tokens > factory.rate_burst:
+            tokens = float(factory.rate_burst)
+        self._tokens_at = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    def _signin_timed_out(self) -> None:
+        self._signin_call = None
+        self._close(f"not signed in within {self.factory.signin_timeout} s")
+
+    def _idle_check(self) -> None:
+        self._idle_call = None
+        idle_for = self._clock.seconds() - self._last_frame_at
+        timeout = self.factory.idle_timeout
+        if idle_for >= timeout:
+            self._close(f"idle for {timeout} s")
+        else:
+            self._idle_call = self._later(timeout - idle_for, self._idle_check)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        if self._lost:
+            return
+        self.log.info("aborting the connection from {peer}: close timed out", peer=self.peer)
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
+    def _cancel_timers(self) -> None:
+        _cancel(self._signin_call)
+        _cancel(self._idle_call)
+        self._signin_call = None
+        self._idle_call = None
+
+    def _later(self, delay: float, function: Callable[[], None]) -> _Timer:
+        return cast(_Timer, self._clock.callLater(delay, function))
+
+    def _run(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
+        Deferred.fromCoroutine(coroutine).addErrback(self._log_failure, what)
+
+    def _log_failure(self, failure: Failure, what: str) -> None:
+        self.log.failure(
+            "{what} on the connection from {peer} failed", failure, what=what, peer=self.peer
+        )
+
+
+_HANDLERS: dict[int, Callable[[ClientProtocol, bytes], None]] = {
+    SIGN_IN: ClientProtocol._on_repeated_sign_in,
+    SYNC_TRIGGER: ClientProtocol._on_sync_trigger,
+    HEARTBEAT: ClientProtocol._on_heartbeat,
+    MESSAGE_SEND: ClientProtocol._on_message_send,
+    MESSAGE_ACK: ClientProtocol._on_message_ack,
+}
+
+
+class ConnectionTable:
+    """The signed-in client connections of one connect node, by device and by user.
+
+    One connection per device: registering a device that already has a connection
+    kicks the older one. The table is the node's :class:`goim.ports.DeliveryPort`.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._by_device: dict[int, ClientProtocol] = {}
+        self._by_user: dict[int, dict[int, ClientProtocol]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_device)
+
+    def connections(self) -> list[ClientProtocol]:
+        """Every registered connection."""
+        return list(self._by_device.values())
+
+    def register(self, conn: ClientProtocol) -> None:
+        """Add a signed-in connection; kick an older connection of the same device.
+
+        Args:
+            conn: the connection, with ``device_id`` and ``user_id`` set.
+        """
+        old = self._by_device.get(conn.device_id)
+        if old is conn:
+            return
+        if old is not None:
+            self._remove_from_user(old)
+        self._by_device[conn.device_id] = conn
+        self._by_user.setdefault(conn.user_id, {})[conn.device_id] = conn
+        if old is not None:
+            old.kick(KICK_SIGNED_IN_ELSEWHERE)
+
+    def unregister(self, conn: ClientProtocol) -> bool:
+        """Remove a connection if the table still maps its device to it.
+
+        Args:
+            conn: the connection.
+
+        Returns:
+            True when it was removed; False when it was not (or no longer) registered.
+        """
+        if self._by_device.get(conn.device_id) is not conn:
+            return False
+        del self._by_device[conn.device_id]
+        self._remove_from_user(conn)
+        return True
+
+    def get(self, device_id: int) -> ClientProtocol | None:
+        """The connection of a device, if it has one here."""
+        return self._by_device.get(device_id)
+
+    def connections_of(self, user_id: int) -> list[ClientProtocol]:
+        """The connections of every device of a user online here."""
+        devices = self._by_user.get(user_id)
+        return list(devices.values()) if devices else []
+
+    def kick(self, device_id: int, reason: str) -> bool:
+        """Kick a device's connection (Kicked frame, then close).
+
+        Args:
+            device_id: the device.
+            reason: the text for the client.
+
+        Returns:
+            Whether the device had a connection here.
+        """
+        conn = self._by_device.get(device_id)
+        if conn is None:
+            return False
+        conn.kick(reason)
+        return True
+
+    def deliver(self, messages: Sequence[StoredMessage]) -> None:
+        """Push each message to every connection of its user. Never raises.
+
+        Args:
+            messages: stored copies, each for its ``user_id``.
+        """
+        by_user: dict[int, list[StoredMessage]] = {}
+        for message in messages:
+            by_user.setdefault(message.user_id, []).append(message)
+        for user_id, user_messages in by_user.items():
+            for conn in self.connections_of(user_id):
+                try:
+                    conn.push(user_messages)
+                except Exception:
+                    self.log.failure("push to user {user_id} failed", user_id=user_id)
+
+    def catch_up_all(self) -> None:
+        """Sync every connection from what its client acknowledged (delivery resumed)."""
+        for conn in self.connections():
+            try:
+                conn.catch_up()
+            except Exception:
+                self.log.failure("catch-up of device {device_id} failed", device_id=conn.device_id)
+
+    def close_all(self, reason: str = KICK_SHUTDOWN) -> Deferred[None]:
+        """Kick every connection, e.g. at shutdown.
+
+        Args:
+            reason: the text for the clients.
+
+        Returns:
+            A Deferred that fires once all of them are closed.
+        """
+        conns = self.connections()
+        waiters = [conn.when_lost() for conn in conns]
+        for conn in conns:
+            conn.kick(reason)
+        return gatherResults(waiters).addCallback(lambda _: None)
+
+    def _remove_from_user(self, conn: ClientProtocol) -> None:
+        devices = self._by_user.get(conn.user_id)
+        if devices is None:
+            return
+        if devices.get(conn.device_id) is conn:
+            del devices[conn.device_id]
+        if not devices:
+            del self._by_user[conn.user_id]
+
+
+class ClientFactory(Factory[ClientProtocol]):
+    """Builds :class:`ClientProtocol` connections and holds what they share.
+
+    Args:
+        logic: the logic layer.
+        clock: time source for every timer (``IReactorTime``: the reactor, or a
+            ``twisted.internet.task.Clock`` in tests).
+        table: the connection table (a new one by default).
+        signin_timeout: seconds a connection may take to sign in.
+        idle_timeout: seconds a signed-in connection may send nothing.
+        sync_page_size: messages fetched per ``sync_page`` call.
+        max_in_flight: sends per connection waiting for logic before reading pauses.
+        rate_limit: frames per second a connection may send on average.
+        rate_burst: frames a connection may send at once (token bucket size).
+        close_timeout: seconds a closing connection gets to flush before it is aborted.
+        max_frame_length: the largest frame value accepted from a client; a longer
+            frame closes the connection (default and hard maximum 65,535).
+    """
+
+    def __init__(
+        self,
+        *,
+        logic: LogicPort,
+        clock: Clock,
+        table: ConnectionTable | None = None,
+        signin_timeout: float = 10.0,
+        idle_timeout: float = 600.0,
+        sync_page_size: int = 200,
+        max_in_flight: int = 256,
+        rate_limit: float = 2000.0,
+        rate_burst: int = 4000,
+        close_timeout: float = 30.0,
+        max_frame_length: int = MAX_VALUE_LENGTH,
+    ) -> None:
+        for name, number in (
+            ("signin_timeout", signin_timeout),
+            ("idle_timeout", idle_timeout),
+            ("sync_page_size", sync_page_size),
+            ("max_in_flight", max_in_flight),
+            ("rate_limit", rate_limit),
+            ("rate_burst", rate_burst),
+            ("close_timeout", close_timeout),
+        ):
+            if number <= 0:
+                raise ValueError(f"{name} must be positive, not {number}")
+        if not 0 < max_frame_length <= MAX_VALUE_LENGTH:
+            raise ValueError(
+                f"max_frame_length must be 1..{MAX_VALUE_LENGTH}, not {max_frame_length}"
+            )
+        self.logic = logic
+        self.clock = clock
+        self.table = table if table is not None else ConnectionTable()
+        self.signin_timeout = signin_timeout
+        self.idle_timeout = idle_timeout
+        self.sync_page_size = sync_page_size
+        self.max_in_flight = max_in_flight
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
+        self.close_timeout = close_timeout
+        self.max_frame_length = max_frame_length
+
+    def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
+        """Build the protocol of one accepted connection."""
+        return ClientProtocol(self)

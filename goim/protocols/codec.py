@@ -1,0 +1,380 @@
+"""Frame codes and pure protobuf encoding and decoding of frame values.
+
+Everything here is bytes in, values out (or the reverse): no transport, no clock,
+no logging. Packing of ``Message`` frames (code 8) is done by hand from each item's
+serialised bytes so an item is serialised once however the frames are cut; the
+result is byte-for-byte what protobuf itself would produce.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Iterable, Sequence, TypeVar
+
+from google.protobuf.message import DecodeError, Message as _PbMessage
+
+from goim.pb import goim_pb2 as pb
+from goim.types import SendRequest, SendResult, StoredMessage
+
+# Frame codes (DESIGN section 3).
+SIGN_IN: Final = 1
+SIGN_IN_ACK: Final = 2
+SYNC_TRIGGER: Final = 3
+HEARTBEAT: Final = 4
+HEARTBEAT_ACK: Final = 5
+MESSAGE_SEND: Final = 6
+MESSAGE_SEND_ACK: Final = 7
+MESSAGE: Final = 8
+MESSAGE_ACK: Final = 9
+KICKED: Final = 10
+
+CODE_NAMES: Final[dict[int, str]] = {
+    SIGN_IN: "SignIn",
+    SIGN_IN_ACK: "SignInACK",
+    SYNC_TRIGGER: "SyncTrigger",
+    HEARTBEAT: "Heartbeat",
+    HEARTBEAT_ACK: "HeartbeatACK",
+    MESSAGE_SEND: "MessageSend",
+    MESSAGE_SEND_ACK: "MessageSendACK",
+    MESSAGE: "Message",
+    MESSAGE_ACK: "MessageACK",
+    KICKED: "Kicked",
+}
+CLIENT_CODES: Final = frozenset({SIGN_IN, SYNC_TRIGGER, HEARTBEAT, MESSAGE_SEND, MESSAGE_ACK})
+SERVER_CODES: Final = frozenset(
+    {SIGN_IN_ACK, HEARTBEAT_ACK, MESSAGE_SEND_ACK, MESSAGE, KICKED}
+)
+
+# SignInACK codes.
+SIGN_IN_OK: Final = 1
+SIGN_IN_FAILED: Final = 2
+
+# Message.type values.
+MESSAGE_SYNC: Final = 1
+MESSAGE_PUSH: Final = 2
+
+# Frame value caps for what the server writes.
+DEFAULT_MAX_FRAME: Final = 4092  # goim 1.1 clients read into a 4,096-byte buffer
+MIN_MAX_FRAME: Final = 512  # floor for a tiny announced max_frame
+MAX_MAX_FRAME: Final = 0xFFFF  # the TLV length field's maximum
+
+# Longest text put into SignInACK.message and Kicked.reason.
+MAX_TEXT_BYTES: Final = 256
+
+_M = TypeVar("_M", bound=_PbMessage)
+
+
+class MalformedFrameError(ValueError):
+    """A frame value is not a valid protobuf encoding of the message its code names."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"malformed {code_name(code)} value: {detail}")
+        self.code = code
+
+
+def code_name(code: int) -> str:
+    """Name a frame code for log lines.
+
+    Args:
+        code: a frame type code.
+
+    Returns:
+        The message name, or ``code N`` for an unknown code.
+    """
+    return CODE_NAMES.get(code, f"code {code}")
+
+
+def frame_cap(announced: int) -> int:
+    """The largest frame value the server may write to a client.
+
+    Args:
+        announced: ``SignIn.max_frame`` as received (0 when absent).
+
+    Returns:
+        4,092 for 0; otherwise the announced value clamped to 512..65,535.
+    """
+    if announced <= 0:
+        return DEFAULT_MAX_FRAME
+    return max(MIN_MAX_FRAME, min(announced, MAX_MAX_FRAME))
+
+
+def clip_text(text: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Cut ``text`` to at most ``max_bytes`` of UTF-8 without splitting a character.
+
+    Args:
+        text: any text.
+        max_bytes: the byte budget.
+
+    Returns:
+        ``text`` or its longest prefix that fits.
+    """
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore")
+
+
+# --- decoding (client -> server) ---------------------------------------------------
+
+
+def decode(message_class: type[_M], code: int, value: bytes) -> _M:
+    """Parse a frame value as ``message_class``.
+
+    Unknown fields are accepted (forward compatibility), as protobuf does.
+
+    Args:
+        message_class: the generated protobuf class.
+        code: the frame code, for the error text.
+        value: the frame value.
+
+    Returns:
+        The parsed message.
+
+    Raises:
+        MalformedFrameError: the value is not a valid encoding.
+    """
+    message = message_class()
+    try:
+        message.ParseFromString(value)
+    except DecodeError as e:
+        raise MalformedFrameError(code, str(e)) from e
+    return message
+
+
+def decode_sign_in(value: bytes) -> pb.SignIn:
+    """Parse a SignIn (code 1) value. Raises MalformedFrameError."""
+    return decode(pb.SignIn, SIGN_IN, value)
+
+
+def decode_sync_trigger(value: bytes) -> pb.SyncTrigger:
+    """Parse a SyncTrigger (code 3) value. Raises MalformedFrameError."""
+    return decode(pb.SyncTrigger, SYNC_TRIGGER, value)
+
+
+def decode_message_send(value: bytes) -> pb.MessageSend:
+    """Parse a MessageSend (code 6) value. Raises MalformedFrameError."""
+    return decode(pb.MessageSend, MESSAGE_SEND, value)
+
+
+def decode_message_ack(value: bytes) -> pb.MessageACK:
+    """Parse a MessageACK (code 9) value. Raises MalformedFrameError."""
+    return decode(pb.MessageACK, MESSAGE_ACK, value)
+
+
+def send_request(message: pb.MessageSend, *, device_id: int, user_id: int) -> SendRequest:
+    """Build the logic layer's SendRequest from a MessageSend.
+
+    Args:
+        message: the decoded frame.
+        device_id: the device the connection signed in as (never from the frame).
+        user_id: the user the connection signed in as (never from the frame).
+
+    Returns:
+        The request.
+    """
+    return SendRequest(
+        device_id=device_id,
+        user_id=user_id,
+        receiver_type=message.receiver_type,
+        receiver_id=message.receiver_id,
+        type=message.type,
+        content=message.content,
+        send_sequence=message.send_sequence,
+        send_time=message.send_time,
+    )
+
+
+# --- encoding (server -> client) ---------------------------------------------------
+
+
+def encode_sign_in_ack(code: int, message: str = "") -> bytes:
+    """Encode a SignInACK (code 2) value; ``message`` is clipped to 256 bytes."""
+    return pb.SignInACK(code=code, message=clip_text(message)).SerializeToString()
+
+
+def encode_send_ack(send_sequence: int, result: SendResult) -> bytes:
+    """Encode a MessageSendACK (code 7) value for a send's result.
+
+    Args:
+        send_sequence: the send's ``send_sequence`` as the client sent it.
+        result: what the logic layer answered.
+
+    Returns:
+        The value bytes.
+    """
+    return pb.MessageSendACK(
+        send_sequence=send_sequence,
+        code=result.code,
+        message_id=result.message_id,
+        sync_sequence=result.seq,
+    ).SerializeToString()
+
+
+def encode_kicked(reason: str) -> bytes:
+    """Encode a Kicked (code 10) value; ``reason`` is clipped to 256 bytes."""
+    return pb.Kicked(reason=clip_text(reason)).SerializeToString()
+
+
+def item_from_stored(message: StoredMessage) -> pb.MessageItem:
+    """Convert a stored copy to the wire's MessageItem (``seq`` -> ``sync_sequence``)."""
+    return pb.MessageItem(
+        message_id=message.message_id,
+        sender_type=message.sender_type,
+        sender_id=message.sender_id,
+        sender_device_id=message.sender_device_id,
+        receiver_type=message.receiver_type,
+        receiver_id=message.receiver_id,
+        type=message.type,
+        content=message.content,
+        sync_sequence=message.seq,
+        send_time=message.send_time,
+    )
+
+
+def stored_from_item(item: pb.MessageItem, *, user_id: int) -> StoredMessage:
+    """Convert a MessageItem back to the copy stored for ``user_id``.
+
+    Args:
+        item: a decoded item.
+        user_id: whose copy it is (the wire does not carry it).
+
+    Returns:
+        The stored copy.
+    """
+    return StoredMessage(
+        user_id=user_id,
+        seq=item.sync_sequence,
+        message_id=item.message_id,
+        sender_type=item.sender_type,
+        sender_id=item.sender_id,
+        sender_device_id=item.sender_device_id,
+        receiver_type=item.receiver_type,
+        receiver_id=item.receiver_id,
+        type=item.type,
+        content=item.content,
+        send_time=item.send_time,
+    )
+
+
+def encode_item(message: StoredMessage) -> bytes:
+    """Serialise a stored copy as a MessageItem."""
+    return item_from_stored(message).SerializeToString()
+
+
+def encode_message(message_type: int, items: Iterable[StoredMessage], more: bool) -> bytes:
+    """Encode one Message (code 8) value with protobuf itself (no size limit applied).
+
+    Args:
+        message_type: 1 sync result, 2 live push.
+        items: the messages to carry.
+        more: whether more sync frames follow.
+
+    Returns:
+        The value bytes.
+    """
+    return pb.Message(
+        type=message_type, messages=[item_from_stored(m) for m in items], more=more
+    ).SerializeToString()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_TAG_TYPE = b"\x08"  # field 1, varint
+_TAG_ITEM = b"\x12"  # field 2, length-delimited
+_MORE_TRUE = b"\x18\x01"  # field 3 = true
+
+
+def pack_items(
+    items: Sequence[bytes],
+    *,
+    message_type: int,
+    cap: int,
+    more: bool,
+    more_on_last: bool,
+) -> list[bytes]:
+    """Pack serialised MessageItems greedily, in order, into Message values.
+
+    Each value is at most ``cap`` bytes, except that an item too big to fit ``cap``
+    on its own travels alone in a value that exceeds it (the caller may log that).
+
+    Args:
+        items: ``MessageItem`` serialisations, in the order to send them.
+        message_type: ``Message.type`` (1 sync, 2 push).
+        cap: the largest value the client accepts.
+        more: ``Message.more`` of every value but the last.
+        more_on_last: ``Message.more`` of the last value.
+
+    Returns:
+        The values, at least one: no items give one value with no messages.
+    """
+    header = _TAG_TYPE + _varint(message_type) if message_type else b""
+    # Room for the "more" field is always kept, so a value fits whatever its flag.
+    budget = cap - len(header) - len(_MORE_TRUE)
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in items:
+        entry_size = 1 + len(_varint(len(item))) + len(item)
+        if current and size + entry_size > budget:
+            groups.append(current)
+            current = []
+            size = 0
+        current.append(_TAG_ITEM)
+        current.append(_varint(len(item)))
+        current.append(item)
+        size += entry_size
+    groups.append(current)
+    last = len(groups) - 1
+    values: list[bytes] = []
+    for index, group in enumerate(groups):
+        flag = more_on_last if index == last else more
+        values.append(header + b"".join(group) + (_MORE_TRUE if flag else b""))
+    return values
+
+
+def pack_sync(messages: Sequence[StoredMessage], *, cap: int, last: bool) -> list[bytes]:
+    """Pack one sync page into type-1 Message values.
+
+    Args:
+        messages: the page, in seq order.
+        cap: the connection's frame cap.
+        last: whether this page ends the sync (its last value gets ``more=False``;
+            every other value of the sync has ``more=True``).
+
+    Returns:
+        The values, at least one.
+    """
+    return pack_items(
+        [encode_item(m) for m in messages],
+        message_type=MESSAGE_SYNC,
+        cap=cap,
+        more=True,
+        more_on_last=not last,
+    )
+
+
+def pack_push(messages: Sequence[StoredMessage], *, cap: int) -> list[bytes]:
+    """Pack live-pushed messages into type-2 Message values (``more`` is False).
+
+    Args:
+        messages: the messages to push; empty gives no values.
+        cap: the connection's frame cap.
+
+    Returns:
+        The values.
+    """
+    if not messages:
+        return []
+    return pack_items(
+        [encode_item(m) for m in messages],
+        message_type=MESSAGE_PUSH,
+        cap=cap,
+        more=False,
+        more_on_last=False,
+    )

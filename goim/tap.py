@@ -1,0 +1,52 @@
+"""``twistd goim``: options and service maker of the standalone server."""
+
+from twisted.application.service import MultiService
+
+from goim.config import ServerOptions, Setting, choice, database_url, endpoint, positive_float, positive_int
+from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.standalone import StandaloneConfig, StandaloneService
+
+#: content beyond this cannot fit a 65,535-byte frame with the item's other fields
+MAX_CONTENT_LIMIT = 65000
+
+
+def _max_content(value: object) -> int:
+    number = positive_int(value)
+    if number > MAX_CONTENT_LIMIT:
+        raise ValueError(f"must be at most {MAX_CONTENT_LIMIT} bytes")
+    return number
+
+
+class Options(ServerOptions):
+    """Options of ``twistd goim``."""
+
+    synopsis = "[options]"
+    longdesc = "goim standalone server: client TCP listener, HTTP API and storage in one process."
+    settings = [
+        Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
+        Setting("http", "tcp:8080", endpoint, "HTTP API listener (Twisted endpoint string)"),
+        Setting("database", "sqlite:goim.db", database_url, "sqlite:PATH or mysql://user:password@host:port/dbname"),
+        Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
+        Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
+        Setting("max-content", DEFAULT_MAX_CONTENT, _max_content, "largest message content in UTF-8 bytes"),
+        Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+    ]
+
+    def config(self) -> StandaloneConfig:
+        """The parsed options."""
+        return StandaloneConfig(
+            tcp=self["tcp"],
+            http=self["http"],
+            database=self["database"],
+            signin_timeout=self["signin-timeout"],
+            idle_timeout=self["idle-timeout"],
+            max_content=self["max-content"],
+            log_format=self["log-format"],
+        )
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the standalone server (nothing runs until the reactor starts it)."""
+    from twisted.internet import reactor
+
+    return StandaloneService(options.config(), reactor)
