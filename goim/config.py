@@ -75,6 +75,62 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def required(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, for an option that has no default."""
+
+    def parse_required(value: Any) -> Any:
+        if value is None or value == "":
+            raise ValueError("is required")
+        return parse(value)
+
+    return parse_required
+
+
+def secret_file(value: Any) -> bytes:
+    """The shared secret, read from a file (surrounding white space removed)."""
+    try:
+        with open(str(value), "rb") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read the secret file: {e.strerror}") from None
+    if len(secret) < 16:
+        raise ValueError("the shared secret must have at least 16 characters")
+    return secret
+
+
+def redis_url(value: Any) -> str:
+    from goim.distributed.redis import RedisURL, RedisURLError
+
+    text = str(value)
+    try:
+        RedisURL.parse(text)
+    except RedisURLError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+def node_id(value: Any) -> str:
+    """A node id: letters, digits, dot, dash and underscore (it names Redis keys)."""
+    text = str(value)
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "._-" for c in text):
+        raise ValueError("use 1-64 letters, digits, '.', '-' or '_'")
+    return text
+
+
+def host_ports(value: Any) -> tuple[str, ...]:
+    """``HOST:PORT[,HOST:PORT...]``."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    addresses = []
+    for item in items:
+        host, _, port = str(item).strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not HOST:PORT")
+        addresses.append(f"{host}:{port}")
+    if not addresses:
+        raise ValueError("name at least one HOST:PORT")
+    return tuple(addresses)
+
+
 class ServerOptions(usage.Options):
     """Options built from ``settings``; after parsing, ``self[name]`` holds parsed values."""
 
@@ -87,7 +143,7 @@ class ServerOptions(usage.Options):
         super().__init_subclass__(**kwargs)
         cls.optParameters = [
             ["config", None, None, "TOML file with the same keys as these options (flags win)"],
-            *[[s.name, None, None, f"{s.doc} [default: {s.default}]"] for s in cls.settings],
+            *[[s.name, None, None, s.doc if s.default is None else f"{s.doc} [default: {s.default}]"] for s in cls.settings],
         ]
 
     def postOptions(self) -> None:

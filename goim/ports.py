@@ -19,8 +19,12 @@ class LogicPort(Protocol):
     async def send(self, request: SendRequest) -> SendResult:
         """Store a message (deduplicated by device and send_sequence) and ACK it."""
 
-    async def sync_page(self, *, user_id: int, after_seq: int, limit: int) -> SyncPage:
-        """Return up to ``limit`` messages of ``user_id`` with seq > ``after_seq``."""
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        """Return up to ``limit`` messages of ``user_id`` with seq > ``after_seq``.
+
+        ``device_id`` is the signed-in device asking; a networked logic node
+        serves only devices signed in through the asking connect node.
+        """
 
     async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
         """Record that ``device_id`` holds every message of its user up to ``seq``."""

@@ -10,7 +10,7 @@ from goim.standalone import StandaloneConfig, StandaloneService
 MAX_CONTENT_LIMIT = 65000
 
 
-def _max_content(value: object) -> int:
+def max_content(value: object) -> int:
     number = positive_int(value)
     if number > MAX_CONTENT_LIMIT:
         raise ValueError(f"must be at most {MAX_CONTENT_LIMIT} bytes")
@@ -28,7 +28,7 @@ class Options(ServerOptions):
         Setting("database", "sqlite:goim.db", database_url, "sqlite:PATH or mysql://user:password@host:port/dbname"),
         Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
-        Setting("max-content", DEFAULT_MAX_CONTENT, _max_content, "largest message content in UTF-8 bytes"),
+        Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
     ]
 

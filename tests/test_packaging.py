@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class GeneratedCodeTests(SynchronousTestCase):
     def test_generated_protobuf_code_is_current(self) -> None:
-        """goim/pb/goim_pb2.py(i) equal what scripts/gen-proto makes from proto/goim.proto now."""
+        """goim/pb/*_pb2.py(i) equal what scripts/gen-proto makes from proto/*.proto now."""
         from grpc_tools import protoc
 
         out = Path(self.mktemp())
@@ -25,10 +25,11 @@ class GeneratedCodeTests(SynchronousTestCase):
                 f"--python_out={out}",
                 f"--pyi_out={out}",
                 str(ROOT / "proto" / "goim.proto"),
+                str(ROOT / "proto" / "internal.proto"),
             ]
         )
         self.assertEqual(status, 0)
-        for name in ("goim_pb2.py", "goim_pb2.pyi"):
+        for name in ("goim_pb2.py", "goim_pb2.pyi", "internal_pb2.py", "internal_pb2.pyi"):
             self.assertTrue(
                 filecmp.cmp(out / name, ROOT / "goim" / "pb" / name, shallow=False),
                 f"goim/pb/{name} is stale: run scripts/gen-proto and commit the result",

@@ -45,7 +45,7 @@ class InProcessLogic:
         """Store and ACK one message."""
         return await self.messages.send(request)
 
-    async def sync_page(self, *, user_id: int, after_seq: int, limit: int) -> SyncPage:
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
         """One page of the user's messages after ``after_seq``."""
         return await self.messages.sync_page(user_id, after_seq, limit)
 

@@ -467,7 +467,10 @@ class ClientProtocol(TLVReceiver):
                 return
             try:
                 page = await self._logic.sync_page(
-                    user_id=self.user_id, after_seq=cursor, limit=self.factory.sync_page_size
+                    device_id=self.device_id,
+                    user_id=self.user_id,
+                    after_seq=cursor,
+                    limit=self.factory.sync_page_size,
                 )
             except CancelledError:
                 raise

@@ -69,8 +69,8 @@ class FakeLogic:
             )
         return await call.deferred
 
-    async def sync_page(self, *, user_id: int, after_seq: int, limit: int) -> SyncPage:
-        call: Call[SyncPage] = Call(dict(user_id=user_id, after_seq=after_seq, limit=limit))
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
+        call: Call[SyncPage] = Call(dict(device_id=device_id, user_id=user_id, after_seq=after_seq, limit=limit))
         self.sync_pages.append(call)
         self.order.append(f"sync_page {after_seq}")
         if self.auto_sync:

@@ -11,3 +11,17 @@ goim = ServiceMaker(
     "goim standalone server: client TCP, HTTP API and storage in one process",
     "goim",
 )
+
+goim_logic = ServiceMaker(
+    "goim-logic",
+    "goim.distributed.logic_tap",
+    "goim logic node: HTTP API, PB root for connect nodes and storage (distributed mode)",
+    "goim-logic",
+)
+
+goim_connect = ServiceMaker(
+    "goim-connect",
+    "goim.distributed.connect_tap",
+    "goim connect node: client connections, PB to logic, deliveries from Redis (distributed mode)",
+    "goim-connect",
+)

@@ -1,0 +1,57 @@
+"""``twistd goim-connect``: options and service maker of a connect node."""
+
+from twisted.application.service import MultiService
+
+from goim.config import (
+    ServerOptions,
+    Setting,
+    choice,
+    endpoint,
+    host_ports,
+    node_id,
+    positive_float,
+    redis_url,
+    required,
+    secret_file,
+    text,
+)
+from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+
+
+class Options(ServerOptions):
+    """Options of ``twistd goim-connect``."""
+
+    synopsis = "--node-id ID --secret-file PATH [options]"
+    longdesc = "goim connect node: client TCP connections, PB to logic nodes, deliveries from Redis."
+    settings = [
+        Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
+        Setting("logic", "127.0.0.1:50100", host_ports, "logic nodes' PB addresses, HOST:PORT[,HOST:PORT...]"),
+        Setting("redis", "redis://127.0.0.1:6379/0", redis_url, "Redis URL"),
+        Setting("redis-prefix", "goim:", text, "prefix of every Redis key and channel"),
+        Setting("secret-file", None, required(secret_file), "file holding the secret shared with logic nodes"),
+        Setting("node-id", None, required(node_id), "this node's id, unique among connect nodes (required)"),
+        Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
+        Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
+        Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+    ]
+
+    def config(self) -> ConnectNodeConfig:
+        """The parsed options."""
+        return ConnectNodeConfig(
+            node_id=self["node-id"],
+            secret=self["secret-file"],
+            logic=self["logic"],
+            tcp=self["tcp"],
+            redis=self["redis"],
+            redis_prefix=self["redis-prefix"],
+            signin_timeout=self["signin-timeout"],
+            idle_timeout=self["idle-timeout"],
+            log_format=self["log-format"],
+        )
+
+
+def makeService(options: Options) -> MultiService:
+    """Build a connect node (nothing runs until the reactor starts it)."""
+    from twisted.internet import reactor
+
+    return ConnectNodeService(options.config(), reactor)

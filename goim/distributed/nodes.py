@@ -1,0 +1,160 @@
+"""The two processes of distributed mode: ``twistd goim-logic`` and ``twistd goim-connect``."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+import goim
+from goim.distributed.bus import NodeSubscriber, RedisDelivery
+from goim.distributed.pb_client import PBLogicClient
+from goim.distributed.pb_server import LogicRealm, pb_factory
+from goim.distributed.presence import RedisPresence
+from goim.distributed.redis import Keys, Redis, RedisURL
+from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.metrics import Metrics
+from goim.protocols.client import ClientFactory, ConnectionTable
+from goim.resources.api import GoimAPI
+from goim.server import LogicStack, ServerService, redact
+from goim.util import run_in_background
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class LogicNodeConfig:
+    """What ``twistd goim-logic`` is told."""
+
+    database: str
+    secret: bytes
+    node_id: str
+    http: str = "tcp:8080"
+    pb: str = "tcp:50100"
+    redis: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "goim:"
+    max_content: int = DEFAULT_MAX_CONTENT
+    log_format: str = "text"
+
+
+class LogicNodeService(ServerService):
+    """A stateless logic node: HTTP API, PB root for connect nodes, storage, Redis delivery."""
+
+    def __init__(self, config: LogicNodeConfig, reactor: Any) -> None:
+        super().__init__(reactor, config.log_format)
+        self.config = config
+        self.metrics = Metrics()
+        self.redis = Redis(RedisURL.parse(config.redis), reactor, metrics=self.metrics)
+        self.presence = RedisPresence(self.redis, Keys(config.redis_prefix))
+        self.delivery = RedisDelivery(self.presence)
+        self.stack = LogicStack(
+            database=config.database,
+            reactor=reactor,
+            delivery=self.delivery,
+            metrics=self.metrics,
+            max_content=config.max_content,
+        )
+        api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
+        realm = LogicRealm(self.stack.logic, self.presence, self.delivery)
+        self.listeners = [(config.http, Site(api.app.resource())), (config.pb, pb_factory(config.secret, realm))]
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` shows."""
+        return {"mode": "logic", "node": self.config.node_id, "version": goim.__version__, "database": "mysql"}
+
+    def describe(self) -> str:
+        return (
+            f"goim {goim.__version__} logic node {self.config.node_id}: HTTP on {self.config.http}, "
+            f"PB on {self.config.pb}, database {redact(self.config.database)}, Redis {redact(self.config.redis)}"
+        )
+
+    async def prepare(self) -> None:
+        await self.stack.open()
+
+    async def shutdown(self) -> None:
+        await self.stack.messages.drain()
+        await self.redis.close()
+        self.stack.db.close()
+
+
+@dataclass(frozen=True)
+class ConnectNodeConfig:
+    """What ``twistd goim-connect`` is told."""
+
+    node_id: str
+    secret: bytes
+    logic: tuple[str, ...] = ("127.0.0.1:50100",)
+    tcp: str = "tcp:50000"
+    redis: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "goim:"
+    signin_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    log_format: str = "text"
+
+
+class ConnectNodeService(ServerService):
+    """A stateful connect node: client connections, PB to logic, its Redis channel."""
+
+    #: seconds between liveness beats (the key lives for RedisPresence.node_ttl)
+    BEAT_INTERVAL = 5.0
+    #: seconds a stopping node waits for in-flight sends to be ACKed
+    DRAIN_TIMEOUT = 10.0
+
+    def __init__(self, config: ConnectNodeConfig, reactor: Any) -> None:
+        super().__init__(reactor, config.log_format)
+        self.config = config
+        keys = Keys(config.redis_prefix)
+        url = RedisURL.parse(config.redis)
+        self.table = ConnectionTable()
+        self.logic = PBLogicClient(reactor, list(config.logic), node=config.node_id, secret=config.secret)
+        self.redis = Redis(url, reactor)
+        self.presence = RedisPresence(self.redis, keys)
+        self.subscriber = NodeSubscriber(url, keys, config.node_id, self.table, self.presence, reactor)
+        self.client_factory = ClientFactory(
+            logic=self.logic,
+            clock=reactor,
+            table=self.table,
+            signin_timeout=config.signin_timeout,
+            idle_timeout=config.idle_timeout,
+        )
+        self._beat = LoopingCall(self._beat_once)
+        self._beat.clock = reactor
+        self.listeners = [(config.tcp, self.client_factory)]
+
+    def describe(self) -> str:
+        return (
+            f"goim {goim.__version__} connect node {self.config.node_id}: clients on {self.config.tcp}, "
+            f"logic at {', '.join(self.config.logic)}, Redis {redact(self.config.redis)}"
+        )
+
+    def _beat_once(self) -> None:
+        run_in_background(self.presence.beat(self.config.node_id), "liveness beat")
+
+    async def prepare(self) -> None:
+        self.logic.start()
+        self.subscriber.start()
+        try:
+            # entries an earlier run of this node left behind name connections that are gone
+            await self.presence.clear_node(self.config.node_id)
+        except Exception as e:
+            log.warn("could not clear stale presence entries yet: {error!r}", error=e)
+        self._beat.start(self.BEAT_INTERVAL, now=True)
+
+    async def shutdown(self) -> None:
+        # stop reading from clients and give the sends already taken time to be ACKed
+        for conn in self.table.connections():
+            conn.pauseProducing()
+        deadline = self.reactor.seconds() + self.DRAIN_TIMEOUT
+        while any(c.in_flight for c in self.table.connections()) and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
+        await self.table.close_all()
+        if self._beat.running:
+            self._beat.stop()
+        try:
+            await self.presence.clear_node(self.config.node_id)
+        except Exception as e:
+            log.warn("could not clear presence entries at shutdown: {error!r}", error=e)
+        await self.subscriber.stop()
+        self.logic.stop()
+        await self.redis.close()

@@ -1,0 +1,196 @@
+"""The logic node's side of connect → logic: a PB realm with one perspective per connect node.
+
+Connect nodes log in with twisted.cred: the username is the node id, the password
+the shared secret. A perspective serves the logic port to its node and trusts
+nothing the node says about a device unless that device signed in through that
+node (presence names it); every remote argument is type-checked.
+"""
+
+from typing import Any, cast
+
+from twisted.cred import checkers, credentials, error, portal
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.spread import pb
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from goim.distributed.bus import RedisDelivery
+from goim.distributed.presence import RedisPresence
+from goim.logic.local import InProcessLogic
+from goim.pb import goim_pb2
+from goim.protocols.codec import encode_message, send_request
+from goim.types import SEND_INTERNAL_ERROR, SignInResult
+
+log = Logger()
+
+#: sends one remote call may carry
+MAX_SEND_BATCH = 1000
+
+
+class BadArgument(pb.Error):
+    """A connect node sent an argument of the wrong type or range."""
+
+
+class NotSignedInHere(pb.Error):
+    """A connect node spoke for a device that did not sign in through it."""
+
+
+def _int(value: Any, name: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**63:
+        raise BadArgument(f"{name} must be an integer >= {minimum}")
+    return value
+
+
+@implementer(checkers.ICredentialsChecker)
+class SharedSecretChecker:
+    """Accepts any node id whose password is the shared secret."""
+
+    credentialInterfaces = (credentials.IUsernameHashedPassword,)
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def requestAvatarId(self, creds: Any) -> Deferred[bytes]:
+        if creds.checkPassword(self._secret):
+            return succeed(creds.username)
+        log.warn("refused a connect node login as {node!r}: wrong shared secret", node=creds.username)
+        return fail(error.UnauthorizedLogin("wrong shared secret"))
+
+
+class ConnectNodePerspective(pb.Avatar):
+    """What one connect node may ask of this logic node."""
+
+    def __init__(self, node: str, logic: InProcessLogic, presence: RedisPresence, delivery: RedisDelivery) -> None:
+        self.node = node
+        self.logic = logic
+        self.presence = presence
+        self.delivery = delivery
+        # devices known to be signed in through this node (checked against presence)
+        self._trusted: dict[int, int] = {}
+
+    async def _check(self, device_id: Any, user_id: Any) -> tuple[int, int]:
+        device_id = _int(device_id, "device_id", minimum=1)
+        user_id = _int(user_id, "user_id", minimum=1)
+        if self._trusted.get(device_id) == user_id:
+            return device_id, user_id
+        if await self.presence.node_of(device_id=device_id, user_id=user_id) == self.node:
+            self._trusted[device_id] = user_id
+            return device_id, user_id
+        log.warn(
+            "node {node} spoke for device {device_id} of user {user_id}, which is not signed in through it",
+            node=self.node,
+            device_id=device_id,
+            user_id=user_id,
+        )
+        raise NotSignedInHere(f"device {device_id} is not signed in through node {self.node}")
+
+    def perspective_sign_in(self, device_id: Any, user_id: Any, token: Any) -> Deferred[tuple[bool, str]]:
+        return Deferred.fromCoroutine(self._sign_in(device_id, user_id, token))
+
+    async def _sign_in(self, device_id: Any, user_id: Any, token: Any) -> tuple[bool, str]:
+        device_id = _int(device_id, "device_id")
+        user_id = _int(user_id, "user_id")
+        if not isinstance(token, str) or len(token) > 256:
+            raise BadArgument("token must be a string")
+        result: SignInResult = await self.logic.sign_in(device_id=device_id, user_id=user_id, token=token)
+        if not result.ok:
+            return False, result.message
+        try:
+            previous = await self.presence.online(device_id=device_id, user_id=user_id, node=self.node)
+        except Exception as e:
+            log.warn("sign-in of device {device_id} failed: presence unavailable ({error!r})", device_id=device_id, error=e)
+            return False, "service temporarily unavailable, try again"
+        self._trusted[device_id] = user_id
+        if previous is not None and previous != self.node:
+            try:
+                await self.delivery.kick(
+                    node=previous, device_id=device_id, reason="signed in elsewhere", new_node=self.node
+                )
+            except Exception as e:
+                log.warn("could not kick device {device_id} on node {node}: {error!r}", device_id=device_id, node=previous, error=e)
+        return True, ""
+
+    def perspective_send(self, batch: Any) -> Deferred[list[tuple[int, int, int]]]:
+        return Deferred.fromCoroutine(self._send(batch))
+
+    async def _send(self, batch: Any) -> list[tuple[int, int, int]]:
+        if not isinstance(batch, list) or len(batch) > MAX_SEND_BATCH:
+            raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
+        requests = []
+        for entry in batch:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[2], bytes):
+                raise BadArgument("each send is (device_id, user_id, MessageSend bytes)")
+            device_id, user_id = await self._check(entry[0], entry[1])
+            message = goim_pb2.MessageSend()
+            try:
+                message.ParseFromString(entry[2])
+            except Exception:
+                raise BadArgument("malformed MessageSend") from None
+            requests.append(send_request(message, device_id=device_id, user_id=user_id))
+        results = []
+        for d in [Deferred.fromCoroutine(self.logic.send(r)) for r in requests]:
+            try:
+                result = await d
+                results.append((result.code, result.message_id, result.seq))
+            except Exception:
+                log.failure("send failed")
+                results.append((SEND_INTERNAL_ERROR, 0, 0))
+        return results
+
+    def perspective_sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self._sync_page(device_id, user_id, after_seq, limit))
+
+    async def _sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any) -> bytes:
+        device_id, user_id = await self._check(device_id, user_id)
+        page = await self.logic.sync_page(
+            device_id=device_id,
+            user_id=user_id,
+            after_seq=_int(after_seq, "after_seq"),
+            limit=_int(limit, "limit", minimum=1),
+        )
+        return encode_message(1, page.messages, page.more)
+
+    def perspective_ack(self, device_id: Any, user_id: Any, seq: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._ack(device_id, user_id, seq))
+
+    async def _ack(self, device_id: Any, user_id: Any, seq: Any) -> None:
+        device_id, user_id = await self._check(device_id, user_id)
+        await self.logic.ack(device_id=device_id, user_id=user_id, seq=_int(seq, "seq"))
+
+    def perspective_offline(self, device_id: Any, user_id: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._offline(device_id, user_id))
+
+    async def _offline(self, device_id: Any, user_id: Any) -> None:
+        device_id = _int(device_id, "device_id", minimum=1)
+        user_id = _int(user_id, "user_id", minimum=1)
+        self._trusted.pop(device_id, None)
+        # compare-and-delete: removes the entry only if it names this node
+        await self.presence.offline(device_id=device_id, user_id=user_id, node=self.node)
+
+
+@implementer(portal.IRealm)
+class LogicRealm:
+    """Hands each connect node its perspective."""
+
+    def __init__(self, logic: InProcessLogic, presence: RedisPresence, delivery: RedisDelivery) -> None:
+        self.logic = logic
+        self.presence = presence
+        self.delivery = delivery
+
+    def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
+        if pb.IPerspective not in interfaces:
+            raise NotImplementedError("only PB perspectives")
+        node = avatar_id.decode("utf-8", "replace") if isinstance(avatar_id, bytes) else str(avatar_id)
+        log.info("connect node {node} logged in", node=node)
+        perspective = ConnectNodePerspective(node, self.logic, self.presence, self.delivery)
+
+        def logout() -> None:
+            log.info("connect node {node} disconnected", node=node)
+
+        return pb.IPerspective, perspective, logout
+
+
+def pb_factory(secret: bytes, realm: LogicRealm) -> pb.PBServerFactory:
+    """The PB server factory of a logic node."""
+    checker: Any = SharedSecretChecker(secret)  # Any: mypy cannot match zope interfaces
+    return pb.PBServerFactory(portal.Portal(cast(Any, realm), [checker]))

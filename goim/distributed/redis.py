@@ -1,0 +1,129 @@
+"""Redis access for distributed mode: URLs, key names, and commands with a deadline."""
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.logger import Logger
+
+from goim.metrics import Metrics
+from goim.util import Clock
+
+log = Logger()
+
+
+class RedisURLError(ValueError):
+    """A Redis URL goim cannot use."""
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """``redis://[:password@]host[:port][/db]``."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "RedisURL":
+        """Parse a Redis URL.
+
+        Raises:
+            RedisURLError: not a redis:// URL, or a bad port or database number.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise RedisURLError(f"{url!r}: expected redis://host:port/db")
+        try:
+            port = parts.port or 6379
+            db = int(parts.path.lstrip("/") or 0)
+        except ValueError:
+            raise RedisURLError(f"{url!r}: bad port or database number") from None
+        password = unquote(parts.password) if parts.password else None
+        return cls(parts.hostname, port, db, password)
+
+
+class Keys:
+    """Every Redis key and channel goim uses, under one prefix (tests use their own)."""
+
+    def __init__(self, prefix: str = "goim:") -> None:
+        self.prefix = prefix
+
+    def presence(self, user_id: int) -> str:
+        """Hash: device id → connect node id, for the user's signed-in devices."""
+        return f"{self.prefix}presence:{user_id}"
+
+    def node_devices(self, node: str) -> str:
+        """Set of ``user_id:device_id`` signed in through a connect node."""
+        return f"{self.prefix}node:{node}:devices"
+
+    def node_alive(self, node: str) -> str:
+        """Present while the connect node lives (it refreshes the TTL)."""
+        return f"{self.prefix}node:{node}:alive"
+
+    def channel(self, node: str) -> str:
+        """The pub/sub channel of a connect node."""
+        return f"{self.prefix}node:{node}"
+
+
+class RedisUnavailable(Exception):
+    """A Redis command failed or timed out."""
+
+
+class Redis:
+    """A lazily connected, self-reconnecting pool; every command has a deadline.
+
+    An outage is logged once when it starts and once when it ends; callers get
+    ``RedisUnavailable`` in between and decide what to serve without Redis.
+    """
+
+    def __init__(
+        self, url: RedisURL, clock: Clock, *, timeout: float = 3.0, poolsize: int = 4, metrics: Metrics | None = None
+    ) -> None:
+        self.url = url
+        self._clock = clock
+        self._timeout = timeout
+        self._metrics = metrics
+        self._down = False
+        self._conn = txredisapi.lazyConnectionPool(
+            host=url.host,
+            port=url.port,
+            dbid=url.db,
+            poolsize=poolsize,
+            reconnect=True,
+            password=url.password,
+            connectTimeout=timeout,
+            replyTimeout=timeout,
+        )
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """Run one command, e.g. ``await redis.call("hget", key, field)``.
+
+        Raises:
+            RedisUnavailable: no answer within the deadline, or a connection error.
+        """
+        started = self._clock.seconds()
+        d = getattr(self._conn, command)(*args)
+        d.addTimeout(self._timeout, self._clock)
+        try:
+            result = await d
+        except Exception as e:
+            if not self._down:
+                self._down = True
+                log.error("Redis at {host}:{port} unavailable: {error!r}", host=self.url.host, port=self.url.port, error=e)
+            raise RedisUnavailable(f"redis {command}: {e!r}") from e
+        if self._down:
+            self._down = False
+            log.info("Redis at {host}:{port} is back", host=self.url.host, port=self.url.port)
+        if self._metrics is not None:
+            self._metrics.redis_seconds.labels(command).observe(self._clock.seconds() - started)
+        return result
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        try:
+            await self._conn.disconnect()
+        except Exception:
+            log.failure("closing the Redis pool failed")

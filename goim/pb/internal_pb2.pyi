@@ -1,0 +1,35 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeEvent(_message.Message):
+    __slots__ = ("deliveries", "kicks")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    KICKS_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    kicks: _containers.RepeatedCompositeFieldContainer[Kick]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., kicks: _Optional[_Iterable[_Union[Kick, _Mapping]]] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("user_id", "device_ids", "items")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    device_ids: _containers.RepeatedScalarFieldContainer[int]
+    items: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, user_id: _Optional[int] = ..., device_ids: _Optional[_Iterable[int]] = ..., items: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Kick(_message.Message):
+    __slots__ = ("device_id", "reason", "new_node")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NEW_NODE_FIELD_NUMBER: _ClassVar[int]
+    device_id: int
+    reason: str
+    new_node: str
+    def __init__(self, device_id: _Optional[int] = ..., reason: _Optional[str] = ..., new_node: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,63 @@
+# Minimal type stubs for the parts of txredisapi goim uses (the library ships none).
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+
+class ConnectionError(Exception): ...
+class ResponseError(Exception): ...
+class TimeoutError(Exception): ...
+
+class RedisProtocol:
+    factory: Any
+    transport: Any
+    def __init__(
+        self,
+        charset: str | None = ...,
+        errors: str = ...,
+        replyTimeout: float | None = ...,
+        password: str | None = ...,
+        dbid: int | None = ...,
+        convertNumbers: bool = ...,
+        username: str | None = ...,
+    ) -> None: ...
+    def connectionMade(self) -> Deferred[Any]: ...
+    def connectionLost(self, why: Any) -> None: ...
+    def whenConnected(self) -> Deferred[Any]: ...
+    def execute_command(self, *args: Any, **kwargs: Any) -> Deferred[Any]: ...
+
+class SubscriberProtocol(RedisProtocol):
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None: ...
+    def subscribe(self, channels: str | list[str]) -> Deferred[Any]: ...
+    def unsubscribe(self, channels: str | list[str]) -> Deferred[Any]: ...
+
+class RedisFactory(Factory):
+    protocol: Any
+    charset: str | None
+    initialDelay: float
+    maxDelay: float
+    def startConnecting(self, endpoint: Any) -> None: ...
+    def disconnect(self) -> Deferred[Any]: ...
+    def stopTrying(self) -> Deferred[Any]: ...
+
+class SubscriberFactory(RedisFactory):
+    def __init__(self, isLazy: bool = ..., handler: Any = ...) -> None: ...
+
+class ConnectionHandler:
+    def disconnect(self) -> Deferred[Any]: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+def lazyConnectionPool(
+    host: str = ...,
+    port: int = ...,
+    dbid: int | None = ...,
+    poolsize: int = ...,
+    reconnect: bool = ...,
+    charset: str | None = ...,
+    password: str | None = ...,
+    ssl_context_factory: Any = ...,
+    connectTimeout: float | None = ...,
+    replyTimeout: float | None = ...,
+    convertNumbers: bool = ...,
+    username: str | None = ...,
+) -> ConnectionHandler: ...

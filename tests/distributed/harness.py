@@ -1,0 +1,122 @@
+"""A distributed goim on this machine: logic and connect processes, their own
+Redis server (so tests may kill and restart it), a fresh MariaDB database and a
+unique Redis key prefix. Every process is stopped when the test ends.
+"""
+
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support.server import GoimProcess, _accepts, free_port, pause
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (no persistence)."""
+
+    def __init__(self, testcase: SynchronousTestCase) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        testcase.addCleanup(self.kill)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            if _accepts(self.port):
+                return
+            await pause(0.02)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL (an outage; everything it held is gone)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+class Cluster:
+    """N logic nodes and M connect nodes sharing one database and one Redis."""
+
+    def __init__(self, testcase: Any, *, logic_nodes: int = 2, connect_nodes: int = 2) -> None:
+        self.testcase = testcase
+        self.redis = RedisServer(testcase)
+        self.prefix = f"goimtest{secrets.token_hex(4)}:"
+        self.database = testcase.database_url()
+        secret_dir = Path(testcase.mktemp()).absolute()
+        secret_dir.mkdir(parents=True)
+        self.secret_file = secret_dir / "secret"
+        self.secret_file.write_text(secrets.token_hex(16))
+        self.logic: list[GoimProcess] = []
+        self.pb_ports: list[int] = []
+        for i in range(logic_nodes):
+            http_port, pb_port = free_port(), free_port()
+            self.pb_ports.append(pb_port)
+            self.logic.append(
+                GoimProcess(
+                    testcase,
+                    "goim-logic",
+                    [
+                        "--http", f"tcp:{http_port}:interface=127.0.0.1",
+                        "--pb", f"tcp:{pb_port}:interface=127.0.0.1",
+                        "--database", self.database,
+                        "--redis", self.redis.url,
+                        "--redis-prefix", self.prefix,
+                        "--secret-file", str(self.secret_file),
+                        "--node-id", f"l{i + 1}",
+                    ],
+                    http_port=http_port,
+                )
+            )
+        self.connect: list[GoimProcess] = []
+        for i in range(connect_nodes):
+            tcp_port = free_port()
+            self.connect.append(
+                GoimProcess(
+                    testcase,
+                    "goim-connect",
+                    [
+                        "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
+                        "--logic", ",".join(f"127.0.0.1:{p}" for p in self.pb_ports),
+                        "--redis", self.redis.url,
+                        "--redis-prefix", self.prefix,
+                        "--secret-file", str(self.secret_file),
+                        "--node-id", f"c{i + 1}",
+                    ],
+                    http_port=None,
+                    tcp_port=tcp_port,
+                )
+            )
+
+    async def start(self) -> None:
+        """Redis, then the logic nodes one by one (the first migrates), then connect nodes."""
+        await self.redis.start()
+        for node in self.logic:
+            await node.start()
+        for node in self.connect:
+            await node.start()
+
+    def tcp_port(self, i: int) -> int:
+        port = self.connect[i].tcp_port
+        assert port is not None
+        return port
+
+    def http(self, i: int = 0) -> str:
+        return self.logic[i].http
+
+    def logs(self) -> str:
+        """Every process's log, for failure messages."""
+        return "\n".join(f"===== {p.plugin} {p.args[-1]}\n{p.log_text()[-6000:]}" for p in [*self.logic, *self.connect])

@@ -1,0 +1,215 @@
+"""Distributed mode end to end: 2 logic + 2 connect processes, MariaDB, a private Redis.
+
+Faults are real: processes are SIGKILLed and Redis is killed and restarted while
+messages flow; afterwards every device must hold every acknowledged message
+exactly once, in the sender's order.
+"""
+
+import shutil
+import subprocess
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from goim.pb import goim_pb2 as pb
+from goim.protocols.codec import MESSAGE_SEND_ACK
+from tests.distributed.harness import Cluster
+from tests.e2e.httpapi import Device, HttpApi
+from tests.e2e.wire import WireClient, connect, items, parse, send_frame, wait_until
+from tests.support.db import MySQLBackend
+from tests.support.server import GoimProcess, free_port, pause
+
+WINDOW = 50
+
+
+async def send_reliably(client: WireClient, receiver_id: int, sequences: range, acked: dict[int, int]) -> None:
+    """Send ``sequences`` pipelined; resend those not ACKed with code 0 (same send_sequence)."""
+    pending = set(sequences)
+    attempts = 0
+    while pending:
+        attempts += 1
+        assert attempts < 20, f"sends {sorted(pending)[:5]}... never succeeded"
+        start = len(client.of_code(MESSAGE_SEND_ACK))
+        client.write(*[send_frame(receiver_id, f"m{s}", s) for s in sorted(pending)])
+
+        def answered() -> dict[int, pb.MessageSendACK] | None:
+            acks = {}
+            for frame in client.of_code(MESSAGE_SEND_ACK)[start:]:
+                ack = parse(pb.MessageSendACK, frame)
+                acks[ack.send_sequence] = ack
+            return acks if pending <= acks.keys() else None
+
+        acks = await wait_until(answered, "ACKs", timeout=60)
+        for s in sorted(pending):
+            if acks[s].code == 0:
+                acked[s] = acks[s].message_id
+        if pending - acked.keys():
+            await pause(0.2)
+        pending -= acked.keys()
+
+
+def received_ids(client: WireClient) -> set[int]:
+    """Message ids the client got by push or sync."""
+    return {item.message_id for item in items(client.messages())}
+
+
+class ClusterTests(MySQLBackend, TestCase):
+    timeout = 240
+
+    if shutil.which("redis-server") is None:
+        skip = "redis-server is not installed"
+
+    async def cluster(self) -> Cluster:
+        cluster = Cluster(self)
+        await cluster.start()
+        self._cluster = cluster
+        return cluster
+
+    async def users(self, cluster: Cluster) -> tuple[HttpApi, Device, Device, Device]:
+        """alice (one device) and bob (two devices), friends."""
+        api = HttpApi(cluster.http(0))
+        alice = await api.new_user("alice")
+        bob = await api.new_user("bob")
+        bob2 = await api.another_device(bob)
+        await api.befriend(alice, bob)
+        return api, alice, bob, bob2
+
+    async def online(self, port: int, device: Device) -> WireClient:
+        client = await connect(self, port)
+        await client.sign_in(device.device_id, device.user_id, device.token)
+        return client
+
+    async def check_history(self, port: int, device: Device, acked: dict[int, int]) -> None:
+        """A fresh sync from 0 holds every acked message once, in send order."""
+        client = await self.online(port, device)
+        frames = await client.sync(0, timeout=60)
+        ids = [i.message_id for i in items(frames) if i.content.startswith("m")]
+        expected = [acked[s] for s in sorted(acked)]
+        self.assertEqual(len(ids), len(set(ids)), "a message was stored twice")
+        self.assertEqual(ids, expected)
+        seqs = [i.sync_sequence for i in items(frames)]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        await client.close()
+
+    async def test_devices_on_two_nodes_get_every_message(self) -> None:
+        """Two devices of one user on different connect nodes both get every message, the sender's too."""
+        c = await self.cluster()
+        _, alice, bob, bob2 = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        b1 = await self.online(c.tcp_port(0), bob)
+        b2 = await self.online(c.tcp_port(1), bob2)
+        acked: dict[int, int] = {}
+        await send_reliably(a, bob.user_id, range(1, 21), acked)
+        everything = set(acked.values())
+        for client in (a, b1, b2):
+            await wait_until(lambda client=client: received_ids(client) >= everything, "every push")
+            self.assertEqual(len(client.pushed_ids()), 20, "each message pushed once")
+        reply = await b2.send(alice.user_id, "m-reply", 1)
+        self.assertEqual(reply.code, 0)
+        for client in (a, b1, b2):
+            await wait_until(lambda client=client: reply.message_id in received_ids(client), "the reply")
+
+    async def test_sign_in_on_another_node_kicks_the_old_connection(self) -> None:
+        """A device signing in on node 2 kicks its connection on node 1 (Kicked, then close)."""
+        c = await self.cluster()
+        _, alice, bob, _ = await self.users(c)
+        old = await self.online(c.tcp_port(0), alice)
+        new = await self.online(c.tcp_port(1), alice)
+        await old.wait_closed()
+        self.assertEqual([k.reason for k in old.kicks()], ["signed in elsewhere"])
+        self.assertFalse(new.closed)
+        self.assertEqual((await new.send(bob.user_id, "still here", 1)).code, 0)
+
+    async def test_logic_node_killed_mid_flow(self) -> None:
+        """SIGKILL a logic node while 1,000 messages flow: nothing acked is lost or stored twice."""
+        c = await self.cluster()
+        _, alice, bob, bob2 = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        await self.online(c.tcp_port(1), bob)
+        acked: dict[int, int] = {}
+        for start in range(1, 1001, WINDOW):
+            await send_reliably(a, bob.user_id, range(start, start + WINDOW), acked)
+            if start == 301:
+                c.logic[0].kill()
+        self.assertEqual(len(acked), 1000)
+        for device, port in ((alice, 0), (bob, 1), (bob2, 0)):
+            await self.check_history(c.tcp_port(port), device, acked)
+
+    async def test_redis_restarted_mid_flow(self) -> None:
+        """Redis dies and comes back mid-flow: online devices are brought up to date without asking."""
+        c = await self.cluster()
+        _, alice, bob, bob2 = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        b1 = await self.online(c.tcp_port(1), bob)
+        b2 = await self.online(c.tcp_port(0), bob2)
+        acked: dict[int, int] = {}
+        for start in range(1, 501, WINDOW):
+            await send_reliably(a, bob.user_id, range(start, start + WINDOW), acked)
+            if start == 151:
+                c.redis.kill()
+            if start == 251:
+                await c.redis.start()
+        everything = set(acked.values())
+        for client in (a, b1, b2):
+            # no SyncTrigger from the test: the connect nodes catch up by themselves
+            await wait_until(lambda client=client: received_ids(client) >= everything, "catch-up", timeout=60)
+        for device, port in ((alice, 1), (bob, 0), (bob2, 1)):
+            await self.check_history(c.tcp_port(port), device, acked)
+
+    async def test_connect_node_killed(self) -> None:
+        """A connect node dies: its clients reconnect to the other node and catch up."""
+        c = await self.cluster()
+        _, alice, bob, _ = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        b = await self.online(c.tcp_port(1), bob)
+        acked: dict[int, int] = {}
+        await send_reliably(a, bob.user_id, range(1, 11), acked)
+        await wait_until(lambda: received_ids(b) >= set(acked.values()), "the first pushes")
+        c.connect[1].kill()
+        await b.wait_closed()
+        await send_reliably(a, bob.user_id, range(11, 21), acked)
+        again = await self.online(c.tcp_port(0), bob)
+        frames = await again.sync(10)
+        self.assertEqual([i.message_id for i in items(frames)], [acked[s] for s in range(11, 21)])
+        await send_reliably(a, bob.user_id, range(21, 23), acked)
+        await wait_until(lambda: {acked[21], acked[22]} <= received_ids(again), "pushes on the new node")
+
+    async def test_wrong_secret_is_refused(self) -> None:
+        """A connect node with the wrong shared secret cannot log in; both sides log it."""
+        c = await self.cluster()
+        c.secret_file.write_text("x" * 32)  # the running nodes read it at start only
+        port = free_port()
+        node = GoimProcess(
+            self,
+            "goim-connect",
+            [
+                "--tcp", f"tcp:{port}:interface=127.0.0.1",
+                "--logic", f"127.0.0.1:{c.pb_ports[0]}",
+                "--redis", c.redis.url,
+                "--redis-prefix", c.prefix,
+                "--secret-file", str(c.secret_file),
+                "--node-id", "intruder",
+            ],
+            http_port=None,
+            tcp_port=port,
+        )
+        await node.start()
+        await wait_until(lambda: "wrong shared secret" in c.logic[0].log_text(), "the logic node's log line")
+        await wait_until(lambda: "cannot reach logic node" in node.log_text(), "the connect node's log line")
+        _, alice, _, _ = await self.users(c)
+        client = await connect(self, port)
+        ack = await client.sign_in(alice.device_id, alice.user_id, alice.token, expect_ok=False)
+        self.assertEqual(ack.code, 2)
+
+
+class OptionsTests(TestCase):
+    def test_logic_node_refuses_sqlite(self) -> None:
+        """goim-logic with a SQLite URL exits with a usage error that says why."""
+        out = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+             "goim-logic", "--database", "sqlite:x.db", "--secret-file", __file__],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("several processes share the storage", out.stdout + out.stderr)
+        self.assertNotIn("Traceback", out.stdout + out.stderr)
