@@ -86,6 +86,8 @@ class SyncProducer:
         self.paused = False
         self.stopped = False
         self._waiters: list[Deferred[None]] = []
+        #: called when the transport resumes the producer
+        self.on_resume: Callable[[], None] | None = None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: hold further sync pages."""
@@ -95,6 +97,8 @@ class SyncProducer:
         """The transport drained: let a waiting sync fetch its next page."""
         self.paused = False
         self._wake()
+        if self.on_resume is not None:
+            self.on_resume()
 
     def stopProducing(self) -> None:
         """The connection is going away: wake any waiting sync so it can stop."""
@@ -158,7 +162,11 @@ class ClientProtocol(TLVReceiver):
         self._pending_sync: int | None = None
         self._lost_waiters: list[Deferred[None]] = []
         self.producer = SyncProducer()
+        self.producer.on_resume = self._resumed
         self._producer_registered = False
+        # while the transport is paused pushes are not written; a catch-up sync from
+        # just below the first one skipped runs when it resumes
+        self._missed_after: int | None = None
 
     # --- public API ----------------------------------------------------------------
 
@@ -175,17 +183,35 @@ class ClientProtocol(TLVReceiver):
     def push(self, messages: Sequence[StoredMessage]) -> None:
         """Write live-pushed messages as type-2 Message frames packed to the cap.
 
-        Does nothing before sign-in or once the connection is closing. Never raises.
+        Does nothing before sign-in or once the connection is closing. While the
+        transport is paused (the client reads too slowly) pushes are skipped and
+        made good by a sync once it resumes. Never raises.
 
         Args:
             messages: copies stored for this connection's user.
         """
         if not self.signed_in or not self._writable() or not messages:
             return
+        if self.producer.paused:
+            # The client is not reading fast enough: buffer nothing more for it.
+            lowest = min(m.seq for m in messages) - 1
+            self._missed_after = lowest if self._missed_after is None else min(self._missed_after, lowest)
+            return
         try:
             self._write_messages(pack_push(messages, cap=self.cap))
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
+
+    def _resumed(self) -> None:
+        if self._missed_after is not None and self.signed_in and self._writable():
+            after, self._missed_after = self._missed_after, None
+            self.log.info(
+                "device {device_id} at {peer} reads again: syncing the pushes skipped after seq {after}",
+                device_id=self.device_id,
+                peer=self.peer,
+                after=after,
+            )
+            self._request_sync(after, from_client=False)
 
     def catch_up(self) -> None:
         """Sync this connection from the highest seq its client acknowledged.

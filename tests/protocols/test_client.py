@@ -622,6 +622,20 @@ class PushTests(SynchronousTestCase):
             seqs.extend(i.sync_sequence for i in message.messages)
         self.assertEqual(seqs, list(range(1, 10)))
 
+    def test_pushes_wait_for_a_slow_reader(self) -> None:
+        """While the transport is paused pushes are skipped; on resume a sync from below the first skipped one runs."""
+        conn = Conn(transport=FlowControlTransport(high_water=10**9))
+        conn.signed_in(user_id=2)
+        conn.proto.push([make_message(2, 1)])
+        self.assertEqual(len(conn.take()), 1)
+        conn.proto.producer.pauseProducing()
+        conn.proto.push([make_message(2, 2), make_message(2, 3)])
+        conn.proto.push([make_message(2, 4)])
+        self.assertEqual(conn.take(), [], "nothing is buffered for a client that does not read")
+        self.assertEqual(conn.logic.sync_pages, [])
+        conn.proto.producer.resumeProducing()
+        self.assertEqual([c.args["after_seq"] for c in conn.logic.sync_pages], [1])
+
     def test_table_deliver(self) -> None:
         """deliver pushes each message to every connection of its user, and only theirs."""
         table = ConnectionTable()
