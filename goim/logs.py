@@ -1,10 +1,36 @@
-"""Log output: twistd's text lines, or one JSON object per line (``--log-format json``)."""
+"""Log output: twistd's text lines, or one JSON object per line (``--log-format json``),
+and the level below which goim's own events are dropped (``--log-level``).
+
+goim's loggers are created with ``Logger(observer=goim_observer)``: events pass a
+level filter before they reach twistd's observers, so debug events (one per
+message on hot paths) cost nothing unless asked for.
+"""
 
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from twisted.application.service import MultiService
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
+
+LEVELS = ("debug", "info", "warn", "error")
+
+_level_filter = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+#: the observer every goim ``Logger`` emits to
+# cast: mypy cannot match zope interfaces (no mypy-zope here)
+goim_observer: Any = FilteringLogObserver(cast(Any, globalLogPublisher), [cast(Any, _level_filter)])
+
+
+def set_level(name: str) -> None:
+    """Drop goim events below ``name`` (one of ``LEVELS``)."""
+    _level_filter.setLogLevelForNamespace("", LogLevel.levelWithName(name))
 
 
 def json_observer(stream: TextIO | None = None) -> Any:
@@ -19,9 +45,10 @@ class LoggingService(MultiService):
     logging, after ``makeService``; joining the application is the moment to set it.
     """
 
-    def __init__(self, log_format: str) -> None:
+    def __init__(self, log_format: str, log_level: str = "info") -> None:
         super().__init__()
         self.log_format = log_format
+        set_level(log_level)
 
     def setServiceParent(self, parent: Any) -> None:
         if self.log_format == "json" and hasattr(parent, "setComponent"):

@@ -18,7 +18,7 @@ from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
 from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
 from goim.logic.social import SocialService
-from goim.logs import LoggingService
+from goim.logs import LoggingService, goim_observer
 from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
@@ -27,7 +27,7 @@ from goim.storage.messages import MessageStore
 from goim.storage.schema import migrate_txn
 from goim.storage.social import SocialStore
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class LogicStack:
@@ -74,8 +74,8 @@ class ServerService(LoggingService):
     ``shutdown`` (runs after the listeners closed).
     """
 
-    def __init__(self, reactor: Any, log_format: str) -> None:
-        super().__init__(log_format)
+    def __init__(self, reactor: Any, log_format: str, log_level: str = "info") -> None:
+        super().__init__(log_format, log_level)
         self.reactor = reactor
         self.listeners: list[tuple[str, Factory[Any]]] = []
         self._ports: list[Any] = []  # IListeningPort providers

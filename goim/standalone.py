@@ -12,12 +12,13 @@ from twisted.web.server import Site
 
 import goim
 from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.resources.api import GoimAPI
 from goim.server import LogicStack, ServerService, redact
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,14 @@ class StandaloneConfig:
     idle_timeout: float = 600.0
     max_content: int = DEFAULT_MAX_CONTENT
     log_format: str = "text"
+    log_level: str = "info"
 
 
 class StandaloneService(ServerService):
     """Every part of a goim server in one process."""
 
     def __init__(self, config: StandaloneConfig, reactor: Any) -> None:
-        super().__init__(reactor, config.log_format)
+        super().__init__(reactor, config.log_format, config.log_level)
         self.config = config
         self.metrics = Metrics()
         self.table = ConnectionTable()

@@ -4,6 +4,7 @@ from twisted.application.service import MultiService
 
 from goim.config import ServerOptions, Setting, choice, database_url, endpoint, positive_float, positive_int
 from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logs import LEVELS
 from goim.standalone import StandaloneConfig, StandaloneService
 
 #: content beyond this cannot fit a 65,535-byte frame with the item's other fields
@@ -30,6 +31,7 @@ class Options(ServerOptions):
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+        Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
     ]
 
     def config(self) -> StandaloneConfig:
@@ -42,6 +44,7 @@ class Options(ServerOptions):
             idle_timeout=self["idle-timeout"],
             max_content=self["max-content"],
             log_format=self["log-format"],
+            log_level=self["log-level"],
         )
 
 

@@ -6,9 +6,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from goim.logs import goim_observer
+
 T = TypeVar("T")
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class Clock(Protocol):

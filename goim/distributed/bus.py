@@ -14,14 +14,14 @@ from twisted.logger import Logger
 
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
-from goim.pb import internal_pb2
+from goim.logs import goim_observer
+from goim.pb import goim_pb2, internal_pb2
 from goim.protocols.client import ConnectionTable
 from goim.protocols.codec import encode_item, stored_from_item
-from goim.pb import goim_pb2
 from goim.types import StoredMessage
 from goim.util import run_in_background
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class RedisDelivery:

@@ -16,6 +16,7 @@ from goim.config import (
     text,
 )
 from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+from goim.logs import LEVELS
 
 
 class Options(ServerOptions):
@@ -33,6 +34,7 @@ class Options(ServerOptions):
         Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+        Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
     ]
 
     def config(self) -> ConnectNodeConfig:
@@ -47,6 +49,7 @@ class Options(ServerOptions):
             signin_timeout=self["signin-timeout"],
             idle_timeout=self["idle-timeout"],
             log_format=self["log-format"],
+            log_level=self["log-level"],
         )
 
 

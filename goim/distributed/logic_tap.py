@@ -19,6 +19,7 @@ from goim.config import (
 )
 from goim.distributed.nodes import LogicNodeConfig, LogicNodeService
 from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logs import LEVELS
 from goim.storage.database import DatabaseURL
 from goim.tap import max_content
 
@@ -38,6 +39,7 @@ class Options(ServerOptions):
         Setting("node-id", f"logic-{socket.gethostname()}", node_id, "this node's name in logs"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+        Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
     ]
 
     def check(self) -> None:
@@ -59,6 +61,7 @@ class Options(ServerOptions):
             redis_prefix=self["redis-prefix"],
             max_content=self["max-content"],
             log_format=self["log-format"],
+            log_level=self["log-level"],
         )
 
 

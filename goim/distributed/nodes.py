@@ -14,13 +14,14 @@ from goim.distributed.pb_server import LogicRealm, pb_factory
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
 from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.resources.api import GoimAPI
 from goim.server import LogicStack, ServerService, redact
 from goim.util import run_in_background
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,14 @@ class LogicNodeConfig:
     redis_prefix: str = "goim:"
     max_content: int = DEFAULT_MAX_CONTENT
     log_format: str = "text"
+    log_level: str = "info"
 
 
 class LogicNodeService(ServerService):
     """A stateless logic node: HTTP API, PB root for connect nodes, storage, Redis delivery."""
 
     def __init__(self, config: LogicNodeConfig, reactor: Any) -> None:
-        super().__init__(reactor, config.log_format)
+        super().__init__(reactor, config.log_format, config.log_level)
         self.config = config
         self.metrics = Metrics()
         self.redis = Redis(RedisURL.parse(config.redis), reactor, metrics=self.metrics)
@@ -91,6 +93,7 @@ class ConnectNodeConfig:
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
     log_format: str = "text"
+    log_level: str = "info"
 
 
 class ConnectNodeService(ServerService):
@@ -102,7 +105,7 @@ class ConnectNodeService(ServerService):
     DRAIN_TIMEOUT = 10.0
 
     def __init__(self, config: ConnectNodeConfig, reactor: Any) -> None:
-        super().__init__(reactor, config.log_format)
+        super().__init__(reactor, config.log_format, config.log_level)
         self.config = config
         keys = Keys(config.redis_prefix)
         url = RedisURL.parse(config.redis)

@@ -17,12 +17,13 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.flavors import NoSuchMethod
 
+from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import stored_from_item
 from goim.types import SendRequest, SendResult, SignInResult, SyncPage
 from goim.util import run_in_background
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 #: errors after which the same call may be run on another logic node
 _CONNECTION_ERRORS = (pb.PBConnectionLost, pb.DeadReferenceError, ConnectionLost, ConnectionDone)

@@ -17,11 +17,12 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from goim.distributed.bus import RedisDelivery
 from goim.distributed.presence import RedisPresence
 from goim.logic.local import InProcessLogic
+from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message, send_request
 from goim.types import SEND_INTERNAL_ERROR, SignInResult
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 #: sends one remote call may carry
 MAX_SEND_BATCH = 1000

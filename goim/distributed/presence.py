@@ -12,8 +12,9 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from goim.distributed.redis import Keys, Redis
+from goim.logs import goim_observer
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 # Set the device's node and return the previous one, atomically.
 _ONLINE = """

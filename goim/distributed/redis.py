@@ -7,10 +7,11 @@ from urllib.parse import unquote, urlsplit
 import txredisapi
 from twisted.logger import Logger
 
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.util import Clock
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class RedisURLError(ValueError):

@@ -18,12 +18,13 @@ from goim.logic.errors import (
     bad_request,
 )
 from goim.logic.passwords import ScryptCost, check_password, hash_password, hash_token, new_token
+from goim.logs import goim_observer
 from goim.storage.accounts import AccountStore, DeviceRow, NumberTakenError, UserRow
 from goim.util import now_ms
 
 T = TypeVar("T")
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 DEVICE_TYPES = {1: "Android", 2: "iOS", 3: "Windows", 4: "macOS", 5: "Web"}
 MAX_NAME = 64

@@ -9,10 +9,11 @@ within a process but, across processes, only roughly follow time.
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from goim.logs import goim_observer
 from goim.storage.messages import MessageStore
 from goim.util import run_in_background
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class SegmentAllocator:

@@ -5,10 +5,11 @@ from twisted.logger import Logger
 from goim.logic.accounts import AccountService
 from goim.logic.errors import GoimError
 from goim.logic.messages import MessageService
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.types import SendRequest, SendResult, SignInResult, SyncPage
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class InProcessLogic:

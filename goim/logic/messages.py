@@ -7,10 +7,12 @@ load batches grow by themselves.
 """
 
 from dataclasses import dataclass, field
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from goim.logic.ids import SegmentAllocator
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
@@ -31,7 +33,7 @@ from goim.types import (
 )
 from goim.util import Clock, now_ms, run_in_background
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 #: Default content limit in UTF-8 bytes: any single message, with every field of
 #: its MessageItem at its widest, still fits one 4,092-byte frame (DESIGN section 3).

@@ -14,11 +14,12 @@ from goim.logic.errors import (
     GoimError,
     bad_request,
 )
+from goim.logs import goim_observer
 from goim.storage.accounts import AccountStore, UserRow
 from goim.storage.social import GroupRow, SocialStore
 from goim.util import Clock, now_ms
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 #: the most members a group may have (every send stores one copy per member)
 MAX_GROUP_MEMBERS = 2000

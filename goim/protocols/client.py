@@ -10,7 +10,9 @@ signed-in connections of a connect node by device and by user, and is the node's
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Protocol as TypingProtocol, Sequence, cast
+from typing import Any, Callable, Coroutine
+from typing import Protocol as TypingProtocol
+from typing import Sequence, cast
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -19,6 +21,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from goim.logs import goim_observer
+from goim.pb import goim_pb2 as pb
 from goim.ports import LogicPort
 from goim.protocols.codec import (
     DEFAULT_MAX_FRAME,
@@ -49,7 +53,6 @@ from goim.protocols.codec import (
     send_request,
 )
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
-from goim.pb import goim_pb2 as pb
 from goim.types import SEND_INTERNAL_ERROR, SendRequest, SendResult, SignInResult, StoredMessage
 from goim.util import Clock
 
@@ -135,7 +138,7 @@ class ClientProtocol(TLVReceiver):
         acked_seq: the highest seq the client acknowledged (MessageACK or SyncTrigger).
     """
 
-    log = Logger()
+    log = Logger(observer=goim_observer)
 
     def __init__(self, factory: ClientFactory) -> None:
         self.factory = factory
@@ -649,7 +652,7 @@ class ConnectionTable:
     kicks the older one. The table is the node's :class:`goim.ports.DeliveryPort`.
     """
 
-    log = Logger()
+    log = Logger(observer=goim_observer)
 
     def __init__(self) -> None:
         self._by_device: dict[int, ClientProtocol] = {}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Final, Iterable, Sequence, TypeVar
 
-from google.protobuf.message import DecodeError, Message as _PbMessage
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as _PbMessage
 
 from goim.pb import goim_pb2 as pb
 from goim.types import SendRequest, SendResult, StoredMessage

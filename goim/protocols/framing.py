@@ -10,11 +10,15 @@ correct behaviour while paused.
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple, Protocol as TypingProtocol, cast
+from typing import Any, NamedTuple
+from typing import Protocol as TypingProtocol
+from typing import cast
 
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from goim.logs import goim_observer
 
 HEADER = struct.Struct("!HH")
 HEADER_SIZE = HEADER.size
@@ -185,7 +189,7 @@ class TLVReceiver(Protocol):
     """
 
     MAX_LENGTH: int = MAX_VALUE_LENGTH
-    log = Logger()
+    log = Logger(observer=goim_observer)
 
     paused: bool = False
     _buffer: bytes = b""

@@ -19,6 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from goim.logic.accounts import AccountService
 from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
 from goim.logic.social import Contact, GroupInfo, SocialService
+from goim.logs import goim_observer
 from goim.resources.envelope import (
     credentials,
     envelope,
@@ -31,7 +32,7 @@ from goim.resources.envelope import (
 from goim.resources.openapi import openapi_document
 from goim.storage.accounts import DeviceRow
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 def _contact(c: Contact) -> dict[str, Any]:

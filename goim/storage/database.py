@@ -8,12 +8,13 @@ from twisted.enterprise import adbapi
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
 
 T = TypeVar("T")
 
-log = Logger()
+log = Logger(observer=goim_observer)
 
 
 class DatabaseURLError(ValueError):
