@@ -123,6 +123,7 @@ def host_ports(value: Any) -> tuple[str, ...]:
     addresses = []
     for item in items:
         host, _, port = str(item).strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:50100
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{item!r} is not HOST:PORT")
         addresses.append(f"{host}:{port}")

@@ -36,6 +36,9 @@ class NoLogicNode(Exception):
 class LogicLink:
     """One logic node: connect, log in, and keep doing so after every loss."""
 
+    #: seconds a PB login may take
+    LOGIN_TIMEOUT = 10.0
+
     def __init__(self, reactor: Any, address: str, node: str, secret: bytes) -> None:
         self._reactor = reactor
         self.address = address
@@ -65,11 +68,14 @@ class LogicLink:
     async def _connect_loop(self) -> None:
         failures = 0
         while self._running:
+            factory = pb.PBClientFactory()
             try:
-                factory = pb.PBClientFactory()
                 await self._endpoint.connect(factory)
-                perspective = await factory.login(self._credentials)
+                login = factory.login(self._credentials)
+                login.addTimeout(self.LOGIN_TIMEOUT, self._reactor)
+                perspective = await login
             except Exception as e:
+                factory.disconnect()  # a refused login leaves the connection open otherwise
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
                     log.warn("cannot reach logic node {address}: {error!r}", address=self.address, error=e)
@@ -88,7 +94,8 @@ class LogicLink:
             perspective.notifyOnDisconnect(lambda _: lost.callback(None))
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
-                waiter.callback(None)
+                if not waiter.called:
+                    waiter.callback(None)
             await lost
             self.perspective = None
             if self._running:
@@ -106,6 +113,7 @@ class PBLogicClient:
         node: str,
         secret: bytes,
         call_timeout: float = 5.0,
+        remote_timeout: float = 30.0,
         max_batch: int = 500,
     ) -> None:
         """
@@ -115,11 +123,13 @@ class PBLogicClient:
             secret: the shared secret.
             call_timeout: how long a call may wait for some logic node to be connected
                 (shorter than the sign-in timeout, so a refused sign-in is answered).
+            remote_timeout: how long one remote call may take before it fails.
             max_batch: sends per remote call at most.
         """
         self._reactor = reactor
         self.links = [LogicLink(reactor, a, node, secret) for a in addresses]
         self._call_timeout = call_timeout
+        self._remote_timeout = remote_timeout
         self._max_batch = max_batch
         self._next = 0
         self._pending: list[tuple[SendRequest, Deferred[SendResult]]] = []
@@ -139,7 +149,13 @@ class PBLogicClient:
 
     async def _perspective(self, deadline: float) -> pb.RemoteReference:
         while True:
-            healthy = [link for link in self.links if link.perspective is not None]
+            # PB fails a dead connection's calls before notifyOnDisconnect runs:
+            # skip brokers that are already disconnected instead of spinning on them
+            healthy = [
+                link
+                for link in self.links
+                if link.perspective is not None and not link.perspective.broker.disconnected
+            ]
             if healthy:
                 self._next = (self._next + 1) % len(healthy)
                 perspective = healthy[self._next].perspective
@@ -157,16 +173,24 @@ class PBLogicClient:
                     waiter.callback(None)
 
             timer = self._reactor.callLater(remaining, give_up)
-            await waiter
-            if timer.active():
-                timer.cancel()
+            try:
+                await waiter
+            finally:
+                if timer.active():
+                    timer.cancel()
+                for link in self.links:
+                    if waiter in link._waiters:
+                        link._waiters.remove(waiter)
 
     async def _call(self, method: str, *args: Any) -> Any:
         deadline = self._reactor.seconds() + self._call_timeout
         while True:
             perspective = await self._perspective(deadline)
             try:
-                return await perspective.callRemote(method, *args)
+                call = perspective.callRemote(method, *args)
+                # a logic node that hangs must not stall its callers forever
+                call.addTimeout(self._remote_timeout, self._reactor)
+                return await call
             except _CONNECTION_ERRORS as e:
                 log.info("{method} interrupted ({error!r}); trying another logic node", method=method, error=e)
                 if self._reactor.seconds() >= deadline:

@@ -20,7 +20,7 @@ from goim.logic.local import InProcessLogic
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message, send_request
-from goim.types import SEND_INTERNAL_ERROR, SignInResult
+from goim.types import SEND_INTERNAL_ERROR, SendResult, SignInResult
 
 log = Logger(observer=goim_observer)
 
@@ -117,19 +117,33 @@ class ConnectNodePerspective(pb.Avatar):
     async def _send(self, batch: Any) -> list[tuple[int, int, int]]:
         if not isinstance(batch, list) or len(batch) > MAX_SEND_BATCH:
             raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
-        requests = []
+        # A malformed entry refuses the whole batch (the node is broken); a device
+        # not signed in through this node fails only its own sends, with code 1.
+        parsed = []
         for entry in batch:
             if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[2], bytes):
                 raise BadArgument("each send is (device_id, user_id, MessageSend bytes)")
-            device_id, user_id = await self._check(entry[0], entry[1])
+            device_id = _int(entry[0], "device_id", minimum=1)
+            user_id = _int(entry[1], "user_id", minimum=1)
             message = goim_pb2.MessageSend()
             try:
                 message.ParseFromString(entry[2])
             except Exception:
                 raise BadArgument("malformed MessageSend") from None
-            requests.append(send_request(message, device_id=device_id, user_id=user_id))
+            parsed.append(send_request(message, device_id=device_id, user_id=user_id))
+        sends: list[Deferred[SendResult] | None] = []
+        for request in parsed:
+            try:
+                await self._check(request.device_id, request.user_id)
+            except NotSignedInHere:
+                sends.append(None)
+                continue
+            sends.append(Deferred.fromCoroutine(self.logic.send(request)))
         results = []
-        for d in [Deferred.fromCoroutine(self.logic.send(r)) for r in requests]:
+        for d in sends:
+            if d is None:
+                results.append((SEND_INTERNAL_ERROR, 0, 0))
+                continue
             try:
                 result = await d
                 results.append((result.code, result.message_id, result.seq))

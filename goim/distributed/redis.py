@@ -42,6 +42,8 @@ class RedisURL:
             db = int(parts.path.lstrip("/") or 0)
         except ValueError:
             raise RedisURLError(f"{url!r}: bad port or database number") from None
+        if db < 0:
+            raise RedisURLError(f"{url!r}: the database number must be 0 or more")
         password = unquote(parts.password) if parts.password else None
         return cls(parts.hostname, port, db, password)
 
@@ -97,6 +99,8 @@ class Redis:
             password=url.password,
             connectTimeout=timeout,
             replyTimeout=timeout,
+            # node ids such as "01" must come back as the strings they are
+            convertNumbers=False,
         )
 
     async def call(self, command: str, *args: Any) -> Any:

@@ -1,0 +1,374 @@
+"""The delivery bus: apply_event (pure), RedisDelivery and NodeSubscriber against a real Redis."""
+
+from typing import Any, Sequence
+
+from google.protobuf.message import DecodeError
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import provider  # type: ignore[import-untyped]
+
+from goim.distributed.bus import NodeSubscriber, RedisDelivery, apply_event
+from goim.distributed.presence import RedisPresence
+from goim.distributed.redis import Redis, RedisURL
+from goim.pb import goim_pb2 as pb
+from goim.pb import internal_pb2
+from goim.protocols import codec
+from goim.protocols.client import ClientFactory, ClientProtocol, ConnectionTable
+from goim.protocols.codec import encode_item
+from goim.types import StoredMessage
+from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
+from tests.support.redis import RedisTestMixin, wait_until
+from tests.support.server import free_port
+
+
+class Node:
+    """A connect node's table with real ClientProtocols signed in over StringTransports."""
+
+    def __init__(self, logic: FakeLogic | None = None) -> None:
+        self.clock = Clock()
+        self.logic = logic if logic is not None else FakeLogic(auto_sign_in=True)
+        self.table = ConnectionTable()
+        self.factory = ClientFactory(logic=self.logic, clock=self.clock, table=self.table)
+        self.transports: dict[int, StringTransport] = {}
+
+    def sign_in(self, *, device_id: int, user_id: int) -> ClientProtocol:
+        """A connection of ``device_id`` signed in as ``user_id``, its SignInACK taken."""
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        signin = pb.SignIn(device_id=device_id, user_id=user_id, token="t")
+        proto.dataReceived(frame(codec.SIGN_IN, signin.SerializeToString()))
+        assert proto.signed_in, "sign-in did not complete"
+        assert [f.type for f in frames_of(transport.value())] == [codec.SIGN_IN_ACK]
+        transport.clear()
+        self.transports[device_id] = transport
+        return proto
+
+    def written(self, device_id: int) -> list[tuple[int, Any]]:
+        """``(code, decoded value)`` of every frame written to the device since sign-in."""
+        out: list[tuple[int, Any]] = []
+        for f in frames_of(self.transports[device_id].value()):
+            if f.type == codec.MESSAGE:
+                value: Any = pb.Message()
+            elif f.type == codec.KICKED:
+                value = pb.Kicked()
+            else:
+                value = None
+            if value is not None:
+                value.ParseFromString(f.value)
+            out.append((f.type, value))
+        return out
+
+    def pushed(self, device_id: int) -> list[tuple[int, int]]:
+        """``(message_id, seq)`` of every item live-pushed to the device."""
+        items: list[tuple[int, int]] = []
+        for code, value in self.written(device_id):
+            assert code == codec.MESSAGE, code
+            assert value.type == codec.MESSAGE_PUSH
+            items.extend((i.message_id, i.sync_sequence) for i in value.messages)
+        return items
+
+    def closed(self, device_id: int) -> bool:
+        """Whether the device's connection is being closed."""
+        return bool(self.transports[device_id].disconnecting)
+
+
+def node_event(
+    deliveries: Sequence[tuple[int, list[int], list[StoredMessage]]] = (),
+    kicks: Sequence[tuple[int, str]] = (),
+) -> bytes:
+    """A serialized NodeEvent of ``(user_id, device_ids, messages)`` deliveries and ``(device_id, reason)`` kicks."""
+    event = internal_pb2.NodeEvent()
+    for user_id, device_ids, messages in deliveries:
+        event.deliveries.add(user_id=user_id, device_ids=device_ids, items=[encode_item(m) for m in messages])
+    for device_id, reason in kicks:
+        event.kicks.add(device_id=device_id, reason=reason, new_node="other")
+    return event.SerializeToString()
+
+
+class ApplyEventTests(SynchronousTestCase):
+    def test_delivery_reaches_only_the_listed_devices(self) -> None:
+        """A delivery is pushed to the listed devices of its user and to no sibling it omits."""
+        node = Node()
+        for device_id in (1, 2, 3):
+            node.sign_in(device_id=device_id, user_id=10)
+        node.sign_in(device_id=4, user_id=20)
+        messages = [make_message(10, 1), make_message(10, 2)]
+        apply_event(node.table, node_event(deliveries=[(10, [1, 2], messages)]))
+        expected = [(m.message_id, m.seq) for m in messages]
+        self.assertEqual(node.pushed(1), expected)
+        self.assertEqual(node.pushed(2), expected)
+        self.assertEqual(node.pushed(3), [])
+        self.assertEqual(node.pushed(4), [])
+
+    def test_items_keep_every_field(self) -> None:
+        """A pushed item carries the stored copy's fields unchanged."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        message = make_message(10, 7, content="héllo")
+        apply_event(node.table, node_event(deliveries=[(10, [1], [message])]))
+        [(_, value)] = node.written(1)
+        [item] = value.messages
+        self.assertEqual(codec.stored_from_item(item, user_id=10), message)
+
+    def test_delivery_for_a_device_of_another_user_is_not_pushed(self) -> None:
+        """A delivery naming a device whose connection here belongs to another user pushes nothing."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        node.sign_in(device_id=2, user_id=20)
+        apply_event(node.table, node_event(deliveries=[(10, [1, 2], [make_message(10, 1)])]))
+        self.assertEqual(len(node.pushed(1)), 1)
+        self.assertEqual(node.pushed(2), [])
+
+    def test_delivery_for_an_absent_device_is_ignored(self) -> None:
+        """A delivery naming a device with no connection here is dropped silently."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(deliveries=[(10, [99], [make_message(10, 1)])]))
+        self.assertEqual(node.pushed(1), [])
+
+    def test_several_deliveries_in_one_event(self) -> None:
+        """Each delivery of an event reaches its own user's devices."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        node.sign_in(device_id=2, user_id=20)
+        apply_event(
+            node.table,
+            node_event(deliveries=[(10, [1], [make_message(10, 5)]), (20, [2], [make_message(20, 8)])]),
+        )
+        self.assertEqual([seq for _, seq in node.pushed(1)], [5])
+        self.assertEqual([seq for _, seq in node.pushed(2)], [8])
+
+    def test_kick_closes_with_the_reason(self) -> None:
+        """A kick writes Kicked with its reason to the device, closes it, and leaves others open."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        node.sign_in(device_id=2, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, "signed in on your tablet")]))
+        [(code, kicked)] = node.written(1)
+        self.assertEqual(code, codec.KICKED)
+        self.assertEqual(kicked.reason, "signed in on your tablet")
+        self.assertTrue(node.closed(1))
+        self.assertFalse(node.closed(2))
+        self.assertEqual(node.written(2), [])
+
+    def test_kick_without_reason_gets_a_default(self) -> None:
+        """A kick with an empty reason tells the client it signed in elsewhere."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, "")]))
+        [(_, kicked)] = node.written(1)
+        self.assertEqual(kicked.reason, "signed in elsewhere")
+
+    def test_kick_of_an_absent_device_is_ignored(self) -> None:
+        """A kick naming a device with no connection here changes nothing."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(kicks=[(2, "x")]))
+        self.assertFalse(node.closed(1))
+
+    def test_malformed_payload_is_logged_and_ignored(self) -> None:
+        """Bytes that are no NodeEvent are logged and change nothing."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, b"\x0a\xff\xff\xff")
+        self.assertEqual(len(self.flushLoggedErrors(DecodeError)), 1)
+        self.assertEqual(node.written(1), [])
+        self.assertFalse(node.closed(1))
+
+    def test_malformed_item_drops_the_whole_event(self) -> None:
+        """An event with one bad item pushes nothing and kicks nobody (all or nothing)."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        node.sign_in(device_id=2, user_id=20)
+        event = internal_pb2.NodeEvent()
+        event.deliveries.add(user_id=10, device_ids=[1], items=[encode_item(make_message(10, 1))])
+        event.deliveries.add(user_id=20, device_ids=[2], items=[b"\x12\x05ab"])  # truncated content
+        event.kicks.add(device_id=1, reason="x")
+        apply_event(node.table, event.SerializeToString())
+        self.assertEqual(len(self.flushLoggedErrors(DecodeError)), 1)
+        self.assertEqual(node.written(1), [])
+        self.assertEqual(node.written(2), [])
+        self.assertFalse(node.closed(1))
+
+    def test_empty_event_does_nothing(self) -> None:
+        """An empty NodeEvent is valid and changes nothing."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, b"")
+        self.assertEqual(node.written(1), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def parse_event(payload: bytes) -> internal_pb2.NodeEvent:
+    event = internal_pb2.NodeEvent()
+    event.ParseFromString(payload)
+    return event
+
+
+def deliveries_of(payload: bytes) -> dict[int, tuple[list[int], list[tuple[int, int]]]]:
+    """``{user_id: (device_ids, [(message_id, seq)])}`` of a published NodeEvent."""
+    out = {}
+    for delivery in parse_event(payload).deliveries:
+        items = []
+        for raw in delivery.items:
+            item = pb.MessageItem()
+            item.ParseFromString(raw)
+            items.append((item.message_id, item.sync_sequence))
+        out[delivery.user_id] = (list(delivery.device_ids), items)
+    return out
+
+
+def ids(*messages: StoredMessage) -> list[tuple[int, int]]:
+    return [(m.message_id, m.seq) for m in messages]
+
+
+class RedisDeliveryTests(RedisTestMixin, TestCase):
+    async def setup(self, *live: str) -> tuple[RedisPresence, RedisDelivery]:
+        redis, keys = self.open_redis()
+        presence = RedisPresence(redis, keys)
+        for node in live:
+            await presence.beat(node)
+        return presence, RedisDelivery(presence)
+
+    async def test_one_event_per_node(self) -> None:
+        """deliver publishes one NodeEvent per live node with its devices and the users' items."""
+        presence, delivery = await self.setup("c1", "c2")
+        await presence.online(device_id=10, user_id=1, node="c1")
+        await presence.online(device_id=11, user_id=1, node="c1")
+        await presence.online(device_id=12, user_id=1, node="c2")
+        await presence.online(device_id=20, user_id=2, node="c2")
+        channels = presence.keys.channel("c1"), presence.keys.channel("c2")
+        recorder = await self.open_recorder(*channels)
+        a1, b1, a2 = make_message(1, 1), make_message(2, 1), make_message(1, 2)
+        delivery.deliver([a1, b1, a2])
+        await wait_until(lambda: all(recorder.on(c) for c in channels), "an event on each node")
+        [c1] = recorder.on(channels[0])
+        [c2] = recorder.on(channels[1])
+        self.assertEqual(deliveries_of(c1), {1: ([10, 11], ids(a1, a2))})
+        self.assertEqual(deliveries_of(c2), {1: ([12], ids(a1, a2)), 2: ([20], ids(b1))})
+        self.assertEqual(list(parse_event(c1).kicks), [])
+
+    async def test_node_without_liveness_gets_nothing(self) -> None:
+        """Devices on a node whose liveness key is missing receive nothing."""
+        presence, delivery = await self.setup("live")
+        await presence.online(device_id=10, user_id=1, node="live")
+        await presence.online(device_id=11, user_id=1, node="dead")
+        await presence.online(device_id=20, user_id=2, node="dead")
+        live, dead = presence.keys.channel("live"), presence.keys.channel("dead")
+        recorder = await self.open_recorder(live, dead)
+        delivery.deliver([make_message(1, 1), make_message(2, 1)])
+        # a second batch for the live node only: once it arrives, everything the
+        # first batch published has arrived too (one connection, publish order)
+        marker = make_message(1, 2)
+        delivery.deliver([marker])
+        await wait_until(lambda: len(recorder.on(live)) == 2, "both events on the live node")
+        self.assertEqual(recorder.on(dead), [])
+        self.assertEqual(deliveries_of(recorder.on(live)[0]), {1: ([10], ids(make_message(1, 1)))})
+
+    async def test_nobody_online_publishes_nothing(self) -> None:
+        """Copies for users with no device online are not published anywhere."""
+        presence, delivery = await self.setup("c1")
+        await presence.online(device_id=10, user_id=1, node="c1")
+        recorder = await self.open_recorder(presence.keys.channel("c1"))
+        delivery.deliver([make_message(5, 1)])
+        delivery.deliver([make_message(1, 1)])
+        await wait_until(lambda: recorder.messages, "the event for user 1")
+        [(_, payload)] = recorder.messages
+        self.assertEqual(list(deliveries_of(payload)), [1])
+
+    async def test_batches_are_published_in_commit_order(self) -> None:
+        """Batches handed to deliver one after the other arrive in that order."""
+        presence, delivery = await self.setup("c1")
+        await presence.online(device_id=10, user_id=1, node="c1")
+        channel = presence.keys.channel("c1")
+        recorder = await self.open_recorder(channel)
+        for seq in range(1, 21):
+            delivery.deliver([make_message(1, seq)])
+        await wait_until(lambda: len(recorder.on(channel)) == 20, "20 events")
+        seqs = [deliveries_of(p)[1][1][0][1] for p in recorder.on(channel)]
+        self.assertEqual(seqs, list(range(1, 21)))
+
+    async def test_kick_is_published_to_the_old_node(self) -> None:
+        """kick publishes a Kick for the device on the node it names."""
+        presence, delivery = await self.setup()
+        channel = presence.keys.channel("old")
+        recorder = await self.open_recorder(channel)
+        await delivery.kick(node="old", device_id=10, reason="signed in elsewhere", new_node="new")
+        await wait_until(lambda: recorder.messages, "the kick")
+        [kick] = parse_event(recorder.on(channel)[0]).kicks
+        self.assertEqual((kick.device_id, kick.reason, kick.new_node), (10, "signed in elsewhere", "new"))
+
+    async def test_redis_down_is_logged_not_raised(self) -> None:
+        """With Redis unreachable, deliver returns at once and the failure is only logged."""
+        events: list[LogEvent] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        redis = Redis(RedisURL("127.0.0.1", free_port()), reactor, timeout=0.2)
+        self.addCleanup(redis.close)
+        _, keys = self.open_redis()
+        delivery = RedisDelivery(RedisPresence(redis, keys))
+        # neither call raises, though Redis is unreachable
+        delivery.deliver([make_message(1, 1)])
+        delivery.deliver([make_message(1, 2)])
+
+        def warned() -> list[str]:
+            return [t for t in map(formatEvent, events) if t.startswith("could not publish")]
+
+        await wait_until(lambda: len(warned()) == 2, "both batches to be given up")
+        self.assertIn("catch up by sync", warned()[0])
+
+
+class NodeSubscriberTests(RedisTestMixin, TestCase):
+    async def start(self, node_id: str = "c1") -> tuple[Node, RedisPresence, NodeSubscriber]:
+        redis, keys = self.open_redis()
+        presence = RedisPresence(redis, keys)
+        node = Node(FakeLogic(auto_sign_in=True, auto_sync=True))
+        subscriber = NodeSubscriber(self.redis_url(), keys, node_id, node.table, presence, reactor)
+        subscriber.start()
+        self.addCleanup(subscriber.stop)
+        await wait_until(lambda: subscriber.subscribed, "the subscription")
+        return node, presence, subscriber
+
+    async def test_published_deliveries_reach_connections(self) -> None:
+        """An event RedisDelivery publishes on the node's channel is pushed to its connection."""
+        node, presence, _ = await self.start()
+        node.sign_in(device_id=10, user_id=1)
+        await presence.online(device_id=10, user_id=1, node="c1")
+        await presence.beat("c1")
+        message = make_message(1, 1)
+        RedisDelivery(presence).deliver([message])
+        await wait_until(lambda: node.transports[10].value(), "the push")
+        self.assertEqual(node.pushed(10), ids(message))
+
+    async def test_resubscribing_restores_presence_and_catches_up(self) -> None:
+        """After its subscription drops, the node writes back lost presence and syncs every connection."""
+        node, presence, subscriber = await self.start()
+        proto = node.sign_in(device_id=10, user_id=1)
+        proto.acked_seq = 4
+        node.logic.store(1, 6)
+        # Redis "lost its data": no presence entry, no liveness key
+        self.assertIsNone(await presence.node_of(device_id=10, user_id=1))
+        factory: Any = subscriber._factory
+        [connection] = factory.pool
+        connection.transport.abortConnection()
+        await wait_until(lambda: node.logic.sync_pages, "a catch-up sync")
+        self.assertEqual(node.logic.sync_pages[0].args["after_seq"], 4)
+        await wait_until(lambda: subscriber.subscribed, "the new subscription")
+        self.assertEqual(await presence.node_of(device_id=10, user_id=1), "c1")
+        self.assertEqual(await presence.alive(["c1"]), {"c1"})
+        synced = [
+            (i.message_id, i.sync_sequence)
+            for code, value in node.written(10)
+            if code == codec.MESSAGE and value.type == codec.MESSAGE_SYNC
+            for i in value.messages
+        ]
+        self.assertEqual([seq for _, seq in synced], [5, 6])

@@ -1,0 +1,528 @@
+"""The connect node's PB side: PBLogicClient over fake links (batching, retry, round robin,
+deadlines) and LogicLink over in-memory PB connections (login, reconnect). No sockets; time
+is a MemoryReactorClock (a Clock that HostnameEndpoint accepts as a reactor)."""
+
+from typing import Any
+
+from twisted.cred import portal
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import AlreadyCalledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.spread import pb
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from goim.distributed.pb_client import NoLogicNode, PBLogicClient, decode_page
+from goim.distributed.pb_server import SharedSecretChecker
+from goim.pb import goim_pb2 as gpb
+from goim.protocols.codec import encode_message
+from goim.types import SendRequest, SendResult, SignInResult, SyncPage
+from tests.protocols.fakes import make_message
+
+SECRET = b"a-shared-secret-of-32-characters"
+CALL_TIMEOUT = 5.0
+
+
+def request(send_sequence: int, device_id: int = 10, user_id: int = 1) -> SendRequest:
+    return SendRequest(device_id, user_id, 1, 2, 1, f"m{send_sequence}", send_sequence, 1000 + send_sequence)
+
+
+def send_sequences(payload: list[tuple[int, int, bytes]]) -> list[tuple[int, int, int]]:
+    """``(device_id, user_id, send_sequence)`` of each entry of a remote send batch."""
+    out = []
+    for device_id, user_id, raw in payload:
+        message = gpb.MessageSend()
+        message.ParseFromString(raw)
+        out.append((device_id, user_id, message.send_sequence))
+    return out
+
+
+class FakeBroker:
+    disconnected = False
+
+
+class FakePerspective:
+    """A RemoteReference whose calls the test answers; callRemote on a dead one raises
+    DeadReferenceError, as PB does."""
+
+    #: dead calls after which the fake assumes the caller spins without yielding
+    SPIN_LIMIT = 100
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.broker = FakeBroker()
+        self.calls: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+        self.dead_calls = 0
+
+    def callRemote(self, method: str, *args: Any) -> Deferred[Any]:
+        if self.broker.disconnected:
+            self.dead_calls += 1
+            if self.dead_calls > self.SPIN_LIMIT:
+                raise RuntimeError(f"{self.dead_calls} calls on a dead perspective without yielding to the reactor")
+            raise pb.DeadReferenceError("Calling Stale Broker")
+        d: Deferred[Any] = Deferred()
+        self.calls.append((method, args, d))
+        return d
+
+    def answer(self, index: int, result: Any) -> None:
+        self.calls[index][2].callback(result)
+
+
+class FakeLink:
+    """What PBLogicClient uses of a LogicLink: ``perspective`` and ``_waiters``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.perspective: FakePerspective | None = None
+        self._waiters: list[Deferred[None]] = []
+
+    def connect(self) -> FakePerspective:
+        """Become connected and wake the waiting calls, as LogicLink._connect_loop does."""
+        self.perspective = FakePerspective(self.name)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        return self.perspective
+
+    def die(self) -> None:
+        """Lose the connection in Broker.connectionLost's order: the broker is marked
+        disconnected and pending calls fail first, then the link hears of it."""
+        perspective = self.perspective
+        assert perspective is not None
+        perspective.broker.disconnected = True
+        for _, _, d in perspective.calls:
+            if not d.called:
+                d.errback(pb.PBConnectionLost("connection lost"))
+        self.perspective = None
+
+
+def calls(*links: FakeLink) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """``(link, method, args)`` of every remote call the links' perspectives got."""
+    out: list[tuple[str, str, tuple[Any, ...]]] = []
+    for link in links:
+        if link.perspective is not None:
+            out.extend((link.name, method, args) for method, args, _ in link.perspective.calls)
+    return out
+
+
+class PBLogicClientTests(SynchronousTestCase):
+    def client(self, *names: str, max_batch: int = 500) -> tuple[PBLogicClient, MemoryReactorClock, list[FakeLink]]:
+        """A client on fake links named ``names`` (none connected yet)."""
+        reactor = MemoryReactorClock()
+        client = PBLogicClient(
+            reactor,
+            [f"127.0.0.1:{50100 + i}" for i in range(len(names))],
+            node="c1",
+            secret=SECRET,
+            call_timeout=CALL_TIMEOUT,
+            max_batch=max_batch,
+        )
+        links = [FakeLink(name) for name in names]
+        client.links = links  # type: ignore[assignment]
+        return client, reactor, links
+
+    def sign_in(self, client: PBLogicClient, device_id: int = 10) -> Deferred[SignInResult]:
+        return Deferred.fromCoroutine(client.sign_in(device_id=device_id, user_id=1, token="t"))
+
+    def send(self, client: PBLogicClient, *sequences: int) -> list[Deferred[SendResult]]:
+        return [Deferred.fromCoroutine(client.send(request(s))) for s in sequences]
+
+    # --- batching ------------------------------------------------------------------------
+
+    def test_sends_of_one_turn_go_in_one_call(self) -> None:
+        """Sends made in one reactor turn travel in one remote call, in order, and get their own results."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        ds = self.send(client, 1, 2, 3)
+        self.assertEqual(p.calls, [])
+        reactor.advance(0)
+        [(method, (payload,), _)] = p.calls
+        self.assertEqual(method, "send")
+        self.assertEqual(send_sequences(payload), [(10, 1, 1), (10, 1, 2), (10, 1, 3)])
+        p.answer(0, [(0, 101, 1), (2, 0, 0), (0, 103, 2)])
+        self.assertEqual(
+            [self.successResultOf(d) for d in ds],
+            [SendResult(0, 101, 1), SendResult(2, 0, 0), SendResult(0, 103, 2)],
+        )
+
+    def test_send_carries_every_field(self) -> None:
+        """The MessageSend bytes of a batch entry hold the request's fields."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        r = SendRequest(7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123)
+        Deferred.fromCoroutine(client.send(r))
+        reactor.advance(0)
+        [(device_id, user_id, raw)] = p.calls[0][1][0]
+        message = gpb.MessageSend()
+        message.ParseFromString(raw)
+        self.assertEqual(
+            (device_id, user_id, message.receiver_type, message.receiver_id, message.type, message.content,
+             message.send_sequence, message.send_time),
+            (7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123),
+        )
+
+    def test_sends_of_later_turns_go_in_later_calls(self) -> None:
+        """A send made after the flush travels in a call of its own."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        self.send(client, 1)
+        reactor.advance(0)
+        self.send(client, 2)
+        reactor.advance(0)
+        self.assertEqual([send_sequences(args[0]) for _, args, _ in p.calls], [[(10, 1, 1)], [(10, 1, 2)]])
+
+    def test_max_batch_splits_a_turn(self) -> None:
+        """More sends than max_batch in one turn go in several calls, order kept."""
+        client, reactor, [link] = self.client("a", max_batch=2)
+        p = link.connect()
+        ds = self.send(client, 1, 2, 3, 4, 5)
+        reactor.advance(0)
+        self.assertEqual([[s for _, _, s in send_sequences(args[0])] for _, args, _ in p.calls], [[1, 2], [3, 4], [5]])
+        for i, (_, args, _) in enumerate(p.calls):
+            p.answer(i, [(0, 100 + s, s) for _, _, s in send_sequences(args[0])])
+        self.assertEqual([self.successResultOf(d).message_id for d in ds], [101, 102, 103, 104, 105])
+
+    def test_failed_batch_answers_each_send_with_code_1(self) -> None:
+        """When a batch cannot be delivered, each of its sends gets code 1 (retry)."""
+        client, reactor, _ = self.client("a")
+        ds = self.send(client, 1, 2)
+        reactor.advance(0)
+        reactor.advance(CALL_TIMEOUT)
+        self.assertEqual([self.successResultOf(d) for d in ds], [SendResult(1, 0, 0)] * 2)
+
+    # --- choosing a link ---------------------------------------------------------------------
+
+    def test_round_robin_over_healthy_links(self) -> None:
+        """Successive calls alternate over the connected links."""
+        client, reactor, links = self.client("a", "b", "c")
+        for link in links:
+            link.connect()
+        for device_id in range(6):
+            self.sign_in(client, device_id + 1)
+        order = [name for name, _, _ in sorted(calls(*links), key=lambda c: c[2][0])]
+        self.assertEqual(sorted(order[:3]), ["a", "b", "c"])
+        self.assertEqual(order[3:], order[:3])
+
+    def test_only_connected_links_are_used(self) -> None:
+        """A link that is not connected gets no calls."""
+        client, reactor, (a, b) = self.client("a", "b")
+        b.connect()
+        for device_id in range(4):
+            self.sign_in(client, device_id + 1)
+        self.assertEqual({name for name, _, _ in calls(a, b)}, {"b"})
+        self.assertEqual(len(calls(b)), 4)
+
+    def test_call_retried_on_another_link_when_its_link_dies(self) -> None:
+        """A call whose link dies mid-call (PBConnectionLost) runs again on another link."""
+        client, reactor, links = self.client("a", "b")
+        for link in links:
+            link.connect()
+        d = self.sign_in(client)
+        [(first, _, args)] = calls(*links)
+        dying = next(link for link in links if link.name == first)
+        other = next(link for link in links if link.name != first)
+        dying.die()
+        self.assertNoResult(d)
+        assert other.perspective is not None
+        [(method, retried_args, _)] = other.perspective.calls
+        self.assertEqual((method, retried_args), ("sign_in", args))
+        other.perspective.answer(0, (True, ""))
+        self.assertEqual(self.successResultOf(d), SignInResult(True, ""))
+
+    def test_send_batch_retried_on_another_link(self) -> None:
+        """A send batch interrupted by a lost connection is sent again, unchanged, on another link."""
+        client, reactor, (a, b) = self.client("a", "b")
+        pa, pb_ = a.connect(), b.connect()
+        ds = self.send(client, 1, 2)
+        reactor.advance(0)
+        [(first, _, (payload,))] = calls(a, b)
+        dying, other = (a, pb_) if first == "a" else (b, pa)
+        dying.die()
+        [(_, (again,), _)] = other.calls
+        self.assertEqual(again, payload)
+        other.answer(0, [(0, 5, 1), (0, 6, 2)])
+        self.assertEqual([self.successResultOf(d).message_id for d in ds], [5, 6])
+
+    def test_remote_errors_are_not_retried(self) -> None:
+        """An error the logic node raised (not a lost connection) reaches the caller; no other link is tried."""
+        client, reactor, links = self.client("a", "b")
+        for link in links:
+            link.connect()
+        d = self.sign_in(client)
+        [(first, _, _)] = calls(*links)
+        link = next(link for link in links if link.name == first)
+        assert link.perspective is not None
+        link.perspective.calls[0][2].errback(pb.Error("device_id must be an integer >= 1"))
+        self.failureResultOf(d, pb.Error)
+        self.assertEqual(len(calls(*links)), 1)
+
+    # --- no logic node -----------------------------------------------------------------------
+
+    def test_no_link_fails_with_no_logic_node_after_call_timeout(self) -> None:
+        """With no link connected a call waits call_timeout seconds, then fails with NoLogicNode."""
+        client, reactor, _ = self.client("a", "b")
+        d = self.sign_in(client)
+        reactor.advance(CALL_TIMEOUT - 0.01)
+        self.assertNoResult(d)
+        reactor.advance(0.01)
+        self.failureResultOf(d, NoLogicNode)
+
+    def test_waiting_call_runs_when_a_link_connects(self) -> None:
+        """A call made while no link is connected runs as soon as one connects."""
+        client, reactor, (a, b) = self.client("a", "b")
+        d = self.sign_in(client)
+        reactor.advance(1)
+        p = b.connect()
+        [(method, args, _)] = p.calls
+        self.assertEqual((method, args), ("sign_in", (10, 1, "t")))
+        p.answer(0, (False, "wrong token"))
+        self.assertEqual(self.successResultOf(d), SignInResult(False, "wrong token"))
+        # the deadline timer was cancelled with the wait
+        reactor.advance(CALL_TIMEOUT)
+        self.assertEqual(len(p.calls), 1)
+
+    def test_links_connecting_after_a_wait_ended(self) -> None:
+        """Links that connect after a waiting call was served, or gave up, connect without error."""
+        client, reactor, (a, b) = self.client("a", "b")
+        served = self.sign_in(client)
+        a.connect().answer(0, (True, ""))
+        self.successResultOf(served)
+        b.connect()  # the waiter of `served` is still in b._waiters
+
+    def test_link_connecting_after_a_call_gave_up(self) -> None:
+        """A link that connects after a call timed out connects without error and serves new calls."""
+        client, reactor, (a,) = self.client("a")
+        gave_up = self.sign_in(client)
+        reactor.advance(CALL_TIMEOUT)
+        self.failureResultOf(gave_up, NoLogicNode)
+        p = a.connect()
+        self.sign_in(client)
+        self.assertEqual(len(p.calls), 1)
+
+    def test_single_link_dying_mid_call_waits_for_reconnect(self) -> None:
+        """With one logic node, a call interrupted by a lost connection waits and runs again on reconnect."""
+        client, reactor, (a,) = self.client("a")
+        a.connect()
+        d = self.sign_in(client)
+        a.die()
+        try:
+            self.assertNoResult(d)
+        finally:
+            d.addErrback(lambda _: None)
+        p = a.connect()
+        p.answer(0, (True, ""))
+        self.assertEqual(self.successResultOf(d), SignInResult(True, ""))
+
+    # --- the other calls ---------------------------------------------------------------------
+
+    def test_sync_page_decodes_the_page(self) -> None:
+        """sync_page passes its arguments and decodes the Message bytes into the user's stored copies."""
+        client, reactor, (a,) = self.client("a")
+        p = a.connect()
+        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=3, limit=2))
+        [(method, args, _)] = p.calls
+        self.assertEqual((method, args), ("sync_page", (10, 1, 3, 2)))
+        messages = [make_message(1, 4), make_message(1, 5)]
+        p.answer(0, encode_message(1, messages, True))
+        self.assertEqual(self.successResultOf(d), SyncPage(messages, more=True))
+
+    def test_sync_page_refuses_a_non_bytes_answer(self) -> None:
+        """A sync_page answer that is not bytes fails with TypeError."""
+        client, reactor, (a,) = self.client("a")
+        p = a.connect()
+        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=0, limit=2))
+        p.answer(0, "not bytes")
+        self.failureResultOf(d, TypeError)
+
+    def test_ack_and_offline(self) -> None:
+        """ack and offline are remote calls with the device, the user (and the seq)."""
+        client, reactor, (a,) = self.client("a")
+        p = a.connect()
+        acked = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=9))
+        gone = Deferred.fromCoroutine(client.offline(device_id=10, user_id=1))
+        self.assertEqual([(m, args) for m, args, _ in p.calls], [("ack", (10, 1, 9)), ("offline", (10, 1))])
+        p.answer(0, None)
+        p.answer(1, None)
+        self.assertIsNone(self.successResultOf(acked))
+        self.assertIsNone(self.successResultOf(gone))
+
+    def test_decode_page_of_an_empty_message(self) -> None:
+        """An empty Message is an empty last page."""
+        self.assertEqual(decode_page(encode_message(1, [], False), 1), SyncPage([], more=False))
+
+
+# --- LogicLink over in-memory PB connections -----------------------------------------------------
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 50100)
+
+
+class Avatar(pb.Avatar):
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.sign_ins: list[tuple[Any, ...]] = []
+
+    def perspective_sign_in(self, device_id: int, user_id: int, token: str) -> tuple[bool, str]:
+        self.sign_ins.append((device_id, user_id, token))
+        return True, f"served {self.node}"
+
+
+@implementer(portal.IRealm)
+class Realm:
+    def __init__(self) -> None:
+        self.avatars: list[Avatar] = []
+
+    def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
+        avatar = Avatar(avatar_id.decode())
+        self.avatars.append(avatar)
+        return pb.IPerspective, avatar, lambda: None
+
+
+class InMemoryEndpoint:
+    """A client endpoint that connects to a PB server factory through iosim pumps."""
+
+    def __init__(self, server_factory: pb.PBServerFactory, clock: MemoryReactorClock) -> None:
+        self.server_factory = server_factory
+        self.clock = clock
+        self.listening = False
+        self.attempts = 0
+        self.pumps: list[iosim.IOPump] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.attempts += 1
+        if not self.listening:
+            return fail(ConnectionRefusedError("nothing listens"))
+        client = factory.buildProtocol(ADDRESS)
+        server = self.server_factory.buildProtocol(ADDRESS)
+        self.pumps.append(
+            iosim.connect(
+                server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=False, clock=self.clock
+            )
+        )
+        return succeed(client)
+
+    def flush(self) -> None:
+        for pump in self.pumps:
+            pump.flush()
+
+    def open_connections(self) -> int:
+        return sum(1 for pump in self.pumps if not pump.clientIO.disconnected)
+
+    def drop(self) -> None:
+        """The logic node closes every connection."""
+        for pump in self.pumps:
+            pump.serverIO.loseConnection()
+        self.flush()
+
+
+class LogicLinkTests(SynchronousTestCase):
+    def client(
+        self, secret: bytes = SECRET, *, listening: bool = True
+    ) -> tuple[PBLogicClient, MemoryReactorClock, InMemoryEndpoint, Realm]:
+        reactor = MemoryReactorClock()
+        realm = Realm()
+        server = pb.PBServerFactory(portal.Portal(realm, [SharedSecretChecker(SECRET)]))
+        endpoint = InMemoryEndpoint(server, reactor)
+        endpoint.listening = listening
+        client = PBLogicClient(reactor, ["logic-a:50100"], node="c7", secret=secret, call_timeout=CALL_TIMEOUT)
+        client.links[0]._endpoint = endpoint
+        self.addCleanup(client.stop)
+        return client, reactor, endpoint, realm
+
+    def run_for(self, reactor: MemoryReactorClock, endpoint: InMemoryEndpoint, seconds: float) -> None:
+        """Let ``seconds`` pass in steps, moving PB traffic after each."""
+        for _ in range(int(seconds * 10)):
+            reactor.advance(0.1)
+            endpoint.flush()
+
+    def test_logs_in_with_the_node_id_and_serves_calls(self) -> None:
+        """A link logs in as its node id with the shared secret; calls reach that perspective."""
+        client, reactor, endpoint, realm = self.client()
+        client.start()
+        endpoint.flush()
+        self.assertEqual(client.connected(), 1)
+        [avatar] = realm.avatars
+        self.assertEqual(avatar.node, "c7")
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        endpoint.flush()
+        self.assertEqual(self.successResultOf(d), SignInResult(True, "served c7"))
+        self.assertEqual(avatar.sign_ins, [(10, 1, "t")])
+
+    def test_reconnects_after_the_connection_drops(self) -> None:
+        """After the logic node drops the connection, the link reconnects by itself and calls work again."""
+        client, reactor, endpoint, realm = self.client()
+        client.start()
+        endpoint.flush()
+        first = client.links[0].perspective
+        endpoint.drop()
+        self.run_for(reactor, endpoint, 10)
+        self.assertEqual(client.connected(), 1)
+        self.assertIsNot(client.links[0].perspective, first)
+        self.assertEqual(len(realm.avatars), 2)
+        self.assertEqual(endpoint.open_connections(), 1)
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        endpoint.flush()
+        self.successResultOf(d)
+        self.assertEqual([len(a.sign_ins) for a in realm.avatars], [0, 1])
+
+    def test_keeps_trying_until_the_logic_node_listens(self) -> None:
+        """A link retries with backoff while nothing listens, and connects once something does."""
+        client, reactor, endpoint, realm = self.client(listening=False)
+        client.start()
+        self.run_for(reactor, endpoint, 3)
+        self.assertGreater(endpoint.attempts, 2)
+        self.assertEqual(client.connected(), 0)
+        endpoint.listening = True
+        self.run_for(reactor, endpoint, 10)
+        self.assertEqual(client.connected(), 1)
+
+    def test_stop_closes_and_stops_reconnecting(self) -> None:
+        """stop closes the connection and leaves no reconnect timer behind."""
+        client, reactor, endpoint, realm = self.client()
+        client.start()
+        endpoint.flush()
+        client.stop()
+        endpoint.flush()
+        self.assertEqual(endpoint.open_connections(), 0)
+        self.run_for(reactor, endpoint, 10)
+        self.assertEqual(len(realm.avatars), 1)
+        self.assertEqual([c for c in reactor.getDelayedCalls() if c.active()], [])
+
+    def test_wrong_secret_never_connects(self) -> None:
+        """With another secret the link never gets a perspective and calls fail with NoLogicNode."""
+        client, reactor, endpoint, realm = self.client(b"another-secret-of-32-characters!")
+        client.start()
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        self.run_for(reactor, endpoint, CALL_TIMEOUT + 0.2)
+        self.failureResultOf(d, NoLogicNode)
+        self.assertEqual(realm.avatars, [])
+        self.assertGreater(endpoint.attempts, 1)
+        # PB logs each refused login it reports to the peer
+        self.flushLoggedErrors(UnauthorizedLogin)
+
+    def test_refused_login_closes_its_connection(self) -> None:
+        """A link whose login is refused closes that connection before it tries again."""
+        client, reactor, endpoint, realm = self.client(b"another-secret-of-32-characters!")
+        client.start()
+        self.run_for(reactor, endpoint, 10)
+        self.flushLoggedErrors(UnauthorizedLogin)
+        self.assertGreater(endpoint.attempts, 3)
+        self.assertLessEqual(endpoint.open_connections(), 1)
+
+    def test_link_survives_a_call_that_gave_up(self) -> None:
+        """A link that connects after a call timed out keeps working, and reconnects after a drop."""
+        client, reactor, endpoint, realm = self.client(listening=False)
+        client.start()
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        self.run_for(reactor, endpoint, CALL_TIMEOUT + 0.2)
+        self.failureResultOf(d, NoLogicNode)
+        endpoint.listening = True
+        self.run_for(reactor, endpoint, 10)
+        self.assertEqual(self.flushLoggedErrors(AlreadyCalledError), [])
+        self.assertEqual(client.connected(), 1)
+        endpoint.drop()
+        self.run_for(reactor, endpoint, 10)
+        self.assertEqual(len(realm.avatars), 2)
+        self.assertEqual(endpoint.open_connections(), 1)

@@ -1,0 +1,502 @@
+"""The logic node's PB side: ConnectNodePerspective on real services (SQLite) and a real
+Redis presence, the shared-secret checker, and a real PB login over loopback TCP."""
+
+from typing import Any
+
+from twisted.cred import credentials
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.spread import pb
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer, provider  # type: ignore[import-untyped]
+
+from goim.distributed.bus import RedisDelivery
+from goim.distributed.pb_server import (
+    MAX_SEND_BATCH,
+    BadArgument,
+    ConnectNodePerspective,
+    LogicRealm,
+    NotSignedInHere,
+    SharedSecretChecker,
+    pb_factory,
+)
+from goim.distributed.pb_client import PBLogicClient
+from goim.distributed.presence import RedisPresence
+from goim.pb import goim_pb2 as gpb
+from goim.pb import internal_pb2
+from goim.types import SEND_INVALID, SEND_NOT_FRIEND, SEND_OK, SendRequest
+from tests.support.db import SQLiteBackend
+from tests.support.redis import RedisTestMixin, wait_until
+from tests.support.services import Services
+
+SECRET = b"a-shared-secret-of-32-characters"
+
+
+def send_bytes(receiver_id: int, send_sequence: int, content: str = "hi", receiver_type: int = 1) -> bytes:
+    return gpb.MessageSend(
+        receiver_type=receiver_type,
+        receiver_id=receiver_id,
+        type=1,
+        content=content,
+        send_sequence=send_sequence,
+        send_time=1_700_000_000_000,
+    ).SerializeToString()
+
+
+def capture_logs(testcase: SynchronousTestCase) -> list[LogEvent]:
+    """Every log event emitted until the test ends."""
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    testcase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
+
+
+async def outcome(d: "Deferred[Any]") -> Any:
+    """What ``d`` fires with: its result, or its Failure (instead of raising)."""
+    box: list[Any] = []
+    await d.addCallbacks(box.append, box.append)
+    return box[0]
+
+
+class InProcessReference:
+    """A RemoteReference stand-in that calls a perspective in this process."""
+
+    class broker:
+        disconnected = False
+
+    def __init__(self, perspective: pb.Avatar) -> None:
+        self._perspective = perspective
+
+    def callRemote(self, method: str, *args: Any) -> "Deferred[Any]":
+        return maybeDeferred(getattr(self._perspective, f"perspective_{method}"), *args)
+
+
+class InProcessLink:
+    """A connected LogicLink stand-in for PBLogicClient."""
+
+    def __init__(self, perspective: pb.Avatar) -> None:
+        self.perspective = InProcessReference(perspective)
+        self._waiters: list[Deferred[None]] = []
+
+
+class Fixture:
+    """Services on a fresh SQLite database, presence under a fresh Redis prefix, two users."""
+
+    services: Services
+    presence: RedisPresence
+    delivery: RedisDelivery
+    alice: tuple[int, int, str]
+    bob: tuple[int, int, str]
+
+
+class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
+    async def fixture(self) -> Fixture:
+        f = Fixture()
+        f.services = Services(await self.make_database(), reactor)
+        redis, keys = self.open_redis()
+        f.presence = RedisPresence(redis, keys)
+        f.delivery = RedisDelivery(f.presence)
+        f.alice = await f.services.new_user("alice")
+        f.bob = await f.services.new_user("bob")
+        return f
+
+    def node(self, f: Fixture, name: str = "c1") -> ConnectNodePerspective:
+        return ConnectNodePerspective(name, f.services.logic, f.presence, f.delivery)
+
+    async def signed_in(self, f: Fixture, who: tuple[int, int, str], node: str = "c1") -> ConnectNodePerspective:
+        user_id, device_id, token = who
+        p = self.node(f, node)
+        self.assertEqual(await p.perspective_sign_in(device_id, user_id, token), (True, ""))
+        return p
+
+    # --- sign-in -----------------------------------------------------------------------
+
+    async def test_sign_in_with_a_wrong_token(self) -> None:
+        """A wrong token gets (False, message) and writes no presence."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        ok, message = await self.node(f).perspective_sign_in(device_id, user_id, "not-the-token")
+        self.assertFalse(ok)
+        self.assertTrue(message)
+        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+
+    async def test_sign_in_as_another_user(self) -> None:
+        """A device's valid token with another user's id is refused and writes no presence."""
+        f = await self.fixture()
+        _, device_id, token = f.alice
+        bob_id = f.bob[0]
+        ok, _ = await self.node(f).perspective_sign_in(device_id, bob_id, token)
+        self.assertFalse(ok)
+        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=bob_id))
+
+    async def test_sign_in_writes_presence(self) -> None:
+        """A successful sign-in makes presence name this node for the device."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        await self.signed_in(f, f.alice)
+        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c1")
+
+    async def test_sign_in_elsewhere_kicks_the_old_node(self) -> None:
+        """Signing in through c2 a device that was on c1 publishes a kick on c1's channel."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        recorder = await self.open_recorder(f.presence.keys.channel("c1"))
+        await self.signed_in(f, f.alice, "c1")
+        await self.signed_in(f, f.alice, "c2")
+        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c2")
+        await wait_until(lambda: recorder.messages, "the kick on c1")
+        event = internal_pb2.NodeEvent()
+        event.ParseFromString(recorder.messages[0][1])
+        [kick] = event.kicks
+        self.assertEqual((kick.device_id, kick.new_node), (device_id, "c2"))
+
+    async def test_sign_in_again_on_the_same_node_kicks_nobody(self) -> None:
+        """A repeated sign-in through the same node publishes no kick (the node's table handles it)."""
+        f = await self.fixture()
+        recorder = await self.open_recorder(f.presence.keys.channel("c1"))
+        p = await self.signed_in(f, f.alice)
+        user_id, device_id, token = f.alice
+        self.assertEqual(await p.perspective_sign_in(device_id, user_id, token), (True, ""))
+        # a publish on c1 after the sign-ins: had a kick been published, it would come first
+        await f.delivery.kick(node="c1", device_id=1, reason="marker", new_node="x")
+        await wait_until(lambda: recorder.messages, "the marker")
+        event = internal_pb2.NodeEvent()
+        event.ParseFromString(recorder.messages[0][1])
+        self.assertEqual(event.kicks[0].reason, "marker")
+
+    async def test_sign_in_bad_arguments(self) -> None:
+        """Ids that are not non-negative int64s and tokens that are not short strings are refused."""
+        f = await self.fixture()
+        user_id, device_id, token = f.alice
+        p = self.node(f)
+        for args in [
+            (str(device_id), user_id, token),
+            (device_id, str(user_id), token),
+            (True, user_id, token),
+            (device_id, False, token),
+            (-1, user_id, token),
+            (device_id, -5, token),
+            (2**63, user_id, token),
+            (device_id, 2**64, token),
+            (float(device_id), user_id, token),
+            (None, user_id, token),
+            (device_id, user_id, token.encode()),
+            (device_id, user_id, None),
+            (device_id, user_id, "x" * 257),
+        ]:
+            with self.assertRaises(BadArgument, msg=repr(args)):
+                await p.perspective_sign_in(*args)
+        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+
+    # --- who may speak for a device ---------------------------------------------------------
+
+    async def test_device_not_signed_in_here_is_refused(self) -> None:
+        """ack and sync_page for a device that never signed in anywhere raise NotSignedInHere; its sends get code 1."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        p = self.node(f)
+        self.assertEqual(await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 1))]), [(1, 0, 0)])
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1)
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_sync_page(device_id, user_id, 0, 10)
+
+    async def test_device_signed_in_through_another_node_is_refused(self) -> None:
+        """Node c1 may not speak for a device whose presence names c2."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        await self.signed_in(f, f.alice, "c2")
+        p = self.node(f, "c1")
+        self.assertEqual(await p.perspective_send([(device_id, user_id, send_bytes(f.bob[0], 1))]), [(1, 0, 0)])
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_sync_page(device_id, user_id, 0, 10)
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1)
+
+    async def test_device_with_another_user_id_is_refused(self) -> None:
+        """A node that signed in alice's device may not use it with bob's user id."""
+        f = await self.fixture()
+        _, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_sync_page(device_id, f.bob[0], 0, 10)
+
+    async def test_presence_naming_this_node_is_trusted(self) -> None:
+        """A device presence places on this node is served by a fresh perspective (another logic node)."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        await self.signed_in(f, f.alice, "c1")
+        fresh = self.node(f, "c1")
+        page = gpb.Message()
+        page.ParseFromString(await fresh.perspective_sync_page(device_id, user_id, 0, 10))
+        self.assertEqual(list(page.messages), [])
+
+    async def test_offline_revokes_trust(self) -> None:
+        """After offline, the node may no longer speak for the device and presence is gone."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        await p.perspective_offline(device_id, user_id)
+        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1)
+
+    async def test_late_offline_keeps_the_new_node(self) -> None:
+        """offline from c1 after the device signed in through c2 leaves c2's presence."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        old = await self.signed_in(f, f.alice, "c1")
+        await self.signed_in(f, f.alice, "c2")
+        await old.perspective_offline(device_id, user_id)
+        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c2")
+
+    # --- argument checking ---------------------------------------------------------------
+
+    async def test_send_bad_batches(self) -> None:
+        """A batch that is not a list of (int, int, bytes) up to MAX_SEND_BATCH long is refused."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        ok = send_bytes(f.bob[0], 1)
+        for batch in [
+            None,
+            "batch",
+            (device_id, user_id, ok),
+            ((device_id, user_id, ok),),
+            {device_id: ok},
+            [(device_id, user_id, ok)] * (MAX_SEND_BATCH + 1),
+            [(device_id, user_id)],
+            [(device_id, user_id, ok, ok)],
+            [(device_id, user_id, ok.decode("latin-1"))],
+            [[device_id, user_id, None]],
+            [(str(device_id), user_id, ok)],
+            [(device_id, True, ok)],
+            [(-device_id, user_id, ok)],
+            [(device_id, 2**63, ok)],
+            [(device_id, user_id, b"\x0a\x05ab")],  # truncated MessageSend
+            [(device_id, user_id, b"\xff\xff\xff")],
+        ]:
+            with self.assertRaises(BadArgument, msg=repr(batch)[:80]):
+                await p.perspective_send(batch)
+
+    async def test_a_bad_send_refuses_the_whole_batch(self) -> None:
+        """A batch with one malformed send stores none of its sends."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice)
+        with self.assertRaises(BadArgument):
+            await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 1)), (device_id, user_id, b"\xff")])
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual(page.messages, [])
+
+    async def test_one_untrusted_device_does_not_fail_the_others(self) -> None:
+        """Through PBLogicClient, a send of a device not signed in here does not fail another device's send of the same turn."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id, bob_device, _ = f.bob
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice)
+        client = PBLogicClient(reactor, ["127.0.0.1:1"], node="c1", secret=SECRET)
+        client.links = [InProcessLink(p)]  # type: ignore[list-item]
+        mine = Deferred.fromCoroutine(client.send(SendRequest(device_id, user_id, 1, bob_id, 1, "mine", 1, 1000)))
+        other = Deferred.fromCoroutine(client.send(SendRequest(bob_device, bob_id, 1, user_id, 1, "other", 1, 1000)))
+        self.assertNotEqual((await other).code, SEND_OK)
+        self.assertEqual((await mine).code, SEND_OK)
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["mine"])
+
+    async def test_batch_exactly_max_size_is_accepted(self) -> None:
+        """A batch of MAX_SEND_BATCH sends passes the size check (each answered)."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        # to a stranger: refused one by one with code 2, cheaply
+        batch = [(device_id, user_id, send_bytes(f.bob[0], s)) for s in range(1, MAX_SEND_BATCH + 1)]
+        results = await p.perspective_send(batch)
+        self.assertEqual(len(results), MAX_SEND_BATCH)
+        self.assertEqual({r[0] for r in results}, {SEND_NOT_FRIEND})
+
+    async def test_sync_page_and_ack_bad_arguments(self) -> None:
+        """Negative or non-int seqs and a limit below 1 are refused."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        for after_seq, limit in [(-1, 10), (0, 0), (0, -3), ("0", 10), (0, "10"), (0, 1.5), (True, 10), (0, 2**63)]:
+            with self.assertRaises(BadArgument, msg=repr((after_seq, limit))):
+                await p.perspective_sync_page(device_id, user_id, after_seq, limit)
+        for seq in [-1, "1", None, 2**63, False]:
+            with self.assertRaises(BadArgument, msg=repr(seq)):
+                await p.perspective_ack(device_id, user_id, seq)
+        for args in [(0, user_id), (device_id, 0), ("1", user_id), (device_id, None)]:
+            with self.assertRaises(BadArgument, msg=repr(args)):
+                await p.perspective_offline(*args)
+
+    # --- the real work ------------------------------------------------------------------
+
+    async def test_send_batch_answers_in_order_and_dedupes(self) -> None:
+        """A batch gets one (code, message_id, seq) per send in order; a repeated send_sequence gets the first ACK."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice)
+        results = await p.perspective_send(
+            [
+                (device_id, user_id, send_bytes(bob_id, 1, "one")),
+                (device_id, user_id, send_bytes(bob_id, 2, "two")),
+                (device_id, user_id, send_bytes(bob_id, 1, "one again")),
+                (device_id, user_id, send_bytes(bob_id, 3, "")),  # empty content: invalid
+                (device_id, user_id, send_bytes(f.bob[0] + 1000, 4)),  # no such friend
+            ]
+        )
+        first, second, again, invalid, stranger = results
+        self.assertEqual(first[0], SEND_OK)
+        self.assertEqual(second[0], SEND_OK)
+        self.assertGreater(first[1], 0)
+        self.assertNotEqual(first[1], second[1])
+        self.assertEqual(first[2] + 1, second[2])
+        self.assertEqual(again, first)
+        self.assertEqual(invalid[0], SEND_INVALID)
+        self.assertEqual(stranger[0], SEND_NOT_FRIEND)
+        # retried in a later batch: still the first attempt's ACK
+        [retried] = await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 2, "two"))])
+        self.assertEqual(retried, second)
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["one", "two"])
+
+    async def test_sync_page_returns_message_bytes(self) -> None:
+        """sync_page answers a goim Message (type 1) with the items after after_seq, limited."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice)
+        await p.perspective_send([(device_id, user_id, send_bytes(bob_id, s, f"m{s}")) for s in range(1, 4)])
+        page = gpb.Message()
+        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 1, 1))
+        self.assertEqual(page.type, 1)
+        self.assertEqual([(i.sync_sequence, i.content) for i in page.messages], [(2, "m2")])
+        self.assertTrue(page.more)
+        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 2, 10))
+        self.assertEqual([i.content for i in page.messages], ["m3"])
+        self.assertFalse(page.more)
+
+    async def test_ack_is_stored(self) -> None:
+        """ack raises the device's acknowledged seq."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        await p.perspective_ack(device_id, user_id, 7)
+        device = await f.services.account_store.get_device(device_id)
+        assert device is not None
+        self.assertEqual(device.acked_seq, 7)
+
+
+@implementer(credentials.IUsernameHashedPassword)
+class Offered:
+    """Credentials as PB's challenge-response presents them to a checker."""
+
+    def __init__(self, username: bytes, password: bytes) -> None:
+        self.username = username
+        self._password = password
+
+    def checkPassword(self, password: bytes) -> bool:
+        return password == self._password
+
+
+class SharedSecretCheckerTests(SynchronousTestCase):
+    def test_accepts_the_secret(self) -> None:
+        """Any node id with the shared secret logs in as that node id."""
+        checker = SharedSecretChecker(SECRET)
+        self.assertEqual(self.successResultOf(checker.requestAvatarId(Offered(b"c1", SECRET))), b"c1")
+
+    def test_refuses_another_secret_and_logs(self) -> None:
+        """A wrong secret fails with UnauthorizedLogin and is logged as a warning naming the node."""
+        events = capture_logs(self)
+        checker = SharedSecretChecker(SECRET)
+        for wrong in (b"", SECRET[:-1], SECRET + b"x", b"another-secret-of-32-characters!"):
+            self.failureResultOf(checker.requestAvatarId(Offered(b"c9", wrong)), UnauthorizedLogin)
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(len(warnings), 4)
+        self.assertIn("c9", warnings[0])
+        self.assertIn("wrong shared secret", warnings[0])
+
+
+class RemoteLoginTests(RedisTestMixin, SQLiteBackend, TestCase):
+    """PB over loopback TCP: a real listener, PBClientFactory login, callRemote."""
+
+    async def serve(self) -> tuple[Services, int, list[pb.Broker]]:
+        services = Services(await self.make_database(), reactor)
+        redis, keys = self.open_redis()
+        presence = RedisPresence(redis, keys)
+        factory = pb_factory(SECRET, LogicRealm(services.logic, presence, RedisDelivery(presence)))
+        brokers: list[pb.Broker] = []
+        build = factory.buildProtocol
+
+        def build_and_keep(addr: Any) -> Any:
+            broker = build(addr)
+            brokers.append(broker)
+            return broker
+
+        factory.buildProtocol = build_and_keep  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self._all_closed, brokers)
+        return services, port.getHost().port, brokers
+
+    async def _all_closed(self, brokers: list[pb.Broker]) -> None:
+        for broker in brokers:
+            if broker.transport is not None:
+                broker.transport.loseConnection()
+        await wait_until(lambda: all(b.disconnected for b in brokers), "server connections to close")
+
+    async def login(self, port: int, node: bytes, secret: bytes) -> Failure | pb.RemoteReference:
+        factory = pb.PBClientFactory()
+        broker = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        self.addCleanup(self._closed, broker)
+        return await outcome(factory.login(credentials.UsernamePassword(node, secret)))
+
+    async def _closed(self, broker: pb.Broker) -> None:
+        broker.transport.loseConnection()
+        await wait_until(lambda: broker.disconnected, "the client connection to close")
+
+    async def test_wrong_secret_is_refused(self) -> None:
+        """Logging in with another secret fails with UnauthorizedLogin."""
+        _, port, _ = await self.serve()
+        events = capture_logs(self)
+        result = await self.login(port, b"c1", b"not-the-shared-secret-at-all!!!!")
+        self.assertIsInstance(result, Failure)
+        assert isinstance(result, Failure)
+        self.assertTrue(result.check(UnauthorizedLogin), result)
+        self.assertTrue(any("wrong shared secret" in formatEvent(e) for e in events))
+        # PB itself logs a failure it sends that is not a pb.Error
+        self.flushLoggedErrors(UnauthorizedLogin)
+
+    async def test_right_secret_gets_a_working_perspective(self) -> None:
+        """With the secret the node gets a perspective; sign_in works remotely and bad arguments fail remotely."""
+        services, port, _ = await self.serve()
+        user_id, device_id, token = await services.new_user("alice")
+        perspective = await self.login(port, b"c1", SECRET)
+        assert isinstance(perspective, pb.RemoteReference), perspective
+        ok, message = await perspective.callRemote("sign_in", device_id, user_id, token)
+        self.assertEqual((ok, message), (True, ""))
+        ok, message = await perspective.callRemote("sign_in", device_id, user_id, "wrong")
+        self.assertFalse(ok)
+        failure = await outcome(perspective.callRemote("ack", "1", user_id, 1))
+        self.assertIsInstance(failure, Failure)
+        self.assertTrue(failure.check(BadArgument), failure)
+        page = gpb.Message()
+        page.ParseFromString(await perspective.callRemote("sync_page", device_id, user_id, 0, 10))
+        self.assertEqual(page.type, 1)

@@ -1,0 +1,123 @@
+"""A real Redis for tests, under a key prefix of their own.
+
+Tests that need Redis run only when ``GOIM_TEST_REDIS`` names a server, e.g.
+``redis://127.0.0.1:6379/0`` (``scripts/test`` sets it). Each test gets its own
+prefix (``goimtest<hex>:``) so tests never see each other's keys or channels, and
+every key under that prefix is deleted when the test ends.
+"""
+
+import os
+import secrets
+from typing import Any, Callable
+
+import txredisapi
+from twisted.internet import endpoints, reactor
+from twisted.internet.task import deferLater
+
+from goim.distributed.redis import Keys, Redis, RedisURL
+
+REDIS_ENV = "GOIM_TEST_REDIS"
+
+#: seconds a test waits for something it expects to happen through Redis
+WAIT_TIMEOUT = 5.0
+
+
+def redis_test_url() -> str | None:
+    """The Redis URL for tests, or None when ``GOIM_TEST_REDIS`` is unset."""
+    url = os.environ.get(REDIS_ENV, "").strip()
+    return url or None
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"goimtest{secrets.token_hex(6)}:"
+
+
+async def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = WAIT_TIMEOUT) -> Any:
+    """Poll ``condition`` every 10 ms of reactor time until it is true, and return it.
+
+    Raises:
+        AssertionError: ``condition`` stayed false for ``timeout`` seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if reactor.seconds() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+async def delete_keys(redis: Redis, prefix: str) -> None:
+    """Delete every key under ``prefix``."""
+    names = await redis.call("keys", prefix + "*")
+    if names:
+        await redis.call("delete", list(names))
+
+
+class _RecordingSubscriber(txredisapi.SubscriberProtocol):
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        self.factory.recorder.messages.append((channel, message))
+
+
+class ChannelRecorder:
+    """A pub/sub subscription that records ``(channel, payload bytes)`` in arrival order."""
+
+    def __init__(self, url: RedisURL) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._factory = txredisapi.SubscriberFactory()
+        self._factory.charset = None  # payloads are protobuf bytes
+        self._factory.convertNumbers = False
+        self._factory.password = url.password
+        self._factory.protocol = _RecordingSubscriber
+        self._factory.recorder = self  # type: ignore[attr-defined]
+        self._factory.startConnecting(endpoints.HostnameEndpoint(reactor, url.host, url.port, timeout=3))
+
+    async def subscribe(self, *channels: str) -> None:
+        """Subscribe to ``channels``; returns once Redis confirmed it."""
+        connection = await self._factory.getConnection(peek=True)
+        await connection.subscribe(list(channels))
+
+    def on(self, channel: str) -> list[bytes]:
+        """The payloads received on ``channel`` so far."""
+        return [payload for name, payload in self.messages if name == channel]
+
+    async def close(self) -> None:
+        """Disconnect and stop reconnecting."""
+        await self._factory.disconnect()
+
+
+class RedisTestMixin:
+    """For trial ``TestCase`` s on the real reactor: Redis clients under a unique prefix."""
+
+    if redis_test_url() is None:
+        skip = f"set {REDIS_ENV}=redis://127.0.0.1:6379/0 to run the tests that need Redis"
+
+    def redis_url(self) -> RedisURL:
+        """The test server's URL."""
+        url = redis_test_url()
+        assert url is not None
+        return RedisURL.parse(url)
+
+    def open_redis(self: Any, prefix: str | None = None) -> tuple[Redis, Keys]:
+        """A connected ``Redis`` and ``Keys`` under a fresh prefix (or ``prefix``).
+
+        The prefix's keys are deleted and the pool closed when the test ends.
+        """
+        redis = Redis(self.redis_url(), reactor, timeout=WAIT_TIMEOUT)
+        keys = Keys(prefix if prefix is not None else unique_prefix())
+        # cleanups run last-in first-out: delete the keys, then close
+        self.addCleanup(redis.close)
+        self.addCleanup(delete_keys, redis, keys.prefix)
+        return redis, keys
+
+    async def open_recorder(self: Any, *channels: str) -> ChannelRecorder:
+        """A subscription to ``channels``, closed when the test ends."""
+        recorder = ChannelRecorder(self.redis_url())
+        self.addCleanup(recorder.close)
+        await recorder.subscribe(*channels)
+        return recorder
+
