@@ -7,12 +7,14 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from goim.client.api import DeviceInfo, HTTPAPI, HTTPRequester, UserSession
+from goim.client.api import HTTPAPI, DeviceInfo, HTTPRequester, UserSession
 from goim.client.errors import APIError
 from goim.client.session import Connector, SendAck, Session, SessionConfig, SessionObserver, Status, tcp_connector
 from goim.client.state import ClientState, OutgoingMessage, StateStore
-from goim.logic.errors import WRONG_DEVICE_OR_TOKEN
 
+#: HTTP API code for a wrong device id or token (docs/http-api.md); the client
+#: depends on the API contract, not on the server's modules
+WRONG_DEVICE_OR_TOKEN = 1001
 
 class GoimClient:
     """Registers the device, signs the user in, and runs the session.

@@ -20,7 +20,7 @@ messages before they are acknowledged).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
