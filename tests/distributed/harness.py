@@ -56,6 +56,7 @@ class Cluster:
         self.redis = RedisServer(testcase)
         self.prefix = f"goimtest{secrets.token_hex(4)}:"
         self.database = testcase.database_url()
+        testcase.addCleanup(testcase._drop, self.database)
         secret_dir = Path(testcase.mktemp()).absolute()
         secret_dir.mkdir(parents=True)
         self.secret_file = secret_dir / "secret"

@@ -174,11 +174,13 @@ class StandaloneServer(GoimProcess):
 
 
 def server_database(testcase: Any) -> str:
-    """A database URL for a server process: the test backend's fresh database.
+    """A database URL for a server process: the test backend's fresh database,
+    removed when the test ends.
 
     For SQLite an absolute path (the process runs in its own directory).
     """
     url: str = testcase.database_url()
+    testcase.addCleanup(testcase._drop, url)
     if url.startswith("sqlite:"):
         return "sqlite:" + os.path.abspath(url[len("sqlite:") :])
     return url
