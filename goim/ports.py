@@ -33,6 +33,16 @@ class LogicPort(Protocol):
         """The device's connection closed."""
 
 
+class SessionPort(Protocol):
+    """Where logic ends a device's client connection, wherever it is."""
+
+    def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
+        """Kick the device's connection (signed in as ``user_id``), if it has one.
+
+        Best effort, like delivery: implementations must not raise.
+        """
+
+
 class DeliveryPort(Protocol):
     """Where logic hands messages after they were committed: "user U has message M"."""
 

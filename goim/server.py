@@ -20,7 +20,7 @@ from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
 from goim.logic.social import SocialService
 from goim.logs import LoggingService, goim_observer
 from goim.metrics import Metrics
-from goim.ports import DeliveryPort
+from goim.ports import DeliveryPort, SessionPort
 from goim.storage.accounts import AccountStore
 from goim.storage.database import Database
 from goim.storage.messages import MessageStore
@@ -34,12 +34,19 @@ class LogicStack:
     """Database, stores and services of one process."""
 
     def __init__(
-        self, *, database: str, reactor: Any, delivery: DeliveryPort, metrics: Metrics, max_content: int
+        self,
+        *,
+        database: str,
+        reactor: Any,
+        delivery: DeliveryPort,
+        sessions: SessionPort,
+        metrics: Metrics,
+        max_content: int,
     ) -> None:
         self.db = Database(database, reactor, metrics=metrics)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
-        self.accounts = AccountService(account_store, reactor)
+        self.accounts = AccountService(account_store, reactor, sessions=sessions)
         self.social = SocialService(account_store, SocialStore(self.db), reactor)
         self.messages = MessageService(
             message_store,

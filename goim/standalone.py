@@ -48,6 +48,7 @@ class StandaloneService(ServerService):
             database=config.database,
             reactor=reactor,
             delivery=self.table,
+            sessions=self.table,
             metrics=self.metrics,
             max_content=config.max_content,
         )

@@ -42,8 +42,11 @@ class StoredMessage:
 class SendRequest:
     """A client's MessageSend, with the identity of the connection that sent it.
 
-    ``device_id`` and ``user_id`` come from the connection's successful sign-in, never
-    from the frame itself.
+    ``device_id``, ``user_id`` and ``epoch`` come from the connection's successful
+    sign-in, never from the frame itself. ``(device_id, epoch, send_sequence)``
+    identifies a send for dedupe; the epoch is the device's send_sequence epoch
+    when the connection signed in (HTTP sign-in starts a new one and ends open
+    connections of the device, so a connection never spans two epochs).
     """
 
     device_id: int
@@ -54,6 +57,7 @@ class SendRequest:
     content: str
     send_sequence: int
     send_time: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +83,5 @@ class SignInResult:
 
     ok: bool
     message: str = ""
+    #: the device's send_sequence epoch (with ``ok``)
+    epoch: int = 0

@@ -25,7 +25,8 @@ log = Logger(observer=goim_observer)
 
 
 class RedisDelivery:
-    """``DeliveryPort`` of a logic node: locate the recipients' devices, publish per node.
+    """``DeliveryPort`` and ``SessionPort`` of a logic node: locate the recipients'
+    devices, publish per node.
 
     Batches are published one after the other, in the order they were committed.
     """
@@ -75,6 +76,15 @@ class RedisDelivery:
                 event.deliveries.add(user_id=user_id, device_ids=sorted(device_ids), items=items)
         for node, event in events.items():
             await self.redis.call("publish", self.keys.channel(node), event.SerializeToString())
+
+    def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
+        """Kick the device's connection on whichever node holds it (``SessionPort``)."""
+        run_in_background(self._end_session(device_id, user_id, reason), "ending a session")
+
+    async def _end_session(self, device_id: int, user_id: int, reason: str) -> None:
+        node = await self.presence.node_of(device_id=device_id, user_id=user_id)
+        if node is not None:
+            await self.kick(node=node, device_id=device_id, reason=reason, new_node="")
 
     async def kick(self, *, node: str, device_id: int, reason: str, new_node: str) -> None:
         """Ask ``node`` to close the device's connection there."""

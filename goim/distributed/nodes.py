@@ -54,6 +54,7 @@ class LogicNodeService(ServerService):
             database=config.database,
             reactor=reactor,
             delivery=self.delivery,
+            sessions=self.delivery,
             metrics=self.metrics,
             max_content=config.max_content,
         )

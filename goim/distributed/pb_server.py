@@ -66,17 +66,29 @@ class ConnectNodePerspective(pb.Avatar):
         self.logic = logic
         self.presence = presence
         self.delivery = delivery
-        # devices known to be signed in through this node (checked against presence)
-        self._trusted: dict[int, int] = {}
+        # device -> (user, send_sequence epoch) of devices known to be signed in
+        # through this node (checked against presence; the epoch is the device's
+        # at sign-in, part of each send's dedupe key)
+        self._trusted: dict[int, tuple[int, int]] = {}
 
-    async def _check(self, device_id: Any, user_id: Any) -> tuple[int, int]:
+    async def _check(self, device_id: Any, user_id: Any) -> tuple[int, int, int]:
+        """``(device_id, user_id, epoch)`` of a device signed in through this node.
+
+        Raises:
+            BadArgument: ids of the wrong type or range.
+            NotSignedInHere: presence does not place the device on this node.
+        """
         device_id = _int(device_id, "device_id", minimum=1)
         user_id = _int(user_id, "user_id", minimum=1)
-        if self._trusted.get(device_id) == user_id:
-            return device_id, user_id
+        trusted = self._trusted.get(device_id)
+        if trusted is not None and trusted[0] == user_id:
+            return device_id, user_id, trusted[1]
+        # signed in through this node while another logic node served it
         if await self.presence.node_of(device_id=device_id, user_id=user_id) == self.node:
-            self._trusted[device_id] = user_id
-            return device_id, user_id
+            device = await self.logic.accounts.device(device_id)
+            if device is not None and device.user_id == user_id:
+                self._trusted[device_id] = (user_id, device.send_epoch)
+                return device_id, user_id, device.send_epoch
         log.warn(
             "node {node} spoke for device {device_id} of user {user_id}, which is not signed in through it",
             node=self.node,
@@ -101,7 +113,7 @@ class ConnectNodePerspective(pb.Avatar):
         except Exception as e:
             log.warn("sign-in of device {device_id} failed: presence unavailable ({error!r})", device_id=device_id, error=e)
             return False, "service temporarily unavailable, try again"
-        self._trusted[device_id] = user_id
+        self._trusted[device_id] = (user_id, result.epoch)
         if previous is not None and previous != self.node:
             try:
                 await self.delivery.kick(
@@ -119,7 +131,7 @@ class ConnectNodePerspective(pb.Avatar):
             raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
         # A malformed entry refuses the whole batch (the node is broken); a device
         # not signed in through this node fails only its own sends, with code 1.
-        parsed = []
+        parsed: list[tuple[goim_pb2.MessageSend, int, int]] = []
         for entry in batch:
             if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[2], bytes):
                 raise BadArgument("each send is (device_id, user_id, MessageSend bytes)")
@@ -130,14 +142,15 @@ class ConnectNodePerspective(pb.Avatar):
                 message.ParseFromString(entry[2])
             except Exception:
                 raise BadArgument("malformed MessageSend") from None
-            parsed.append(send_request(message, device_id=device_id, user_id=user_id))
+            parsed.append((message, device_id, user_id))
         sends: list[Deferred[SendResult] | None] = []
-        for request in parsed:
+        for message, device_id, user_id in parsed:
             try:
-                await self._check(request.device_id, request.user_id)
+                _, _, epoch = await self._check(device_id, user_id)
             except NotSignedInHere:
                 sends.append(None)
                 continue
+            request = send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)
             sends.append(Deferred.fromCoroutine(self.logic.send(request)))
         results = []
         for d in sends:
@@ -156,7 +169,7 @@ class ConnectNodePerspective(pb.Avatar):
         return Deferred.fromCoroutine(self._sync_page(device_id, user_id, after_seq, limit))
 
     async def _sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any) -> bytes:
-        device_id, user_id = await self._check(device_id, user_id)
+        device_id, user_id, _ = await self._check(device_id, user_id)
         page = await self.logic.sync_page(
             device_id=device_id,
             user_id=user_id,
@@ -169,7 +182,7 @@ class ConnectNodePerspective(pb.Avatar):
         return Deferred.fromCoroutine(self._ack(device_id, user_id, seq))
 
     async def _ack(self, device_id: Any, user_id: Any, seq: Any) -> None:
-        device_id, user_id = await self._check(device_id, user_id)
+        device_id, user_id, _ = await self._check(device_id, user_id)
         await self.logic.ack(device_id=device_id, user_id=user_id, seq=_int(seq, "seq"))
 
     def perspective_offline(self, device_id: Any, user_id: Any) -> Deferred[None]:

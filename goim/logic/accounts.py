@@ -19,6 +19,7 @@ from goim.logic.errors import (
 )
 from goim.logic.passwords import ScryptCost, check_password, hash_password, hash_token, new_token
 from goim.logs import goim_observer
+from goim.ports import SessionPort
 from goim.storage.accounts import AccountStore, DeviceRow, NumberTakenError, UserRow
 from goim.util import now_ms
 
@@ -73,6 +74,7 @@ class AccountService:
         *,
         password_cost: ScryptCost = ScryptCost(),
         run_in_thread: Callable[..., "Deferred[Any]"] | None = None,
+        sessions: SessionPort | None = None,
     ) -> None:
         """
         Args:
@@ -81,12 +83,15 @@ class AccountService:
             password_cost: scrypt parameters for new password hashes.
             run_in_thread: ``f(func, *args) -> Deferred`` running blocking work
                 off the reactor thread; the reactor's thread pool by default.
+            sessions: where the open connection of a device that signs in again
+                over HTTP is ended (it belongs to the previous epoch).
         """
         self.store = store
         self._reactor = reactor
         self._cost = password_cost
         self._run_in_thread = run_in_thread or partial(deferToThreadPool, reactor, reactor.getThreadPool())
         self._dummy_hash: str | None = None
+        self._sessions = sessions
 
     async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
         result: T = await self._run_in_thread(func, *args)
@@ -162,7 +167,7 @@ class AccountService:
             )
         except NumberTakenError:
             raise GoimError(NUMBER_TAKEN, "number already used") from None
-        await self.store.bind_device(device_id, user_id)
+        await self._bind(device_id, user_id)
         log.info("registered user {user_id} on device {device_id}", user_id=user_id, device_id=device_id)
         return UserSession(user_id, 0, 0)
 
@@ -185,10 +190,21 @@ class AccountService:
         user_id, password_hash = credentials
         if not await self._in_thread(check_password, password, password_hash):
             raise GoimError(WRONG_NUMBER_OR_PASSWORD, "wrong number or password")
-        await self.store.bind_device(device_id, user_id)
+        await self._bind(device_id, user_id)
         sync_sequence = await self.store.max_acked_seq(user_id)
         log.info("user {user_id} signed in on device {device_id}", user_id=user_id, device_id=device_id)
         return UserSession(user_id, 0, sync_sequence)
+
+    async def _bind(self, device_id: int, user_id: int) -> None:
+        """Bind the device, starting a new send_sequence epoch; a connection the
+        device still has open belongs to the old epoch (or user) and is ended."""
+        previous = await self.store.bind_device(device_id, user_id)
+        if previous and self._sessions is not None:
+            self._sessions.end_session(device_id=device_id, user_id=previous, reason="signed in again")
+
+    async def device(self, device_id: int) -> DeviceRow | None:
+        """The device's row (its user and current send_sequence epoch), or None."""
+        return await self.store.get_device(device_id) if is_id(device_id) else None
 
     async def get_user(self, user_id: int) -> UserRow:
         """The user's profile.

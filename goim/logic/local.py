@@ -40,7 +40,7 @@ class InProcessLogic:
             return SignInResult(False, e.message)
         if not device.user_id or device.user_id != user_id:
             return SignInResult(False, "device is not bound to this user")
-        return SignInResult(True)
+        return SignInResult(True, epoch=device.send_epoch)
 
     async def send(self, request: SendRequest) -> SendResult:
         """Store and ACK one message."""

@@ -90,9 +90,9 @@ class MessageService:
         self.max_batch = max_batch
         self.metrics = metrics
         self._queue: list[_Queued] = []
-        # (device_id, send_sequence) -> the queued or in-flight send: a retry that
-        # arrives before the first attempt finished waits for its result.
-        self._pending: dict[tuple[int, int], _Queued] = {}
+        # (device_id, epoch, send_sequence) -> the queued or in-flight send: a retry
+        # that arrives before the first attempt finished waits for its result.
+        self._pending: dict[tuple[int, int, int], _Queued] = {}
         self._writing = False
         self._idle: list[Deferred[None]] = []
 
@@ -107,9 +107,9 @@ class MessageService:
     async def send(self, request: SendRequest, *, sender_type: int = SENDER_USER) -> SendResult:
         """Store a message for every party and return its ACK.
 
-        A send with the same ``(device_id, send_sequence)`` as an earlier one in the
-        device's current epoch stores nothing and gets the first one's ACK, also
-        while the first one is still queued or being written. Sends are stored in
+        A send with the same ``(device_id, epoch, send_sequence)`` as an earlier one
+        stores nothing and gets the first one's ACK, also while the first one is
+        still queued or being written. Sends are stored in
         the order this method is called.
         """
         code = self.validate(request)
@@ -118,7 +118,7 @@ class MessageService:
                 self.metrics.sends.labels(str(code)).inc()
             return SendResult(code)
         waiter: Deferred[SendResult] = Deferred()
-        key = (request.device_id, request.send_sequence)
+        key = (request.device_id, request.epoch, request.send_sequence)
         queued = self._pending.get(key)
         if queued is not None:
             queued.waiters.append(waiter)
@@ -180,7 +180,7 @@ class MessageService:
         if self.metrics is not None:
             self.metrics.sends.labels(str(result.code)).inc(len(queued.waiters))
         r = queued.request
-        del self._pending[(r.device_id, r.send_sequence)]
+        del self._pending[(r.device_id, r.epoch, r.send_sequence)]
         for waiter in queued.waiters:
             waiter.callback(result)
 

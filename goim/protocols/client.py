@@ -133,6 +133,7 @@ class ClientProtocol(TLVReceiver):
     Attributes:
         device_id: the device signed in on this connection (0 before sign-in).
         user_id: the user signed in on this connection (0 before sign-in).
+        epoch: the device's send_sequence epoch at sign-in (part of each send's dedupe key).
         signed_in: whether sign-in succeeded.
         cap: the largest frame value written to this client.
         acked_seq: the highest seq the client acknowledged (MessageACK or SyncTrigger).
@@ -148,6 +149,7 @@ class ClientProtocol(TLVReceiver):
         self._table = factory.table
         self.device_id = 0
         self.user_id = 0
+        self.epoch = 0
         self.signed_in = False
         self.cap = DEFAULT_MAX_FRAME
         self.acked_seq = 0
@@ -355,7 +357,7 @@ class ClientProtocol(TLVReceiver):
 
     def _on_message_send(self, value: bytes) -> None:
         request = send_request(
-            decode_message_send(value), device_id=self.device_id, user_id=self.user_id
+            decode_message_send(value), device_id=self.device_id, user_id=self.user_id, epoch=self.epoch
         )
         self._in_flight += 1
         if self._in_flight >= self.factory.max_in_flight:
@@ -411,6 +413,7 @@ class ClientProtocol(TLVReceiver):
             return
         self.device_id = device_id
         self.user_id = user_id
+        self.epoch = result.epoch
         self.cap = frame_cap(message.max_frame)
         self.signed_in = True
         _cancel(self._signin_call)
@@ -720,6 +723,11 @@ class ConnectionTable:
             return False
         conn.kick(reason)
         return True
+
+    def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
+        """Kick the device's connection here, whichever user it signed in as
+        (``goim.ports.SessionPort``)."""
+        self.kick(device_id, reason)
 
     def deliver(self, messages: Sequence[StoredMessage]) -> None:
         """Push each message to every connection of its user. Never raises.

@@ -161,13 +161,14 @@ def decode_message_ack(value: bytes) -> pb.MessageACK:
     return decode(pb.MessageACK, MESSAGE_ACK, value)
 
 
-def send_request(message: pb.MessageSend, *, device_id: int, user_id: int) -> SendRequest:
+def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch: int) -> SendRequest:
     """Build the logic layer's SendRequest from a MessageSend.
 
     Args:
         message: the decoded frame.
         device_id: the device the connection signed in as (never from the frame).
         user_id: the user the connection signed in as (never from the frame).
+        epoch: the device's send_sequence epoch at the connection's sign-in.
 
     Returns:
         The request.
@@ -181,6 +182,7 @@ def send_request(message: pb.MessageSend, *, device_id: int, user_id: int) -> Se
         content=message.content,
         send_sequence=message.send_sequence,
         send_time=message.send_time,
+        epoch=epoch,
     )
 
 

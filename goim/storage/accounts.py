@@ -69,20 +69,25 @@ class AccountStore:
 
         return await self.db.run("get_device", get_device_txn)
 
-    async def bind_device(self, device_id: int, user_id: int) -> None:
+    async def bind_device(self, device_id: int, user_id: int) -> int:
         """Bind a device to a user and start a new send_sequence epoch for it.
 
         A device that changes hands also forgets what its previous user acked.
+
+        Returns:
+            The user the device was bound to before (0 for none).
         """
 
-        def bind_device_txn(txn: Txn) -> None:
+        def bind_device_txn(txn: Txn) -> int:
+            rows = txn.query(f"SELECT user_id FROM devices WHERE id = ?{txn.dialect.for_update}", (device_id,))
             txn.execute(
                 "UPDATE devices SET acked_seq = CASE WHEN user_id = ? THEN acked_seq ELSE 0 END,"
                 " user_id = ?, send_epoch = send_epoch + 1 WHERE id = ?",
                 (user_id, user_id, device_id),
             )
+            return int(rows[0][0]) if rows else 0
 
-        await self.db.run("bind_device", bind_device_txn)
+        return await self.db.run("bind_device", bind_device_txn)
 
     async def ack(self, device_id: int, seq: int) -> None:
         """Raise the device's acknowledged seq to ``seq``; a lower value changes nothing."""

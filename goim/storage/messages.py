@@ -69,8 +69,8 @@ class MessageStore:
     async def store_sends(self, sends: Sequence[PendingSend], decide: Decide, now_ms: int) -> list[SendOutcome]:
         """Store a batch of sends in one transaction.
 
-        Sends already stored in the device's current epoch (same ``device_id`` and
-        ``send_sequence``) are answered with their first outcome and store nothing.
+        Sends already stored (same ``device_id``, ``epoch`` and ``send_sequence``)
+        are answered with their first outcome and store nothing.
         The others are judged by ``decide``; accepted ones get one copy per
         recipient under that recipient's next sequence, in batch order.
 
@@ -91,12 +91,7 @@ class MessageStore:
     def _store_sends_txn(
         self, txn: Txn, sends: Sequence[PendingSend], decide: Decide, now_ms: int
     ) -> list[SendOutcome]:
-        device_ids = sorted({s.request.device_id for s in sends})
-        epochs = {
-            int(r[0]): int(r[1])
-            for r in txn.query(f"SELECT id, send_epoch FROM devices WHERE id IN {in_clause(device_ids)}", device_ids)
-        }
-        keys = [(s.request.device_id, epochs.get(s.request.device_id, 0), s.request.send_sequence) for s in sends]
+        keys = [(s.request.device_id, s.request.epoch, s.request.send_sequence) for s in sends]
         earlier = _stored_sends_txn(txn, keys)
         facts = _facts_txn(txn, [s.request for s in sends])
 

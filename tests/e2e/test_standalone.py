@@ -235,6 +235,17 @@ class StandaloneEndToEnd(_Base):
         from_bob = await (await self.online(server, bob)).send(alice.user_id, "to the new connection", 1)
         await wait_until(lambda: from_bob.message_id in second.pushed_ids(), "the push on the second connection")
 
+    async def test_http_sign_in_ends_the_devices_connection(self) -> None:
+        """An HTTP sign-in of a connected device (a new send_sequence epoch) kicks its TCP connection."""
+        server, api = await self.serve()
+        alice = await api.new_user("alice")
+        connection = await self.online(server, alice)
+        await api.ok("POST", "/user/signin", {"number": "alice", "password": PASSWORD}, auth=alice.auth)
+        await connection.wait_closed()
+        self.assertEqual([k.reason for k in connection.kicks()], ["signed in again"])
+        again = await self.online(server, alice)
+        self.assertFalse(again.closed)
+
     async def test_fresh_device_syncs_whole_history_in_capped_frames(self) -> None:
         """A new device syncs 300 ~1 KB messages in order, in frames of at most 4,092 bytes, more=true but last."""
         server, api = await self.serve()

@@ -222,14 +222,48 @@ class MessageTests:
         self.assertEqual(len(await self.all_messages(b)), 1)
 
     async def test_sign_in_starts_a_new_epoch(self: Any) -> None:
-        """After the device signs in again, a reused send_sequence is a new message."""
+        """After the device signs in again, a reused send_sequence in the new epoch is a new message."""
         s = await self.setup_services()
         (a, da), (b, _) = await self.friends("a", "b")
-        first = await s.messages.send(to_user(a, da, b, 1))
+        before = await s.accounts.device(da)
+        assert before is not None
+        first = await s.messages.send(to_user(a, da, b, 1, epoch=before.send_epoch))
         await s.accounts.sign_in_user(da, number="a", password="secret-pw")
-        second = await s.messages.send(to_user(a, da, b, 1))
+        after = await s.accounts.device(da)
+        assert after is not None
+        self.assertEqual(after.send_epoch, before.send_epoch + 1)
+        second = await s.messages.send(to_user(a, da, b, 1, epoch=after.send_epoch))
         self.assertNotEqual(first.message_id, second.message_id)
+        old_retry = await s.messages.send(to_user(a, da, b, 1, epoch=before.send_epoch))
+        self.assertEqual(old_retry, first, "a late retry from the old epoch still dedupes against it")
         self.assertEqual(len(await self.all_messages(b)), 2)
+
+    async def test_queued_send_of_the_old_epoch_keeps_its_key(self: Any) -> None:
+        """A send queued before an HTTP sign-in and one with the same number after it are two messages."""
+        s = await self.setup_services()
+        (a, da), (b, db_) = await self.friends("a", "b")
+        device = await s.accounts.device(da)
+        assert device is not None
+        warm_up = start(s.messages.send(to_user(b, db_, a, 1)))  # keeps the writer busy
+        old = start(s.messages.send(to_user(a, da, b, 7, "old", epoch=device.send_epoch)))
+        new = start(s.messages.send(to_user(a, da, b, 7, "new", epoch=device.send_epoch + 1)))
+        results = await defer.gatherResults([warm_up, old, new])
+        self.assertNotEqual(results[1].message_id, results[2].message_id)
+        self.assertEqual([m.content for m in await self.all_messages(b)][-2:], ["old", "new"])
+
+    async def test_http_sign_in_ends_the_open_session(self: Any) -> None:
+        """Signing a device in again over HTTP ends its open connection through the session port."""
+        s = await self.setup_services()
+        (a, da), _ = await self.friends("a", "b")
+        ended: list[tuple[int, int, str]] = []
+
+        class Sessions:
+            def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
+                ended.append((device_id, user_id, reason))
+
+        s.accounts._sessions = Sessions()
+        await s.accounts.sign_in_user(da, number="a", password="secret-pw")
+        self.assertEqual(ended, [(da, a, "signed in again")])
 
     async def test_failed_batch_stores_nothing(self: Any) -> None:
         """A failure inside the batch transaction after rows were written leaves nothing; the retry stores once."""

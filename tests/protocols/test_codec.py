@@ -93,13 +93,14 @@ class DecodeTests(SynchronousTestCase):
                 pass
 
     def test_send_request_identity(self) -> None:
-        """send_request takes device and user from the connection, the rest from the frame."""
+        """send_request takes device, user and epoch from the connection, the rest from the frame."""
         request = codec.send_request(
             pb.MessageSend(receiver_type=2, receiver_id=5, type=1, content="x", send_sequence=3),
             device_id=11,
             user_id=22,
+            epoch=4,
         )
-        self.assertEqual((request.device_id, request.user_id), (11, 22))
+        self.assertEqual((request.device_id, request.user_id, request.epoch), (11, 22, 4))
         self.assertEqual(
             (request.receiver_type, request.receiver_id, request.send_sequence), (2, 5, 3)
         )

@@ -75,11 +75,15 @@ class Services:
         return device_id
 
 
-def to_user(user_id: int, device_id: int, receiver_id: int, send_sequence: int, content: str = "hi") -> SendRequest:
+def to_user(
+    user_id: int, device_id: int, receiver_id: int, send_sequence: int, content: str = "hi", *, epoch: int = 0
+) -> SendRequest:
     """A 1:1 send."""
-    return SendRequest(device_id, user_id, RECEIVER_USER, receiver_id, 1, content, send_sequence, 1000)
+    return SendRequest(device_id, user_id, RECEIVER_USER, receiver_id, 1, content, send_sequence, 1000, epoch)
 
 
-def to_group(user_id: int, device_id: int, group_id: int, send_sequence: int, content: str = "hi") -> SendRequest:
+def to_group(
+    user_id: int, device_id: int, group_id: int, send_sequence: int, content: str = "hi", *, epoch: int = 0
+) -> SendRequest:
     """A group send."""
-    return SendRequest(device_id, user_id, RECEIVER_GROUP, group_id, 1, content, send_sequence, 1000)
+    return SendRequest(device_id, user_id, RECEIVER_GROUP, group_id, 1, content, send_sequence, 1000, epoch)
