@@ -19,7 +19,7 @@ from twisted.spread.flavors import NoSuchMethod
 
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
-from goim.protocols.codec import stored_from_item
+from goim.protocols.codec import encode_message_send, stored_from_item
 from goim.types import SendRequest, SendResult, SignInResult, SyncPage
 from goim.util import run_in_background
 
@@ -217,7 +217,7 @@ class PBLogicClient:
             run_in_background(self._send_batch(pending[start : start + self._max_batch]), "send batch")
 
     async def _send_batch(self, batch: list[tuple[SendRequest, Deferred[SendResult]]]) -> None:
-        payload = [(r.device_id, r.user_id, _encode_send(r)) for r, _ in batch]
+        payload = [(r.device_id, r.user_id, encode_message_send(r)) for r, _ in batch]
         try:
             results = await self._call("send", payload)
         except Exception as e:
@@ -237,17 +237,6 @@ class PBLogicClient:
 
     async def offline(self, *, device_id: int, user_id: int) -> None:
         await self._call("offline", device_id, user_id)
-
-
-def _encode_send(r: SendRequest) -> bytes:
-    return goim_pb2.MessageSend(
-        receiver_type=r.receiver_type,
-        receiver_id=r.receiver_id,
-        type=r.type,
-        content=r.content,
-        send_sequence=r.send_sequence,
-        send_time=r.send_time,
-    ).SerializeToString()
 
 
 def decode_page(payload: bytes, user_id: int) -> SyncPage:

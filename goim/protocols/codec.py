@@ -186,6 +186,19 @@ def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch
     )
 
 
+def encode_message_send(request: SendRequest) -> bytes:
+    """The MessageSend value of a request (what a connect node forwards to logic);
+    the inverse of ``send_request`` but for the connection's identity."""
+    return pb.MessageSend(
+        receiver_type=request.receiver_type,
+        receiver_id=request.receiver_id,
+        type=request.type,
+        content=request.content,
+        send_sequence=request.send_sequence,
+        send_time=request.send_time,
+    ).SerializeToString()
+
+
 # --- encoding (server -> client) ---------------------------------------------------
 
 
