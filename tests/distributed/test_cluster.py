@@ -8,6 +8,7 @@ exactly once, in the sender's order.
 import shutil
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 from twisted.trial.unittest import TestCase
 
@@ -46,6 +47,32 @@ async def send_reliably(client: WireClient, receiver_id: int, sequences: range, 
         if pending - acked.keys():
             await pause(0.2)
         pending -= acked.keys()
+
+
+def kill_database_connections(url: str) -> int:
+    """KILL every server connection to the database of ``url`` (as a MySQL restart would drop them)."""
+    import pymysql
+
+    parts = urlsplit(url)
+    admin = pymysql.connect(
+        host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
+        password=parts.password or "", autocommit=True,
+    )
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (parts.path.lstrip("/"),),
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            for connection_id in ids:
+                try:
+                    cursor.execute(f"KILL {int(connection_id)}")
+                except pymysql.err.OperationalError:
+                    pass  # gone already
+        return len(ids)
+    finally:
+        admin.close()
 
 
 def received_ids(client: WireClient) -> set[int]:
@@ -153,6 +180,22 @@ class ClusterTests(MySQLBackend, TestCase):
         for client in (a, b1, b2):
             # no SyncTrigger from the test: the connect nodes catch up by themselves
             await wait_until(lambda client=client: received_ids(client) >= everything, "catch-up", timeout=60)
+        for device, port in ((alice, 1), (bob, 0), (bob2, 1)):
+            await self.check_history(c.tcp_port(port), device, acked)
+
+    async def test_mysql_connections_killed_mid_flow(self) -> None:
+        """Every MySQL connection of the logic nodes is killed mid-flow: they reconnect, nothing acked is lost."""
+        c = await self.cluster()
+        _, alice, bob, bob2 = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        await self.online(c.tcp_port(1), bob)
+        acked: dict[int, int] = {}
+        for start in range(1, 301, WINDOW):
+            await send_reliably(a, bob.user_id, range(start, start + WINDOW), acked)
+            if start in (101, 201):
+                killed = kill_database_connections(c.database)
+                self.assertGreater(killed, 0)
+        self.assertEqual(len(acked), 300)
         for device, port in ((alice, 1), (bob, 0), (bob2, 1)):
             await self.check_history(c.tcp_port(port), device, acked)
 
