@@ -86,6 +86,15 @@ def required(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_required
 
 
+def optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, for an option whose empty value means "none"."""
+
+    def parse_optional(value: Any) -> Any:
+        return "" if value in (None, "") else parse(value)
+
+    return parse_optional
+
+
 def secret_file(value: Any) -> bytes:
     """The shared secret, read from a file (surrounding white space removed)."""
     try:

@@ -9,6 +9,7 @@ from goim.config import (
     endpoint,
     host_ports,
     node_id,
+    optional,
     positive_float,
     redis_url,
     required,
@@ -26,6 +27,7 @@ class Options(ServerOptions):
     longdesc = "goim connect node: client TCP connections, PB to logic nodes, deliveries from Redis."
     settings = [
         Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
+        Setting("http", "", optional(endpoint), "listener for /healthz and /metrics; empty for none"),
         Setting("logic", "127.0.0.1:50100", host_ports, "logic nodes' PB addresses, HOST:PORT[,HOST:PORT...]"),
         Setting("redis", "redis://127.0.0.1:6379/0", redis_url, "Redis URL"),
         Setting("redis-prefix", "goim:", text, "prefix of every Redis key and channel"),
@@ -48,6 +50,7 @@ class Options(ServerOptions):
             redis_prefix=self["redis-prefix"],
             signin_timeout=self["signin-timeout"],
             idle_timeout=self["idle-timeout"],
+            http=self["http"],
             log_format=self["log-format"],
             log_level=self["log-level"],
         )

@@ -18,6 +18,7 @@ from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.resources.api import GoimAPI
+from goim.resources.ops import OpsAPI
 from goim.server import LogicStack, ServerService, redact
 from goim.util import run_in_background
 
@@ -93,6 +94,8 @@ class ConnectNodeConfig:
     redis_prefix: str = "goim:"
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
+    #: endpoint of /healthz and /metrics; empty: no HTTP listener
+    http: str = ""
     log_format: str = "text"
     log_level: str = "info"
 
@@ -110,9 +113,11 @@ class ConnectNodeService(ServerService):
         self.config = config
         keys = Keys(config.redis_prefix)
         url = RedisURL.parse(config.redis)
+        self.metrics = Metrics()
         self.table = ConnectionTable()
+        self.metrics.track_connections(lambda: len(self.table))
         self.logic = PBLogicClient(reactor, list(config.logic), node=config.node_id, secret=config.secret)
-        self.redis = Redis(url, reactor)
+        self.redis = Redis(url, reactor, metrics=self.metrics)
         self.presence = RedisPresence(self.redis, keys)
         self.subscriber = NodeSubscriber(url, keys, config.node_id, self.table, self.presence, reactor)
         self.client_factory = ClientFactory(
@@ -125,6 +130,20 @@ class ConnectNodeService(ServerService):
         self._beat = LoopingCall(self._beat_once)
         self._beat.clock = reactor
         self.listeners = [(config.tcp, self.client_factory)]
+        if config.http:
+            ops = OpsAPI(health=self.health, metrics=self.metrics.render)
+            self.listeners.append((config.http, Site(ops.app.resource())))
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` shows."""
+        return {
+            "mode": "connect",
+            "node": self.config.node_id,
+            "version": goim.__version__,
+            "connections": len(self.table),
+            "logic_nodes_connected": self.logic.connected(),
+            "redis_subscribed": self.subscriber.subscribed,
+        }
 
     def describe(self) -> str:
         return (

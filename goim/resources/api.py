@@ -30,6 +30,7 @@ from goim.resources.envelope import (
     text_field,
 )
 from goim.resources.openapi import openapi_document
+from goim.resources.ops import healthz_response, metrics_response
 from goim.storage.accounts import DeviceRow
 
 log = Logger(observer=goim_observer)
@@ -198,14 +199,11 @@ class GoimAPI:
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: Request) -> bytes:
-        return envelope(request, self._health() if self._health else {})
+        return healthz_response(request, self._health)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Request) -> bytes:
-        if self._metrics is None:
-            raise NotFound()
-        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self._metrics()
+        return metrics_response(request, self._metrics)
 
     # --- errors
 

@@ -84,20 +84,21 @@ class Cluster:
             )
         self.connect: list[GoimProcess] = []
         for i in range(connect_nodes):
-            tcp_port = free_port()
+            tcp_port, http_port = free_port(), free_port()
             self.connect.append(
                 GoimProcess(
                     testcase,
                     "goim-connect",
                     [
                         "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
+                        "--http", f"tcp:{http_port}:interface=127.0.0.1",
                         "--logic", ",".join(f"127.0.0.1:{p}" for p in self.pb_ports),
                         "--redis", self.redis.url,
                         "--redis-prefix", self.prefix,
                         "--secret-file", str(self.secret_file),
                         "--node-id", f"c{i + 1}",
                     ],
-                    http_port=None,
+                    http_port=http_port,
                     tcp_port=tcp_port,
                 )
             )

@@ -135,6 +135,11 @@ class ClusterTests(MySQLBackend, TestCase):
         self.assertEqual(reply.code, 0)
         for client in (a, b1, b2):
             await wait_until(lambda client=client: reply.message_id in received_ids(client), "the reply")
+        health = await HttpApi(c.connect[0].http).ok("GET", "/healthz")
+        self.assertEqual(
+            (health["mode"], health["node"], health["connections"], health["logic_nodes_connected"]),
+            ("connect", "c1", 2, 2),
+        )
 
     async def test_sign_in_on_another_node_kicks_the_old_connection(self) -> None:
         """A device signing in on node 2 kicks its connection on node 1 (Kicked, then close)."""

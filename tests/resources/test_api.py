@@ -215,3 +215,21 @@ class OpenAPITests(APITestCase):
         self.assertEqual(documented, routed)
         self.assertEqual(env["data"], json.loads(json.dumps(openapi_document())))
         self.assertEqual(env["data"]["openapi"], "3.0.3")
+
+
+class OpsAPITests(SynchronousTestCase):
+    def test_healthz_metrics_and_unknown_paths(self) -> None:
+        """OpsAPI serves /healthz as an envelope, /metrics as Prometheus text, and 404 envelopes otherwise."""
+        from goim.metrics import Metrics
+        from goim.resources.ops import OpsAPI
+
+        metrics = Metrics()
+        metrics.track_connections(lambda: 7)
+        stub = StubTreq(OpsAPI(health=lambda: {"mode": "connect"}, metrics=metrics.render).app.resource())
+        response = self.successResultOf(stub.get("http://goim.test/healthz"))
+        self.assertEqual(json.loads(self.successResultOf(response.content()))["data"], {"mode": "connect"})
+        response = self.successResultOf(stub.get("http://goim.test/metrics"))
+        self.assertIn(b"goim_connections 7.0", self.successResultOf(response.content()))
+        response = self.successResultOf(stub.get("http://goim.test/user/info"))
+        self.assertEqual(response.code, 404)
+        self.assertEqual(json.loads(self.successResultOf(response.content()))["code"], 2)
