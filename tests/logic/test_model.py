@@ -130,8 +130,12 @@ def make_machine(testcase: Any) -> type[RuleBasedStateMachine]:
         def retry(self, data: st.DataObject) -> None:
             if not self.model.sent:
                 return
-            device, request, first = data.draw(st.sampled_from(self.model.sent))
-            self._send(device, request, first)
+            index = data.draw(st.integers(0, len(self.model.sent) - 1))
+            device, request, first = self.model.sent[index]
+            result = self._send(device, request, first)
+            if first.code != SEND_OK and result.code == SEND_OK:
+                # refused before (no dedupe record), stored now: later retries get this ACK
+                self.model.sent[index] = (device, request, result)
 
         @rule(user=st.integers(1, USERS - 1), add=st.booleans())
         def change_membership(self, user: int, add: bool) -> None:
