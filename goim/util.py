@@ -3,7 +3,6 @@
 from typing import Any, Callable, Coroutine, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from goim.logs import goim_observer
@@ -11,6 +10,14 @@ from goim.logs import goim_observer
 T = TypeVar("T")
 
 log = Logger(observer=goim_observer)
+
+
+class DelayedCall(Protocol):
+    """What ``callLater`` returns (``IDelayedCall``), as a structural type."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -22,7 +29,7 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
 
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> DelayedCall: ...
 
 
 def now_ms(clock: Clock) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, cast
+from typing import Any, Callable, Sequence, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
@@ -45,21 +45,13 @@ from goim.types import (
     SENDER_USER,
     StoredMessage,
 )
-from goim.util import Clock, now_ms
+from goim.util import Clock, DelayedCall, now_ms
 
 #: Kicked reasons after which the session reconnects as usual (docs/protocol.md §6)
 RECONNECT_KICK_REASONS = frozenset({"server shutting down"})
 
 #: MessageSendACK codes after which a send is retried with the same send_sequence
 RETRY_CODES = frozenset({SEND_INTERNAL_ERROR, SEND_RATE_LIMITED})
-
-class _Timer(Protocol):
-    """The part of ``IDelayedCall`` used here, as a structural type for mypy."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
 
 #: ``connector(listener)``: open a connection whose protocol is ``ClientConnection(listener)``
 Connector = Callable[[ConnectionListener], "Deferred[ClientConnection]"]
@@ -242,14 +234,14 @@ class Session:
         self._stopping = False
         self._end: tuple[Status, str] | None = None
         self._kick_reason = ""
-        self._timers: dict[str, _Timer] = {}
+        self._timers: dict[str, DelayedCall] = {}
         self._inbox = Inbox(state.synced_seq)
         self._sync_running = False
         self._sync_again = False
         self._sync_base = 0
         # sends written on the current connection and not answered yet
         self._in_flight: set[int] = set()
-        self._retry_timers: dict[int, _Timer] = {}
+        self._retry_timers: dict[int, DelayedCall] = {}
         self._retry_backoff: dict[int, Backoff] = {}
         self._send_waiters: dict[int, list[Deferred[SendAck]]] = {}
         self._sync_waiters: list[Deferred[int]] = []
@@ -654,7 +646,7 @@ class Session:
         old = self._retry_timers.pop(seq, None)
         if old is not None and old.active():
             old.cancel()
-        self._retry_timers[seq] = cast(_Timer, self._clock.callLater(delay, self._retry, seq))
+        self._retry_timers[seq] = self._clock.callLater(delay, self._retry, seq)
 
     def _retry(self, seq: int) -> None:
         self._retry_timers.pop(seq, None)
@@ -703,7 +695,7 @@ class Session:
 
     def _later(self, name: str, delay: float, f: Callable[..., Any], *args: Any) -> None:
         self._cancel_timer(name)
-        self._timers[name] = cast(_Timer, self._clock.callLater(delay, self._fire_timer, name, f, *args))
+        self._timers[name] = self._clock.callLater(delay, self._fire_timer, name, f, *args)
 
     def _fire_timer(self, name: str, f: Callable[..., Any], *args: Any) -> None:
         self._timers.pop(name, None)

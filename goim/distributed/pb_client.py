@@ -21,7 +21,7 @@ from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message_send, stored_from_item
 from goim.types import SendRequest, SendResult, SignInResult, SyncPage
-from goim.util import run_in_background
+from goim.util import Clock, run_in_background
 
 log = Logger(observer=goim_observer)
 
@@ -41,6 +41,7 @@ class LogicLink:
 
     def __init__(self, reactor: Any, address: str, node: str, secret: bytes) -> None:
         self._reactor = reactor
+        self._clock: Clock = reactor
         self.address = address
         host, _, port = address.rpartition(":")
         # typed Any: mypy cannot match zope interfaces (no mypy-zope here)
@@ -72,7 +73,7 @@ class LogicLink:
             try:
                 await self._endpoint.connect(factory)
                 login = factory.login(self._credentials)
-                login.addTimeout(self.LOGIN_TIMEOUT, self._reactor)
+                login.addTimeout(self.LOGIN_TIMEOUT, self._clock)
                 perspective = await login
             except Exception as e:
                 factory.disconnect()  # a refused login leaves the connection open otherwise
@@ -81,7 +82,7 @@ class LogicLink:
                     log.warn("cannot reach logic node {address}: {error!r}", address=self.address, error=e)
                 delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.5)
                 done: Deferred[None] = Deferred()
-                self._wakeup = self._reactor.callLater(delay, done.callback, None)
+                self._wakeup = self._clock.callLater(delay, done.callback, None)
                 await done
                 continue
             if not self._running:
@@ -127,6 +128,7 @@ class PBLogicClient:
             max_batch: sends per remote call at most.
         """
         self._reactor = reactor
+        self._clock: Clock = reactor
         self.links = [LogicLink(reactor, a, node, secret) for a in addresses]
         self._call_timeout = call_timeout
         self._remote_timeout = remote_timeout
@@ -161,7 +163,7 @@ class PBLogicClient:
                 perspective = healthy[self._next].perspective
                 assert perspective is not None
                 return perspective
-            remaining = deadline - self._reactor.seconds()
+            remaining = deadline - self._clock.seconds()
             if remaining <= 0:
                 raise NoLogicNode("no logic node is reachable")
             # wait for any link to connect, or the deadline
@@ -172,7 +174,7 @@ class PBLogicClient:
                 if not waiter.called:
                     waiter.callback(None)
 
-            timer = self._reactor.callLater(remaining, give_up)
+            timer = self._clock.callLater(remaining, give_up)
             try:
                 await waiter
             finally:
@@ -183,17 +185,17 @@ class PBLogicClient:
                         link._waiters.remove(waiter)
 
     async def _call(self, method: str, *args: Any) -> Any:
-        deadline = self._reactor.seconds() + self._call_timeout
+        deadline = self._clock.seconds() + self._call_timeout
         while True:
             perspective = await self._perspective(deadline)
             try:
                 call = perspective.callRemote(method, *args)
                 # a logic node that hangs must not stall its callers forever
-                call.addTimeout(self._remote_timeout, self._reactor)
+                call.addTimeout(self._remote_timeout, self._clock)
                 return await call
             except _CONNECTION_ERRORS as e:
                 log.info("{method} interrupted ({error!r}); trying another logic node", method=method, error=e)
-                if self._reactor.seconds() >= deadline:
+                if self._clock.seconds() >= deadline:
                     raise NoLogicNode(f"{method}: every attempt was interrupted") from e
             except NoSuchMethod:
                 raise
@@ -207,7 +209,7 @@ class PBLogicClient:
         self._pending.append((request, waiter))
         if self._flush_call is None:
             # everything sent during this reactor turn goes in one remote call
-            self._flush_call = self._reactor.callLater(0, self._flush)
+            self._flush_call = self._clock.callLater(0, self._flush)
         return await waiter
 
     def _flush(self) -> None:

@@ -11,8 +11,7 @@ signed-in connections of a connect node by device and by user, and is the node's
 from __future__ import annotations
 
 from typing import Any, Callable, Coroutine
-from typing import Protocol as TypingProtocol
-from typing import Sequence, cast
+from typing import Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -54,7 +53,7 @@ from goim.protocols.codec import (
 )
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
 from goim.types import SEND_INTERNAL_ERROR, SendRequest, SendResult, SignInResult, StoredMessage
-from goim.util import Clock
+from goim.util import Clock, DelayedCall
 
 KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 KICK_SHUTDOWN = "server shutting down"
@@ -63,15 +62,7 @@ _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
 
 
-class _Timer(TypingProtocol):
-    """The part of ``IDelayedCall`` used here, as a structural type for mypy."""
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-def _cancel(timer: _Timer | None) -> None:
+def _cancel(timer: DelayedCall | None) -> None:
     if timer is not None and timer.active():
         timer.cancel()
 
@@ -156,9 +147,9 @@ class ClientProtocol(TLVReceiver):
         self._closing = False
         self._lost = False
         self._holds: set[str] = set()
-        self._signin_call: _Timer | None = None
-        self._idle_call: _Timer | None = None
-        self._abort_call: _Timer | None = None
+        self._signin_call: DelayedCall | None = None
+        self._idle_call: DelayedCall | None = None
+        self._abort_call: DelayedCall | None = None
         self._last_frame_at = 0.0
         self._tokens = float(factory.rate_burst)
         self._tokens_at = 0.0
@@ -627,8 +618,8 @@ class ClientProtocol(TLVReceiver):
         self._signin_call = None
         self._idle_call = None
 
-    def _later(self, delay: float, function: Callable[[], None]) -> _Timer:
-        return cast(_Timer, self._clock.callLater(delay, function))
+    def _later(self, delay: float, function: Callable[[], None]) -> DelayedCall:
+        return self._clock.callLater(delay, function)
 
     def _run(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
         Deferred.fromCoroutine(coroutine).addErrback(self._log_failure, what)
