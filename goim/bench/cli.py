@@ -1,0 +1,277 @@
+"""``goim-bench``: run benchmark scenarios against a fresh (or a given) goim server.
+
+    goim-bench [--quick] [--output DIR] [--database mysql://root@127.0.0.1:3306]
+               [--target-http URL --target-tcp HOST:PORT [--target-pid PID]]
+               [--cpus SERVER:LOAD] [--loadgens N] [--size KEY=VALUE ...] [SCENARIO ...]
+
+Each scenario starts its own ``twistd -n goim`` (SQLite by default) and its own
+load-generator processes, shows a progress bar, and writes ``<output>/<name>.json``
+and ``<output>/<name>.png``. Every scenario ends by checking, through sync, that
+each device holds exactly the acknowledged messages; the exit status is 1 when any
+scenario failed or could not be verified. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from goim.bench import limits as limits_module, scenarios
+from goim.bench.common import Context, Settings
+from goim.bench.results import load_average, machine_info, write_plot, write_result
+from goim.bench.server import BenchServer, Server, TargetServer
+
+Scenario = Callable[[Context], Awaitable[None]]
+
+#: name -> (function, needs a goim server); the default order runs the short ones first
+SCENARIOS: dict[str, tuple[Scenario, bool]] = {
+    "limits": (limits_module.limits, False),
+    "sync": (scenarios.sync, True),
+    "one-to-one": (scenarios.one_to_one, True),
+    "group": (scenarios.group, True),
+    "storm": (scenarios.storm, True),
+    "idle": (scenarios.idle, True),
+}
+
+#: ``--size`` keys and what they set
+SIZE_KEYS = {
+    "idle_connections": "idle: connections to reach (capped by the server's open-files limit)",
+    "idle_hold": "idle: seconds to hold them",
+    "idle_heartbeat": "idle: heartbeat interval (s)",
+    "pairs": "one-to-one: pairs of users (2 devices each)",
+    "saturate_s": "one-to-one, group: seconds of the saturation phase",
+    "paced_s": "one-to-one, group: seconds of each paced latency phase",
+    "step_s": "one-to-one: seconds of each step of the sustained-rate search",
+    "search_fractions": "one-to-one: comma-separated fractions of the closed-loop rate to try",
+    "window": "one-to-one: sends in flight per sending device",
+    "group_sizes": "group: comma-separated member counts",
+    "group_senders": "group: sending members per group",
+    "group_window": "group: sends in flight per sending member",
+    "sync_backlogs": "sync: comma-separated backlog sizes",
+    "sync_repeats": "sync: syncs from 0 per backlog (the median counts)",
+    "storm_devices": "storm: devices",
+    "storm_group": "storm: members per group",
+    "storm_messages": "storm: messages per group while offline",
+    "ack_interval": "all: seconds between a device's cumulative MessageACKs (default 0.25)",
+    "limits_seconds": "limits: seconds per throughput measurement",
+    "limits_rows": "limits: rows to insert",
+}
+
+
+def parse_size(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE a number or a comma-separated list of numbers."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in SIZE_KEYS:
+        raise argparse.ArgumentTypeError(f"use KEY=VALUE with KEY one of {', '.join(SIZE_KEYS)}")
+
+    def number(v: str) -> int | float:
+        return float(v) if "." in v else int(v)
+
+    try:
+        parsed: Any = [number(v) for v in value.split(",")] if "," in value or key.endswith(("sizes", "backlogs", "fractions")) \
+            else number(value)  # fmt: skip
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a number") from None
+    return key, parsed
+
+
+def parse_cpus(text: str) -> tuple[str, str]:
+    """``SERVER:LOAD`` CPU lists for ``taskset -c`` (e.g. ``0:1`` or ``0:1-3``)."""
+    server, sep, load = text.partition(":")
+    allowed = set("0123456789,-")
+    if not sep or not server or not load or not set(server + load) <= allowed:
+        raise argparse.ArgumentTypeError("use SERVER:LOAD with taskset CPU lists, e.g. 0:1")
+    return server, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="goim-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed (< 2 min)")
+    parser.add_argument("--output", type=Path, default=Path("bench/results"), help="results directory")
+    parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name "
+                        "(a scratch database is created and dropped); default SQLite")  # fmt: skip
+    parser.add_argument("--target-http", help="benchmark a running server: its HTTP API base URL")
+    parser.add_argument("--target-tcp", help="... and its client TCP listener, HOST:PORT")
+    parser.add_argument("--target-pid", type=int, help="... and its pid, to read its memory from /proc")
+    parser.add_argument("--cpus", type=parse_cpus, help="pin the server and the load to CPUs, e.g. 0:1")
+    parser.add_argument("--loadgens", type=int, help="load-generator processes per scenario (default 2, more "
+                        "when the connection count needs it)")  # fmt: skip
+    parser.add_argument("--redis", help="redis://HOST:PORT for the pub/sub limit (default: a private redis-server)")
+    parser.add_argument("--size", type=parse_size, action="append", default=[], metavar="KEY=VALUE",
+                        help="override a size: " + "; ".join(f"{k} ({v})" for k, v in SIZE_KEYS.items()))  # fmt: skip
+    parser.add_argument("--server-nofile", type=int, help="start the server with this lower open-files limit "
+                        "(to see the idle scenario meet the limit with few connections)")  # fmt: skip
+    parser.add_argument("--tcp-backlog", type=int, default=1024, help="listen(2) backlog of the server's "
+                        "client listener (the endpoint's backlog=; Twisted's default is 50)")  # fmt: skip
+    parser.add_argument("--keep-work", action="store_true", help="keep the scratch directories (logs, database)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if bool(args.target_http) != bool(args.target_tcp):
+        raise SystemExit("goim-bench: --target-http and --target-tcp go together")
+    if args.database and not args.database.startswith("mysql://"):
+        raise SystemExit("goim-bench: --database takes a mysql:// server URL (SQLite is the default)")
+    if args.database and args.database.rstrip("/").count("/") > 2:
+        raise SystemExit("goim-bench: --database names the server only; a scratch database is created there")
+    server_cpus, load_cpus = args.cpus if args.cpus else (None, None)
+    return Settings(
+        quick=args.quick,
+        output=args.output,
+        database=args.database.rstrip("/") if args.database else None,
+        server_cpus=server_cpus,
+        load_cpus=load_cpus,
+        loadgens=args.loadgens,
+        target_http=args.target_http,
+        target_tcp=args.target_tcp,
+        target_pid=args.target_pid,
+        keep_work=args.keep_work,
+        redis=args.redis,
+        server_nofile=args.server_nofile,
+        tcp_backlog=args.tcp_backlog,
+        sizes=dict(args.size),
+    )
+
+
+async def run_scenario(reactor: Any, settings: Settings, name: str) -> dict[str, Any]:
+    """Run one scenario with its own server and load generators; write its JSON and PNG."""
+    function, needs_server = SCENARIOS[name]
+    workdir = Path(tempfile.mkdtemp(prefix=f"goim-bench-{name}-"))
+    server: Server
+    if not needs_server:
+        server = Server()
+    elif settings.target_http and settings.target_tcp:
+        server = TargetServer(settings.target_http, settings.target_tcp, settings.target_pid)
+    else:
+        server = BenchServer(
+            reactor,
+            workdir,
+            database=settings.database,
+            cpus=settings.server_cpus,
+            nofile=settings.server_nofile,
+            backlog=settings.tcp_backlog,
+        )
+    ctx = Context(reactor, settings, server, workdir, name)
+    result = ctx.result
+    result.update(quick=settings.quick, machine=machine_info(), started_at=time.time())
+    started = time.monotonic()
+    try:
+        if needs_server:
+            await server.start()
+            result["server"] = server.describe()
+        await function(ctx)
+    except Exception as e:
+        ctx.errors.append(f"{type(e).__name__}: {e}")
+        (workdir / "driver-traceback.txt").write_text(traceback.format_exc())
+    finally:
+        for pool in ctx.pools:
+            await pool.stop()
+            ctx.errors.extend(pool.failures())
+        try:
+            await server.stop()
+        except Exception as e:
+            ctx.errors.append(f"stopping the server: {e}")
+        if isinstance(server, BenchServer):
+            server.kill()
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    result["machine"]["load_average_end"] = load_average()
+    verification = result.get("verification", {})
+    result["verified"] = bool(verification.get("verified")) and not ctx.errors
+    settings.output.mkdir(parents=True, exist_ok=True)
+    if not result["verified"] or settings.keep_work:
+        logs = settings.output / f"{name}-logs"
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir()
+        for path in workdir.glob("*.log"):
+            shutil.copy(path, logs / path.name)
+        if (workdir / "driver-traceback.txt").exists():
+            shutil.copy(workdir / "driver-traceback.txt", logs / "driver-traceback.txt")
+        result["logs"] = str(logs)
+    from goim.bench.plots import PLOTS
+
+    try:
+        write_plot(settings.output, name, lambda figure: PLOTS[name](figure, result))
+    except Exception as e:
+        result["errors"].append(f"plotting: {type(e).__name__}: {e}")
+        result["verified"] = False
+    write_result(settings.output, name, result)
+    if not settings.keep_work:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def headline(name: str, result: dict[str, Any]) -> str:
+    """One line per scenario for the closing summary."""
+    m = result.get("metrics", {})
+    try:
+        if name == "idle":
+            return (f"{m.get('connected_after_hold', 0):,} connections, {m.get('kib_per_connection')} KiB each, "
+                    f"{m.get('sign_ins_per_s')} sign-ins/s")  # fmt: skip
+        if name == "one-to-one":
+            p50: dict[str, Any] = next((lv for lv in m.get("levels", []) if lv["fraction"] == 0.5), {})
+            return (f"{m['max_sustained']['sends_per_s']:,.0f} sends/s max; at 50%: "
+                    f"p99 {p50.get('latency_ms', {}).get('p99')} ms")  # fmt: skip
+        if name == "group":
+            return "; ".join(
+                f"{g['members']}: {g['saturate']['sends_per_s']:,.0f} sends/s, "
+                f"{g['saturate']['deliveries_per_s']:,.0f} deliveries/s" for g in m.get("groups", [])
+            )
+        if name == "sync":
+            return "; ".join(f"{r['backlog']:,}: {r['messages_per_s'] or 0:,.0f} msg/s, peak +{(r['peak_growth_kib'] or 0) / 1024:.1f} MiB"
+                             for r in m.get("syncs", []))  # fmt: skip
+        if name == "storm":
+            return f"{m.get('up_to_date', 0):,} devices up to date in {m.get('seconds_until_last_up_to_date')} s"
+        if name == "limits":
+            return (f"echo {m.get('tlv_echo', {}).get('frames_per_s', 0):,.0f} frames/s, "
+                    f"sqlite {m.get('sqlite_rows', {}).get('rows_per_s', 0):,.0f} rows/s, "
+                    f"mysql {m.get('mysql_rows', {}).get('rows_per_s', 0):,.0f} rows/s, "
+                    f"redis {m.get('redis_pubsub', {}).get('messages_per_s', 0):,.0f} msg/s")  # fmt: skip
+    except (KeyError, TypeError, StopIteration):
+        pass
+    return ""
+
+
+async def run(reactor: Any, settings: Settings, names: list[str]) -> int:
+    """Run the scenarios one after the other; returns the exit status."""
+    failed = []
+    lines = []
+    for name in names:
+        result = await run_scenario(reactor, settings, name)
+        status = "ok" if result["verified"] else "FAILED"
+        if not result["verified"]:
+            failed.append(name)
+        lines.append(f"{name:<11} {status:<7} {result['duration_s']:>7.1f} s  {headline(name, result)}")
+        for problem in (result.get("errors", []) + result.get("verification", {}).get("problems", []))[:10]:
+            lines.append(f"{'':<11} - {problem.splitlines()[0] if problem else problem}")
+    print("\n".join(["", f"goim-bench results in {settings.output}/:"] + lines), flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``goim-bench``."""
+    args = build_parser().parse_args(argv)
+    names = args.scenarios or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"goim-bench: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    settings = settings_from(args)
+    from twisted.internet import defer, task
+
+    async def go(reactor: Any) -> None:
+        code = await run(reactor, settings, names)
+        if code:
+            raise SystemExit(code)  # task.react exits with this status
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(go(reactor)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""Raw limits of this machine, measured in the same run as goim (scenario ``limits``).
+
+* a minimal Twisted TLV echo server (goim's framing, nothing else): frames/s;
+* batched INSERTs through goim's adbapi pool (100-row ``executemany`` transactions,
+  10 in flight, as ``bench/logic.py`` measures): rows/s on SQLite and on MariaDB;
+* Redis pub/sub through txredisapi (hiredis installed): messages/s.
+
+Each runs in its own process (``python -m goim.bench.limits KIND ...``, JSON on
+stdout) so that goim's numbers can be read as ratios to these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThread
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+
+from goim.bench.driver import die_with_parent
+from goim.protocols.framing import TLVReceiver, decode_frames, encode_frame
+
+ECHO_VALUE = bytes(range(32))
+ECHO_TYPE = 4
+
+
+# --- TLV echo -----------------------------------------------------------------------------
+
+
+class EchoServerProtocol(TLVReceiver):
+    """Writes every frame back as it came."""
+
+    def frameReceived(self, frame_type: int, value: bytes) -> None:
+        transport: Any = self.transport
+        transport.write(encode_frame(frame_type, value))
+
+
+class EchoClient(Protocol):
+    """Keeps ``window`` frames in flight and counts the echoes."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self.state["connected"] += 1
+        frame = encode_frame(ECHO_TYPE, ECHO_VALUE)
+        transport: Any = self.transport
+        transport.write(frame * self.state["window"])
+        self.state["sent"] += self.state["window"]
+
+    def dataReceived(self, data: bytes) -> None:
+        frames, self._buffer = decode_frames(self._buffer + data)
+        state = self.state
+        good = sum(1 for t, v in frames if t == ECHO_TYPE and v == ECHO_VALUE)
+        state["echoed"] += len(frames)
+        state["bad"] += len(frames) - good
+        if state["running"] and frames:
+            transport: Any = self.transport
+            transport.write(encode_frame(ECHO_TYPE, ECHO_VALUE) * len(frames))
+            state["sent"] += len(frames)
+
+
+class _EchoClientFactory(ClientFactory):
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def buildProtocol(self, addr: Any) -> EchoClient:
+        return EchoClient(self.state)
+
+
+async def _echo_client(reactor: Any, host: str, port: int, source: str, connections: int, window: int,
+                       seconds: float) -> dict[str, Any]:  # fmt: skip
+    state: dict[str, Any] = {"connected": 0, "sent": 0, "echoed": 0, "bad": 0, "window": window, "running": True}
+    factory = _EchoClientFactory(state)
+    for _ in range(connections):
+        reactor.connectTCP(host, port, factory, bindAddress=(source, 0))
+    deadline = time.time() + 10
+    while state["connected"] < connections and time.time() < deadline:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    start_count = state["echoed"]
+    start = time.time()
+    await task.deferLater(reactor, seconds, lambda: None)
+    elapsed = time.time() - start
+    count = state["echoed"] - start_count
+    state["running"] = False
+    deadline = time.time() + 5
+    while state["echoed"] < state["sent"] and time.time() < deadline:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    return {"frames": count, "seconds": elapsed, "sent": state["sent"], "echoed": state["echoed"], "bad": state["bad"],
+            "connected": state["connected"]}  # fmt: skip
+
+
+def _serve_echo(reactor: Any, port: int) -> defer.Deferred[None]:
+    factory = Factory.forProtocol(EchoServerProtocol)
+    reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=1024)
+    print(json.dumps({"listening": port}), flush=True)
+    return defer.Deferred()  # runs until killed
+
+
+# --- batched inserts ---------------------------------------------------------------------------
+
+
+async def _db_rows(reactor: Any, url: str, rows: int) -> dict[str, Any]:
+    from goim.storage.database import Database, Txn
+    from goim.storage.schema import migrate_txn
+
+    db = Database(url, reactor)
+    try:
+        await db.run("migrate", migrate_txn)
+
+        def insert_txn(txn: Txn, base: int) -> None:
+            txn.executemany(
+                "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
+                " receiver_type, receiver_id, type, content, send_time, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)],
+            )
+
+        bases = list(range(1, rows + 1, 100))
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            while bases:
+                await db.run("bench_insert", insert_txn, bases.pop(0))
+
+        await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(10)])
+        elapsed = time.perf_counter() - start
+
+        def count_txn(txn: Txn) -> int:
+            row = txn.query("SELECT COUNT(*) FROM messages WHERE user_id > ?", (10**9,))
+            return int(row[0][0])
+
+        stored = await db.run("bench_count", count_txn)
+    finally:
+        db.close()
+    inserted = len(range(1, rows + 1, 100)) * 100
+    return {"rows": inserted, "stored": stored, "seconds": elapsed, "rows_per_s": inserted / elapsed}
+
+
+# --- Redis pub/sub ----------------------------------------------------------------------------------
+
+
+async def _redis_pubsub(reactor: Any, host: str, port: int, seconds: float, window: int) -> dict[str, Any]:
+    import txredisapi
+    from twisted.internet import endpoints
+
+    channel = f"goim-bench-{secrets.token_hex(4)}"
+    state: dict[str, Any] = {"received": 0, "bad": 0, "ready": defer.Deferred()}
+    payload = b"m" * 100
+
+    class Subscriber(txredisapi.SubscriberProtocol):
+        def connectionMade(self) -> Any:
+            d = super().connectionMade()
+            self.whenConnected().addCallback(lambda _: self.subscribe(channel)).addCallback(
+                lambda _: state["ready"].callback(None)
+            )
+            return d
+
+        def messageReceived(self, pattern: Any, ch: Any, message: Any) -> None:
+            state["received"] += 1
+            if message != payload:
+                state["bad"] += 1
+
+    factory = txredisapi.SubscriberFactory()
+    factory.charset = None
+    factory.protocol = Subscriber
+    factory.startConnecting(endpoints.HostnameEndpoint(reactor, host, port, timeout=3))
+    await state["ready"]
+    publisher = txredisapi.lazyConnectionPool(host=host, port=port, poolsize=1, charset=None)
+    published = 0
+    running = True
+
+    async def publish_loop() -> None:
+        nonlocal published
+        while running:
+            await publisher.publish(channel, payload)
+            published += 1
+
+    start = time.time()
+    loops = [defer.Deferred.fromCoroutine(publish_loop()) for _ in range(window)]
+    await task.deferLater(reactor, seconds, lambda: None)
+    running = False
+    await defer.gatherResults(loops)
+    deadline = time.time() + 10
+    while state["received"] < published and time.time() < deadline:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    elapsed = time.time() - start
+    await publisher.disconnect()
+    await factory.disconnect()
+    return {
+        "published": published,
+        "received": state["received"],
+        "bad": state["bad"],
+        "seconds": elapsed,
+        "messages_per_s": state["received"] / elapsed,
+        "hiredis": _has_hiredis(),
+    }
+
+
+def _has_hiredis() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hiredis") is not None
+
+
+def start_private_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A throw-away ``redis-server`` on a free loopback port, or None without the binary."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process, port
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    return None
+
+
+# --- the scenario (driver side) -------------------------------------------------------------------
+
+
+async def _child(ctx: Any, args: list[str], cpus: str | None, timeout: float) -> dict[str, Any]:
+    """Run ``python -m goim.bench.limits ARGS`` (pinned to ``cpus``); its JSON output."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    from goim.bench.driver import child_env, pinned
+
+    argv = pinned([sys.executable, "-m", "goim.bench.limits", *args], cpus)
+    d = getProcessOutputAndValue(shutil.which(argv[0]) or argv[0], argv[1:], env=child_env(), path=str(ctx.workdir))
+    d.addTimeout(timeout, ctx.reactor)
+    out, err, code = await d
+    if code != 0:
+        raise RuntimeError(f"limits {args[0]} exited with {code}: {err.decode(errors='replace')[-1500:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def limits(ctx: Any) -> None:
+    """Measure the raw limits; every part checks its own counts."""
+    from goim.bench.driver import child_env, gather, pinned, source_address
+    from goim.bench.server import free_port, mysql_admin, mysql_reachable
+
+    s = ctx.settings
+    seconds = float(s.size("limits_seconds", 1.5, 5.0))
+    rows = int(s.size("limits_rows", 5000, 50000))
+    clients = ctx.loadgen_count(wanted=2)
+    ctx.params.update(seconds=seconds, rows=rows, echo_clients=clients, echo_connections_per_client=8,
+                      echo_window=100)  # fmt: skip
+    problems: list[str] = []
+    bar = ctx.bar("raw limits", 4, "part")
+
+    # 1. a bare TLV echo server
+    port = free_port()
+    argv = pinned([sys.executable, "-m", "goim.bench.limits", "echo-server", "--port", str(port)], s.server_cpus)
+    server = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL, cwd=ctx.workdir, preexec_fn=die_with_parent)  # fmt: skip
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await ctx.sleep(0.05)
+        replies = await gather(
+            [
+                _child(ctx, ["echo-client", "--port", str(port), "--source", source_address(i),
+                             "--seconds", str(seconds)], s.load_cpus, seconds + 60)  # fmt: skip
+                for i in range(clients)
+            ]
+        )
+    finally:
+        server.kill()
+        server.wait()
+    frames_per_s = sum(r["frames"] / r["seconds"] for r in replies)
+    ctx.metrics["tlv_echo"] = {"frames_per_s": round(frames_per_s, 1), "clients": replies}
+    for r in replies:
+        if r["bad"] or r["echoed"] != r["sent"]:
+            problems.append(f"echo: sent {r['sent']}, echoed {r['echoed']}, {r['bad']} altered")
+    bar.update(1)
+
+    # 2. batched inserts, SQLite and MariaDB
+    sqlite = await _child(ctx, ["db-rows", "--database", f"sqlite:{ctx.workdir / 'limits.db'}", "--rows",
+                                str(rows)], s.server_cpus, 600)  # fmt: skip
+    ctx.metrics["sqlite_rows"] = sqlite
+    if sqlite["stored"] != sqlite["rows"]:
+        problems.append(f"sqlite: inserted {sqlite['rows']} rows, {sqlite['stored']} stored")
+    bar.update(1)
+    mysql = s.database or "mysql://root@127.0.0.1:3306"
+    if await deferToThread(mysql_reachable, mysql):
+        name = f"goim_bench_limits_{secrets.token_hex(4)}"
+        await deferToThread(mysql_admin, mysql, f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        try:
+            result = await _child(ctx, ["db-rows", "--database", f"{mysql}/{name}", "--rows", str(rows)],
+                                  s.server_cpus, 600)  # fmt: skip
+        finally:
+            await deferToThread(mysql_admin, mysql, f"DROP DATABASE IF EXISTS {name}")
+        ctx.metrics["mysql_rows"] = result
+        if result["stored"] != result["rows"]:
+            problems.append(f"mysql: inserted {result['rows']} rows, {result['stored']} stored")
+    else:
+        ctx.metrics["mysql_rows"] = {"skipped": f"no MySQL/MariaDB answers at {mysql}"}
+    bar.update(1)
+
+    # 3. Redis pub/sub
+    private = None
+    try:
+        if s.redis:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(s.redis)
+            host, rport = parts.hostname or "127.0.0.1", parts.port or 6379
+        else:
+            # on the reactor thread: a child's parent-death signal follows the forking thread
+            private = start_private_redis(ctx.workdir)
+            host, rport = "127.0.0.1", private[1] if private else 0
+        if s.redis or private:
+            result = await _child(ctx, ["redis-pubsub", "--host", host, "--port", str(rport), "--seconds",
+                                        str(seconds)], s.load_cpus, seconds + 60)  # fmt: skip
+            ctx.metrics["redis_pubsub"] = result
+            if result["bad"] or result["received"] != result["published"]:
+                problems.append(f"redis: published {result['published']}, received {result['received']}")
+        else:
+            ctx.metrics["redis_pubsub"] = {"skipped": "no --redis given and no redis-server binary"}
+    finally:
+        if private:
+            private[0].terminate()
+            private[0].wait()
+    bar.update(1)
+    bar.close()
+    ctx.result["verification"] = {"verified": not problems, "problems": problems}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m goim.bench.limits echo-server|echo-client|db-rows|redis-pubsub ...``."""
+    parser = argparse.ArgumentParser(description="raw limits for goim-bench (JSON on stdout)")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    p = sub.add_parser("echo-server")
+    p.add_argument("--port", type=int, required=True)
+    p = sub.add_parser("echo-client")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--source", default="127.0.0.2")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--window", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p = sub.add_parser("db-rows")
+    p.add_argument("--database", required=True)
+    p.add_argument("--rows", type=int, default=30000)
+    p = sub.add_parser("redis-pubsub")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6379)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--window", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    async def run(reactor: Any) -> None:
+        if args.kind == "echo-server":
+            await _serve_echo(reactor, args.port)
+            return
+        if args.kind == "echo-client":
+            result = await _echo_client(
+                reactor, args.host, args.port, args.source, args.connections, args.window, args.seconds
+            )
+        elif args.kind == "db-rows":
+            result = await _db_rows(reactor, args.database, args.rows)
+        else:
+            result = await _redis_pubsub(reactor, args.host, args.port, args.seconds, args.window)
+        print(json.dumps(result), flush=True)
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""One PNG per scenario, drawn from its result (so plots can be redrawn from the JSON)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _ok(result: dict[str, Any]) -> str:
+    return "verified" if result.get("verified") else "NOT verified"
+
+
+def _title(figure: Any, result: dict[str, Any], text: str) -> None:
+    quick = " (quick)" if result.get("quick") else ""
+    figure.suptitle(f"{text}{quick} - {_ok(result)}", fontsize=11)
+
+
+def _empty(ax: Any, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_idle(figure: Any, result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    samples = result.get("series", {}).get("memory", [])
+    left, right = figure.subplots(1, 2)
+    if samples:
+        t = [row[0] for row in samples]
+        conns = [row[2] if len(row) > 2 else 0 for row in samples]
+        rss = [row[1] / 1024.0 for row in samples]
+        left.plot(t, conns, color="tab:blue")
+        left.set_xlabel("seconds")
+        left.set_ylabel("signed-in connections", color="tab:blue")
+        twin = left.twinx()
+        twin.plot(t, rss, color="tab:red")
+        twin.set_ylabel("server VmRSS (MiB)", color="tab:red")
+        right.plot(conns, rss, ".", markersize=3)
+        right.set_xlabel("signed-in connections")
+        right.set_ylabel("server VmRSS (MiB)")
+    else:
+        _empty(left)
+        _empty(right)
+    left.set_title(f"ramp: {m.get('sign_ins_per_s') or 0:,.0f} sign-ins/s")
+    right.set_title(f"{m.get('kib_per_connection') or 0:.2f} KiB per connection at {m.get('connected_after_hold', 0):,}")
+    _title(figure, result, "idle connections")
+
+
+def plot_one_to_one(figure: Any, result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    left, right = figure.subplots(1, 2)
+    search = m.get("search", [])
+    if search:
+        offered = [st["offered_per_s"] for st in search]
+        left.plot(offered, offered, ":", color="gray", label="offered")
+        left.plot(offered, [st["acked_per_s"] for st in search], "o-", label="ACKed")
+        for st in search:
+            if not st.get("sustained"):
+                left.plot([st["offered_per_s"]], [st["acked_per_s"]], "rx", markersize=10)
+        closed = m.get("closed_loop", {}).get("sends_per_s")
+        if closed:
+            left.axhline(closed, color="tab:orange", linestyle="--", label="closed loop")
+        left.set_xlabel("offered sends/s")
+        left.set_ylabel("ACKed sends/s")
+        left.legend(fontsize=8)
+    else:
+        _empty(left)
+    left.set_title(f"max sustained: {m.get('max_sustained', {}).get('sends_per_s', 0):,.0f} sends/s")
+    levels = m.get("levels", [])
+    if levels:
+        x = [lv["offered_per_s"] for lv in levels]
+        for key, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-"), ("max", "x--")):
+            right.plot(x, [lv["latency_ms"].get(key, 0) for lv in levels], style, label=key)
+        right.set_xlabel("offered sends/s (25, 50, 75 % of max sustained)")
+        right.set_ylabel("send -> push at receiver (ms)")
+        right.set_yscale("log")
+        right.legend()
+    else:
+        _empty(right)
+    right.set_title("latency at fixed fractions of the max")
+    _title(figure, result, "one-to-one")
+
+
+def plot_group(figure: Any, result: dict[str, Any]) -> None:
+    groups = result.get("metrics", {}).get("groups", [])
+    left, right = figure.subplots(1, 2)
+    if groups:
+        labels = [str(g["members"]) for g in groups]
+        x = range(len(groups))
+        left.bar([i - 0.2 for i in x], [g["saturate"]["deliveries_per_s"] for g in groups], 0.4, label="deliveries/s")
+        left.set_xticks(list(x), labels)
+        left.set_xlabel("members")
+        left.set_ylabel("deliveries/s (saturated)")
+        twin = left.twinx()
+        twin.bar([i + 0.2 for i in x], [g["saturate"]["sends_per_s"] for g in groups], 0.4, color="tab:orange",
+                 label="sends/s")  # fmt: skip
+        twin.set_ylabel("sends/s", color="tab:orange")
+        for phase, style in (("saturate", "o"), ("paced_50", "s")):
+            for key, color in (("p50", "tab:blue"), ("p99", "tab:red"), ("max", "gray")):
+                right.plot(labels, [g[phase]["last_member_latency_ms"].get(key, 0) for g in groups], style + "-",
+                           color=color, label=f"{phase} {key}", alpha=1.0 if phase == "paced_50" else 0.5)  # fmt: skip
+        right.set_yscale("log")
+        right.set_xlabel("members")
+        right.set_ylabel("send -> last member (ms)")
+        right.legend(fontsize=7)
+    else:
+        _empty(left)
+        _empty(right)
+    left.set_title("fan-out throughput")
+    right.set_title("latency to the last member")
+    _title(figure, result, "group")
+
+
+def plot_sync(figure: Any, result: dict[str, Any]) -> None:
+    series = result.get("series", [])
+    rows = result.get("metrics", {}).get("syncs", [])
+    left, right = figure.subplots(1, 2)
+    for entry in series:
+        points = entry.get("progress", [])
+        if points:
+            left.plot([p[0] for p in points], [p[1] for p in points], label=f"{entry['backlog']:,}")
+    left.set_xlabel("seconds since SyncTrigger")
+    left.set_ylabel("messages received")
+    if series:
+        left.legend(title="backlog", fontsize=8)
+    else:
+        _empty(left)
+    if rows:
+        backlog = [r["backlog"] for r in rows]
+        right.plot(backlog, [(r["peak_growth_kib"] or 0) / 1024.0 for r in rows], "o-", color="tab:red",
+                   label="peak RSS growth (MiB)")  # fmt: skip
+        right.set_xlabel("backlog (messages)")
+        right.set_ylabel("server peak RSS growth during sync (MiB)", color="tab:red")
+        # a fixed floor for the scale: a few KiB of noise must not look like growth
+        right.set_ylim(0, max(16.0, 1.5 * max((r["peak_growth_kib"] or 0) / 1024.0 for r in rows)))
+        twin = right.twinx()
+        twin.plot(backlog, [r["messages_per_s"] or 0 for r in rows], "s--", color="tab:blue")
+        twin.set_ylabel("messages/s", color="tab:blue")
+    else:
+        _empty(right)
+    left.set_title("sync progress")
+    right.set_title("throughput and server memory vs backlog")
+    _title(figure, result, "sync from 0")
+
+
+def plot_storm(figure: Any, result: dict[str, Any]) -> None:
+    series = result.get("series", {})
+    m = result.get("metrics", {})
+    ax = figure.subplots(1, 1)
+    for key, label in (("signed_in_s", "signed in"), ("up_to_date_s", "up to date")):
+        values = series.get(key, [])
+        if values:
+            n = len(values)
+            ax.plot(values, [(i + 1) / n * 100 for i in range(n)], label=label)
+    ax.set_xlabel("seconds since the reconnect began")
+    ax.set_ylabel("% of devices")
+    if series.get("up_to_date_s") or series.get("signed_in_s"):
+        ax.legend()
+    else:
+        _empty(ax)
+    ax.set_title(
+        f"{m.get('up_to_date', 0):,} devices up to date after {m.get('seconds_until_last_up_to_date') or 0:.2f} s"
+    )
+    _title(figure, result, "reconnect storm")
+
+
+def plot_limits(figure: Any, result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    ax = figure.subplots(1, 1)
+    bars = []
+    for label, key, field in (
+        ("TLV echo frames/s", "tlv_echo", "frames_per_s"),
+        ("SQLite rows/s", "sqlite_rows", "rows_per_s"),
+        ("MariaDB rows/s", "mysql_rows", "rows_per_s"),
+        ("Redis pub/sub msgs/s", "redis_pubsub", "messages_per_s"),
+    ):
+        value = m.get(key, {}).get(field)
+        if value:
+            bars.append((label, value))
+    if bars:
+        ax.barh([b[0] for b in bars], [b[1] for b in bars])
+        ax.set_xscale("log")
+        for i, (_, value) in enumerate(bars):
+            ax.text(value, i, f" {value:,.0f}", va="center")
+    else:
+        _empty(ax)
+    ax.set_title("raw limits of this machine")
+    _title(figure, result, "limits")
+
+
+PLOTS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "idle": plot_idle,
+    "one-to-one": plot_one_to_one,
+    "group": plot_group,
+    "sync": plot_sync,
+    "storm": plot_storm,
+    "limits": plot_limits,
+}

@@ -1,0 +1,291 @@
+"""The server under test: a ``twistd -n goim`` child process, or one given by address.
+
+:class:`BenchServer` starts the standalone server on free loopback ports with its own
+database (a SQLite file in a scratch directory, or a scratch MariaDB database that
+is dropped again), reads its memory from ``/proc``, and always stops it.
+:class:`TargetServer` is a server someone else runs (``--target-http`` and
+``--target-tcp``); its memory is known only when ``--target-pid`` names it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+
+from goim.bench.driver import child_env, die_with_parent, pinned
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_status(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``VmHWM`` and the other ``kB`` lines of ``/proc/PID/status``, in KiB."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    out[key] = int(parts[0])
+    except OSError:
+        pass
+    return out
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (``echo 5 > /proc/PID/clear_refs``)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def open_files_limit(pid: int) -> int | None:
+    """The process's soft open-files limit, from ``/proc/PID/limits``."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def open_files(pid: int) -> int | None:
+    """How many file descriptors the process holds."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+class Server:
+    """What scenarios need of a server: addresses, and memory when the pid is known."""
+
+    http: str = ""
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = 0
+    pid: int | None = None
+    database_kind = "unknown"
+
+    def status(self) -> dict[str, int]:
+        """``/proc`` memory lines in KiB (empty when the pid is unknown)."""
+        return read_status(self.pid) if self.pid else {}
+
+    def rss_kib(self) -> int | None:
+        return self.status().get("VmRSS")
+
+    def reset_peak(self) -> bool:
+        return reset_peak(self.pid) if self.pid else False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "http": self.http,
+            "tcp": f"{self.tcp_host}:{self.tcp_port}",
+            "pid": self.pid,
+            "database": self.database_kind,
+            "open_files_limit": open_files_limit(self.pid) if self.pid else None,
+            "tcp_backlog": getattr(self, "backlog", None),
+        }
+
+    def log_text(self) -> str:
+        return ""
+
+    async def start(self) -> None:
+        """Make the server ready (nothing to do for a target)."""
+
+    async def stop(self) -> None:
+        """Stop it (nothing to do for a target)."""
+
+
+class TargetServer(Server):
+    """A server started by someone else."""
+
+    def __init__(self, http: str, tcp: str, pid: int | None = None) -> None:
+        host, _, port = tcp.rpartition(":")
+        self.http = http.rstrip("/")
+        self.tcp_host = host or "127.0.0.1"
+        self.tcp_port = int(port)
+        self.pid = pid
+        self.database_kind = "target"
+
+
+class BenchServer(Server):
+    """``twistd -n goim`` on free ports, with a scratch database, in ``workdir``."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        workdir: Path,
+        *,
+        database: str | None = None,
+        cpus: str | None = None,
+        backlog: int = 1024,
+        nofile: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """
+        Args:
+            database: None for SQLite; ``mysql://user:pw@host:port`` (no database
+                name) for a scratch database created there and dropped on stop.
+            cpus: a ``taskset -c`` CPU list to pin the server to.
+            backlog: the client listener's listen(2) backlog.
+            nofile: run the server with this lower open-files limit (``prlimit``),
+                to reach the limit with few connections.
+        """
+        self.reactor = reactor
+        self.workdir = workdir
+        self.mysql = database.rstrip("/") if database else None
+        self.cpus = cpus
+        self.backlog = backlog
+        self.nofile = nofile
+        self.extra_args = extra_args
+        self.tcp_host = "127.0.0.1"
+        self.tcp_port = free_port()
+        self.http_port = free_port()
+        self.http = f"http://127.0.0.1:{self.http_port}"
+        self.logfile = workdir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.database_name: str | None = None
+        self.database_kind = "mysql" if self.mysql else "sqlite"
+
+    def database_url(self) -> str:
+        if self.mysql:
+            self.database_name = f"goim_bench_{secrets.token_hex(4)}"
+            return f"{self.mysql}/{self.database_name}"
+        return "sqlite:" + str((self.workdir / "goim.db").resolve())
+
+    async def start(self, timeout: float = 60.0) -> None:
+        url = self.database_url()
+        if self.mysql:
+            await deferToThread(mysql_admin, self.mysql, f"CREATE DATABASE {self.database_name} "
+                                "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")  # fmt: skip
+        argv = pinned(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "goim",
+                "--tcp",
+                f"tcp:{self.tcp_port}:interface=127.0.0.1:backlog={self.backlog}",
+                "--http",
+                f"tcp:{self.http_port}:interface=127.0.0.1",
+                "--database",
+                url,
+                *self.extra_args,
+            ],
+            self.cpus,
+        )
+        if self.nofile:
+            argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
+        env = child_env()
+        with open(self.logfile, "ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
+        self.pid = self.process.pid
+        deadline = self.reactor.seconds() + timeout
+        while self.reactor.seconds() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                response = await treq.get(self.http + "/healthz", timeout=2, persistent=False)
+                await response.content()
+                if response.code == 200:
+                    return
+            except Exception:
+                pass
+            await _sleep(self.reactor, 0.1)
+        raise RuntimeError(f"the server did not answer /healthz within {timeout:.0f} s:\n{self.log_tail()}")
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        process = self.process
+        self.process = None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            deadline = self.reactor.seconds() + timeout
+            while process.poll() is None and self.reactor.seconds() < deadline:
+                await _sleep(self.reactor, 0.05)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if self.mysql and self.database_name:
+            name, self.database_name = self.database_name, None
+            await deferToThread(mysql_admin, self.mysql, f"DROP DATABASE IF EXISTS {name}")
+
+    def kill(self) -> None:
+        """SIGKILL at once (last-resort cleanup)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_text(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def mysql_admin(server: str, statement: str) -> None:
+    """Run one administrative statement on a MySQL server URL without a database (blocking)."""
+    import pymysql
+
+    parts = urlsplit(server)
+    conn = pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        autocommit=True,
+        connect_timeout=5,
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+def mysql_reachable(server: str) -> bool:
+    """Whether a MySQL server URL accepts a connection (blocking)."""
+    try:
+        mysql_admin(server, "SELECT 1")
+        return True
+    except Exception:
+        return False
