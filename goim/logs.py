@@ -28,9 +28,20 @@ _level_filter = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 goim_observer: Any = FilteringLogObserver(cast(Any, globalLogPublisher), [cast(Any, _level_filter)])
 
 
+_debug = False
+
+
 def set_level(name: str) -> None:
     """Drop goim events below ``name`` (one of ``LEVELS``)."""
+    global _debug
     _level_filter.setLogLevelForNamespace("", LogLevel.levelWithName(name))
+    _debug = name == "debug"
+
+
+def debug_enabled() -> bool:
+    """Whether debug events pass the filter: hot paths check this before building
+    a debug event at all (a filtered event still costs its creation)."""
+    return _debug
 
 
 def json_observer(stream: TextIO | None = None) -> Any:

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from goim.logic.ids import SegmentAllocator
-from goim.logs import goim_observer
+from goim.logs import debug_enabled, goim_observer
 from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
@@ -95,6 +95,10 @@ class MessageService:
         self._pending: dict[tuple[int, int, int], _Queued] = {}
         self._writing = False
         self._idle: list[Deferred[None]] = []
+        # device -> highest seq acked and not yet written, and who waits for it
+        self._acks: dict[int, int] = {}
+        self._ack_waiters: list[Deferred[None]] = []
+        self._acking = False
 
     def validate(self, request: SendRequest) -> int:
         """The ACK code for a malformed send (receiver type, receiver id, content), or 0."""
@@ -159,14 +163,14 @@ class MessageService:
             return
         stored: list[StoredMessage] = []
         for q, send, outcome in zip(batch, sends, outcomes):
-            if outcome.stored:
+            if outcome.stored and debug_enabled():
                 log.debug(
                     "stored message {message_id} from device {device_id} as {copies} copies",
                     message_id=send.message_id,
                     device_id=q.request.device_id,
                     copies=len(outcome.stored),
                 )
-                stored.extend(outcome.stored)
+            stored.extend(outcome.stored)
             self._finish(q, SendResult(outcome.code, outcome.message_id, outcome.seq))
         if stored:
             if self.metrics is not None:
@@ -199,5 +203,32 @@ class MessageService:
         return page
 
     async def ack(self, device_id: int, seq: int) -> None:
-        """The device holds everything up to ``seq`` (monotonic: lower acks change nothing)."""
-        await self.accounts.ack(device_id, seq)
+        """The device holds everything up to ``seq`` (monotonic: lower acks change nothing).
+
+        Acks that arrive while earlier ones are being written are written together
+        in the next transaction (the highest seq per device), so a client acking
+        every push does not cost a commit each.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._acks[device_id] = max(seq, self._acks.get(device_id, seq))
+        self._ack_waiters.append(waiter)
+        if not self._acking:
+            self._acking = True
+            run_in_background(self._write_acks(), "ack writer")
+        await waiter
+
+    async def _write_acks(self) -> None:
+        try:
+            while self._acks:
+                acks, self._acks = self._acks, {}
+                waiters, self._ack_waiters = self._ack_waiters, []
+                try:
+                    await self.accounts.ack_many(list(acks.items()))
+                except Exception as e:
+                    for waiter in waiters:
+                        waiter.errback(e)
+                else:
+                    for waiter in waiters:
+                        waiter.callback(None)
+        finally:
+            self._acking = False

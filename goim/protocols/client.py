@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from goim.logs import goim_observer
+from goim.logs import debug_enabled, goim_observer
 from goim.pb import goim_pb2 as pb
 from goim.ports import LogicPort
 from goim.protocols.codec import (
@@ -436,15 +436,15 @@ class ClientProtocol(TLVReceiver):
                     peer=self.peer,
                 )
                 result = SendResult(code=SEND_INTERNAL_ERROR)
-            self.log.debug(
-                "send {send_sequence} of device {device_id}: code {code}, "
-                "message {message_id}, seq {seq}",
-                send_sequence=request.send_sequence,
-                device_id=request.device_id,
-                code=result.code,
-                message_id=result.message_id,
-                seq=result.seq,
-            )
+            if debug_enabled():
+                self.log.debug(
+                    "send {send_sequence} of device {device_id}: code {code}, message {message_id}, seq {seq}",
+                    send_sequence=request.send_sequence,
+                    device_id=request.device_id,
+                    code=result.code,
+                    message_id=result.message_id,
+                    seq=result.seq,
+                )
             if self._writable():
                 self.sendFrame(MESSAGE_SEND_ACK, encode_send_ack(request.send_sequence, result))
         finally:

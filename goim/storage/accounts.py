@@ -91,14 +91,18 @@ class AccountStore:
 
     async def ack(self, device_id: int, seq: int) -> None:
         """Raise the device's acknowledged seq to ``seq``; a lower value changes nothing."""
+        await self.ack_many([(device_id, seq)])
 
-        def ack_txn(txn: Txn) -> None:
-            txn.execute(
+    async def ack_many(self, acks: Sequence[tuple[int, int]]) -> None:
+        """``ack`` for several ``(device_id, seq)`` pairs in one transaction."""
+
+        def ack_many_txn(txn: Txn) -> None:
+            txn.executemany(
                 "UPDATE devices SET acked_seq = ? WHERE id = ? AND acked_seq < ?",
-                (seq, device_id, seq),
+                [(seq, device_id, seq) for device_id, seq in sorted(acks)],
             )
 
-        await self.db.run("ack", ack_txn)
+        await self.db.run("ack", ack_many_txn)
 
     async def max_acked_seq(self, user_id: int) -> int:
         """The highest seq any device of the user acknowledged."""

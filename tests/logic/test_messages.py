@@ -312,6 +312,27 @@ class MessageTests:
         assert device is not None
         self.assertEqual(device.acked_seq, 5)
 
+    async def test_acks_arriving_together_are_written_together(self: Any) -> None:
+        """Acks that arrive while one is being written share the next transaction; the highest seq wins."""
+        s = await self.setup_services()
+        (a, da), (b, db_) = await self.friends("a", "b")
+        calls: list[list[tuple[int, int]]] = []
+        ack_many = s.account_store.ack_many
+
+        async def counting(acks: Any) -> None:
+            calls.append(sorted(acks))
+            await ack_many(acks)
+
+        s.account_store.ack_many = counting  # type: ignore[method-assign]
+        acks = [start(s.messages.ack(device, seq)) for seq in range(1, 11) for device in (da, db_)]
+        acks.append(start(s.messages.ack(da, 4)))
+        await defer.gatherResults(acks)
+        self.assertEqual(calls, [[(da, 1)], [(da, 10), (db_, 10)]])
+        for device in (da, db_):
+            row = await s.account_store.get_device(device)
+            assert row is not None
+            self.assertEqual(row.acked_seq, 10)
+
     async def test_ids_are_unique_across_processes(self: Any) -> None:
         """Two allocators on one database (two logic nodes) never hand out the same id."""
         s = await self.setup_services()
