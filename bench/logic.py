@@ -22,7 +22,8 @@ from typing import Any
 import pymysql
 from twisted.internet import defer, task
 
-from goim.storage.database import Database, Txn
+from goim.bench.limits import insert_rows
+from goim.storage.database import Database
 from goim.storage.schema import migrate_txn
 from goim.types import RECEIVER_GROUP, RECEIVER_USER, SendRequest
 from tests.support.services import Services
@@ -55,25 +56,7 @@ async def _pipelined(services: Services, requests: list[SendRequest], in_flight:
 
 async def _raw_rows(db: Database, rows: int) -> float:
     """rows/s of 100-row executemany INSERT transactions, 10 transactions in flight."""
-
-    def insert_txn(txn: Txn, base: int) -> None:
-        txn.executemany(
-            "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
-            " receiver_type, receiver_id, type, content, send_time, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            # only placeholders in VALUES: PyMySQL then folds executemany into one statement
-            [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)],
-        )
-
-    started = time.perf_counter()
-    bases = list(range(1, rows, 100))
-
-    async def worker() -> None:
-        while bases:
-            await db.run("bench_insert", insert_txn, bases.pop(0))
-
-    await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(10)])
-    return rows / (time.perf_counter() - started)
+    return rows / await insert_rows(db, rows)
 
 
 async def main(reactor: Any, server: str, sends: int) -> None:

@@ -110,6 +110,34 @@ def _serve_echo(reactor: Any, port: int) -> defer.Deferred[None]:
 # --- batched inserts ---------------------------------------------------------------------------
 
 
+async def insert_rows(db: Any, rows: int, *, in_flight: int = 10) -> float:
+    """Insert ``rows`` message rows as 100-row ``executemany`` transactions, ``in_flight``
+    at once, through goim's pool (users above 10**9); returns the seconds it took.
+
+    Only placeholders stand in VALUES: PyMySQL then folds each executemany into one
+    multi-row INSERT.
+    """
+    from goim.storage.database import Txn
+
+    def insert_txn(txn: Txn, base: int) -> None:
+        txn.executemany(
+            "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
+            " receiver_type, receiver_id, type, content, send_time, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)],
+        )
+
+    bases = list(range(1, rows + 1, 100))
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        while bases:
+            await db.run("bench_insert", insert_txn, bases.pop(0))
+
+    await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(in_flight)])
+    return time.perf_counter() - start
+
+
 async def _db_rows(reactor: Any, url: str, rows: int) -> dict[str, Any]:
     from goim.storage.database import Database, Txn
     from goim.storage.schema import migrate_txn
@@ -117,24 +145,7 @@ async def _db_rows(reactor: Any, url: str, rows: int) -> dict[str, Any]:
     db = Database(url, reactor)
     try:
         await db.run("migrate", migrate_txn)
-
-        def insert_txn(txn: Txn, base: int) -> None:
-            txn.executemany(
-                "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
-                " receiver_type, receiver_id, type, content, send_time, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)],
-            )
-
-        bases = list(range(1, rows + 1, 100))
-        start = time.perf_counter()
-
-        async def worker() -> None:
-            while bases:
-                await db.run("bench_insert", insert_txn, bases.pop(0))
-
-        await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(10)])
-        elapsed = time.perf_counter() - start
+        elapsed = await insert_rows(db, rows)
 
         def count_txn(txn: Txn) -> int:
             row = txn.query("SELECT COUNT(*) FROM messages WHERE user_id > ?", (10**9,))
