@@ -48,15 +48,86 @@ class RedisServer:
             self.process = None
 
 
+class MariaDBServer:
+    """A private ``mariadbd`` on a free port with its own data directory, so a test
+    may kill it and start it again (root, no password, over TCP)."""
+
+    def __init__(self, testcase: SynchronousTestCase) -> None:
+        self.port = free_port()
+        self.dir = Path(testcase.mktemp()).absolute()
+        self.dir.mkdir(parents=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.binary = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        testcase.addCleanup(self.kill)
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("mariadb-install-db") is not None and (
+            shutil.which("mariadbd") is not None or Path("/usr/sbin/mariadbd").exists()
+        )
+
+    @property
+    def url(self) -> str:
+        """The URL of the database ``goim`` on this server."""
+        return f"mysql://root@127.0.0.1:{self.port}/goim"
+
+    async def start(self) -> None:
+        """Create the data directory on the first start; start; wait until it answers."""
+        data = self.dir / "data"
+        first = not data.exists()
+        if first:
+            subprocess.run(
+                ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                 "--auth-root-authentication-method=normal", "--skip-test-db"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120,
+            )
+        self.process = subprocess.Popen(
+            [self.binary, "--no-defaults", f"--datadir={data}", f"--socket={self.dir / 'sock'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin",
+             "--innodb-buffer-pool-size=32M", f"--pid-file={self.dir / 'pid'}", f"--log-error={self.dir / 'err.log'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import pymysql
+
+        for _ in range(300):
+            try:
+                connection = pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True)
+            except pymysql.err.OperationalError:
+                await pause(0.05)
+                continue
+            with connection.cursor() as cursor:
+                if first:
+                    cursor.execute("CREATE DATABASE goim CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            connection.close()
+            return
+        raise AssertionError("mariadbd did not start")
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: InnoDB recovers committed transactions at the next start)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
 class Cluster:
     """N logic nodes and M connect nodes sharing one database and one Redis."""
 
-    def __init__(self, testcase: Any, *, logic_nodes: int = 2, connect_nodes: int = 2) -> None:
+    def __init__(
+        self, testcase: Any, *, logic_nodes: int = 2, connect_nodes: int = 2, database: str | None = None
+    ) -> None:
+        """
+        Args:
+            database: the database URL; by default a fresh one on the test backend.
+        """
         self.testcase = testcase
         self.redis = RedisServer(testcase)
         self.prefix = f"goimtest{secrets.token_hex(4)}:"
-        self.database = testcase.database_url()
-        testcase.addCleanup(testcase._drop, self.database)
+        if database is None:
+            database = testcase.database_url()
+            testcase.addCleanup(testcase._drop, database)
+        self.database = database
         secret_dir = Path(testcase.mktemp()).absolute()
         secret_dir.mkdir(parents=True)
         self.secret_file = secret_dir / "secret"
