@@ -6,6 +6,7 @@ unique Redis key prefix. Every process is stopped when the test ends.
 import secrets
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,10 @@ class MariaDBServer:
 
     def __init__(self, testcase: SynchronousTestCase) -> None:
         self.port = free_port()
-        self.dir = Path(testcase.mktemp()).absolute()
-        self.dir.mkdir(parents=True)
+        # short: the unix socket path must stay under 108 bytes (trial's and
+        # pytest's temporary paths can be longer)
+        self.dir = Path(tempfile.mkdtemp(prefix="goim-mariadb-"))
+        testcase.addCleanup(shutil.rmtree, self.dir, True)
         self.process: subprocess.Popen[bytes] | None = None
         self.binary = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         testcase.addCleanup(self.kill)
@@ -101,7 +104,8 @@ class MariaDBServer:
                     cursor.execute("CREATE DATABASE goim CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             connection.close()
             return
-        raise AssertionError("mariadbd did not start")
+        error_log = (self.dir / "err.log").read_text(errors="replace") if (self.dir / "err.log").exists() else ""
+        raise AssertionError(f"mariadbd did not start:\n{error_log[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL (a crash: InnoDB recovers committed transactions at the next start)."""
