@@ -1,16 +1,14 @@
 """AccountService on SQLite and on MariaDB/MySQL: devices, users, sign-in, acks."""
 
 import string
-from typing import TYPE_CHECKING, Any, Awaitable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from goim.logic.errors import GoimError
 from goim.logic.passwords import check_password
 from goim.storage.database import Txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
-from tests.support.services import Services
+from tests.support.services import Services, ServiceTests
 
 if TYPE_CHECKING:
 
@@ -24,21 +22,8 @@ PASSWORD = "secret-pw"
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
 
 
-class AccountTests(_Base):
+class AccountTests(ServiceTests, _Base):
     """Runs on each backend through the subclasses at the bottom of the module."""
-
-    async def services(self) -> Services:
-        """Services on a fresh, migrated database."""
-        return Services(await self.make_database(), reactor)
-
-    async def assert_code(self, awaitable: Awaitable[Any], code: int) -> GoimError:
-        """Await ``awaitable`` and check that it raises a ``GoimError`` with ``code``."""
-        try:
-            await awaitable
-        except GoimError as e:
-            self.assertEqual(e.code, code, e.message)
-            return e
-        self.fail(f"expected GoimError({code})")
 
     async def device(self, s: Services, **overrides: Any) -> tuple[int, str]:
         """Register a valid device, with ``overrides`` applied to its fields."""

@@ -1,15 +1,13 @@
 """SocialService on SQLite and on MariaDB/MySQL: friendships and groups."""
 
-from typing import TYPE_CHECKING, Any, Awaitable
+from typing import TYPE_CHECKING
 
-from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from goim.logic.errors import GoimError
 from goim.logic.social import Contact, GroupInfo
 from goim.storage.database import Txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
-from tests.support.services import Services
+from tests.support.services import Services, ServiceTests
 
 if TYPE_CHECKING:
 
@@ -20,21 +18,8 @@ else:
     _Base = object
 
 
-class SocialTests(_Base):
+class SocialTests(ServiceTests, _Base):
     """Runs on each backend through the subclasses at the bottom of the module."""
-
-    async def services(self) -> Services:
-        """Services on a fresh, migrated database."""
-        return Services(await self.make_database(), reactor)
-
-    async def assert_code(self, awaitable: Awaitable[Any], code: int) -> GoimError:
-        """Await ``awaitable`` and check that it raises a ``GoimError`` with ``code``."""
-        try:
-            await awaitable
-        except GoimError as e:
-            self.assertEqual(e.code, code, e.message)
-            return e
-        self.fail(f"expected GoimError({code})")
 
     async def user(self, s: Services, number: str, *, sex: int = 0, avatar: str = "") -> int:
         """Register a user with nickname ``Nick <number>``; returns its id."""

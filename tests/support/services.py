@@ -1,11 +1,12 @@
 """The logic layer's services wired to a test database, with a recording delivery port."""
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Sequence
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
 from goim.logic.accounts import AccountService
+from goim.logic.errors import GoimError
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
 from goim.logic.messages import MessageService
@@ -73,6 +74,24 @@ class Services:
         )
         await self.accounts.sign_in_user(device_id, number=number, password="secret-pw")
         return device_id
+
+
+class ServiceTests:
+    """Helpers for TestCases that also mix in a backend (tests/support/db.py)."""
+
+    async def services(self: Any) -> Services:
+        """Services on a fresh, migrated database."""
+        return Services(await self.make_database(), reactor)
+
+    async def assert_code(self: Any, awaitable: Awaitable[Any], code: int) -> GoimError:
+        """Await ``awaitable`` and check that it raises a ``GoimError`` with ``code``."""
+        try:
+            await awaitable
+        except GoimError as e:
+            self.assertEqual(e.code, code, e.message)
+            return e
+        self.fail(f"expected GoimError({code})")
+        raise AssertionError("unreachable")
 
 
 def to_user(
