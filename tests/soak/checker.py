@@ -118,6 +118,7 @@ def check_storage(history: History, rows: list[Row], user_seqs: dict[int, int], 
         by_user[row.user_id].append(row.seq)
         stored_at[(row.user_id, row.seq)] = row.message_id
     known = {send.content: send for send in history.sends}
+    content_of_id = {row.message_id: row.content for row in rows}
     placed: dict[str, dict[int, int]] = {}
     ids_of_content: dict[int, str] = {}
     for content, found in by_content.items():
@@ -145,8 +146,11 @@ def check_storage(history: History, rows: list[Row], user_seqs: dict[int, int], 
             verdict.add("exactly-once", f"{send.describe()} is stored under several message ids {sorted(ids)}")
         if acked:
             if not found:
+                other = content_of_id.get(acked[0].message_id)
                 verdict.add("exactly-once", f"{send.describe()} was ACKed (message {acked[0].message_id}) "
-                            f"but is not stored at all")
+                            f"but is not stored at all" + (
+                                f"; message {acked[0].message_id} is {other!r} (the ACK of another send: "
+                                f"this send was swallowed by dedupe)" if other else ""))
                 continue
             if set(users) != set(send.recipients):
                 verdict.add("exactly-once", f"{send.describe()} was ACKed but is stored for users {sorted(set(users))}, "

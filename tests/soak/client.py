@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
@@ -88,7 +88,7 @@ class HttpClient:
             if status == 200 and env.get("code") == 0:
                 return env.get("data")
             last = (status, env)
-            await sleep(0.3)
+            await self.sleep(0.3)
         raise RuntimeError(f"{method} {path} kept failing: {last}")
 
 
@@ -206,6 +206,34 @@ class SoakDevice:
         self.node = rng.randrange(len(ports))
         self.protocols: list[SoakProtocol] = []
         self.sends: list[Send] = []  # every send of this device, all epochs
+        self._timers: set[Any] = set()  # delayed calls and sleeps, cancelled by stop()
+
+    # --- timers (all cancelled by stop(), so a run leaves the reactor clean) ----------
+
+    def later(self, delay: float, function: Callable[..., object], *args: Any) -> None:
+        def fire() -> None:
+            self._timers.discard(call)
+            if self.running or function == self._close_superseded:
+                function(*args)
+
+        call = reactor.callLater(delay, fire)  # type: ignore[attr-defined]
+        self._timers.add(call)
+
+    async def sleep(self, seconds: float) -> None:
+        d = deferLater(reactor, seconds, lambda: None)
+        self._timers.add(d)
+        try:
+            await d
+        finally:
+            self._timers.discard(d)
+
+    def spawn(self, coroutine: Any) -> None:
+        """Run a coroutine in the background; a cancellation by stop() ends it quietly."""
+        def done(failure: Failure) -> None:
+            if not failure.check(CancelledError):
+                self.history.violation("harness", f"device {self.device_id}: {failure.getTraceback()[-1500:]}")
+
+        Deferred.fromCoroutine(coroutine).addErrback(done)
 
     # --- connecting -------------------------------------------------------------------
 
@@ -216,18 +244,18 @@ class SoakDevice:
         if self.current is not None and self.current.open:
             return
         self.connecting = True
-        Deferred.fromCoroutine(self._connect_loop(delay))
+        self.spawn(self._connect_loop(delay))
 
     async def _connect_loop(self, delay: float) -> None:
         """Connect with jittered back-off until signed in (one loop at a time)."""
         try:
-            await sleep(delay)
+            await self.sleep(delay)
             while self.running and not self.http_busy and not (self.current is not None and self.current.open):
                 if await self._connect(self.node) is not None:
                     return
                 if self.rng.random() < 0.5:
                     self.node = self.rng.randrange(len(self.ports))
-                await sleep(self.backoff * (0.5 + self.rng.random()))
+                await self.sleep(self.backoff * (0.5 + self.rng.random()))
                 self.backoff = min(self.backoff * 2, 4.0)
         finally:
             self.connecting = False
@@ -258,7 +286,7 @@ class SoakDevice:
         proto.outstanding_since = time.monotonic()
         deadline = time.monotonic() + SIGNIN_TIMEOUT
         while conn.signin_code is None and proto.open and time.monotonic() < deadline:
-            await sleep(0.05)
+            await self.sleep(0.05)
         if conn.signin_code is None:
             proto.close("no SignInACK in time")
         if not conn.signed_in:
@@ -270,7 +298,7 @@ class SoakDevice:
         self.backoff = 0.5
         if old is not None and old.open and old is not proto:
             old.conn.superseded = True
-            reactor.callLater(SUPERSEDED_GRACE, self._close_superseded, old)  # type: ignore[attr-defined]
+            self.later(SUPERSEDED_GRACE, self._close_superseded, old)
         self.flush_pending(all_pending=True)
         return proto
 
@@ -353,7 +381,7 @@ class SoakDevice:
         elif ack.code in (1, 5):
             if send.epoch == self.epoch and send.send_sequence in self.pending:
                 delay = 0.3 + self.rng.random()
-                reactor.callLater(delay, self._retry_one, send.send_sequence)  # type: ignore[attr-defined]
+                self.later(delay, self._retry_one, send.send_sequence)
         else:
             self.history.violation(
                 "acks", f"{send.describe()}: ACK code {ack.code} for a valid send (friends and groups never change)")
@@ -476,7 +504,7 @@ class SoakDevice:
                 self.connecting = False
                 self.ensure_connected(0.5)
 
-        Deferred.fromCoroutine(go())
+        self.spawn(go())
 
     async def http_sign_in(self) -> None:
         """Sign the device in over HTTP: a new send_sequence epoch; the open connection is kicked."""
@@ -486,7 +514,7 @@ class SoakDevice:
         try:
             deadline = time.monotonic() + 10
             while self.pending and time.monotonic() < deadline:
-                await sleep(0.1)
+                await self.sleep(0.1)
             self.history.http_signins.setdefault(self.device_id, []).append(self.history.tick())
             for i in range(60):
                 status, env = await self.http.call(
@@ -500,7 +528,7 @@ class SoakDevice:
                 # an unknown outcome may have started a new epoch already: only a
                 # definite success tells the numbering can restart at 1
                 self.history.http_signins[self.device_id].append(self.history.tick())
-                await sleep(0.5 + self.rng.random())
+                await self.sleep(0.5 + self.rng.random())
             else:
                 self.history.notes.append(f"device {self.device_id}: HTTP sign-in kept failing")
                 raise RuntimeError("HTTP sign-in kept failing")
@@ -513,7 +541,7 @@ class SoakDevice:
             old = self.current
             if old is not None and old.open:
                 old.conn.superseded = True
-                reactor.callLater(SUPERSEDED_GRACE, self._close_superseded, old)  # type: ignore[attr-defined]
+                self.later(SUPERSEDED_GRACE, self._close_superseded, old)
             # a connection signed in after the HTTP sign-in has the new epoch
             self.current = None
         except RuntimeError:
@@ -546,6 +574,12 @@ class SoakDevice:
     def stop(self) -> list[Deferred[None]]:
         """Stop and close every connection."""
         self.running = False
+        for timer in list(self._timers):
+            if isinstance(timer, Deferred):
+                timer.cancel()
+            elif timer.active():
+                timer.cancel()
+        self._timers.clear()
         waiters = []
         for proto in self.protocols:
             if proto.open:

@@ -164,7 +164,7 @@ class Run:
                 elif roll < 0.85:
                     device.takeover()
                 else:
-                    Deferred.fromCoroutine(device.http_sign_in())
+                    device.spawn(device.http_sign_in())
 
     async def drain(self, timeout: float) -> bool:
         """Until every device is connected with nothing pending (or ``timeout``)."""
