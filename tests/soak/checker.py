@@ -330,6 +330,10 @@ def check_sessions(history: History, logs: dict[str, str], verdict: Verdict) -> 
             continue
         if any(f.target == conn.node and f.wall - 1.0 <= conn.closed_at <= (f.end_wall or f.wall) + 5.0 for f in kills):
             continue  # its node was killed
+        replaced = [t for t in [*history.tcp_signins.get(conn.device_id, []), *history.http_signins.get(conn.device_id, [])]
+                    if conn.signin_at < t < conn.closed_tick]
+        if replaced:
+            continue  # the device signed in again meanwhile: this session was being replaced
         events = [
             (when, text) for when, text in _log_events(logs.get(conn.node, ""), conn.local_port)
             if conn.opened_at - 2 <= when <= conn.closed_at + 5

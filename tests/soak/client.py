@@ -134,6 +134,7 @@ class SoakProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.open = False
         self.conn.closed_at = time.time()
+        self.conn.closed_tick = self.device.history.tick()
         if self.ack_call is not None and self.ack_call.active():
             self.ack_call.cancel()
         self.device.lost(self)
@@ -381,7 +382,7 @@ class SoakDevice:
         elif ack.code in (1, 5):
             if send.epoch == self.epoch and send.send_sequence in self.pending:
                 delay = 0.3 + self.rng.random()
-                self.later(delay, self._retry_one, send.send_sequence)
+                self.later(delay, self._retry_one, send)
         else:
             self.history.violation(
                 "acks", f"{send.describe()}: ACK code {ack.code} for a valid send (friends and groups never change)")
@@ -450,9 +451,9 @@ class SoakDevice:
             self.retry_due.add(seq)
         self.flush_pending()
 
-    def _retry_one(self, seq: int) -> None:
-        if seq in self.pending:
-            self.retry_due.add(seq)
+    def _retry_one(self, send: Send) -> None:
+        if self.pending.get(send.send_sequence) is send:
+            self.retry_due.add(send.send_sequence)
             self.flush_pending()
 
     def flush_pending(self, *, all_pending: bool = False) -> None:

@@ -77,6 +77,7 @@ class Conn:
     pushes: int = 0
     kicked: list[str] = field(default_factory=list)
     closed_at: float | None = None
+    closed_tick: int = 0
     closed_by_client: str = ""  # why the client closed it (empty: the server or the network did)
     superseded: bool = False  # the device signed in again elsewhere (a kick is expected)
 
