@@ -30,13 +30,16 @@ Properties, in the order they are reported (the first violated one is named):
     Every user's seqs are 1..N without gaps, and ``user_seqs`` holds N.
 
 ``online-complete``
-    Every connection still signed in at the end (never dropped since its sign-in)
-    holds, by push, its own syncs or server catch-up, every message of its user
-    after the seq it synced from at sign-in.
+    After the faults a sentinel message goes to a group of every user. Every
+    device's connection that is signed in and open at the end receives it (by push,
+    sync or server catch-up: a connection whose presence was lost never does), and
+    the device then holds every message of its user (live, by catch-up, or by the
+    sync it sends when a push leaves a gap).
 
 ``session-lost``
     A connection that got SignInACK 1 is never closed without a Kicked frame unless
-    its connect node was killed, the client closed it, or the node logged a cause
+    its connect node was killed, the client closed it, the device signed in again
+    meanwhile, or the node logged a cause
     docs/protocol.md §7 allows (e.g. a failed sync read). A Kicked frame needs a cause:
     a later sign-in of the same device (TCP or HTTP).
 
@@ -279,19 +282,28 @@ def check_order(history: History, placed: dict[str, dict[int, int]], verdict: Ve
                             f"but user {user} has them at seqs {before} and {seq}")
 
 
-def check_online(history: History, open_at_end: Iterable[Conn], rows: list[Row], verdict: Verdict) -> None:
-    """online-complete: connections signed in to the end hold everything after their base."""
+def check_online(online: Iterable[tuple[Conn, set[int]]], marks: dict[int, int], rows: list[Row],
+                 verdict: Verdict) -> None:
+    """online-complete: every device signed in at the end holds all its user's messages,
+    and its connection received the sentinel (the last message, sent after the faults)."""
     seqs: dict[int, set[int]] = defaultdict(set)
     for row in rows:
         seqs[row.user_id].add(row.seq)
-    for conn in open_at_end:
-        base = conn.base or 0
-        missing = sorted(s for s in seqs[conn.user_id] if s > base and s not in conn.received)
-        if missing:
+    for conn, held in online:
+        mark = marks.get(conn.user_id)
+        if mark is None:
+            continue  # no sentinel stored (reported under health)
+        if mark not in conn.received:
             verdict.add("online-complete", f"conn {conn.serial} of device {conn.device_id} (user {conn.user_id}) on "
-                        f"{conn.node}, signed in since the start of its life and open at the end, lacks "
-                        f"{len(missing)} of the user's messages after seq {base}: seqs {missing[:10]}"
-                        f"{'...' if len(missing) > 10 else ''} (it got {conn.pushes} push frames)")
+                        f"{conn.node}, signed in and open at the end, never received the sentinel message "
+                        f"(seq {mark}, sent after the faults): it got {conn.pushes} push frames and "
+                        f"{len(conn.received)} messages since it signed in (after seq {conn.base})")
+            continue
+        missing = sorted(seqs[conn.user_id] - held)
+        if missing:
+            verdict.add("online-complete", f"device {conn.device_id} (user {conn.user_id}), online at the end on "
+                        f"conn {conn.serial}, lacks {len(missing)} of its user's messages: seqs {missing[:10]}"
+                        f"{'...' if len(missing) > 10 else ''}")
 
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) ")

@@ -88,7 +88,7 @@ class HttpClient:
             if status == 200 and env.get("code") == 0:
                 return env.get("data")
             last = (status, env)
-            await self.sleep(0.3)
+            await sleep(0.3)
         raise RuntimeError(f"{method} {path} kept failing: {last}")
 
 

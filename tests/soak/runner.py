@@ -114,9 +114,9 @@ class Run:
             for other in ids:
                 if other != user["id"]:
                     directory[(RECEIVER_USER, other)] = frozenset({user["id"], other})
-            for group_id, members in directory_groups.items():
-                if user["id"] in members:
-                    directory[(RECEIVER_GROUP, group_id)] = members
+            for group_id, group_members in directory_groups.items():
+                if user["id"] in group_members:
+                    directory[(RECEIVER_GROUP, group_id)] = group_members
             for device_id, token in user["devices"]:
                 self.devices.append(SoakDevice(
                     self.history, device_id=device_id, token=token, user_id=user["id"], number=user["number"],
@@ -204,20 +204,31 @@ class Run:
         if device.pending:
             verdict.add("health", "the sentinel's group send was not ACKed within 30 s after the faults")
 
-    async def wait_online_complete(self, db: Any, timeout: float) -> list[Conn]:
-        """Wait until every open connection holds everything (or ``timeout``); the open ones."""
+    async def wait_online_complete(self, db: Any, timeout: float) -> tuple[list[tuple[Conn, set[int]]], dict[int, int]]:
+        """Wait (up to ``timeout``) until every device's open connection got the sentinel
+        message and the device holds all its user's seqs.
+
+        Returns:
+            ``(connection, seqs its device holds)`` of every device signed in at the
+            end, and the sentinel's seq per user.
+        """
+        assert self.sentinel is not None
+        content = self.sentinel.sends[-1].content if self.sentinel.sends else ""
         deadline = time.monotonic() + timeout
         while True:
             tops = db.user_tops()
-            open_conns = [
-                d.current.conn for d in self.devices
+            marks = db.seqs_of(content)
+            current = [
+                (d.current.conn, d) for d in self.devices
                 if d.current is not None and d.current.open and d.current.conn.signed_in
-                and not d.current.conn.superseded
             ]
-            behind = [c for c in open_conns
-                      if any(s not in c.received for s in range((c.base or 0) + 1, tops.get(c.user_id, 0) + 1))]
+            behind = [c for c, d in current
+                      if marks.get(c.user_id) not in c.received or d.contiguous < tops.get(c.user_id, 0)]
             if not behind or time.monotonic() > deadline:
-                return open_conns
+                for d in self.devices:
+                    if d.current is None or not d.current.open:
+                        self.history.notes.append(f"device {d.device_id} was not connected at the end")
+                return [(c, set(d.store)) for c, d in current], marks
             await sleep(0.5)
 
 
@@ -241,6 +252,12 @@ class ScratchDB:
         with self.connection.cursor() as cursor:
             cursor.execute("SELECT user_id, seq, message_id, sender_device_id, content FROM messages")
             return [Row(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in cursor.fetchall()]
+
+    def seqs_of(self, content: str) -> dict[int, int]:
+        """user -> seq of the copies of one message (by content)."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT user_id, seq FROM messages WHERE content = %s", (content,))
+            return {int(u): int(s) for u, s in cursor.fetchall()}
 
     def user_seqs(self) -> dict[int, int]:
         with self.connection.cursor() as cursor:
@@ -305,7 +322,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
         await run.send_sentinel(cluster, verdict)
         db = ScratchDB(cluster.database)
         try:
-            open_conns = await run.wait_online_complete(db, 30)
+            open_conns, marks = await run.wait_online_complete(db, 30)
             if watchdog.running:
                 watchdog.stop()
             run.stamp(f"checking {len(run.history.sends)} sends, {len(run.history.conns)} connections, "
@@ -313,7 +330,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
             rows = db.rows()
             placed = checker.check_storage(run.history, rows, db.user_seqs(), verdict)
             checker.check_order(run.history, placed, verdict)
-            checker.check_online(run.history, open_conns, rows, verdict)
+            checker.check_online(open_conns, marks, rows, verdict)
         finally:
             db.close()
         for prop, evidence in run.history.live_violations:
@@ -346,10 +363,37 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
         if waiters:
             await gatherResults(waiters)
         scope.cleanup()
+    if not verdict.passed or options.keep:
+        try:
+            dump_history(run.history, scope.workdir / "history.json")
+        except Exception as e:
+            say(f"could not write history.json: {e!r}")
     print_verdict(options, verdict, run.history, scope.workdir, say)
     if verdict.passed and not options.keep:
         scope.remove_workdir()
     return Result(verdict, options, logs, scope.workdir)
+
+
+def dump_history(history: History, path: Path) -> None:
+    """Every send, connection and fault as JSON (evidence for a failed run)."""
+    import dataclasses
+    import json
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {k: plain(v) for k, v in dataclasses.asdict(value).items()}
+        if isinstance(value, (set, frozenset)):
+            return sorted(value)
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    path.write_text(json.dumps({
+        "faults": plain(history.faults), "conns": plain(history.conns), "sends": plain(history.sends),
+        "notes": history.notes, "live_violations": history.live_violations,
+    }))
 
 
 def print_verdict(options: Options, verdict: Verdict, history: History, workdir: Path,
@@ -365,5 +409,5 @@ def print_verdict(options: Options, verdict: Verdict, history: History, workdir:
         return
     say(f"VERDICT: FAIL: first violated property: {verdict.first} (seed {options.seed})")
     say(verdict.report())
-    say(f"logs: {workdir}")
+    say(f"logs and history.json: {workdir}")
     say(f"replay: {options.replay_command()}")
