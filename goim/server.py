@@ -6,7 +6,10 @@ server and logic nodes differ only in the delivery port they plug in.
 and on stop closes the listeners first, then drains, then releases resources.
 """
 
-from typing import Any
+import atexit
+import os
+import sys
+from typing import Any, Callable
 
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -26,6 +29,7 @@ from goim.storage.database import Database
 from goim.storage.messages import MessageStore
 from goim.storage.schema import migrate_txn
 from goim.storage.social import SocialStore
+from goim.startup import explain
 
 log = Logger(observer=goim_observer)
 
@@ -81,12 +85,23 @@ class ServerService(LoggingService):
     ``shutdown`` (runs after the listeners closed).
     """
 
+    #: exit status of a process whose start failed (supervisors read 0 as a clean stop)
+    FAILED_START_STATUS = 1
+
     def __init__(self, reactor: Any, log_format: str, log_level: str = "info") -> None:
         super().__init__(log_format, log_level)
         self.reactor = reactor
         self.listeners: list[tuple[str, Factory[Any]]] = []
         self._ports: list[Any] = []  # IListeningPort providers
         self._started: Deferred[None] | None = None
+        #: the database and Redis this process uses (passwords redacted), for start errors
+        self.database_url = ""
+        self.redis_url = ""
+        #: set when the start failed: the line that explains why
+        self.start_failure: str | None = None
+        #: called with the exit status when the start failed; the default makes the
+        #: process exit with it once twistd has shut down (tests replace it)
+        self.exit_process: Callable[[int], None] = exit_after_shutdown
 
     async def prepare(self) -> None:
         """Open what the listeners need (database, Redis, peers)."""
@@ -105,20 +120,31 @@ class ServerService(LoggingService):
     async def _start(self) -> None:
         try:
             await self.prepare()
-        except Exception:
-            log.failure("cannot start; stopping")
-            self.reactor.stop()
+        except Exception as e:
+            self._fail(e)
             return
         for description, factory in self.listeners:
             try:
                 port = await endpoints.serverFromString(self.reactor, description).listen(factory)
-            except Exception:
+            except Exception as e:
                 # a server that cannot take clients stops instead of staying half up
-                log.failure("cannot listen on {endpoint}; stopping", endpoint=description)
-                self.reactor.stop()
+                self._fail(e, endpoint=description)
                 return
             self._ports.append(port)
         log.info("serving: {what}", what=self.describe())
+
+    def _fail(self, error: Exception, *, endpoint: str = "") -> None:
+        """Log why the start failed in one line, stop the reactor, exit non-zero."""
+        line = explain(error, endpoint=endpoint, database=self.database_url, redis=self.redis_url)
+        if line is None:
+            # not an expected cause: the traceback is the explanation
+            line = f"unexpected error {error!r}"
+            log.failure("cannot start: {why}", why=line)
+        else:
+            log.critical("cannot start: {why}", why=line)
+        self.start_failure = line
+        self.exit_process(self.FAILED_START_STATUS)
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -132,6 +158,24 @@ class ServerService(LoggingService):
         self._ports = []
         await self.shutdown()
         log.info("stopped")
+
+
+def exit_after_shutdown(status: int) -> None:
+    """Make this process exit with ``status`` when the interpreter exits.
+
+    twistd returns normally once the reactor stopped and its pid file is removed;
+    the status is applied after that.
+    """
+
+    def exit_now() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(status)
+
+    atexit.register(exit_now)
 
 
 def redact(url: str) -> str:

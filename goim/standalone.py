@@ -40,6 +40,7 @@ class StandaloneService(ServerService):
 
     def __init__(self, config: StandaloneConfig, reactor: Any) -> None:
         super().__init__(reactor, config.log_format, config.log_level)
+        self.database_url = redact(config.database)
         self.config = config
         self.metrics = Metrics()
         self.table = ConnectionTable()

@@ -47,6 +47,8 @@ class LogicNodeService(ServerService):
     def __init__(self, config: LogicNodeConfig, reactor: Any) -> None:
         super().__init__(reactor, config.log_format, config.log_level)
         self.config = config
+        self.database_url = redact(config.database)
+        self.redis_url = redact(config.redis)
         self.metrics = Metrics()
         self.redis = Redis(RedisURL.parse(config.redis), reactor, metrics=self.metrics)
         self.presence = RedisPresence(self.redis, Keys(config.redis_prefix))
@@ -74,6 +76,8 @@ class LogicNodeService(ServerService):
         )
 
     async def prepare(self) -> None:
+        # Redis carries every delivery: a node that cannot reach it does not start
+        await self.redis.call("ping")
         await self.stack.open()
 
     async def shutdown(self) -> None:
@@ -111,6 +115,7 @@ class ConnectNodeService(ServerService):
     def __init__(self, config: ConnectNodeConfig, reactor: Any) -> None:
         super().__init__(reactor, config.log_format, config.log_level)
         self.config = config
+        self.redis_url = redact(config.redis)
         keys = Keys(config.redis_prefix)
         url = RedisURL.parse(config.redis)
         self.metrics = Metrics()
@@ -155,6 +160,8 @@ class ConnectNodeService(ServerService):
         run_in_background(self.presence.beat(self.config.node_id), "liveness beat")
 
     async def prepare(self) -> None:
+        # Redis carries presence and deliveries: a node that cannot reach it does not start
+        await self.redis.call("ping")
         self.logic.start()
         self.subscriber.start()
         try:

@@ -65,6 +65,14 @@ class Dialect:
         """True for a unique-key violation."""
         raise NotImplementedError
 
+    def index_exists(self, txn: Any, table: str, index: str) -> bool:
+        """Whether ``table`` has an index named ``index`` (migrations are idempotent)."""
+        raise NotImplementedError
+
+    def column_exists(self, txn: Any, table: str, column: str) -> bool:
+        """Whether ``table`` has a column named ``column`` (migrations are idempotent)."""
+        raise NotImplementedError
+
 
 class SQLiteDialect(Dialect):
     """sqlite3: one connection, writes serialised by SQLite itself."""
@@ -101,6 +109,12 @@ class SQLiteDialect(Dialect):
         import sqlite3
 
         return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
+
+    def index_exists(self, txn: Any, table: str, index: str) -> bool:
+        return bool(txn.query("SELECT 1 FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?", (table, index)))
+
+    def column_exists(self, txn: Any, table: str, column: str) -> bool:
+        return any(row[1] == column for row in txn.query(f"PRAGMA table_info({_identifier(table)})"))
 
 
 class MySQLDialect(Dialect):
@@ -159,6 +173,33 @@ class MySQLDialect(Dialect):
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         return _mysql_errno(error) == _MYSQL_DUPLICATE_KEY
+
+    def index_exists(self, txn: Any, table: str, index: str) -> bool:
+        return bool(
+            txn.query(
+                "SELECT 1 FROM information_schema.statistics"
+                " WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ? LIMIT 1",
+                (table, index),
+            )
+        )
+
+    def column_exists(self, txn: Any, table: str, column: str) -> bool:
+        return bool(
+            txn.query(
+                "SELECT 1 FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+                (table, column),
+            )
+        )
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
 
 
 def _marks(n: int) -> str:

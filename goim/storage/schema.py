@@ -6,6 +6,8 @@ dialect. A migration is applied once; its version is recorded in
 open rather than risk writing rows an older layout does not describe.
 """
 
+import re
+
 from goim.storage.database import Txn
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -100,8 +102,41 @@ class SchemaTooNewError(RuntimeError):
     """The database was migrated by a newer goim than this one."""
 
 
+_CREATE_INDEX = re.compile(r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)", re.IGNORECASE)
+_ADD_COLUMN = re.compile(r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)", re.IGNORECASE)
+
+
+def apply_ddl_txn(txn: Txn, statement: str) -> bool:
+    """Run one migration statement unless what it creates exists already.
+
+    MySQL commits DDL at once, so a migration interrupted half-way (a crash, a
+    lost connection) leaves some of its steps applied and its version unwritten:
+    the next run must be able to apply it again. ``CREATE TABLE IF NOT EXISTS`` is
+    idempotent by itself; ``CREATE INDEX`` and ``ALTER TABLE ... ADD COLUMN`` are
+    made so here. Any other statement must be idempotent as written.
+
+    Returns:
+        Whether the statement ran.
+    """
+    dialect = txn.dialect
+    index = _CREATE_INDEX.match(statement)
+    if index is not None and dialect.index_exists(txn, index.group(2), index.group(1)):
+        return False
+    column = _ADD_COLUMN.match(statement)
+    if column is not None and dialect.column_exists(txn, column.group(1), column.group(2)):
+        return False
+    txn.execute(dialect.ddl(statement))
+    return True
+
+
 def migrate_txn(txn: Txn) -> tuple[int, int]:
     """Bring the schema up to ``LATEST_VERSION``.
+
+    Any number of processes may run this at once against the same database: the
+    dialect's migration lock serialises them, and each version's row is committed
+    before the lock is released, so the next holder sees it and applies nothing
+    twice. Every step is idempotent (``apply_ddl_txn``), so a migration cut off
+    half-way is completed by the next start.
 
     Returns:
         ``(version found, version now)``.
@@ -113,6 +148,7 @@ def migrate_txn(txn: Txn) -> tuple[int, int]:
     txn.execute(
         dialect.ddl("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY){table_options}")
     )
+    txn.commit()
     with dialect.migration_lock(txn):
         rows = txn.query("SELECT MAX(version) FROM schema_version")
         found = int(rows[0][0] or 0)
@@ -125,6 +161,8 @@ def migrate_txn(txn: Txn) -> tuple[int, int]:
             if version <= found:
                 continue
             for statement in statements:
-                txn.execute(dialect.ddl(statement))
-            txn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                apply_ddl_txn(txn, statement)
+            txn.execute(dialect.insert_ignore("schema_version", ["version"]), (version,))
+            # visible to the next lock holder before the lock is released
+            txn.commit()
         return found, LATEST_VERSION

@@ -8,9 +8,6 @@ poll with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +50,7 @@ from tests.e2e.wire import (
     wait_until,
 )
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
-from tests.support.server import StandaloneServer, pause, server_database
+from tests.support.server import StandaloneServer, pause, run_to_exit, server_database
 
 if TYPE_CHECKING:
 
@@ -488,43 +485,15 @@ class CommandLineTests(TestCase):
 
     async def run_twistd(self, *args: str, timeout: float = 20.0) -> tuple[int, str]:
         """Run ``twistd -n goim ARGS`` to its end; returns ``(exit status, output)``."""
-        workdir = Path(self.mktemp())
-        workdir.mkdir(parents=True)
-        output = workdir / "output.txt"
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-        with open(output, "wb") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from twisted.scripts.twistd import run; run()",
-                    "-n",
-                    "--pidfile=",
-                    "goim",
-                    "--database",
-                    f"sqlite:{(workdir / 'goim.db').resolve()}",
-                    # should a bad value be accepted, the server must not take real ports
-                    "--tcp",
-                    "tcp:0:interface=127.0.0.1",
-                    "--http",
-                    "tcp:0:interface=127.0.0.1",
-                    *args,  # a repeated flag overrides the one above
-                ],
-                cwd=workdir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def kill() -> None:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-        self.addCleanup(kill)
-        await wait_until(lambda: process.poll() is not None, "twistd to exit", timeout=timeout)
-        return process.returncode, output.read_text(errors="replace")
+        database = f"sqlite:{Path(self.mktemp()).resolve()}.db"
+        # should a bad value be accepted, the server must not take real ports
+        # (a repeated flag overrides the one here)
+        return await run_to_exit(
+            self,
+            "goim",
+            ["--database", database, "--tcp", "tcp:0:interface=127.0.0.1", "--http", "tcp:0:interface=127.0.0.1", *args],
+            timeout=timeout,
+        )
 
     async def test_bad_option_values_are_usage_errors(self) -> None:
         """--tcp nonsense, --max-content 0 and bad config file values exit 1 with a message naming the option."""

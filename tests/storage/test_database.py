@@ -355,6 +355,50 @@ class DatabaseTests(_Base):
 
         self.assertEqual(await db.run("versions", versions_txn), [v for v, _ in MIGRATIONS])
 
+    async def test_concurrent_migrations_all_succeed(self) -> None:
+        """Four processes' pools migrating one empty database at once all succeed; exactly one applies the schema."""
+        from twisted.internet import reactor
+        from twisted.internet.defer import gatherResults
+
+        url = self.database_url()
+        self.addCleanup(self._drop, url)
+        for attempt in range(3):
+            if attempt:
+                # start over from an empty database each round
+                self._drop(url)
+                url = self.database_url()
+                self.addCleanup(self._drop, url)
+            databases = [Database(url, reactor, max_connections=2) for _ in range(4)]
+            for db in databases:
+                self.addCleanup(db.close)
+            results = await gatherResults(
+                [Deferred.fromCoroutine(db.run("migrate", migrate_txn)) for db in databases]
+            )
+            self.assertEqual({now for _, now in results}, {LATEST_VERSION})
+            self.assertEqual(sorted(found for found, _ in results), [0] + [LATEST_VERSION] * 3)
+
+    async def test_half_applied_migration_completes(self) -> None:
+        """A migration cut off after some of its DDL (no version row yet) is completed by the next run."""
+        from goim.storage.schema import apply_ddl_txn
+
+        db = self.open_database()
+
+        def half_txn(t: Txn) -> None:
+            for statement in MIGRATIONS[0][1][:4]:  # tables and the devices index
+                t.execute(t.dialect.ddl(statement))
+
+        await db.run("half", half_txn)
+        self.assertEqual(await db.run("migrate", migrate_txn), (0, LATEST_VERSION))
+
+        def again_txn(t: Txn) -> list[bool]:
+            return [apply_ddl_txn(t, statement) for _, statements in MIGRATIONS for statement in statements]
+
+        ran = await db.run("again", again_txn)
+        statements = [statement for _, statements in MIGRATIONS for statement in statements]
+        # only CREATE TABLE IF NOT EXISTS statements run again (a no-op); indexes are skipped
+        for statement, did_run in zip(statements, ran):
+            self.assertEqual(did_run, "CREATE INDEX" not in statement, statement)
+
     async def test_schema_newer_than_code_refuses(self) -> None:
         """A schema_version above LATEST_VERSION makes migration fail with SchemaTooNewError asking for an upgrade."""
         db = await self.make_database()

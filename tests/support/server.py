@@ -145,6 +145,42 @@ class GoimProcess:
             return ""
 
 
+async def run_to_exit(
+    testcase: SynchronousTestCase, plugin: str, args: list[str], *, timeout: float = 20.0
+) -> tuple[int, str]:
+    """Run ``twistd -n PLUGIN ARGS`` until it exits by itself (killed at cleanup otherwise).
+
+    Returns:
+        ``(exit status, everything it printed)``.
+    """
+    workdir = Path(testcase.mktemp())
+    workdir.mkdir(parents=True)
+    output = workdir / "output.txt"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", plugin, *args],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill() -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    testcase.addCleanup(kill)
+    deadline = reactor.seconds() + timeout
+    while process.poll() is None:
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"twistd {plugin} did not exit within {timeout} s:\n{output.read_text(errors='replace')}")
+        await pause(0.05)
+    return process.returncode, output.read_text(errors="replace")
+
+
 class StandaloneServer(GoimProcess):
     """``twistd -n goim`` on free ports with the given database."""
 
