@@ -36,6 +36,7 @@ class Options:
     churn_every: float = 10.0  # mean seconds between churn actions of one device
     mysql: str = "mysql://root@127.0.0.1:3306"
     keep: bool = False  # keep the logs' directory
+    faults: bool = True  # False: traffic and churn only (a baseline)
 
     def replay_command(self) -> str:
         args = [
@@ -43,6 +44,8 @@ class Options:
             "--users", str(self.users), "--devices-per-user", str(self.devices_per_user),
             "--send-rate", f"{self.send_rate:g}", "--churn-every", f"{self.churn_every:g}",
         ]
+        if not self.faults:
+            args.append("--no-faults")
         if self.mysql != Options.mysql:
             args += ["--mysql", self.mysql]
         return " ".join(shlex.quote(a) for a in args)
@@ -297,7 +300,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
             device.ensure_connected(run.rng.random())
         await sleep(2.0)
         run.stamp("traffic and faults start")
-        schedule = plan(options.seed, options.duration)
+        schedule = plan(options.seed, options.duration) if options.faults else []
         end = time.monotonic() + options.duration
         faults = Deferred.fromCoroutine(run_faults(cluster, run.history, schedule, options.duration, run.stamp,
                                                    sleep))
