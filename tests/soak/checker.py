@@ -62,7 +62,7 @@ from typing import Iterable
 
 from tests.soak.history import Conn, History, Send
 
-PROPERTIES = ["exactly-once", "order", "dense", "online-complete", "session-lost", "health", "acks", "protocol"]
+PROPERTIES = ["harness", "exactly-once", "order", "dense", "online-complete", "session-lost", "health", "acks", "protocol"]
 
 #: how many examples of each violated property are printed
 EXAMPLES = 5

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import traceback
 from typing import Any, Callable
 
 import treq
@@ -35,6 +36,7 @@ from goim.protocols.codec import (
     MESSAGE_SEND_ACK,
     MESSAGE_SYNC,
     SIGN_IN_ACK,
+    MalformedFrameError,
     decode,
 )
 from goim.protocols.framing import decode_frames
@@ -101,7 +103,7 @@ class SoakProtocol(Protocol):
         self.buffer = b""
         self.open = False
         self.sends_written = 0
-        self.outstanding_since: float | None = None  # oldest unanswered request (monotonic)
+        self.heartbeat_at: float | None = None  # an unanswered heartbeat (monotonic)
         self.unanswered: dict[int, float] = {}  # send_sequence -> when written
         self.sync_pending_since: float | None = None
         self.last_frame_at = time.monotonic()
@@ -127,9 +129,12 @@ class SoakProtocol(Protocol):
         for frame in frames:
             try:
                 self.device.frame(self, frame.type, frame.value)
-            except Exception as e:
+            except MalformedFrameError as e:
                 self.device.history.violation(
-                    "protocol", f"conn {self.conn.serial}: frame {frame.type} not understood: {e!r}")
+                    "protocol", f"conn {self.conn.serial}: frame {frame.type} is not valid protobuf: {e}")
+            except Exception:
+                self.device.history.violation(
+                    "harness", f"conn {self.conn.serial}: handling frame {frame.type}: {traceback.format_exc()[-1500:]}")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.open = False
@@ -284,7 +289,6 @@ class SoakDevice:
         # goim 1.1 style: SyncTrigger right behind SignIn, without waiting
         proto.write(sign_in_frame(self.device_id, self.user_id, self.token), sync_frame(base))
         proto.sync_pending_since = time.monotonic()
-        proto.outstanding_since = time.monotonic()
         deadline = time.monotonic() + SIGNIN_TIMEOUT
         while conn.signin_code is None and proto.open and time.monotonic() < deadline:
             await self.sleep(0.05)
@@ -292,7 +296,6 @@ class SoakDevice:
             proto.close("no SignInACK in time")
         if not conn.signed_in:
             return None
-        proto.outstanding_since = None
         old = self.current
         self.current = proto
         self.node = node
@@ -341,11 +344,9 @@ class SoakDevice:
             conn.kicked.append(kicked.reason)
             self._judge_kick(proto, kicked.reason)
         elif code == HEARTBEAT_ACK:
-            pass
+            proto.heartbeat_at = None
         else:
             self.history.notes.append(f"conn {conn.serial}: unexpected frame code {code}")
-        if not proto.unanswered and proto.sync_pending_since is None:
-            proto.outstanding_since = None
 
     def _judge_kick(self, proto: SoakProtocol, reason: str) -> None:
         """A kick must have a cause: a later sign-in of this device (TCP or HTTP), or a shutdown."""
@@ -426,8 +427,6 @@ class SoakDevice:
             now = time.monotonic()
             if proto.sync_pending_since is None or now - proto.sync_pending_since > 10:
                 proto.sync_pending_since = now
-                if proto.outstanding_since is None:
-                    proto.outstanding_since = now
                 proto.write(sync_frame(self.contiguous))
         proto.schedule_ack()
 
@@ -474,8 +473,6 @@ class SoakDevice:
             frames.append(send_frame(send.receiver_id, send.content, seq, receiver_type=send.receiver_type))
             self.retry_due.discard(seq)
         if frames:
-            if proto.outstanding_since is None:
-                proto.outstanding_since = time.monotonic()
             proto.write(*frames)
 
     # --- churn ------------------------------------------------------------------------
@@ -560,13 +557,13 @@ class SoakDevice:
             if not proto.open:
                 self.protocols.remove(proto)
                 continue
-            if proto.outstanding_since is not None and now - proto.outstanding_since > STUCK_AFTER:
+            waiting = [*proto.unanswered.values(), proto.sync_pending_since, proto.heartbeat_at]
+            oldest = min((t for t in waiting if t is not None), default=None)
+            if oldest is not None and now - oldest > STUCK_AFTER:
                 proto.close(f"stuck: a request unanswered for {STUCK_AFTER:.0f} s")
-            elif now - proto.last_frame_at > 20 and proto.conn.signed_in:
+            elif now - proto.last_frame_at > 20 and proto.conn.signed_in and proto.heartbeat_at is None:
                 proto.write(heartbeat_frame())
-                if proto.outstanding_since is None:
-                    proto.outstanding_since = now
-                proto.last_frame_at = now
+                proto.heartbeat_at = now
         if self.running:
             self.ensure_connected()
             if self.retry_due:
