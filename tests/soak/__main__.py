@@ -42,13 +42,16 @@ def parse(argv: list[str]) -> Options:
                         help="MySQL/MariaDB server URL without a database (default $GOIM_TEST_MYSQL or "
                              "mysql://root@127.0.0.1:3306); a scratch database is created and dropped")
     parser.add_argument("--no-faults", action="store_true", help="traffic and churn only, no faults (a baseline)")
+    parser.add_argument("--private-mariadb", action="store_true",
+                        help="run a private mariadbd (tests/distributed/harness.py) instead of using --mysql, "
+                             "and let the faults SIGKILL and SIGSTOP it too")
     parser.add_argument("--keep", action="store_true", help="keep the process logs even when the run passes")
     a = parser.parse_args(argv)
     if a.users < 2 or a.devices_per_user < 1 or a.send_rate <= 0 or a.duration <= 0:
         parser.error("--users must be >= 2, --devices-per-user >= 1, --send-rate and --duration > 0")
     return Options(duration=a.duration, seed=a.seed, users=a.users, devices_per_user=a.devices_per_user,
                    send_rate=a.send_rate, churn_every=a.churn_every, mysql=a.mysql, keep=a.keep,
-                   faults=not a.no_faults)
+                   faults=not a.no_faults, private_mariadb=a.private_mariadb)
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import treq
 
-from tests.distributed.harness import Cluster
+from tests.distributed.harness import Cluster, MariaDBServer
 from tests.support.db import _mysql_admin
 
 
@@ -81,20 +81,27 @@ class SoakCluster:
     Node names: ``l1``, ``l2`` (logic), ``c1``, ``c2`` (connect), ``redis``.
     """
 
-    def __init__(self, scope: Any, database: str | None = None) -> None:
+    def __init__(self, scope: Any, *, private_mariadb: bool = False) -> None:
         self.scope = scope
+        self.mariadb = MariaDBServer(scope) if private_mariadb else None
+        database = self.mariadb.url if self.mariadb is not None else None
         self.cluster = Cluster(scope, logic_nodes=2, connect_nodes=2, database=database)
         self.database = self.cluster.database
         self.stopped: set[str] = set()  # SIGSTOPped right now
         self.down: set[str] = set()  # SIGKILLed and not restarted yet
 
     async def start(self) -> None:
+        if self.mariadb is not None:
+            await self.mariadb.start()
         await self.cluster.start()
 
     def names(self) -> list[str]:
-        return ["l1", "l2", "c1", "c2", "redis"]
+        return ["l1", "l2", "c1", "c2", "redis", *(["mariadb"] if self.mariadb is not None else [])]
 
     def _process(self, name: str) -> Any:
+        if name == "mariadb":
+            assert self.mariadb is not None
+            return self.mariadb.process
         if name == "redis":
             return self.cluster.redis.process
         if name.startswith("l"):
@@ -102,6 +109,8 @@ class SoakCluster:
         return self.cluster.connect[int(name[1:]) - 1].process
 
     def _node(self, name: str) -> Any:
+        if name == "mariadb":
+            return self.mariadb
         if name == "redis":
             return self.cluster.redis
         if name.startswith("l"):
@@ -141,7 +150,7 @@ class SoakCluster:
     async def heal(self) -> None:
         """Resume every paused process and restart every dead one (Redis first)."""
         self.resume_all()
-        for name in ["redis", "l1", "l2", "c1", "c2"]:
+        for name in [*(["mariadb"] if self.mariadb is not None else []), "redis", "l1", "l2", "c1", "c2"]:
             if name in self.down or self._process(name) is None or self._process(name).poll() is not None:
                 try:
                     self._node(name).kill()  # reap

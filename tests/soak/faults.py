@@ -38,8 +38,13 @@ class Planned:
         return f"{verb} {self.target}, {then} after {self.duration:.1f} s"
 
 
-def plan(seed: int, duration: float) -> list[Planned]:
-    """The faults of a run of ``duration`` seconds (more than fit; the run stops on time)."""
+def plan(seed: int, duration: float, targets: list[str] = TARGETS) -> list[Planned]:
+    """The faults of a run of ``duration`` seconds (more than fit; the run stops on time).
+
+    Args:
+        targets: the processes that may be killed or paused (``mariadb`` too when the
+            run has a private mariadbd).
+    """
     rng = random.Random(f"faults-{seed}")
     faults: list[Planned] = []
     total = 0.0
@@ -47,9 +52,9 @@ def plan(seed: int, duration: float) -> list[Planned]:
         gap = round(rng.uniform(2.0, 8.0), 1)
         roll = rng.random()
         if roll < 0.45:
-            action, target, length = "kill", rng.choice(TARGETS), round(rng.uniform(0.5, 4.0), 1)
+            action, target, length = "kill", rng.choice(targets), round(rng.uniform(0.5, 4.0), 1)
         elif roll < 0.8:
-            action, target, length = "pause", rng.choice(TARGETS), round(rng.uniform(1.0, 6.0), 1)
+            action, target, length = "pause", rng.choice(targets), round(rng.uniform(1.0, 6.0), 1)
         else:
             action, target, length = "mysql-kill", "mysql", 0.0
         faults.append(Planned(gap, action, target, length))

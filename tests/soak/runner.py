@@ -37,6 +37,7 @@ class Options:
     mysql: str = "mysql://root@127.0.0.1:3306"
     keep: bool = False  # keep the logs' directory
     faults: bool = True  # False: traffic and churn only (a baseline)
+    private_mariadb: bool = False  # a private mariadbd that the faults may SIGKILL and SIGSTOP too
 
     def replay_command(self) -> str:
         args = [
@@ -46,6 +47,8 @@ class Options:
         ]
         if not self.faults:
             args.append("--no-faults")
+        if self.private_mariadb:
+            args.append("--private-mariadb")
         if self.mysql != Options.mysql:
             args += ["--mysql", self.mysql]
         return " ".join(shlex.quote(a) for a in args)
@@ -282,7 +285,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
         say(f"goim fault soak: seed {options.seed}, {options.duration:g} s of faults, "
             f"{options.users} users x {options.devices_per_user} devices, ~{options.send_rate:g} sends/s")
         say(f"replay: {options.replay_command()}")
-        cluster = SoakCluster(scope)
+        cluster = SoakCluster(scope, private_mariadb=options.private_mariadb)
         await cluster.start()
         run.stamp(f"cluster up: logic {cluster.http(0)} {cluster.http(1)}, connect tcp "
                   f"{cluster.tcp_port(0)} {cluster.tcp_port(1)}, database {urlsplit(cluster.database).path[1:]}, "
@@ -300,7 +303,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
             device.ensure_connected(run.rng.random())
         await sleep(2.0)
         run.stamp("traffic and faults start")
-        schedule = plan(options.seed, options.duration) if options.faults else []
+        schedule = plan(options.seed, options.duration, cluster.names()) if options.faults else []
         end = time.monotonic() + options.duration
         faults = Deferred.fromCoroutine(run_faults(cluster, run.history, schedule, options.duration, run.stamp,
                                                    sleep))
