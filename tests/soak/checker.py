@@ -34,7 +34,9 @@ Properties, in the order they are reported (the first violated one is named):
     device's connection that is signed in and open at the end receives it (by push,
     sync or server catch-up: a connection whose presence was lost never does), and
     the device then holds every message of its user (live, by catch-up, or by the
-    sync it sends when a push leaves a gap).
+    sync it sends when a push leaves a gap). A connection that was its device's only
+    one since it signed in must itself have received every message after the seq it
+    synced from (a previous connection still open may legitimately take some pushes).
 
 ``session-lost``
     A connection that got SignInACK 1 is never closed without a Kicked frame unless
@@ -283,13 +285,28 @@ def check_order(history: History, placed: dict[str, dict[int, int]], verdict: Ve
 
 
 def check_online(online: Iterable[tuple[Conn, set[int]]], marks: dict[int, int], rows: list[Row],
-                 verdict: Verdict) -> None:
+                 verdict: Verdict, conns: list[Conn] | None = None) -> None:
     """online-complete: every device signed in at the end holds all its user's messages,
-    and its connection received the sentinel (the last message, sent after the faults)."""
+    and its connection received the sentinel (the last message, sent after the faults).
+    A connection that was its device's only one since it signed in must have received
+    every message after the seq it synced from itself."""
     seqs: dict[int, set[int]] = defaultdict(set)
     for row in rows:
         seqs[row.user_id].add(row.seq)
     for conn, held in online:
+        alone = conns is not None and not any(
+            other.device_id == conn.device_id and other.serial != conn.serial and other.signed_in
+            and other.signin_at < conn.signin_at and (other.closed_tick == 0 or other.closed_tick > conn.signin_at)
+            for other in conns
+        )
+        if alone:
+            missing = sorted(s for s in seqs[conn.user_id] if s > (conn.base or 0) and s not in conn.received)
+            if missing:
+                verdict.add("online-complete", f"conn {conn.serial} of device {conn.device_id} (user {conn.user_id}) "
+                            f"on {conn.node}, the device's only connection since it signed in and open at the end, "
+                            f"never received {len(missing)} of its user's messages after seq {conn.base}: seqs "
+                            f"{missing[:10]}{'...' if len(missing) > 10 else ''} (it got {conn.pushes} push frames)")
+                continue
         mark = marks.get(conn.user_id)
         if mark is None:
             continue  # no sentinel stored (reported under health)

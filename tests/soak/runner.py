@@ -336,7 +336,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
             rows = db.rows()
             placed = checker.check_storage(run.history, rows, db.user_seqs(), verdict)
             checker.check_order(run.history, placed, verdict)
-            checker.check_online(open_conns, marks, rows, verdict)
+            checker.check_online(open_conns, marks, rows, verdict, run.history.conns)
         finally:
             db.close()
         for prop, evidence in run.history.live_violations:

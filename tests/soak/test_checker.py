@@ -214,3 +214,18 @@ class OnlineAndSessionTests(SynchronousTestCase):
         verdict = Verdict()
         check_sessions(history, {"c1": ""}, verdict)
         self.assertTrue(verdict.passed, verdict.report())
+
+
+class OnlyConnectionTests(SynchronousTestCase):
+    def test_only_connection_must_hold_everything_after_its_base(self) -> None:
+        """A device's only connection that missed seq 2 (though the sentinel, seq 3, came)."""
+        conn = Conn(0, 10, ALICE, "c1", 0.0, signin_code=1, base=0, received={1: 7, 3: 9}, signin_at=1)
+        rows = [Row(ALICE, 1, 7, 10, "a"), Row(ALICE, 2, 8, 10, "b"), Row(ALICE, 3, 9, 10, "c")]
+        verdict = Verdict()
+        check_online([(conn, {1, 2, 3})], {ALICE: 3}, rows, verdict, [conn])
+        self.assertEqual(verdict.first, "online-complete")
+        # an older connection of the device was open meanwhile: it may have taken seq 2
+        older = Conn(1, 10, ALICE, "c2", 0.0, signin_code=1, base=0, received={2: 8}, signin_at=0, closed_tick=5)
+        verdict = Verdict()
+        check_online([(conn, {1, 2, 3})], {ALICE: 3}, rows, verdict, [conn, older])
+        self.assertTrue(verdict.passed, verdict.report())
