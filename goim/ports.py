@@ -11,26 +11,38 @@ from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, Syn
 
 
 class LogicPort(Protocol):
-    """What a connect layer asks of logic on behalf of its client connections."""
+    """What a connect layer asks of logic on behalf of its client connections.
 
-    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
-        """Authenticate a device for a user; success makes the device online."""
+    Every call names the client connection it is made for (``conn``, see
+    ``goim.types.connection_id``): a networked logic node serves a connection only
+    while presence names it, and forgets it only by that id.
+    """
 
-    async def send(self, request: SendRequest) -> SendResult:
-        """Store a message (deduplicated by device and send_sequence) and ACK it."""
+    async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str) -> SignInResult:
+        """Authenticate a device for a user on connection ``conn``; success makes it online."""
 
-    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
+    async def send(self, request: SendRequest, *, conn: str) -> SendResult:
+        """Store a message (deduplicated by device and send_sequence) and ACK it.
+
+        Sends of one connection are stored in the order of these calls.
+
+        Raises:
+            goim.types.SendOutcomeUnknown: the send may or may not be stored; the
+                connection must close without ACKing it.
+        """
+
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str) -> SyncPage:
         """Return up to ``limit`` messages of ``user_id`` with seq > ``after_seq``.
 
         ``device_id`` is the signed-in device asking; a networked logic node
-        serves only devices signed in through the asking connect node.
+        serves only connections signed in through the asking connect node.
         """
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
+    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> None:
         """Record that ``device_id`` holds every message of its user up to ``seq``."""
 
-    async def offline(self, *, device_id: int, user_id: int) -> None:
-        """The device's connection closed."""
+    async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
+        """Connection ``conn`` of the device closed (a no-op once a newer one took over)."""
 
 
 class SessionPort(Protocol):

@@ -85,3 +85,28 @@ class SignInResult:
     message: str = ""
     #: the device's send_sequence epoch (with ``ok``)
     epoch: int = 0
+
+
+def connection_id(node: str, boot: str, serial: int) -> str:
+    """The id of one client connection, unique across nodes and restarts.
+
+    ``node`` is the connect node's id (no ``/`` in it), ``boot`` is random per start
+    of that node, ``serial`` counts the node's connections from 1. Presence entries,
+    offline notices, kicks and catch-ups carry it, so that a late event about an old
+    connection never touches a newer connection of the same device.
+    """
+    return f"{node}/{boot}/{serial}"
+
+
+def connection_node(conn: str) -> str:
+    """The node part of a connection id."""
+    return conn.split("/", 1)[0]
+
+
+class SendOutcomeUnknown(Exception):
+    """A send reached logic but no answer came back: it may or may not be stored.
+
+    The connection must not ACK it, nor let later sends of the connection be stored
+    before it: it is closed, and the client sends again, in order, after reconnecting
+    (dedupe makes that safe).
+    """

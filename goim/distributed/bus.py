@@ -82,14 +82,14 @@ class RedisDelivery:
         run_in_background(self._end_session(device_id, user_id, reason), "ending a session")
 
     async def _end_session(self, device_id: int, user_id: int, reason: str) -> None:
-        node = await self.presence.node_of(device_id=device_id, user_id=user_id)
-        if node is not None:
-            await self.kick(node=node, device_id=device_id, reason=reason, new_node="")
+        entry = await self.presence.entry(device_id=device_id, user_id=user_id)
+        if entry is not None:
+            await self.kick(node=entry.node, device_id=device_id, conn=entry.conn, reason=reason, new_node="")
 
-    async def kick(self, *, node: str, device_id: int, reason: str, new_node: str) -> None:
-        """Ask ``node`` to close the device's connection there."""
+    async def kick(self, *, node: str, device_id: int, conn: str, reason: str, new_node: str) -> None:
+        """Ask ``node`` to close the device's connection ``conn`` there (never a newer one)."""
         event = internal_pb2.NodeEvent()
-        event.kicks.add(device_id=device_id, reason=reason, new_node=new_node)
+        event.kicks.add(device_id=device_id, conn=conn, reason=reason, new_node=new_node)
         await self.redis.call("publish", self.keys.channel(node), event.SerializeToString())
 
 
@@ -119,9 +119,17 @@ def apply_event(table: ConnectionTable, payload: bytes) -> None:
             if conn is not None and conn.user_id == user_id:
                 conn.push(messages)
     for kick in event.kicks:
-        if table.kick(kick.device_id, kick.reason or "signed in elsewhere"):
+        reason = kick.reason or "signed in elsewhere"
+        # a kick without a connection id comes from a logic node older than
+        # connection ids (during an upgrade): it names the device
+        kicked = table.kick_connection(kick.device_id, kick.conn, reason) if kick.conn else table.kick(kick.device_id, reason)
+        if kicked:
             log.info(
-                "kicked device {device_id}: signed in on node {node}", device_id=kick.device_id, node=kick.new_node
+                "kicked connection {conn} of device {device_id}: {reason} (node {node})",
+                conn=kick.conn,
+                device_id=kick.device_id,
+                reason=reason,
+                node=kick.new_node,
             )
 
 
@@ -199,8 +207,8 @@ class NodeSubscriber:
         # so that deliveries find this node's devices again.
         try:
             await self.presence.beat(self.node)
-            devices = [(c.user_id, c.device_id) for c in self.table.connections()]
-            restored = await self.presence.restore(self.node, devices)
+            connections = [(c.user_id, c.device_id, c.conn_id, c.epoch) for c in self.table.connections()]
+            restored = await self.presence.restore(self.node, connections)
         except Exception as e:
             log.warn("could not restore presence of node {node}: {error!r}", node=self.node, error=e)
             return

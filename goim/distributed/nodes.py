@@ -131,7 +131,9 @@ class ConnectNodeService(ServerService):
             table=self.table,
             signin_timeout=config.signin_timeout,
             idle_timeout=config.idle_timeout,
+            node_id=config.node_id,
         )
+        self._beats = 0
         self._beat = LoopingCall(self._beat_once)
         self._beat.clock = reactor
         self.listeners = [(config.tcp, self.client_factory)]
@@ -157,7 +159,20 @@ class ConnectNodeService(ServerService):
         )
 
     def _beat_once(self) -> None:
-        run_in_background(self.presence.beat(self.config.node_id), "liveness beat")
+        run_in_background(self._beat_and_check(), "liveness beat")
+
+    async def _beat_and_check(self) -> None:
+        was_alive = await self.presence.beat(self.config.node_id)
+        if not was_alive and self._beats:
+            # The key expired (this process was paused, or Redis lost it): logic
+            # skipped this node's devices meanwhile, so bring them up to date.
+            log.warn(
+                "node {node} counted as dead for a while: bringing {count} connections up to date",
+                node=self.config.node_id,
+                count=len(self.table),
+            )
+            self.table.catch_up_all()
+        self._beats += 1
 
     async def prepare(self) -> None:
         # Redis carries presence and deliveries: a node that cannot reach it does not start

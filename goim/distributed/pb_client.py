@@ -2,15 +2,17 @@
 
 The node keeps one PB connection to every configured logic node, reconnecting
 with jittered backoff, spreads calls over the connected ones, and runs a call
-again on another node when its node dies mid-call (safe: sends are deduped).
-Sends made in the same reactor turn travel in one remote call.
+again on another node when its node dies or hangs mid-call (safe: sends are
+deduped). Sends made in the same reactor turn travel in one remote call, at most
+one batch per client connection at a time (per-sender order).
 """
 
 import random
+from collections import OrderedDict
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
@@ -20,7 +22,14 @@ from twisted.spread.flavors import NoSuchMethod
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message_send, stored_from_item
-from goim.types import SendRequest, SendResult, SignInResult, SyncPage
+from goim.types import (
+    SEND_INTERNAL_ERROR,
+    SendOutcomeUnknown,
+    SendRequest,
+    SendResult,
+    SignInResult,
+    SyncPage,
+)
 from goim.util import Clock, run_in_background
 
 log = Logger(observer=goim_observer)
@@ -56,6 +65,12 @@ class LogicLink:
     def start(self) -> None:
         self._running = True
         run_in_background(self._connect_loop(), f"link to logic {self.address}")
+
+    def drop(self) -> None:
+        """Close the connection to this node (it did not answer); the loop reconnects."""
+        perspective, self.perspective = self.perspective, None
+        if perspective is not None:
+            perspective.broker.transport.loseConnection()
 
     def stop(self) -> None:
         self._running = False
@@ -104,7 +119,24 @@ class LogicLink:
 
 
 class PBLogicClient:
-    """``goim.ports.LogicPort`` spread over several logic nodes."""
+    """``goim.ports.LogicPort`` spread over several logic nodes.
+
+    Per-sender order: a connection has at most one send batch in flight. Its later
+    sends wait (and travel together) until that batch is answered, and a logic node
+    stores the sends of one batch in order before answering, so a connection's sends
+    are stored in the order it read them whichever logic node takes each batch.
+
+    A call whose node dies or does not answer within ``remote_timeout`` runs again on
+    another node (the slow node's link is dropped and reconnects). For sends that is
+    safe and keeps the order: the retry is the same batch, deduped, and the
+    connection's later sends still wait for it. Should no node answer a batch that
+    was sent somewhere before ``send_deadline``, its sends may or may not be stored:
+    they and the connection's queued sends fail with ``SendOutcomeUnknown`` (the
+    connection closes; the client sends again, in order, after reconnecting).
+    """
+
+    #: connections whose outcome was unknown, remembered so none of their sends go out
+    MAX_BROKEN = 4096
 
     def __init__(
         self,
@@ -114,7 +146,8 @@ class PBLogicClient:
         node: str,
         secret: bytes,
         call_timeout: float = 5.0,
-        remote_timeout: float = 30.0,
+        remote_timeout: float = 10.0,
+        send_deadline: float = 30.0,
         max_batch: int = 500,
     ) -> None:
         """
@@ -124,7 +157,10 @@ class PBLogicClient:
             secret: the shared secret.
             call_timeout: how long a call may wait for some logic node to be connected
                 (shorter than the sign-in timeout, so a refused sign-in is answered).
-            remote_timeout: how long one remote call may take before it fails.
+            remote_timeout: how long one remote call may take on one node before it
+                runs again on another.
+            send_deadline: how long a send batch may keep trying before its outcome
+                is declared unknown.
             max_batch: sends per remote call at most.
         """
         self._reactor = reactor
@@ -132,9 +168,14 @@ class PBLogicClient:
         self.links = [LogicLink(reactor, a, node, secret) for a in addresses]
         self._call_timeout = call_timeout
         self._remote_timeout = remote_timeout
+        self._send_deadline = send_deadline
         self._max_batch = max_batch
         self._next = 0
-        self._pending: list[tuple[SendRequest, Deferred[SendResult]]] = []
+        # connection id -> its sends not yet sent, in the order they were read
+        self._queued: dict[str, list[tuple[SendRequest, Deferred[SendResult]]]] = {}
+        # connections with a batch in flight
+        self._busy: set[str] = set()
+        self._broken: OrderedDict[str, None] = OrderedDict()
         self._flush_call: Any = None
 
     def start(self) -> None:
@@ -149,7 +190,7 @@ class PBLogicClient:
         """How many logic nodes are connected now."""
         return sum(1 for link in self.links if link.perspective is not None)
 
-    async def _perspective(self, deadline: float) -> pb.RemoteReference:
+    async def _perspective(self, deadline: float) -> tuple[LogicLink, pb.RemoteReference]:
         while True:
             # PB fails a dead connection's calls before notifyOnDisconnect runs:
             # skip brokers that are already disconnected instead of spinning on them
@@ -160,9 +201,9 @@ class PBLogicClient:
             ]
             if healthy:
                 self._next = (self._next + 1) % len(healthy)
-                perspective = healthy[self._next].perspective
-                assert perspective is not None
-                return perspective
+                link = healthy[self._next]
+                assert link.perspective is not None
+                return link, link.perspective
             remaining = deadline - self._clock.seconds()
             if remaining <= 0:
                 raise NoLogicNode("no logic node is reachable")
@@ -170,6 +211,7 @@ class PBLogicClient:
             waiter: Deferred[None] = Deferred()
             for link in self.links:
                 link._waiters.append(waiter)
+
             def give_up() -> None:
                 if not waiter.called:
                     waiter.callback(None)
@@ -184,61 +226,147 @@ class PBLogicClient:
                     if waiter in link._waiters:
                         link._waiters.remove(waiter)
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        deadline = self._clock.seconds() + self._call_timeout
+    async def _call(self, method: str, *args: Any, send: bool = False) -> Any:
+        """Run a remote call on some logic node, again on another when one fails.
+
+        Every call waits at most ``call_timeout`` for some node to be connected. A
+        send batch then has until ``send_deadline``: each attempt may take
+        ``remote_timeout``, and a node that does not answer in time is dropped. Other
+        calls (sign-in, sync, ack, offline; all safe to repeat) must finish within
+        ``call_timeout``, each attempt getting half of it, so that a client's sign-in
+        is answered before its own deadline even when one node hangs.
+
+        Raises:
+            NoLogicNode: nothing reached a node before the deadline (nothing was done),
+                or, for other calls, every attempt failed.
+            _Unanswered: a send batch reached a node but no answer came back before
+                ``send_deadline``.
+        """
+        start = self._clock.seconds()
+        find_by = start + self._call_timeout
+        deadline = start + self._send_deadline if send else find_by
+        attempt_timeout = self._remote_timeout if send else self._call_timeout / 2
+        reached = False
         while True:
-            perspective = await self._perspective(deadline)
+            try:
+                link, perspective = await self._perspective(deadline if reached else min(deadline, find_by))
+            except NoLogicNode:
+                if reached and send:
+                    raise _Unanswered(method) from None
+                raise
             try:
                 call = perspective.callRemote(method, *args)
-                # a logic node that hangs must not stall its callers forever
-                call.addTimeout(self._remote_timeout, self._clock)
+                reached = True
+                # a logic node that hangs (paused, overloaded) must not stall its callers
+                call.addTimeout(max(0.001, min(attempt_timeout, deadline - self._clock.seconds())), self._clock)
                 return await call
             except _CONNECTION_ERRORS as e:
                 log.info("{method} interrupted ({error!r}); trying another logic node", method=method, error=e)
-                if self._clock.seconds() >= deadline:
-                    raise NoLogicNode(f"{method}: every attempt was interrupted") from e
-            except NoSuchMethod:
-                raise
+            except defer.TimeoutError:
+                log.warn(
+                    "{method} got no answer from logic node {address} in time: trying another",
+                    method=method,
+                    address=link.address,
+                )
+                if send:
+                    # a node that sits on a batch this long is not serving: reconnect to it
+                    link.drop()
+            if self._clock.seconds() >= deadline:
+                if send:
+                    raise _Unanswered(method)
+                raise NoLogicNode(f"{method}: every attempt was interrupted")
 
-    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
-        ok, message = await self._call("sign_in", device_id, user_id, token)
-        return SignInResult(bool(ok), str(message))
+    async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str) -> SignInResult:
+        ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn)
+        return SignInResult(bool(ok), str(message), int(epoch))
 
-    async def send(self, request: SendRequest) -> SendResult:
+    async def send(self, request: SendRequest, *, conn: str) -> SendResult:
+        if conn in self._broken:
+            raise SendOutcomeUnknown(f"an earlier send of connection {conn} has no known outcome")
         waiter: Deferred[SendResult] = Deferred()
-        self._pending.append((request, waiter))
+        self._queued.setdefault(conn, []).append((request, waiter))
+        self._schedule_flush()
+        return await waiter
+
+    def _schedule_flush(self) -> None:
         if self._flush_call is None:
             # everything sent during this reactor turn goes in one remote call
             self._flush_call = self._clock.callLater(0, self._flush)
-        return await waiter
 
     def _flush(self) -> None:
         self._flush_call = None
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            run_in_background(self._send_batch(pending[start : start + self._max_batch]), "send batch")
+        batch: list[tuple[str, SendRequest, Deferred[SendResult]]] = []
+        for conn in list(self._queued):
+            if conn in self._busy:
+                continue  # its batch in flight must be answered first
+            queued = self._queued.pop(conn)
+            room = self._max_batch - len(batch)
+            take, rest = queued[:room], queued[room:]
+            if rest:
+                self._queued[conn] = rest  # next time: never two batches of one connection
+            self._busy.add(conn)
+            batch.extend((conn, request, waiter) for request, waiter in take)
+            if len(batch) >= self._max_batch:
+                run_in_background(self._send_batch(batch), "send batch")
+                batch = []
+        if batch:
+            run_in_background(self._send_batch(batch), "send batch")
 
-    async def _send_batch(self, batch: list[tuple[SendRequest, Deferred[SendResult]]]) -> None:
-        payload = [(r.device_id, r.user_id, encode_message_send(r)) for r, _ in batch]
+    async def _send_batch(self, batch: list[tuple[str, SendRequest, Deferred[SendResult]]]) -> None:
+        payload = [(conn, r.device_id, r.user_id, encode_message_send(r)) for conn, r, _ in batch]
+        conns = {conn for conn, _, _ in batch}
+        results: list[tuple[int, int, int]] = []
+        unknown = False
         try:
-            results = await self._call("send", payload)
+            results = await self._call("send", payload, send=True)
+        except _Unanswered:
+            unknown = True
+            log.error(
+                "a batch of {count} sends got no answer from any logic node: closing {conns} connections "
+                "(their clients send again after reconnecting)",
+                count=len(batch),
+                conns=len(conns),
+            )
         except Exception as e:
+            # nothing was stored: no node was reachable, or the node refused the call
             log.warn("a batch of {count} sends failed: {error!r}", count=len(batch), error=e)
-            results = [(1, 0, 0)] * len(batch)
-        for (_, waiter), (code, message_id, seq) in zip(batch, results):
-            waiter.callback(SendResult(int(code), int(message_id), int(seq)))
+            results = [(SEND_INTERNAL_ERROR, 0, 0)] * len(batch)
+        finally:
+            self._busy.difference_update(conns)
+        if unknown:
+            for conn in conns:
+                self._break(conn)
+            for _, _, waiter in batch:
+                waiter.errback(SendOutcomeUnknown("no logic node answered"))
+        else:
+            for (_, _, waiter), (code, message_id, seq) in zip(batch, results):
+                waiter.callback(SendResult(int(code), int(message_id), int(seq)))
+        if self._queued:
+            self._schedule_flush()
 
-    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
-        payload = await self._call("sync_page", device_id, user_id, after_seq, limit)
+    def _break(self, conn: str) -> None:
+        """Fail the connection's queued sends and refuse its later ones."""
+        self._broken[conn] = None
+        while len(self._broken) > self.MAX_BROKEN:
+            self._broken.popitem(last=False)
+        for _, waiter in self._queued.pop(conn, []):
+            waiter.errback(SendOutcomeUnknown("an earlier send of this connection has no known outcome"))
+
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str) -> SyncPage:
+        payload = await self._call("sync_page", device_id, user_id, after_seq, limit, conn)
         if not isinstance(payload, bytes):
             raise TypeError("sync_page answered something other than bytes")
         return decode_page(payload, user_id)
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
-        await self._call("ack", device_id, user_id, seq)
+    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> None:
+        await self._call("ack", device_id, user_id, seq, conn)
 
-    async def offline(self, *, device_id: int, user_id: int) -> None:
-        await self._call("offline", device_id, user_id)
+    async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
+        await self._call("offline", device_id, user_id, conn)
+
+
+class _Unanswered(Exception):
+    """A call reached a logic node but no answer came back before its deadline."""
 
 
 def decode_page(payload: bytes, user_id: int) -> SyncPage:

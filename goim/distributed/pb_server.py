@@ -6,6 +6,8 @@ nothing the node says about a device unless that device signed in through that
 node (presence names it); every remote argument is type-checked.
 """
 
+import re
+from collections import OrderedDict
 from typing import Any, cast
 
 from twisted.cred import checkers, credentials, error, portal
@@ -20,12 +22,14 @@ from goim.logic.local import InProcessLogic
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message, send_request
-from goim.types import SEND_INTERNAL_ERROR, SendResult, SignInResult
+from goim.types import SEND_INTERNAL_ERROR, SendResult, SignInResult, connection_node
 
 log = Logger(observer=goim_observer)
 
 #: sends one remote call may carry
 MAX_SEND_BATCH = 1000
+#: connections a perspective remembers as checked against presence
+MAX_TRUSTED = 100_000
 
 
 class BadArgument(pb.Error):
@@ -58,6 +62,18 @@ class SharedSecretChecker:
         return fail(error.UnauthorizedLogin("wrong shared secret"))
 
 
+_CONNECTION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}/[A-Za-z0-9]{1,32}/[0-9]{1,18}$")
+
+
+def _conn(value: Any, node: str) -> str:
+    """A connection id of ``node``: a connect node speaks only for its own connections."""
+    if not isinstance(value, str) or not _CONNECTION_ID.match(value):
+        raise BadArgument("conn must be a connection id node/boot/serial")
+    if connection_node(value) != node:
+        raise NotSignedInHere(f"connection {value} is not one of node {node}")
+    return value
+
+
 class ConnectNodePerspective(pb.Avatar):
     """What one connect node may ask of this logic node."""
 
@@ -66,62 +82,83 @@ class ConnectNodePerspective(pb.Avatar):
         self.logic = logic
         self.presence = presence
         self.delivery = delivery
-        # device -> (user, send_sequence epoch) of devices known to be signed in
-        # through this node (checked against presence; the epoch is the device's
-        # at sign-in, part of each send's dedupe key)
-        self._trusted: dict[int, tuple[int, int]] = {}
+        # connection id -> (device, user, send_sequence epoch) of connections known
+        # to be signed in through this node (checked against presence; the epoch is
+        # the device's at that connection's sign-in, part of each send's dedupe key).
+        # Bounded: another logic node may get a connection's offline, so entries are
+        # also dropped least recently used (the next call checks presence again).
+        self._trusted: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
 
-    async def _check(self, device_id: Any, user_id: Any) -> tuple[int, int, int]:
-        """``(device_id, user_id, epoch)`` of a device signed in through this node.
+    async def _check(self, conn: Any, device_id: Any, user_id: Any) -> tuple[str, int, int, int]:
+        """``(conn, device_id, user_id, epoch)`` of a connection signed in through this node.
 
         Raises:
             BadArgument: ids of the wrong type or range.
-            NotSignedInHere: presence does not place the device on this node.
+            NotSignedInHere: presence does not name this connection for the device.
         """
+        conn = _conn(conn, self.node)
         device_id = _int(device_id, "device_id", minimum=1)
         user_id = _int(user_id, "user_id", minimum=1)
-        trusted = self._trusted.get(device_id)
-        if trusted is not None and trusted[0] == user_id:
-            return device_id, user_id, trusted[1]
-        # signed in through this node while another logic node served it
-        if await self.presence.node_of(device_id=device_id, user_id=user_id) == self.node:
-            device = await self.logic.accounts.device(device_id)
-            if device is not None and device.user_id == user_id:
-                self._trusted[device_id] = (user_id, device.send_epoch)
-                return device_id, user_id, device.send_epoch
+        trusted = self._trusted.get(conn)
+        if trusted is not None and trusted[:2] == (device_id, user_id):
+            self._trusted.move_to_end(conn)
+            return conn, device_id, user_id, trusted[2]
+        # signed in while another logic node served it
+        entry = await self.presence.entry(device_id=device_id, user_id=user_id)
+        if entry is not None and entry.conn == conn:
+            self._trust(conn, device_id, user_id, entry.epoch)
+            return conn, device_id, user_id, entry.epoch
         log.warn(
-            "node {node} spoke for device {device_id} of user {user_id}, which is not signed in through it",
+            "node {node} spoke for device {device_id} of user {user_id} on connection {conn}, "
+            "which presence does not name",
             node=self.node,
             device_id=device_id,
             user_id=user_id,
+            conn=conn,
         )
-        raise NotSignedInHere(f"device {device_id} is not signed in through node {self.node}")
+        raise NotSignedInHere(f"device {device_id} is not signed in on connection {conn}")
 
-    def perspective_sign_in(self, device_id: Any, user_id: Any, token: Any) -> Deferred[tuple[bool, str]]:
-        return Deferred.fromCoroutine(self._sign_in(device_id, user_id, token))
+    def _trust(self, conn: str, device_id: int, user_id: int, epoch: int) -> None:
+        self._trusted[conn] = (device_id, user_id, epoch)
+        self._trusted.move_to_end(conn)
+        while len(self._trusted) > MAX_TRUSTED:
+            self._trusted.popitem(last=False)
 
-    async def _sign_in(self, device_id: Any, user_id: Any, token: Any) -> tuple[bool, str]:
+    def perspective_sign_in(self, device_id: Any, user_id: Any, token: Any, conn: Any) -> Deferred[tuple[bool, str, int]]:
+        return Deferred.fromCoroutine(self._sign_in(device_id, user_id, token, conn))
+
+    async def _sign_in(self, device_id: Any, user_id: Any, token: Any, conn: Any) -> tuple[bool, str, int]:
         device_id = _int(device_id, "device_id")
         user_id = _int(user_id, "user_id")
+        conn = _conn(conn, self.node)
         if not isinstance(token, str) or len(token) > 256:
             raise BadArgument("token must be a string")
         result: SignInResult = await self.logic.sign_in(device_id=device_id, user_id=user_id, token=token)
         if not result.ok:
-            return False, result.message
+            return False, result.message, 0
         try:
-            previous = await self.presence.online(device_id=device_id, user_id=user_id, node=self.node)
+            taken, previous = await self.presence.online(
+                device_id=device_id, user_id=user_id, conn=conn, epoch=result.epoch
+            )
         except Exception as e:
             log.warn("sign-in of device {device_id} failed: presence unavailable ({error!r})", device_id=device_id, error=e)
-            return False, "service temporarily unavailable, try again"
-        self._trusted[device_id] = (user_id, result.epoch)
-        if previous is not None and previous != self.node:
+            return False, "service temporarily unavailable, try again", 0
+        if not taken:
+            return False, "a newer connection of this device signed in", 0
+        self._trust(conn, device_id, user_id, result.epoch)
+        if previous is not None and previous.node != self.node:
+            # same node: the node's connection table replaces the older connection
             try:
                 await self.delivery.kick(
-                    node=previous, device_id=device_id, reason="signed in elsewhere", new_node=self.node
+                    node=previous.node,
+                    device_id=device_id,
+                    conn=previous.conn,
+                    reason="signed in elsewhere",
+                    new_node=self.node,
                 )
             except Exception as e:
-                log.warn("could not kick device {device_id} on node {node}: {error!r}", device_id=device_id, node=previous, error=e)
-        return True, ""
+                log.warn("could not kick device {device_id} on node {node}: {error!r}", device_id=device_id, node=previous.node, error=e)
+        return True, "", result.epoch
 
     def perspective_send(self, batch: Any) -> Deferred[list[tuple[int, int, int]]]:
         return Deferred.fromCoroutine(self._send(batch))
@@ -129,24 +166,33 @@ class ConnectNodePerspective(pb.Avatar):
     async def _send(self, batch: Any) -> list[tuple[int, int, int]]:
         if not isinstance(batch, list) or len(batch) > MAX_SEND_BATCH:
             raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
-        # A malformed entry refuses the whole batch (the node is broken); a device
-        # not signed in through this node fails only its own sends, with code 1.
-        parsed: list[tuple[goim_pb2.MessageSend, int, int]] = []
+        # A malformed entry refuses the whole batch (the node is broken); a connection
+        # that presence does not name fails only its own sends, with code 1.
+        parsed: list[tuple[goim_pb2.MessageSend, str | None, int, int]] = []
         for entry in batch:
-            if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not isinstance(entry[2], bytes):
-                raise BadArgument("each send is (device_id, user_id, MessageSend bytes)")
-            device_id = _int(entry[0], "device_id", minimum=1)
-            user_id = _int(entry[1], "user_id", minimum=1)
+            if not isinstance(entry, (list, tuple)) or len(entry) != 4 or not isinstance(entry[3], bytes):
+                raise BadArgument("each send is (conn, device_id, user_id, MessageSend bytes)")
+            conn: str | None
+            try:
+                conn = _conn(entry[0], self.node)
+            except NotSignedInHere:
+                conn = None  # another node's connection: code 1 for this send only
+            device_id = _int(entry[1], "device_id", minimum=1)
+            user_id = _int(entry[2], "user_id", minimum=1)
             message = goim_pb2.MessageSend()
             try:
-                message.ParseFromString(entry[2])
+                message.ParseFromString(entry[3])
             except Exception:
                 raise BadArgument("malformed MessageSend") from None
-            parsed.append((message, device_id, user_id))
+            parsed.append((message, conn, device_id, user_id))
+        # checked and queued in batch order: the writer stores in queue order, so a
+        # connection's sends are stored in the order it read them
         sends: list[Deferred[SendResult] | None] = []
-        for message, device_id, user_id in parsed:
+        for message, conn, device_id, user_id in parsed:
             try:
-                _, _, epoch = await self._check(device_id, user_id)
+                if conn is None:
+                    raise NotSignedInHere("not a connection of this node")
+                _, _, _, epoch = await self._check(conn, device_id, user_id)
             except NotSignedInHere:
                 sends.append(None)
                 continue
@@ -165,11 +211,13 @@ class ConnectNodePerspective(pb.Avatar):
                 results.append((SEND_INTERNAL_ERROR, 0, 0))
         return results
 
-    def perspective_sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any) -> Deferred[bytes]:
-        return Deferred.fromCoroutine(self._sync_page(device_id, user_id, after_seq, limit))
+    def perspective_sync_page(
+        self, device_id: Any, user_id: Any, after_seq: Any, limit: Any, conn: Any
+    ) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self._sync_page(device_id, user_id, after_seq, limit, conn))
 
-    async def _sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any) -> bytes:
-        device_id, user_id, _ = await self._check(device_id, user_id)
+    async def _sync_page(self, device_id: Any, user_id: Any, after_seq: Any, limit: Any, conn: Any) -> bytes:
+        _, device_id, user_id, _ = await self._check(conn, device_id, user_id)
         page = await self.logic.sync_page(
             device_id=device_id,
             user_id=user_id,
@@ -178,22 +226,23 @@ class ConnectNodePerspective(pb.Avatar):
         )
         return encode_message(1, page.messages, page.more)
 
-    def perspective_ack(self, device_id: Any, user_id: Any, seq: Any) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._ack(device_id, user_id, seq))
+    def perspective_ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._ack(device_id, user_id, seq, conn))
 
-    async def _ack(self, device_id: Any, user_id: Any, seq: Any) -> None:
-        device_id, user_id, _ = await self._check(device_id, user_id)
+    async def _ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> None:
+        _, device_id, user_id, _ = await self._check(conn, device_id, user_id)
         await self.logic.ack(device_id=device_id, user_id=user_id, seq=_int(seq, "seq"))
 
-    def perspective_offline(self, device_id: Any, user_id: Any) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._offline(device_id, user_id))
+    def perspective_offline(self, device_id: Any, user_id: Any, conn: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._offline(device_id, user_id, conn))
 
-    async def _offline(self, device_id: Any, user_id: Any) -> None:
+    async def _offline(self, device_id: Any, user_id: Any, conn: Any) -> None:
         device_id = _int(device_id, "device_id", minimum=1)
         user_id = _int(user_id, "user_id", minimum=1)
-        self._trusted.pop(device_id, None)
-        # compare-and-delete: removes the entry only if it names this node
-        await self.presence.offline(device_id=device_id, user_id=user_id, node=self.node)
+        conn = _conn(conn, self.node)
+        self._trusted.pop(conn, None)
+        # compare-and-delete: removes the entry only if it names this connection
+        await self.presence.offline(device_id=device_id, user_id=user_id, conn=conn)
 
 
 @implementer(portal.IRealm)

@@ -1,11 +1,15 @@
-"""Presence in Redis: which device is signed in through which connect node.
+"""Presence in Redis: which connection (and so which connect node) each device is
+signed in on.
 
-Logic writes it (sign-in, offline) and reads it (delivery); connect nodes keep
+Logic writes it (sign-in, offline) and reads it (delivery, kicks); every change
+compares the connection id first, so a late event about an old connection never
+touches a newer one. Connect nodes keep
 their liveness key fresh and, when they start, clear entries an earlier run of
 theirs left behind. An entry counts only while its node's liveness key exists,
 so the devices of a crashed node stop counting as online after the key's TTL.
 """
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -13,26 +17,86 @@ from twisted.logger import Logger
 
 from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
+from goim.types import connection_node
 
 log = Logger(observer=goim_observer)
 
-# Set the device's node and return the previous one, atomically.
+# An entry is "<connection id>|<send epoch>"; a connection id is
+# "<node>/<boot>/<serial>" (goim.types.connection_id).
+#
+# Set the device's entry to a new connection and return the previous entry. A
+# connection older than the entry's on the same node boot (its sign-in finished
+# late) does not overwrite it: the reply is then {"superseded", entry}.
 _ONLINE = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local prefix, serial = string.match(old, '^(.*/)(%d+)|')
+  if prefix ~= nil and prefix == ARGV[4] and tonumber(serial) > tonumber(ARGV[5]) then
+    return {'superseded', old}
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-return old
+if old then return {'replaced', old} end
+return {'new', ''}
 """
 
-# Remove the device's entry only if it still names this node: a late offline
-# from an old connection must not erase a newer sign-in on another node.
+# Remove the device's entry only if it still names this connection: a late offline
+# from an old connection must not erase a newer sign-in, on this node or another.
+# The node's set keeps the device while its entry names some connection of the node.
 _OFFLINE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.sub(entry, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  entry = false
 end
-redis.call('SREM', KEYS[2], ARGV[3])
+if (not entry) or string.sub(entry, 1, #ARGV[4]) ~= ARGV[4] then
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
 return 1
 """
+
+# Remove the device's entry if it names any connection of the node (ARGV[2] is
+# "<node>/"): a node starting or stopping forgets its connections, never others'.
+_CLEAR = """
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.sub(entry, 1, #ARGV[2]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Mark a node alive for ARGV[1] seconds; return whether it was alive already.
+_BEAT = """
+local was = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return was
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A presence entry: the device's connection and its send epoch at sign-in."""
+
+    conn: str
+    epoch: int
+
+    @property
+    def node(self) -> str:
+        return connection_node(self.conn)
+
+    def encode(self) -> str:
+        return f"{self.conn}|{self.epoch}"
+
+    @classmethod
+    def decode(cls, value: Any) -> "Entry | None":
+        """The entry a stored value holds, or None for a value in no known format."""
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        conn, sep, epoch = text.rpartition("|")
+        if not sep or conn.count("/") != 2 or not epoch.isdigit():
+            return None
+        return cls(conn, int(epoch))
 
 
 class RedisPresence:
@@ -47,33 +111,39 @@ class RedisPresence:
         self.keys = keys
         self.node_ttl = node_ttl
 
-    async def online(self, *, device_id: int, user_id: int, node: str) -> str | None:
-        """Record that the device signed in through ``node``.
+    async def online(self, *, device_id: int, user_id: int, conn: str, epoch: int) -> tuple[bool, Entry | None]:
+        """Record that the device signed in on connection ``conn``.
 
         Returns:
-            The node the device was on before, if any.
+            ``(taken, previous)``: ``taken`` is False when a newer connection of the
+            device on the same node boot holds the entry (this sign-in finished
+            late and must not count); ``previous`` is the entry it replaced or kept.
         """
-        previous = await self.redis.call(
+        prefix, _, serial = conn.rpartition("/")
+        status, old = await self.redis.call(
             "eval",
             _ONLINE,
-            [self.keys.presence(user_id), self.keys.node_devices(node)],
-            [str(device_id), node, f"{user_id}:{device_id}"],
+            [self.keys.presence(user_id), self.keys.node_devices(connection_node(conn))],
+            [str(device_id), Entry(conn, epoch).encode(), f"{user_id}:{device_id}", prefix + "/", serial],
         )
-        return None if previous is None else str(previous)
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        previous = Entry.decode(old) if old else None
+        return status != "superseded", previous
 
-    async def offline(self, *, device_id: int, user_id: int, node: str) -> None:
-        """Forget the device's entry if it still names ``node``."""
+    async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
+        """Forget the device's entry if it still names connection ``conn``."""
+        node = connection_node(conn)
         await self.redis.call(
             "eval",
             _OFFLINE,
             [self.keys.presence(user_id), self.keys.node_devices(node)],
-            [str(device_id), node, f"{user_id}:{device_id}"],
+            [str(device_id), conn, f"{user_id}:{device_id}", node + "/"],
         )
 
-    async def node_of(self, *, device_id: int, user_id: int) -> str | None:
-        """The node the device is signed in through, if any."""
-        node = await self.redis.call("hget", self.keys.presence(user_id), str(device_id))
-        return None if node is None else str(node)
+    async def entry(self, *, device_id: int, user_id: int) -> Entry | None:
+        """The device's presence entry, if it has one."""
+        value = await self.redis.call("hget", self.keys.presence(user_id), str(device_id))
+        return None if value is None else Entry.decode(value)
 
     async def locate(self, user_ids: Sequence[int]) -> dict[int, dict[int, str]]:
         """``{user_id: {device_id: node}}`` of the users' devices on live nodes."""
@@ -81,7 +151,13 @@ class RedisPresence:
         replies = await gatherResults(
             [self._hgetall(self.keys.presence(u)) for u in users], consumeErrors=True
         )
-        located = {u: {int(d): str(n) for d, n in reply.items()} for u, reply in zip(users, replies)}
+        located: dict[int, dict[int, str]] = {}
+        for u, reply in zip(users, replies):
+            devices = located[u] = {}
+            for d, value in reply.items():
+                entry = Entry.decode(value)
+                if entry is not None:
+                    devices[int(d)] = entry.node
         nodes = sorted({n for devices in located.values() for n in devices.values()})
         alive = await self.alive(nodes)
         return {
@@ -98,8 +174,9 @@ class RedisPresence:
         values = await self.redis.call("mget", [self.keys.node_alive(n) for n in nodes])
         return {n for n, v in zip(nodes, values) if v is not None}
 
-    async def restore(self, node: str, devices: Sequence[tuple[int, int]]) -> int:
-        """Write back the entries of ``(user_id, device_id)`` signed in through ``node``.
+    async def restore(self, node: str, connections: Sequence[tuple[int, int, str, int]]) -> int:
+        """Write back the entries of ``(user_id, device_id, conn, epoch)`` signed in
+        through ``node``.
 
         For a Redis that lost its data (restarted without persistence): an entry
         that exists is left alone, since it may name a newer sign-in elsewhere.
@@ -108,15 +185,20 @@ class RedisPresence:
             How many entries were written back.
         """
         restored = 0
-        for user_id, device_id in devices:
-            if await self.redis.call("hsetnx", self.keys.presence(user_id), str(device_id), node):
+        for user_id, device_id, conn, epoch in connections:
+            if await self.redis.call("hsetnx", self.keys.presence(user_id), str(device_id), Entry(conn, epoch).encode()):
                 restored += 1
             await self.redis.call("sadd", self.keys.node_devices(node), f"{user_id}:{device_id}")
         return restored
 
-    async def beat(self, node: str) -> None:
-        """Mark ``node`` alive for another ``node_ttl`` seconds."""
-        await self.redis.call("set", self.keys.node_alive(node), "1", self.node_ttl)
+    async def beat(self, node: str) -> bool:
+        """Mark ``node`` alive for another ``node_ttl`` seconds.
+
+        Returns:
+            Whether it counted as alive until now (False: its key had expired, or
+            Redis lost it, and deliveries skipped the node's devices meanwhile).
+        """
+        return bool(await self.redis.call("eval", _BEAT, [self.keys.node_alive(node)], [str(self.node_ttl)]))
 
     async def clear_node(self, node: str) -> int:
         """Remove every entry that names ``node`` (a node starting, or stopping).
@@ -128,8 +210,7 @@ class RedisPresence:
         removed = 0
         for member in members or ():
             user_id, device_id = (int(x) for x in str(member).split(":"))
-            await self.offline(device_id=device_id, user_id=user_id, node=node)
-            removed += 1
+            removed += await self.redis.call("eval", _CLEAR, [self.keys.presence(user_id)], [str(device_id), node + "/"])
         await self.redis.call("delete", self.keys.node_devices(node))
         if removed:
             log.info("cleared {count} presence entries of node {node}", count=removed, node=node)

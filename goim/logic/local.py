@@ -20,7 +20,7 @@ class InProcessLogic:
         self.messages = messages
         self.metrics = metrics
 
-    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
+    async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str = "") -> SignInResult:
         """A connection may sign in when the token is the device's and the device is bound to the user."""
         result = await self._check_sign_in(device_id, user_id, token)
         if self.metrics is not None:
@@ -42,17 +42,17 @@ class InProcessLogic:
             return SignInResult(False, "device is not bound to this user")
         return SignInResult(True, epoch=device.send_epoch)
 
-    async def send(self, request: SendRequest) -> SendResult:
-        """Store and ACK one message."""
+    async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
+        """Store and ACK one message (in call order: the writer's queue keeps it)."""
         return await self.messages.send(request)
 
-    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str = "") -> SyncPage:
         """One page of the user's messages after ``after_seq``."""
         return await self.messages.sync_page(user_id, after_seq, limit)
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
+    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> None:
         """Remember what the device holds."""
         await self.messages.ack(device_id, seq)
 
-    async def offline(self, *, device_id: int, user_id: int) -> None:
+    async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
         """Nothing to do in-process: the connection table is the presence."""

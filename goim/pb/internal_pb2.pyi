@@ -25,11 +25,13 @@ class Delivery(_message.Message):
     def __init__(self, user_id: _Optional[int] = ..., device_ids: _Optional[_Iterable[int]] = ..., items: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Kick(_message.Message):
-    __slots__ = ("device_id", "reason", "new_node")
+    __slots__ = ("device_id", "reason", "new_node", "conn")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     NEW_NODE_FIELD_NUMBER: _ClassVar[int]
+    CONN_FIELD_NUMBER: _ClassVar[int]
     device_id: int
     reason: str
     new_node: str
-    def __init__(self, device_id: _Optional[int] = ..., reason: _Optional[str] = ..., new_node: _Optional[str] = ...) -> None: ...
+    conn: str
+    def __init__(self, device_id: _Optional[int] = ..., reason: _Optional[str] = ..., new_node: _Optional[str] = ..., conn: _Optional[str] = ...) -> None: ...

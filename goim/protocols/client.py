@@ -10,6 +10,8 @@ signed-in connections of a connect node by device and by user, and is the node's
 
 from __future__ import annotations
 
+import secrets
+from collections import OrderedDict
 from typing import Any, Callable, Coroutine
 from typing import Sequence
 
@@ -52,11 +54,20 @@ from goim.protocols.codec import (
     send_request,
 )
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
-from goim.types import SEND_INTERNAL_ERROR, SendRequest, SendResult, SignInResult, StoredMessage
+from goim.types import (
+    SEND_INTERNAL_ERROR,
+    SendOutcomeUnknown,
+    SendRequest,
+    SendResult,
+    SignInResult,
+    StoredMessage,
+    connection_id,
+)
 from goim.util import Clock, DelayedCall
 
 KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 KICK_SHUTDOWN = "server shutting down"
+SUPERSEDED = "a newer connection of this device signed in"
 
 _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
@@ -125,6 +136,9 @@ class ClientProtocol(TLVReceiver):
         device_id: the device signed in on this connection (0 before sign-in).
         user_id: the user signed in on this connection (0 before sign-in).
         epoch: the device's send_sequence epoch at sign-in (part of each send's dedupe key).
+        serial: this connection's number on its node (newer connections have higher ones).
+        conn_id: the connection's id, unique across nodes and restarts
+            (``goim.types.connection_id``).
         signed_in: whether sign-in succeeded.
         cap: the largest frame value written to this client.
         acked_seq: the highest seq the client acknowledged (MessageACK or SyncTrigger).
@@ -138,6 +152,8 @@ class ClientProtocol(TLVReceiver):
         self._logic = factory.logic
         self._clock = factory.clock
         self._table = factory.table
+        self.serial = factory.next_serial()
+        self.conn_id = connection_id(factory.node_id, factory.boot, self.serial)
         self.device_id = 0
         self.user_id = 0
         self.epoch = 0
@@ -371,7 +387,7 @@ class ClientProtocol(TLVReceiver):
         else:
             try:
                 result = await self._logic.sign_in(
-                    device_id=device_id, user_id=user_id, token=message.token
+                    device_id=device_id, user_id=user_id, token=message.token, conn=self.conn_id
                 )
             except CancelledError:
                 raise
@@ -384,10 +400,10 @@ class ClientProtocol(TLVReceiver):
                 )
                 result = SignInResult(ok=False, message="internal error")
         if not self._writable():
-            # Closed meanwhile (timeout, peer gone): undo a successful sign-in unless
-            # a newer connection of the device has taken over.
-            if result.ok and self._table.get(device_id) is None:
-                await self._logic.offline(device_id=device_id, user_id=user_id)
+            # Closed meanwhile (timeout, peer gone): undo a successful sign-in (only
+            # this connection's presence: a newer one of the device is left alone).
+            if result.ok:
+                await self._logic.offline(device_id=device_id, user_id=user_id, conn=self.conn_id)
             return
         if not result.ok:
             self.log.info(
@@ -404,13 +420,24 @@ class ClientProtocol(TLVReceiver):
             return
         self.device_id = device_id
         self.user_id = user_id
+        if not self._table.register(self):
+            # a newer connection of this device signed in here first
+            self.log.info(
+                "sign-in of device {device_id} from {peer} superseded by a newer connection",
+                device_id=device_id,
+                peer=self.peer,
+            )
+            self.sendFrame(SIGN_IN_ACK, encode_sign_in_ack(SIGN_IN_FAILED, SUPERSEDED))
+            self.closeConnection()
+            await self._logic.offline(device_id=device_id, user_id=user_id, conn=self.conn_id)
+            return
         self.epoch = result.epoch
         self.cap = frame_cap(message.max_frame)
         self.signed_in = True
         _cancel(self._signin_call)
         self._signin_call = None
         self.sendFrame(SIGN_IN_ACK, encode_sign_in_ack(SIGN_IN_OK))
-        self._table.register(self)
+        self._table.kick_if_early(self)
         self._last_frame_at = self._clock.seconds()
         self._idle_call = self._later(self.factory.idle_timeout, self._idle_check)
         self.log.info(
@@ -425,9 +452,14 @@ class ClientProtocol(TLVReceiver):
     async def _send(self, request: SendRequest) -> None:
         try:
             try:
-                result = await self._logic.send(request)
+                result = await self._logic.send(request, conn=self.conn_id)
             except CancelledError:
                 raise
+            except SendOutcomeUnknown:
+                # neither ACK it nor let later sends overtake it: the client sends
+                # again, in order, after it reconnects (dedupe makes that safe)
+                self._close(f"send {request.send_sequence}: outcome unknown")
+                return
             except Exception:
                 self.log.failure(
                     "send {send_sequence} of device {device_id} from {peer} failed",
@@ -453,10 +485,10 @@ class ClientProtocol(TLVReceiver):
                 self._release(_HOLD_SENDS)
 
     async def _ack(self, seq: int) -> None:
-        await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq)
+        await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq, conn=self.conn_id)
 
     async def _offline(self) -> None:
-        await self._logic.offline(device_id=self.device_id, user_id=self.user_id)
+        await self._logic.offline(device_id=self.device_id, user_id=self.user_id, conn=self.conn_id)
 
     def _request_sync(self, after: int, *, from_client: bool) -> None:
         if self._sync_running:
@@ -494,6 +526,7 @@ class ClientProtocol(TLVReceiver):
                     user_id=self.user_id,
                     after_seq=cursor,
                     limit=self.factory.sync_page_size,
+                    conn=self.conn_id,
                 )
             except CancelledError:
                 raise
@@ -648,9 +681,15 @@ class ConnectionTable:
 
     log = Logger(observer=goim_observer)
 
+    #: kicks remembered for connections that have not registered yet
+    MAX_EARLY_KICKS = 4096
+
     def __init__(self) -> None:
         self._by_device: dict[int, ClientProtocol] = {}
         self._by_user: dict[int, dict[int, ClientProtocol]] = {}
+        # connection id -> reason: a kick that arrived before its connection's
+        # sign-in finished here (kicks travel through Redis, sign-in answers through PB)
+        self._early_kicks: OrderedDict[str, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._by_device)
@@ -659,21 +698,36 @@ class ConnectionTable:
         """Every registered connection."""
         return list(self._by_device.values())
 
-    def register(self, conn: ClientProtocol) -> None:
+    def register(self, conn: ClientProtocol) -> bool:
         """Add a signed-in connection; kick an older connection of the same device.
+
+        Sign-ins of one device may finish out of order: a connection whose sign-in
+        finishes after a newer connection of the device registered is refused.
 
         Args:
             conn: the connection, with ``device_id`` and ``user_id`` set.
+
+        Returns:
+            False when a newer connection of the device is registered already.
         """
         old = self._by_device.get(conn.device_id)
         if old is conn:
-            return
+            return True
+        if old is not None and old.serial > conn.serial:
+            return False
         if old is not None:
             self._remove_from_user(old)
         self._by_device[conn.device_id] = conn
         self._by_user.setdefault(conn.user_id, {})[conn.device_id] = conn
         if old is not None:
             old.kick(KICK_SIGNED_IN_ELSEWHERE)
+        return True
+
+    def kick_if_early(self, conn: ClientProtocol) -> None:
+        """Kick a just-registered connection whose kick arrived before its sign-in finished."""
+        reason = self._early_kicks.pop(conn.conn_id, None)
+        if reason is not None:
+            conn.kick(reason)
 
     def unregister(self, conn: ClientProtocol) -> bool:
         """Remove a connection if the table still maps its device to it.
@@ -714,6 +768,26 @@ class ConnectionTable:
             return False
         conn.kick(reason)
         return True
+
+    def kick_connection(self, device_id: int, conn_id: str, reason: str) -> bool:
+        """Kick one connection of a device, named by its id; never a newer one.
+
+        A kick for a connection that has not registered yet (its sign-in answer is
+        still on its way) is remembered and applied when it registers.
+
+        Returns:
+            Whether that connection was registered here.
+        """
+        conn = self._by_device.get(device_id)
+        if conn is not None and conn.conn_id == conn_id:
+            conn.kick(reason)
+            return True
+        # an older connection of the device is registered, or none: the named one
+        # may still be signing in (ids are unique, so a stale one is never matched)
+        self._early_kicks[conn_id] = reason
+        while len(self._early_kicks) > self.MAX_EARLY_KICKS:
+            self._early_kicks.popitem(last=False)
+        return False
 
     def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
         """Kick the device's connection here, whichever user it signed in as
@@ -786,6 +860,8 @@ class ClientFactory(Factory[ClientProtocol]):
         close_timeout: seconds a closing connection gets to flush before it is aborted.
         max_frame_length: the largest frame value accepted from a client; a longer
             frame closes the connection (default and hard maximum 65,535).
+        node_id: this node's id, the first part of every connection id.
+        boot: random per start of the node (the second part); a new one by default.
     """
 
     def __init__(
@@ -802,6 +878,8 @@ class ClientFactory(Factory[ClientProtocol]):
         rate_burst: int = 4000,
         close_timeout: float = 30.0,
         max_frame_length: int = MAX_VALUE_LENGTH,
+        node_id: str = "standalone",
+        boot: str | None = None,
     ) -> None:
         for name, number in (
             ("signin_timeout", signin_timeout),
@@ -829,6 +907,14 @@ class ClientFactory(Factory[ClientProtocol]):
         self.rate_burst = rate_burst
         self.close_timeout = close_timeout
         self.max_frame_length = max_frame_length
+        self.node_id = node_id
+        self.boot = boot if boot is not None else secrets.token_hex(6)
+        self._serial = 0
+
+    def next_serial(self) -> int:
+        """The next connection's serial number (1, 2, ...)."""
+        self._serial += 1
+        return self._serial
 
     def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
         """Build the protocol of one accepted connection."""

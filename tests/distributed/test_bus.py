@@ -11,56 +11,71 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import provider  # type: ignore[import-untyped]
 
 from goim.distributed.bus import NodeSubscriber, RedisDelivery, apply_event
-from goim.distributed.presence import RedisPresence
+from goim.distributed.presence import Entry, RedisPresence
 from goim.distributed.redis import Redis, RedisURL
 from goim.pb import goim_pb2 as pb
 from goim.pb import internal_pb2
 from goim.protocols import codec
 from goim.protocols.client import ClientFactory, ClientProtocol, ConnectionTable
 from goim.protocols.codec import encode_item
-from goim.types import StoredMessage
+from goim.types import SignInResult, StoredMessage, connection_id
 from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
 from tests.support.redis import RedisTestMixin, wait_until
 from tests.support.server import free_port
 
 
+def written_to(transport: StringTransport) -> list[tuple[int, Any]]:
+    """``(code, decoded value)`` of every frame written to ``transport``."""
+    out: list[tuple[int, Any]] = []
+    for f in frames_of(transport.value()):
+        if f.type == codec.MESSAGE:
+            value: Any = pb.Message()
+        elif f.type == codec.KICKED:
+            value = pb.Kicked()
+        else:
+            value = None
+        if value is not None:
+            value.ParseFromString(f.value)
+        out.append((f.type, value))
+    return out
+
+
 class Node:
     """A connect node's table with real ClientProtocols signed in over StringTransports."""
 
-    def __init__(self, logic: FakeLogic | None = None) -> None:
+    def __init__(self, logic: FakeLogic | None = None, node_id: str = "c1") -> None:
         self.clock = Clock()
         self.logic = logic if logic is not None else FakeLogic(auto_sign_in=True)
         self.table = ConnectionTable()
-        self.factory = ClientFactory(logic=self.logic, clock=self.clock, table=self.table)
+        self.factory = ClientFactory(logic=self.logic, clock=self.clock, table=self.table, node_id=node_id)
         self.transports: dict[int, StringTransport] = {}
+
+    def connect(self) -> ClientProtocol:
+        """A new connection, not signed in yet (its ``conn_id`` is set)."""
+        proto = self.factory.buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        return proto
+
+    def start_sign_in(self, proto: ClientProtocol, *, device_id: int, user_id: int) -> None:
+        """Send the connection's SignIn frame."""
+        signin = pb.SignIn(device_id=device_id, user_id=user_id, token="t")
+        proto.dataReceived(frame(codec.SIGN_IN, signin.SerializeToString()))
 
     def sign_in(self, *, device_id: int, user_id: int) -> ClientProtocol:
         """A connection of ``device_id`` signed in as ``user_id``, its SignInACK taken."""
-        proto = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        signin = pb.SignIn(device_id=device_id, user_id=user_id, token="t")
-        proto.dataReceived(frame(codec.SIGN_IN, signin.SerializeToString()))
+        proto = self.connect()
+        self.start_sign_in(proto, device_id=device_id, user_id=user_id)
         assert proto.signed_in, "sign-in did not complete"
+        transport = proto.transport
+        assert isinstance(transport, StringTransport)
         assert [f.type for f in frames_of(transport.value())] == [codec.SIGN_IN_ACK]
         transport.clear()
         self.transports[device_id] = transport
         return proto
 
     def written(self, device_id: int) -> list[tuple[int, Any]]:
-        """``(code, decoded value)`` of every frame written to the device since sign-in."""
-        out: list[tuple[int, Any]] = []
-        for f in frames_of(self.transports[device_id].value()):
-            if f.type == codec.MESSAGE:
-                value: Any = pb.Message()
-            elif f.type == codec.KICKED:
-                value = pb.Kicked()
-            else:
-                value = None
-            if value is not None:
-                value.ParseFromString(f.value)
-            out.append((f.type, value))
-        return out
+        """``(code, decoded value)`` of every frame written to the device's latest connection since sign-in."""
+        return written_to(self.transports[device_id])
 
     def pushed(self, device_id: int) -> list[tuple[int, int]]:
         """``(message_id, seq)`` of every item live-pushed to the device."""
@@ -78,14 +93,14 @@ class Node:
 
 def node_event(
     deliveries: Sequence[tuple[int, list[int], list[StoredMessage]]] = (),
-    kicks: Sequence[tuple[int, str]] = (),
+    kicks: Sequence[tuple[int, str, str]] = (),
 ) -> bytes:
-    """A serialized NodeEvent of ``(user_id, device_ids, messages)`` deliveries and ``(device_id, reason)`` kicks."""
+    """A serialized NodeEvent of ``(user_id, device_ids, messages)`` deliveries and ``(device_id, conn, reason)`` kicks."""
     event = internal_pb2.NodeEvent()
     for user_id, device_ids, messages in deliveries:
         event.deliveries.add(user_id=user_id, device_ids=device_ids, items=[encode_item(m) for m in messages])
-    for device_id, reason in kicks:
-        event.kicks.add(device_id=device_id, reason=reason, new_node="other")
+    for device_id, conn, reason in kicks:
+        event.kicks.add(device_id=device_id, conn=conn, reason=reason, new_node="other")
     return event.SerializeToString()
 
 
@@ -143,11 +158,11 @@ class ApplyEventTests(SynchronousTestCase):
         self.assertEqual([seq for _, seq in node.pushed(2)], [8])
 
     def test_kick_closes_with_the_reason(self) -> None:
-        """A kick writes Kicked with its reason to the device, closes it, and leaves others open."""
+        """A kick writes Kicked with its reason to the connection it names, closes it, and leaves others open."""
         node = Node()
-        node.sign_in(device_id=1, user_id=10)
+        one = node.sign_in(device_id=1, user_id=10)
         node.sign_in(device_id=2, user_id=10)
-        apply_event(node.table, node_event(kicks=[(1, "signed in on your tablet")]))
+        apply_event(node.table, node_event(kicks=[(1, one.conn_id, "signed in on your tablet")]))
         [(code, kicked)] = node.written(1)
         self.assertEqual(code, codec.KICKED)
         self.assertEqual(kicked.reason, "signed in on your tablet")
@@ -158,8 +173,8 @@ class ApplyEventTests(SynchronousTestCase):
     def test_kick_without_reason_gets_a_default(self) -> None:
         """A kick with an empty reason tells the client it signed in elsewhere."""
         node = Node()
-        node.sign_in(device_id=1, user_id=10)
-        apply_event(node.table, node_event(kicks=[(1, "")]))
+        one = node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, one.conn_id, "")]))
         [(_, kicked)] = node.written(1)
         self.assertEqual(kicked.reason, "signed in elsewhere")
 
@@ -167,7 +182,60 @@ class ApplyEventTests(SynchronousTestCase):
         """A kick naming a device with no connection here changes nothing."""
         node = Node()
         node.sign_in(device_id=1, user_id=10)
-        apply_event(node.table, node_event(kicks=[(2, "x")]))
+        apply_event(node.table, node_event(kicks=[(2, "c1/boot/99", "x")]))
+        self.assertFalse(node.closed(1))
+
+    def test_kick_of_another_connection_of_the_device_is_ignored(self) -> None:
+        """A kick naming a connection id the device's connection does not have leaves it open."""
+        node = Node()
+        one = node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, one.conn_id + "0", "x")]))
+        self.assertFalse(node.closed(1))
+        self.assertEqual(node.written(1), [])
+
+    def test_kick_without_a_connection_id_names_the_device(self) -> None:
+        """A kick from a logic node older than connection ids (no conn) closes the device's connection."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, "", "x")]))
+        self.assertTrue(node.closed(1))
+
+    def test_kick_of_an_old_connection_leaves_the_newer_one_open(self) -> None:
+        """A late kick naming the device's old connection leaves its newer connection on this node open."""
+        node = Node()
+        old = node.sign_in(device_id=1, user_id=10)
+        old_transport = old.transport
+        assert isinstance(old_transport, StringTransport)
+        new = node.sign_in(device_id=1, user_id=10)
+        # the table replaced the old connection itself
+        self.assertTrue(old_transport.disconnecting)
+        apply_event(node.table, node_event(kicks=[(1, old.conn_id, "signed in elsewhere")]))
+        self.assertFalse(node.closed(1))
+        self.assertEqual(node.written(1), [])
+        self.assertIs(node.table.get(1), new)
+
+    def test_early_kick_is_applied_when_its_connection_registers(self) -> None:
+        """A kick that arrives before its connection's sign-in finished kicks it as soon as it registers, and no other."""
+        node = Node(FakeLogic())
+        early = node.connect()
+        other = node.connect()
+        node.start_sign_in(early, device_id=1, user_id=10)
+        node.start_sign_in(other, device_id=2, user_id=10)
+        apply_event(node.table, node_event(kicks=[(1, early.conn_id, "signed in on your tablet")]))
+        early_transport, other_transport = early.transport, other.transport
+        assert isinstance(early_transport, StringTransport) and isinstance(other_transport, StringTransport)
+        self.assertFalse(early_transport.disconnecting)
+        for call in node.logic.sign_ins:
+            call.deferred.callback(SignInResult(ok=True))
+        [(ack, _), (code, kicked)] = written_to(early_transport)
+        self.assertEqual((ack, code), (codec.SIGN_IN_ACK, codec.KICKED))
+        self.assertEqual(kicked.reason, "signed in on your tablet")
+        self.assertTrue(early_transport.disconnecting)
+        self.assertEqual([code for code, _ in written_to(other_transport)], [codec.SIGN_IN_ACK])
+        self.assertFalse(other_transport.disconnecting)
+        # applied once: the device's next connection is not kicked
+        node.logic.auto_sign_in = True
+        node.sign_in(device_id=1, user_id=10)
         self.assertFalse(node.closed(1))
 
     def test_malformed_payload_is_logged_and_ignored(self) -> None:
@@ -182,12 +250,12 @@ class ApplyEventTests(SynchronousTestCase):
     def test_malformed_item_drops_the_whole_event(self) -> None:
         """An event with one bad item pushes nothing and kicks nobody (all or nothing)."""
         node = Node()
-        node.sign_in(device_id=1, user_id=10)
+        one = node.sign_in(device_id=1, user_id=10)
         node.sign_in(device_id=2, user_id=20)
         event = internal_pb2.NodeEvent()
         event.deliveries.add(user_id=10, device_ids=[1], items=[encode_item(make_message(10, 1))])
         event.deliveries.add(user_id=20, device_ids=[2], items=[b"\x12\x05ab"])  # truncated content
-        event.kicks.add(device_id=1, reason="x")
+        event.kicks.add(device_id=1, conn=one.conn_id, reason="x")
         apply_event(node.table, event.SerializeToString())
         self.assertEqual(len(self.flushLoggedErrors(DecodeError)), 1)
         self.assertEqual(node.written(1), [])
@@ -226,6 +294,11 @@ def ids(*messages: StoredMessage) -> list[tuple[int, int]]:
     return [(m.message_id, m.seq) for m in messages]
 
 
+def conn(node: str, serial: int = 1) -> str:
+    """A connection id of ``node``."""
+    return connection_id(node, "boot", serial)
+
+
 class RedisDeliveryTests(RedisTestMixin, TestCase):
     async def setup(self, *live: str) -> tuple[RedisPresence, RedisDelivery]:
         redis, keys = self.open_redis()
@@ -237,10 +310,10 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
     async def test_one_event_per_node(self) -> None:
         """deliver publishes one NodeEvent per live node with its devices and the users' items."""
         presence, delivery = await self.setup("c1", "c2")
-        await presence.online(device_id=10, user_id=1, node="c1")
-        await presence.online(device_id=11, user_id=1, node="c1")
-        await presence.online(device_id=12, user_id=1, node="c2")
-        await presence.online(device_id=20, user_id=2, node="c2")
+        await presence.online(device_id=10, user_id=1, conn=conn("c1", 1), epoch=0)
+        await presence.online(device_id=11, user_id=1, conn=conn("c1", 2), epoch=0)
+        await presence.online(device_id=12, user_id=1, conn=conn("c2", 1), epoch=0)
+        await presence.online(device_id=20, user_id=2, conn=conn("c2", 2), epoch=0)
         channels = presence.keys.channel("c1"), presence.keys.channel("c2")
         recorder = await self.open_recorder(*channels)
         a1, b1, a2 = make_message(1, 1), make_message(2, 1), make_message(1, 2)
@@ -255,9 +328,9 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
     async def test_node_without_liveness_gets_nothing(self) -> None:
         """Devices on a node whose liveness key is missing receive nothing."""
         presence, delivery = await self.setup("live")
-        await presence.online(device_id=10, user_id=1, node="live")
-        await presence.online(device_id=11, user_id=1, node="dead")
-        await presence.online(device_id=20, user_id=2, node="dead")
+        await presence.online(device_id=10, user_id=1, conn=conn("live"), epoch=0)
+        await presence.online(device_id=11, user_id=1, conn=conn("dead", 1), epoch=0)
+        await presence.online(device_id=20, user_id=2, conn=conn("dead", 2), epoch=0)
         live, dead = presence.keys.channel("live"), presence.keys.channel("dead")
         recorder = await self.open_recorder(live, dead)
         delivery.deliver([make_message(1, 1), make_message(2, 1)])
@@ -272,7 +345,7 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
     async def test_nobody_online_publishes_nothing(self) -> None:
         """Copies for users with no device online are not published anywhere."""
         presence, delivery = await self.setup("c1")
-        await presence.online(device_id=10, user_id=1, node="c1")
+        await presence.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
         recorder = await self.open_recorder(presence.keys.channel("c1"))
         delivery.deliver([make_message(5, 1)])
         delivery.deliver([make_message(1, 1)])
@@ -283,7 +356,7 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
     async def test_batches_are_published_in_commit_order(self) -> None:
         """Batches handed to deliver one after the other arrive in that order."""
         presence, delivery = await self.setup("c1")
-        await presence.online(device_id=10, user_id=1, node="c1")
+        await presence.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
         channel = presence.keys.channel("c1")
         recorder = await self.open_recorder(channel)
         for seq in range(1, 21):
@@ -293,14 +366,30 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         self.assertEqual(seqs, list(range(1, 21)))
 
     async def test_kick_is_published_to_the_old_node(self) -> None:
-        """kick publishes a Kick for the device on the node it names."""
+        """kick publishes, on the node it names, a Kick for the device naming the connection."""
         presence, delivery = await self.setup()
         channel = presence.keys.channel("old")
         recorder = await self.open_recorder(channel)
-        await delivery.kick(node="old", device_id=10, reason="signed in elsewhere", new_node="new")
+        await delivery.kick(node="old", device_id=10, conn=conn("old", 3), reason="signed in elsewhere", new_node="new")
         await wait_until(lambda: recorder.messages, "the kick")
         [kick] = parse_event(recorder.on(channel)[0]).kicks
-        self.assertEqual((kick.device_id, kick.reason, kick.new_node), (10, "signed in elsewhere", "new"))
+        self.assertEqual(
+            (kick.device_id, kick.conn, kick.reason, kick.new_node), (10, conn("old", 3), "signed in elsewhere", "new")
+        )
+
+    async def test_end_session_kicks_the_connection_presence_names(self) -> None:
+        """end_session publishes, on the node of the device's presence entry, a kick naming that entry's connection."""
+        presence, delivery = await self.setup()
+        await presence.online(device_id=10, user_id=1, conn=conn("c1", 4), epoch=0)
+        await presence.online(device_id=10, user_id=1, conn=conn("c2", 7), epoch=0)
+        c1, c2 = presence.keys.channel("c1"), presence.keys.channel("c2")
+        recorder = await self.open_recorder(c1, c2)
+        delivery.end_session(device_id=10, user_id=1, reason="password changed")
+        await wait_until(lambda: recorder.on(c2), "the kick")
+        [payload] = recorder.on(c2)
+        [kick] = parse_event(payload).kicks
+        self.assertEqual((kick.device_id, kick.conn, kick.reason), (10, conn("c2", 7), "password changed"))
+        self.assertEqual(recorder.on(c1), [])
 
     async def test_redis_down_is_logged_not_raised(self) -> None:
         """With Redis unreachable, deliver returns at once and the failure is only logged."""
@@ -341,8 +430,8 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
     async def test_published_deliveries_reach_connections(self) -> None:
         """An event RedisDelivery publishes on the node's channel is pushed to its connection."""
         node, presence, _ = await self.start()
-        node.sign_in(device_id=10, user_id=1)
-        await presence.online(device_id=10, user_id=1, node="c1")
+        proto = node.sign_in(device_id=10, user_id=1)
+        await presence.online(device_id=10, user_id=1, conn=proto.conn_id, epoch=proto.epoch)
         await presence.beat("c1")
         message = make_message(1, 1)
         RedisDelivery(presence).deliver([message])
@@ -354,16 +443,17 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         node, presence, subscriber = await self.start()
         proto = node.sign_in(device_id=10, user_id=1)
         proto.acked_seq = 4
+        proto.epoch = 3
         node.logic.store(1, 6)
         # Redis "lost its data": no presence entry, no liveness key
-        self.assertIsNone(await presence.node_of(device_id=10, user_id=1))
+        self.assertIsNone(await presence.entry(device_id=10, user_id=1))
         factory: Any = subscriber._factory
         [connection] = factory.pool
         connection.transport.abortConnection()
         await wait_until(lambda: node.logic.sync_pages, "a catch-up sync")
         self.assertEqual(node.logic.sync_pages[0].args["after_seq"], 4)
         await wait_until(lambda: subscriber.subscribed, "the new subscription")
-        self.assertEqual(await presence.node_of(device_id=10, user_id=1), "c1")
+        self.assertEqual(await presence.entry(device_id=10, user_id=1), Entry(proto.conn_id, 3))
         self.assertEqual(await presence.alive(["c1"]), {"c1"})
         synced = [
             (i.message_id, i.sync_sequence)

@@ -142,6 +142,46 @@ class ClusterTests(MySQLBackend, TestCase):
             ("connect", "c1", 2, 2),
         )
 
+    async def test_pipelined_sends_are_stored_in_order_across_logic_nodes(self) -> None:
+        """300 sends pipelined on one connection, spread over two logic nodes, are stored in the order sent."""
+        c = await self.cluster()
+        _, alice, bob, _ = await self.users(c)
+        a = await self.online(c.tcp_port(0), alice)
+        for start in range(1, 301, 30):
+            # several writes, so that several batches of the connection are formed
+            a.write(*[send_frame(bob.user_id, f"m{s:03d}", s) for s in range(start, start + 30)])
+            await pause(0.005)
+        await wait_until(lambda: len(a.send_acks()) >= 300, "300 ACKs", timeout=60)
+        acked = {ack.send_sequence: ack.message_id for ack in a.send_acks() if ack.code == 0}
+        self.assertEqual(len(acked), 300)
+        await self.check_history(c.tcp_port(1), bob, acked)
+
+    async def test_reconnects_to_the_same_node_keep_the_session(self) -> None:
+        """A device that closes and at once reconnects to the same node, 30 times while messages flow,
+        is present every time: each new connection receives a live push."""
+        c = await self.cluster()
+        _, alice, bob, _ = await self.users(c)
+        sender = await self.online(c.tcp_port(1), bob)
+        sequence = 0
+        client = await self.online(c.tcp_port(0), alice)
+        for round_ in range(30):
+            if round_ % 3 == 0:
+                # sign in again before the old connection is gone: the node replaces it,
+                # and its offline arrives after the new sign-in
+                old, client = client, await self.online(c.tcp_port(0), alice)
+                await old.wait_closed()
+            else:
+                # close without waiting: the old connection's offline races the new sign-in
+                client.transport.abortConnection() if round_ % 3 == 1 else client.transport.loseConnection()
+                client = await self.online(c.tcp_port(0), alice)
+            sequence += 1
+            ack = await sender.send(alice.user_id, f"m{sequence}", sequence)
+            self.assertEqual(ack.code, 0)
+            await wait_until(
+                lambda: ack.message_id in client.pushed_ids() or client.closed, f"the push in round {round_}"
+            )
+            self.assertFalse(client.closed, f"round {round_}: the new connection was closed ({client.kicks()})")
+
     async def test_sign_in_on_another_node_kicks_the_old_connection(self) -> None:
         """A device signing in on node 2 kicks its connection on node 1 (Kicked, then close)."""
         c = await self.cluster()

@@ -1,6 +1,7 @@
-"""The connect node's PB side: PBLogicClient over fake links (batching, retry, round robin,
-deadlines) and LogicLink over in-memory PB connections (login, reconnect). No sockets; time
-is a MemoryReactorClock (a Clock that HostnameEndpoint accepts as a reactor)."""
+"""The connect node's PB side: PBLogicClient over fake links (batching, per-connection order,
+retry, round robin, deadlines) and LogicLink over in-memory PB connections (login, reconnect,
+dropping a hung node). No sockets; time is a MemoryReactorClock (a Clock that
+HostnameEndpoint accepts as a reactor)."""
 
 from typing import Any
 
@@ -19,25 +20,36 @@ from goim.distributed.pb_client import NoLogicNode, PBLogicClient, decode_page
 from goim.distributed.pb_server import SharedSecretChecker
 from goim.pb import goim_pb2 as gpb
 from goim.protocols.codec import encode_message
-from goim.types import SendRequest, SendResult, SignInResult, SyncPage
+from goim.types import SendOutcomeUnknown, SendRequest, SendResult, SignInResult, SyncPage, connection_id
 from tests.protocols.fakes import make_message
 
 SECRET = b"a-shared-secret-of-32-characters"
 CALL_TIMEOUT = 5.0
+REMOTE_TIMEOUT = 10.0
+SEND_DEADLINE = 30.0
+
+#: two client connections of this connect node
+A = connection_id("c1", "boot", 1)
+B = connection_id("c1", "boot", 2)
 
 
 def request(send_sequence: int, device_id: int = 10, user_id: int = 1) -> SendRequest:
     return SendRequest(device_id, user_id, 1, 2, 1, f"m{send_sequence}", send_sequence, 1000 + send_sequence)
 
 
-def send_sequences(payload: list[tuple[int, int, bytes]]) -> list[tuple[int, int, int]]:
-    """``(device_id, user_id, send_sequence)`` of each entry of a remote send batch."""
+def send_sequences(payload: list[tuple[str, int, int, bytes]]) -> list[tuple[str, int, int, int]]:
+    """``(conn, device_id, user_id, send_sequence)`` of each entry of a remote send batch."""
     out = []
-    for device_id, user_id, raw in payload:
+    for conn, device_id, user_id, raw in payload:
         message = gpb.MessageSend()
         message.ParseFromString(raw)
-        out.append((device_id, user_id, message.send_sequence))
+        out.append((conn, device_id, user_id, message.send_sequence))
     return out
+
+
+def ok(payload: list[tuple[str, int, int, bytes]]) -> list[tuple[int, int, int]]:
+    """An answer storing every send of a batch: message id 100 + send_sequence, seq = send_sequence."""
+    return [(0, 100 + s, s) for _, _, _, s in send_sequences(payload)]
 
 
 class FakeBroker:
@@ -70,14 +82,20 @@ class FakePerspective:
     def answer(self, index: int, result: Any) -> None:
         self.calls[index][2].callback(result)
 
+    def batches(self) -> list[list[tuple[str, int, int, int]]]:
+        """The send batches this perspective got, decoded, in call order."""
+        return [send_sequences(args[0]) for method, args, _ in self.calls if method == "send"]
+
 
 class FakeLink:
-    """What PBLogicClient uses of a LogicLink: ``perspective`` and ``_waiters``."""
+    """What PBLogicClient uses of a LogicLink: ``perspective``, ``_waiters``, ``address``, ``drop()``."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.address = f"{name}:50100"
         self.perspective: FakePerspective | None = None
         self._waiters: list[Deferred[None]] = []
+        self.dropped = 0
 
     def connect(self) -> FakePerspective:
         """Become connected and wake the waiting calls, as LogicLink._connect_loop does."""
@@ -97,6 +115,12 @@ class FakeLink:
             if not d.called:
                 d.errback(pb.PBConnectionLost("connection lost"))
         self.perspective = None
+
+    def drop(self) -> None:
+        """Close the connection, as LogicLink.drop does (it stays down until ``connect``)."""
+        self.dropped += 1
+        if self.perspective is not None:
+            self.die()
 
 
 def calls(*links: FakeLink) -> list[tuple[str, str, tuple[Any, ...]]]:
@@ -118,6 +142,8 @@ class PBLogicClientTests(SynchronousTestCase):
             node="c1",
             secret=SECRET,
             call_timeout=CALL_TIMEOUT,
+            remote_timeout=REMOTE_TIMEOUT,
+            send_deadline=SEND_DEADLINE,
             max_batch=max_batch,
         )
         links = [FakeLink(name) for name in names]
@@ -125,43 +151,45 @@ class PBLogicClientTests(SynchronousTestCase):
         return client, reactor, links
 
     def sign_in(self, client: PBLogicClient, device_id: int = 10) -> Deferred[SignInResult]:
-        return Deferred.fromCoroutine(client.sign_in(device_id=device_id, user_id=1, token="t"))
+        return Deferred.fromCoroutine(client.sign_in(device_id=device_id, user_id=1, token="t", conn=A))
 
-    def send(self, client: PBLogicClient, *sequences: int) -> list[Deferred[SendResult]]:
-        return [Deferred.fromCoroutine(client.send(request(s))) for s in sequences]
+    def send(
+        self, client: PBLogicClient, *sequences: int, conn: str = A, device_id: int = 10, user_id: int = 1
+    ) -> list[Deferred[SendResult]]:
+        return [Deferred.fromCoroutine(client.send(request(s, device_id, user_id), conn=conn)) for s in sequences]
 
     # --- batching ------------------------------------------------------------------------
 
     def test_sends_of_one_turn_go_in_one_call(self) -> None:
-        """Sends made in one reactor turn travel in one remote call, in order, and get their own results."""
+        """Sends of several connections made in one reactor turn travel in one remote call, each connection's in order, and get their own results."""
         client, reactor, [link] = self.client("a")
         p = link.connect()
-        ds = self.send(client, 1, 2, 3)
+        a1, b5, a2 = self.send(client, 1) + self.send(client, 5, conn=B, device_id=20, user_id=2) + self.send(client, 2)
         self.assertEqual(p.calls, [])
         reactor.advance(0)
         [(method, (payload,), _)] = p.calls
         self.assertEqual(method, "send")
-        self.assertEqual(send_sequences(payload), [(10, 1, 1), (10, 1, 2), (10, 1, 3)])
-        p.answer(0, [(0, 101, 1), (2, 0, 0), (0, 103, 2)])
+        self.assertEqual(send_sequences(payload), [(A, 10, 1, 1), (A, 10, 1, 2), (B, 20, 2, 5)])
+        p.answer(0, [(0, 101, 1), (2, 0, 0), (0, 105, 9)])
         self.assertEqual(
-            [self.successResultOf(d) for d in ds],
-            [SendResult(0, 101, 1), SendResult(2, 0, 0), SendResult(0, 103, 2)],
+            [self.successResultOf(d) for d in (a1, a2, b5)],
+            [SendResult(0, 101, 1), SendResult(2, 0, 0), SendResult(0, 105, 9)],
         )
 
     def test_send_carries_every_field(self) -> None:
-        """The MessageSend bytes of a batch entry hold the request's fields."""
+        """The batch entry holds the connection id, and its MessageSend bytes the request's fields."""
         client, reactor, [link] = self.client("a")
         p = link.connect()
         r = SendRequest(7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123)
-        Deferred.fromCoroutine(client.send(r))
+        Deferred.fromCoroutine(client.send(r, conn=B))
         reactor.advance(0)
-        [(device_id, user_id, raw)] = p.calls[0][1][0]
+        [(conn, device_id, user_id, raw)] = p.calls[0][1][0]
         message = gpb.MessageSend()
         message.ParseFromString(raw)
         self.assertEqual(
-            (device_id, user_id, message.receiver_type, message.receiver_id, message.type, message.content,
+            (conn, device_id, user_id, message.receiver_type, message.receiver_id, message.type, message.content,
              message.send_sequence, message.send_time),
-            (7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123),
+            (B, 7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123),
         )
 
     def test_sends_of_later_turns_go_in_later_calls(self) -> None:
@@ -170,28 +198,171 @@ class PBLogicClientTests(SynchronousTestCase):
         p = link.connect()
         self.send(client, 1)
         reactor.advance(0)
-        self.send(client, 2)
+        self.send(client, 2, conn=B)
         reactor.advance(0)
-        self.assertEqual([send_sequences(args[0]) for _, args, _ in p.calls], [[(10, 1, 1)], [(10, 1, 2)]])
+        self.assertEqual(p.batches(), [[(A, 10, 1, 1)], [(B, 10, 1, 2)]])
+        # and, once the first is answered, the next send of A too
+        p.answer(0, [(0, 101, 1)])
+        self.send(client, 3)
+        reactor.advance(0)
+        self.assertEqual(p.batches()[2:], [[(A, 10, 1, 3)]])
 
     def test_max_batch_splits_a_turn(self) -> None:
-        """More sends than max_batch in one turn go in several calls, order kept."""
+        """More sends than max_batch in one turn go in several concurrent calls, order kept."""
+        client, reactor, [link] = self.client("a", max_batch=2)
+        p = link.connect()
+        conns = [connection_id("c1", "boot", s) for s in range(1, 6)]
+        ds = [d for s, c in enumerate(conns, start=1) for d in self.send(client, s, conn=c)]
+        reactor.advance(0)
+        self.assertEqual([[s for _, _, _, s in batch] for batch in p.batches()], [[1, 2], [3, 4], [5]])
+        for i, (_, args, _) in enumerate(p.calls):
+            p.answer(i, ok(args[0]))
+        self.assertEqual([self.successResultOf(d).message_id for d in ds], [101, 102, 103, 104, 105])
+
+    def test_one_call_never_carries_two_batches_of_one_connection(self) -> None:
+        """A connection with more queued sends than max_batch sends them max_batch at a time, each batch after the previous one's answer."""
         client, reactor, [link] = self.client("a", max_batch=2)
         p = link.connect()
         ds = self.send(client, 1, 2, 3, 4, 5)
+        [other] = self.send(client, 9, conn=B)
         reactor.advance(0)
-        self.assertEqual([[s for _, _, s in send_sequences(args[0])] for _, args, _ in p.calls], [[1, 2], [3, 4], [5]])
-        for i, (_, args, _) in enumerate(p.calls):
-            p.answer(i, [(0, 100 + s, s) for _, _, s in send_sequences(args[0])])
-        self.assertEqual([self.successResultOf(d).message_id for d in ds], [101, 102, 103, 104, 105])
+        self.assertEqual(p.batches(), [[(A, 10, 1, 1), (A, 10, 1, 2)], [(B, 10, 1, 9)]])
+        p.answer(1, ok(p.calls[1][1][0]))
+        reactor.advance(0)
+        self.assertEqual(len(p.calls), 2)
+        p.answer(0, ok(p.calls[0][1][0]))
+        reactor.advance(0)
+        self.assertEqual(p.batches()[2:], [[(A, 10, 1, 3), (A, 10, 1, 4)]])
+        p.answer(2, ok(p.calls[2][1][0]))
+        reactor.advance(0)
+        self.assertEqual(p.batches()[3:], [[(A, 10, 1, 5)]])
+        p.answer(3, ok(p.calls[3][1][0]))
+        self.assertEqual([self.successResultOf(d).message_id for d in ds + [other]], [101, 102, 103, 104, 105, 109])
+
+    def test_second_batch_of_a_connection_waits_for_the_first_answer(self) -> None:
+        """While a connection's batch is in flight its later sends wait (and then go together); another connection's sends go meanwhile."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        [first] = self.send(client, 1)
+        reactor.advance(0)
+        later = self.send(client, 2, 3)
+        [other] = self.send(client, 7, conn=B, device_id=20, user_id=2)
+        reactor.advance(0)
+        self.assertEqual(p.batches(), [[(A, 10, 1, 1)], [(B, 20, 2, 7)]])
+        p.answer(1, [(0, 107, 1)])
+        self.assertEqual(self.successResultOf(other), SendResult(0, 107, 1))
+        reactor.advance(0)
+        self.assertEqual(len(p.calls), 2)
+        for d in later:
+            self.assertNoResult(d)
+        p.answer(0, [(0, 101, 1)])
+        self.assertEqual(self.successResultOf(first), SendResult(0, 101, 1))
+        reactor.advance(0)
+        self.assertEqual(p.batches()[2:], [[(A, 10, 1, 2), (A, 10, 1, 3)]])
+        p.answer(2, [(0, 102, 2), (0, 103, 3)])
+        self.assertEqual([self.successResultOf(d).message_id for d in later], [102, 103])
 
     def test_failed_batch_answers_each_send_with_code_1(self) -> None:
-        """When a batch cannot be delivered, each of its sends gets code 1 (retry)."""
-        client, reactor, _ = self.client("a")
+        """With no logic node reachable within call_timeout, each send of the batch gets code 1 (nothing was sent)."""
+        client, reactor, [link] = self.client("a")
         ds = self.send(client, 1, 2)
         reactor.advance(0)
-        reactor.advance(CALL_TIMEOUT)
+        reactor.advance(CALL_TIMEOUT - 1)
+        for d in ds:
+            self.assertNoResult(d)
+        reactor.advance(1)
         self.assertEqual([self.successResultOf(d) for d in ds], [SendResult(1, 0, 0)] * 2)
+        # the connection is not broken: its next send goes out
+        p = link.connect()
+        self.send(client, 3)
+        reactor.advance(0)
+        self.assertEqual(p.batches(), [[(A, 10, 1, 3)]])
+
+    def test_refused_batch_answers_each_send_with_code_1(self) -> None:
+        """A batch the logic node refused (a remote error) answers each send with code 1 and frees the connection."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        ds = self.send(client, 1, 2)
+        reactor.advance(0)
+        later = self.send(client, 3)
+        reactor.advance(0)
+        p.calls[0][2].errback(pb.Error("a send batch is a list of at most 1000 sends"))
+        self.assertEqual([self.successResultOf(d) for d in ds], [SendResult(1, 0, 0)] * 2)
+        reactor.advance(0)
+        self.assertEqual(p.batches()[1:], [[(A, 10, 1, 3)]])
+        p.answer(1, [(0, 103, 3)])
+        self.assertEqual(self.successResultOf(later[0]), SendResult(0, 103, 3))
+
+    # --- unanswered sends ----------------------------------------------------------------------
+
+    def test_timed_out_batch_runs_again_on_another_link_and_drops_the_slow_one(self) -> None:
+        """A send batch unanswered within remote_timeout is sent again, unchanged, on another link; the slow link is dropped; the connection's next sends still wait."""
+        client, reactor, (a, b) = self.client("a", "b")
+        a.connect()
+        b.connect()
+        ds = self.send(client, 1, 2)
+        reactor.advance(0)
+        [(first, _, (payload,))] = calls(a, b)
+        slow, other = (a, b) if first == "a" else (b, a)
+        later = self.send(client, 3)
+        reactor.advance(REMOTE_TIMEOUT - 1)
+        self.assertEqual(len(calls(a, b)), 1)
+        self.assertEqual(slow.dropped, 0)
+        reactor.advance(1)
+        self.assertEqual((slow.dropped, other.dropped), (1, 0))
+        assert other.perspective is not None
+        [(method, (again,), _)] = other.perspective.calls
+        self.assertEqual((method, again), ("send", payload))
+        reactor.advance(0)
+        self.assertNoResult(later[0])
+        self.assertEqual(len(other.perspective.calls), 1)
+        other.perspective.answer(0, [(0, 5, 1), (0, 6, 2)])
+        self.assertEqual([self.successResultOf(d).message_id for d in ds], [5, 6])
+        reactor.advance(0)
+        self.assertEqual(other.perspective.batches()[1:], [[(A, 10, 1, 3)]])
+
+    def test_unknown_outcome_breaks_the_connection(self) -> None:
+        """A batch that reached a node but got no answer by send_deadline fails with SendOutcomeUnknown, as do its connection's queued and later sends; other connections go on."""
+        client, reactor, [a] = self.client("a")
+        p = a.connect()
+        lost = self.send(client, 1, 2)
+        reactor.advance(0)
+        queued = self.send(client, 3)
+        [fine] = self.send(client, 7, conn=B, device_id=20, user_id=2)
+        reactor.advance(0)
+        self.assertEqual(p.batches(), [[(A, 10, 1, 1), (A, 10, 1, 2)], [(B, 20, 2, 7)]])
+        p.answer(1, [(0, 107, 1)])
+        self.assertEqual(self.successResultOf(fine), SendResult(0, 107, 1))
+        # A's batch times out; its link is dropped and no node comes back
+        reactor.advance(REMOTE_TIMEOUT)
+        self.assertEqual(a.dropped, 1)
+        reactor.advance(SEND_DEADLINE - REMOTE_TIMEOUT - 1)
+        for d in lost + queued:
+            self.assertNoResult(d)
+        reactor.advance(1)
+        for d in lost + queued:
+            self.failureResultOf(d, SendOutcomeUnknown)
+        [refused] = self.send(client, 4)
+        self.failureResultOf(refused, SendOutcomeUnknown)
+        # B is not affected: once a node is back, its sends go (and A's never do)
+        p2 = a.connect()
+        [after] = self.send(client, 8, conn=B, device_id=20, user_id=2)
+        reactor.advance(0)
+        self.assertEqual(p2.batches(), [[(B, 20, 2, 8)]])
+        p2.answer(0, [(0, 108, 2)])
+        self.assertEqual(self.successResultOf(after), SendResult(0, 108, 2))
+
+    def test_batch_interrupted_with_no_node_left_has_an_unknown_outcome(self) -> None:
+        """A batch whose node died mid-call, with no node back before send_deadline, fails with SendOutcomeUnknown."""
+        client, reactor, [a] = self.client("a")
+        a.connect()
+        ds = self.send(client, 1)
+        reactor.advance(0)
+        a.die()
+        reactor.advance(SEND_DEADLINE - 1)
+        self.assertNoResult(ds[0])
+        reactor.advance(1)
+        self.failureResultOf(ds[0], SendOutcomeUnknown)
 
     # --- choosing a link ---------------------------------------------------------------------
 
@@ -229,8 +400,8 @@ class PBLogicClientTests(SynchronousTestCase):
         assert other.perspective is not None
         [(method, retried_args, _)] = other.perspective.calls
         self.assertEqual((method, retried_args), ("sign_in", args))
-        other.perspective.answer(0, (True, ""))
-        self.assertEqual(self.successResultOf(d), SignInResult(True, ""))
+        other.perspective.answer(0, (True, "", 4))
+        self.assertEqual(self.successResultOf(d), SignInResult(True, "", 4))
 
     def test_send_batch_retried_on_another_link(self) -> None:
         """A send batch interrupted by a lost connection is sent again, unchanged, on another link."""
@@ -258,6 +429,7 @@ class PBLogicClientTests(SynchronousTestCase):
         link.perspective.calls[0][2].errback(pb.Error("device_id must be an integer >= 1"))
         self.failureResultOf(d, pb.Error)
         self.assertEqual(len(calls(*links)), 1)
+        self.assertEqual([link.dropped for link in links], [0, 0])
 
     # --- no logic node -----------------------------------------------------------------------
 
@@ -265,9 +437,9 @@ class PBLogicClientTests(SynchronousTestCase):
         """With no link connected a call waits call_timeout seconds, then fails with NoLogicNode."""
         client, reactor, _ = self.client("a", "b")
         d = self.sign_in(client)
-        reactor.advance(CALL_TIMEOUT - 0.01)
+        reactor.advance(CALL_TIMEOUT - 1)
         self.assertNoResult(d)
-        reactor.advance(0.01)
+        reactor.advance(1)
         self.failureResultOf(d, NoLogicNode)
 
     def test_waiting_call_runs_when_a_link_connects(self) -> None:
@@ -277,9 +449,9 @@ class PBLogicClientTests(SynchronousTestCase):
         reactor.advance(1)
         p = b.connect()
         [(method, args, _)] = p.calls
-        self.assertEqual((method, args), ("sign_in", (10, 1, "t")))
-        p.answer(0, (False, "wrong token"))
-        self.assertEqual(self.successResultOf(d), SignInResult(False, "wrong token"))
+        self.assertEqual((method, args), ("sign_in", (10, 1, "t", A)))
+        p.answer(0, (False, "wrong token", 0))
+        self.assertEqual(self.successResultOf(d), SignInResult(False, "wrong token", 0))
         # the deadline timer was cancelled with the wait
         reactor.advance(CALL_TIMEOUT)
         self.assertEqual(len(p.calls), 1)
@@ -288,7 +460,7 @@ class PBLogicClientTests(SynchronousTestCase):
         """Links that connect after a waiting call was served, or gave up, connect without error."""
         client, reactor, (a, b) = self.client("a", "b")
         served = self.sign_in(client)
-        a.connect().answer(0, (True, ""))
+        a.connect().answer(0, (True, "", 0))
         self.successResultOf(served)
         b.connect()  # the waiter of `served` is still in b._waiters
 
@@ -313,18 +485,18 @@ class PBLogicClientTests(SynchronousTestCase):
         finally:
             d.addErrback(lambda _: None)
         p = a.connect()
-        p.answer(0, (True, ""))
+        p.answer(0, (True, "", 0))
         self.assertEqual(self.successResultOf(d), SignInResult(True, ""))
 
     # --- the other calls ---------------------------------------------------------------------
 
     def test_sync_page_decodes_the_page(self) -> None:
-        """sync_page passes its arguments and decodes the Message bytes into the user's stored copies."""
+        """sync_page passes its arguments and the connection, and decodes the Message bytes into the user's stored copies."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
-        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=3, limit=2))
+        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=3, limit=2, conn=B))
         [(method, args, _)] = p.calls
-        self.assertEqual((method, args), ("sync_page", (10, 1, 3, 2)))
+        self.assertEqual((method, args), ("sync_page", (10, 1, 3, 2, B)))
         messages = [make_message(1, 4), make_message(1, 5)]
         p.answer(0, encode_message(1, messages, True))
         self.assertEqual(self.successResultOf(d), SyncPage(messages, more=True))
@@ -333,21 +505,31 @@ class PBLogicClientTests(SynchronousTestCase):
         """A sync_page answer that is not bytes fails with TypeError."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
-        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=0, limit=2))
+        d = Deferred.fromCoroutine(client.sync_page(device_id=10, user_id=1, after_seq=0, limit=2, conn=A))
         p.answer(0, "not bytes")
         self.failureResultOf(d, TypeError)
 
     def test_ack_and_offline(self) -> None:
-        """ack and offline are remote calls with the device, the user (and the seq)."""
+        """ack and offline are remote calls with the device, the user (and the seq) and the connection."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
-        acked = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=9))
-        gone = Deferred.fromCoroutine(client.offline(device_id=10, user_id=1))
-        self.assertEqual([(m, args) for m, args, _ in p.calls], [("ack", (10, 1, 9)), ("offline", (10, 1))])
+        acked = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=9, conn=A))
+        gone = Deferred.fromCoroutine(client.offline(device_id=10, user_id=1, conn=B))
+        self.assertEqual([(m, args) for m, args, _ in p.calls], [("ack", (10, 1, 9, A)), ("offline", (10, 1, B))])
         p.answer(0, None)
         p.answer(1, None)
         self.assertIsNone(self.successResultOf(acked))
         self.assertIsNone(self.successResultOf(gone))
+
+    def test_sign_in_passes_the_connection_and_returns_the_epoch(self) -> None:
+        """sign_in sends (device, user, token, conn) and returns ok, message and the epoch."""
+        client, reactor, (a,) = self.client("a")
+        p = a.connect()
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=B))
+        [(method, args, _)] = p.calls
+        self.assertEqual((method, args), ("sign_in", (10, 1, "t", B)))
+        p.answer(0, (True, "", 7))
+        self.assertEqual(self.successResultOf(d), SignInResult(True, "", 7))
 
     def test_decode_page_of_an_empty_message(self) -> None:
         """An empty Message is an empty last page."""
@@ -360,22 +542,35 @@ ADDRESS = IPv4Address("TCP", "127.0.0.1", 50100)
 
 
 class Avatar(pb.Avatar):
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, hang_sends: bool = False) -> None:
         self.node = node
+        self.hang_sends = hang_sends
         self.sign_ins: list[tuple[Any, ...]] = []
+        self.sends: list[Any] = []
 
-    def perspective_sign_in(self, device_id: int, user_id: int, token: str) -> tuple[bool, str]:
-        self.sign_ins.append((device_id, user_id, token))
-        return True, f"served {self.node}"
+    def perspective_send(self, batch: Any) -> Any:
+        self.sends.append(batch)
+        if self.hang_sends:
+            return Deferred()  # a logic node that never answers
+        return [(0, 1000 + i + 1, i + 1) for i in range(len(batch))]
+
+    def perspective_sign_in(self, device_id: int, user_id: int, token: str, conn: str) -> Any:
+        self.sign_ins.append((device_id, user_id, token, conn))
+        if token == "hang":
+            return Deferred()  # a logic node that never answers
+        return True, f"served {self.node}", 3
 
 
 @implementer(portal.IRealm)
 class Realm:
     def __init__(self) -> None:
         self.avatars: list[Avatar] = []
+        #: how many of the next avatars never answer a send
+        self.hang_sends = 0
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
-        avatar = Avatar(avatar_id.decode())
+        avatar = Avatar(avatar_id.decode(), hang_sends=self.hang_sends > 0)
+        self.hang_sends -= 1
         self.avatars.append(avatar)
         return pb.IPerspective, avatar, lambda: None
 
@@ -419,14 +614,21 @@ class InMemoryEndpoint:
 
 class LogicLinkTests(SynchronousTestCase):
     def client(
-        self, secret: bytes = SECRET, *, listening: bool = True
+        self, secret: bytes = SECRET, *, listening: bool = True, call_timeout: float = CALL_TIMEOUT
     ) -> tuple[PBLogicClient, MemoryReactorClock, InMemoryEndpoint, Realm]:
         reactor = MemoryReactorClock()
         realm = Realm()
         server = pb.PBServerFactory(portal.Portal(realm, [SharedSecretChecker(SECRET)]))
         endpoint = InMemoryEndpoint(server, reactor)
         endpoint.listening = listening
-        client = PBLogicClient(reactor, ["logic-a:50100"], node="c7", secret=secret, call_timeout=CALL_TIMEOUT)
+        client = PBLogicClient(
+            reactor,
+            ["logic-a:50100"],
+            node="c7",
+            secret=secret,
+            call_timeout=call_timeout,
+            remote_timeout=REMOTE_TIMEOUT,
+        )
         client.links[0]._endpoint = endpoint
         self.addCleanup(client.stop)
         return client, reactor, endpoint, realm
@@ -445,10 +647,10 @@ class LogicLinkTests(SynchronousTestCase):
         self.assertEqual(client.connected(), 1)
         [avatar] = realm.avatars
         self.assertEqual(avatar.node, "c7")
-        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=A))
         endpoint.flush()
-        self.assertEqual(self.successResultOf(d), SignInResult(True, "served c7"))
-        self.assertEqual(avatar.sign_ins, [(10, 1, "t")])
+        self.assertEqual(self.successResultOf(d), SignInResult(True, "served c7", 3))
+        self.assertEqual(avatar.sign_ins, [(10, 1, "t", A)])
 
     def test_reconnects_after_the_connection_drops(self) -> None:
         """After the logic node drops the connection, the link reconnects by itself and calls work again."""
@@ -462,7 +664,7 @@ class LogicLinkTests(SynchronousTestCase):
         self.assertIsNot(client.links[0].perspective, first)
         self.assertEqual(len(realm.avatars), 2)
         self.assertEqual(endpoint.open_connections(), 1)
-        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=A))
         endpoint.flush()
         self.successResultOf(d)
         self.assertEqual([len(a.sign_ins) for a in realm.avatars], [0, 1])
@@ -494,7 +696,7 @@ class LogicLinkTests(SynchronousTestCase):
         """With another secret the link never gets a perspective and calls fail with NoLogicNode."""
         client, reactor, endpoint, realm = self.client(b"another-secret-of-32-characters!")
         client.start()
-        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=A))
         self.run_for(reactor, endpoint, CALL_TIMEOUT + 0.2)
         self.failureResultOf(d, NoLogicNode)
         self.assertEqual(realm.avatars, [])
@@ -515,7 +717,7 @@ class LogicLinkTests(SynchronousTestCase):
         """A link that connects after a call timed out keeps working, and reconnects after a drop."""
         client, reactor, endpoint, realm = self.client(listening=False)
         client.start()
-        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t"))
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=A))
         self.run_for(reactor, endpoint, CALL_TIMEOUT + 0.2)
         self.failureResultOf(d, NoLogicNode)
         endpoint.listening = True
@@ -526,3 +728,35 @@ class LogicLinkTests(SynchronousTestCase):
         self.run_for(reactor, endpoint, 10)
         self.assertEqual(len(realm.avatars), 2)
         self.assertEqual(endpoint.open_connections(), 1)
+
+    def test_send_without_an_answer_drops_and_reconnects_the_link(self) -> None:
+        """A send batch the logic node does not answer within remote_timeout closes that connection; the link
+        reconnects and the same batch runs again there."""
+        client, reactor, endpoint, realm = self.client()
+        realm.hang_sends = 1  # the first avatar never answers a send
+        client.start()
+        endpoint.flush()
+        d = Deferred.fromCoroutine(client.send(request(1), conn=A))
+        self.run_for(reactor, endpoint, REMOTE_TIMEOUT - 0.5)
+        self.assertNoResult(d)
+        self.assertEqual(len(realm.avatars), 1)
+        self.run_for(reactor, endpoint, 1)
+        # dropped; reconnected (the only node), the batch ran again there and was answered
+        self.assertEqual(len(realm.avatars), 2)
+        self.assertEqual(endpoint.open_connections(), 1)
+        self.assertEqual([a.sends for a in realm.avatars], [realm.avatars[1].sends] * 2)
+        self.assertEqual(self.successResultOf(d), SendResult(0, 1001, 1))
+
+    def test_other_calls_without_an_answer_fail_within_call_timeout(self) -> None:
+        """A sign-in the logic node does not answer fails with NoLogicNode within call_timeout (the client is
+        answered before its own sign-in deadline); the link is kept."""
+        client, reactor, endpoint, realm = self.client()
+        client.start()
+        endpoint.flush()
+        d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="hang", conn=A))
+        self.run_for(reactor, endpoint, CALL_TIMEOUT + 0.2)
+        self.failureResultOf(d, NoLogicNode)
+        self.assertEqual(len(realm.avatars), 1)
+        served = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=A))
+        endpoint.flush()
+        self.assertEqual(self.successResultOf(served), SignInResult(True, "served c7", 3))

@@ -25,12 +25,12 @@ from goim.distributed.pb_server import (
     pb_factory,
 )
 from goim.distributed.pb_client import PBLogicClient
-from goim.distributed.presence import RedisPresence
+from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2
-from goim.types import SEND_INVALID, SEND_NOT_FRIEND, SEND_OK, SendRequest
+from goim.types import SEND_INVALID, SEND_NOT_FRIEND, SEND_OK, SendRequest, connection_id
 from tests.support.db import SQLiteBackend
-from tests.support.redis import RedisTestMixin, wait_until
+from tests.support.redis import ChannelRecorder, RedisTestMixin, wait_until
 from tests.support.services import Services
 
 SECRET = b"a-shared-secret-of-32-characters"
@@ -83,9 +83,19 @@ class InProcessReference:
 class InProcessLink:
     """A connected LogicLink stand-in for PBLogicClient."""
 
+    address = "in-process"
+
     def __init__(self, perspective: pb.Avatar) -> None:
         self.perspective = InProcessReference(perspective)
         self._waiters: list[Deferred[None]] = []
+
+    def drop(self) -> None:
+        raise AssertionError("an in-process call never times out")
+
+
+def conn(node: str = "c1", serial: int = 1, boot: str = "boot") -> str:
+    """A connection id of ``node``."""
+    return connection_id(node, boot, serial)
 
 
 class Fixture:
@@ -112,92 +122,151 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
     def node(self, f: Fixture, name: str = "c1") -> ConnectNodePerspective:
         return ConnectNodePerspective(name, f.services.logic, f.presence, f.delivery)
 
-    async def signed_in(self, f: Fixture, who: tuple[int, int, str], node: str = "c1") -> ConnectNodePerspective:
+    async def signed_in(
+        self, f: Fixture, who: tuple[int, int, str], node: str = "c1", *, serial: int = 1
+    ) -> ConnectNodePerspective:
+        """A perspective of ``node`` on which ``who`` signed in with connection ``conn(node, serial)``."""
         user_id, device_id, token = who
         p = self.node(f, node)
-        self.assertEqual(await p.perspective_sign_in(device_id, user_id, token), (True, ""))
+        ok, message, epoch = await p.perspective_sign_in(device_id, user_id, token, conn(node, serial))
+        self.assertEqual((ok, message), (True, ""))
+        device = await f.services.account_store.get_device(device_id)
+        assert device is not None
+        self.assertEqual(epoch, device.send_epoch)
         return p
+
+    async def present(self, f: Fixture, who: tuple[int, int, str]) -> str | None:
+        """The connection presence names for ``who``'s device, if any."""
+        user_id, device_id, _ = who
+        entry = await f.presence.entry(device_id=device_id, user_id=user_id)
+        return None if entry is None else entry.conn
+
+    async def no_kick_on(self, f: Fixture, recorder: ChannelRecorder, node: str) -> None:
+        """Check that nothing was published on ``node``'s channel so far."""
+        # a publish on the channel now: had a kick been published, it would come first
+        await f.delivery.kick(node=node, device_id=1, conn=conn(node, 999), reason="marker", new_node="x")
+        await wait_until(lambda: recorder.messages, "the marker")
+        event = internal_pb2.NodeEvent()
+        event.ParseFromString(recorder.messages[0][1])
+        self.assertEqual(event.kicks[0].reason, "marker")
 
     # --- sign-in -----------------------------------------------------------------------
 
     async def test_sign_in_with_a_wrong_token(self) -> None:
-        """A wrong token gets (False, message) and writes no presence."""
+        """A wrong token gets (False, message, 0) and writes no presence."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
-        ok, message = await self.node(f).perspective_sign_in(device_id, user_id, "not-the-token")
+        ok, message, epoch = await self.node(f).perspective_sign_in(device_id, user_id, "not-the-token", conn())
         self.assertFalse(ok)
         self.assertTrue(message)
-        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+        self.assertEqual(epoch, 0)
+        self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=user_id))
 
     async def test_sign_in_as_another_user(self) -> None:
         """A device's valid token with another user's id is refused and writes no presence."""
         f = await self.fixture()
         _, device_id, token = f.alice
         bob_id = f.bob[0]
-        ok, _ = await self.node(f).perspective_sign_in(device_id, bob_id, token)
+        ok, _, _ = await self.node(f).perspective_sign_in(device_id, bob_id, token, conn())
         self.assertFalse(ok)
-        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=bob_id))
+        self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=bob_id))
 
     async def test_sign_in_writes_presence(self) -> None:
-        """A successful sign-in makes presence name this node for the device."""
+        """A successful sign-in makes presence name this connection, with the epoch sign-in returned."""
         f = await self.fixture()
-        user_id, device_id, _ = f.alice
-        await self.signed_in(f, f.alice)
-        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c1")
+        user_id, device_id, token = f.alice
+        ok, _, epoch = await self.node(f).perspective_sign_in(device_id, user_id, token, conn("c1", 3))
+        self.assertTrue(ok)
+        self.assertEqual(await f.presence.entry(device_id=device_id, user_id=user_id), Entry(conn("c1", 3), epoch))
 
-    async def test_sign_in_elsewhere_kicks_the_old_node(self) -> None:
-        """Signing in through c2 a device that was on c1 publishes a kick on c1's channel."""
+    async def test_sign_in_elsewhere_kicks_the_old_connection(self) -> None:
+        """Signing in through c2 a device that was on c1 publishes, on c1's channel, a kick naming c1's connection."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         recorder = await self.open_recorder(f.presence.keys.channel("c1"))
-        await self.signed_in(f, f.alice, "c1")
-        await self.signed_in(f, f.alice, "c2")
-        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c2")
+        await self.signed_in(f, f.alice, "c1", serial=7)
+        await self.signed_in(f, f.alice, "c2", serial=1)
+        self.assertEqual(await self.present(f, f.alice), conn("c2"))
         await wait_until(lambda: recorder.messages, "the kick on c1")
         event = internal_pb2.NodeEvent()
         event.ParseFromString(recorder.messages[0][1])
         [kick] = event.kicks
-        self.assertEqual((kick.device_id, kick.new_node), (device_id, "c2"))
+        self.assertEqual((kick.device_id, kick.conn, kick.new_node), (device_id, conn("c1", 7), "c2"))
 
     async def test_sign_in_again_on_the_same_node_kicks_nobody(self) -> None:
-        """A repeated sign-in through the same node publishes no kick (the node's table handles it)."""
+        """A newer connection signing in through the same node publishes no kick (the node's table handles it)."""
         f = await self.fixture()
         recorder = await self.open_recorder(f.presence.keys.channel("c1"))
         p = await self.signed_in(f, f.alice)
         user_id, device_id, token = f.alice
-        self.assertEqual(await p.perspective_sign_in(device_id, user_id, token), (True, ""))
-        # a publish on c1 after the sign-ins: had a kick been published, it would come first
-        await f.delivery.kick(node="c1", device_id=1, reason="marker", new_node="x")
-        await wait_until(lambda: recorder.messages, "the marker")
-        event = internal_pb2.NodeEvent()
-        event.ParseFromString(recorder.messages[0][1])
-        self.assertEqual(event.kicks[0].reason, "marker")
+        ok, message, _ = await p.perspective_sign_in(device_id, user_id, token, conn("c1", 2))
+        self.assertEqual((ok, message), (True, ""))
+        # an earlier boot of the node is the same node too
+        ok, message, _ = await p.perspective_sign_in(device_id, user_id, token, conn("c1", 1, "reboot"))
+        self.assertEqual((ok, message), (True, ""))
+        await self.no_kick_on(f, recorder, "c1")
+
+    async def test_superseded_sign_in_is_refused(self) -> None:
+        """A sign-in finishing after a newer connection's on the same node boot gets (False, message, 0) and is not trusted."""
+        f = await self.fixture()
+        recorder = await self.open_recorder(f.presence.keys.channel("c1"))
+        user_id, device_id, token = f.alice
+        p = await self.signed_in(f, f.alice, serial=5)
+        result = await p.perspective_sign_in(device_id, user_id, token, conn("c1", 4))
+        self.assertEqual(result, (False, "a newer connection of this device signed in", 0))
+        self.assertEqual(await self.present(f, f.alice), conn("c1", 5))
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1, conn("c1", 4))
+        self.assertEqual(
+            await p.perspective_send([(conn("c1", 4), device_id, user_id, send_bytes(f.bob[0], 1))]), [(1, 0, 0)]
+        )
+        await p.perspective_ack(device_id, user_id, 1, conn("c1", 5))
+        await self.no_kick_on(f, recorder, "c1")
 
     async def test_sign_in_bad_arguments(self) -> None:
-        """Ids that are not non-negative int64s and tokens that are not short strings are refused."""
+        """Ids that are not non-negative int64s, tokens that are not short strings and malformed conns are refused."""
         f = await self.fixture()
         user_id, device_id, token = f.alice
+        c = conn()
         p = self.node(f)
         for args in [
-            (str(device_id), user_id, token),
-            (device_id, str(user_id), token),
-            (True, user_id, token),
-            (device_id, False, token),
-            (-1, user_id, token),
-            (device_id, -5, token),
-            (2**63, user_id, token),
-            (device_id, 2**64, token),
-            (float(device_id), user_id, token),
-            (None, user_id, token),
-            (device_id, user_id, token.encode()),
-            (device_id, user_id, None),
-            (device_id, user_id, "x" * 257),
+            (str(device_id), user_id, token, c),
+            (device_id, str(user_id), token, c),
+            (True, user_id, token, c),
+            (device_id, False, token, c),
+            (-1, user_id, token, c),
+            (device_id, -5, token, c),
+            (2**63, user_id, token, c),
+            (device_id, 2**64, token, c),
+            (float(device_id), user_id, token, c),
+            (None, user_id, token, c),
+            (device_id, user_id, token.encode(), c),
+            (device_id, user_id, None, c),
+            (device_id, user_id, "x" * 257, c),
+            (device_id, user_id, token, c.encode()),
+            (device_id, user_id, token, None),
+            (device_id, user_id, token, 1),
+            (device_id, user_id, token, "c1"),
+            (device_id, user_id, token, "c1/boot"),
+            (device_id, user_id, token, "c1/boot/1/2"),
+            (device_id, user_id, token, "c1/" + "b" * 200 + "/1"),
         ]:
             with self.assertRaises(BadArgument, msg=repr(args)):
                 await p.perspective_sign_in(*args)
-        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+        self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=user_id))
 
-    # --- who may speak for a device ---------------------------------------------------------
+    async def test_sign_in_for_a_connection_of_another_node_is_refused(self) -> None:
+        """Node c1 may not sign in a connection whose id names node c2 (NotSignedInHere, no presence)."""
+        f = await self.fixture()
+        user_id, device_id, token = f.alice
+        with self.assertRaises(NotSignedInHere):
+            await self.node(f, "c1").perspective_sign_in(device_id, user_id, token, conn("c2"))
+        # nor one of a node whose id starts with c1's
+        with self.assertRaises(NotSignedInHere):
+            await self.node(f, "c1").perspective_sign_in(device_id, user_id, token, conn("c10"))
+        self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=user_id))
+
+    # --- who may speak for a connection --------------------------------------------------------
 
     async def test_device_not_signed_in_here_is_refused(self) -> None:
         """ack and sync_page for a device that never signed in anywhere raise NotSignedInHere; its sends get code 1."""
@@ -205,23 +274,62 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         user_id, device_id, _ = f.alice
         bob_id = f.bob[0]
         p = self.node(f)
-        self.assertEqual(await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 1))]), [(1, 0, 0)])
+        self.assertEqual(await p.perspective_send([(conn(), device_id, user_id, send_bytes(bob_id, 1))]), [(1, 0, 0)])
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_ack(device_id, user_id, 1)
+            await p.perspective_ack(device_id, user_id, 1, conn())
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_sync_page(device_id, user_id, 0, 10)
+            await p.perspective_sync_page(device_id, user_id, 0, 10, conn())
 
     async def test_device_signed_in_through_another_node_is_refused(self) -> None:
-        """Node c1 may not speak for a device whose presence names c2."""
+        """Node c1 may not speak, through a connection of its own, for a device whose presence names c2's."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         await self.signed_in(f, f.alice, "c2")
         p = self.node(f, "c1")
-        self.assertEqual(await p.perspective_send([(device_id, user_id, send_bytes(f.bob[0], 1))]), [(1, 0, 0)])
+        mine = conn("c1")
+        self.assertEqual(await p.perspective_send([(mine, device_id, user_id, send_bytes(f.bob[0], 1))]), [(1, 0, 0)])
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_sync_page(device_id, user_id, 0, 10)
+            await p.perspective_sync_page(device_id, user_id, 0, 10, mine)
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_ack(device_id, user_id, 1)
+            await p.perspective_ack(device_id, user_id, 1, mine)
+
+    async def test_connection_of_another_node_is_refused(self) -> None:
+        """Node c1 may not use a connection id of c2, even the one presence names: its send gets code 1, the rest NotSignedInHere."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        await self.signed_in(f, f.alice, "c2")
+        theirs = conn("c2")
+        p = self.node(f, "c1")
+        self.assertEqual(await p.perspective_send([(theirs, device_id, user_id, send_bytes(bob_id, 1))]), [(1, 0, 0)])
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_sync_page(device_id, user_id, 0, 10, theirs)
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1, theirs)
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_offline(device_id, user_id, theirs)
+        # nothing was stored, and c2's sign-in stands
+        self.assertEqual((await f.services.messages.sync_page(bob_id, 0, 10)).messages, [])
+        self.assertEqual(await self.present(f, f.alice), theirs)
+
+    async def test_connection_of_another_node_fails_only_its_own_sends(self) -> None:
+        """In a batch, a send naming another node's connection gets code 1 and the others are stored."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice, "c1")
+        results = await p.perspective_send(
+            [
+                (conn("c1"), device_id, user_id, send_bytes(bob_id, 1, "mine")),
+                (conn("c2"), device_id, user_id, send_bytes(bob_id, 2, "forged")),
+            ]
+        )
+        self.assertEqual(results[0][0], SEND_OK)
+        self.assertEqual(results[1], (1, 0, 0))
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["mine"])
 
     async def test_device_with_another_user_id_is_refused(self) -> None:
         """A node that signed in alice's device may not use it with bob's user id."""
@@ -229,27 +337,59 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         _, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_sync_page(device_id, f.bob[0], 0, 10)
+            await p.perspective_sync_page(device_id, f.bob[0], 0, 10, conn())
 
-    async def test_presence_naming_this_node_is_trusted(self) -> None:
-        """A device presence places on this node is served by a fresh perspective (another logic node)."""
+    async def test_another_connection_of_this_node_is_refused(self) -> None:
+        """Trust is per connection: another connection id of the same node may not speak for the signed-in device."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice, serial=1)
+        for other in (conn("c1", 2), conn("c1", 1, "anotherboot")):
+            with self.assertRaises(NotSignedInHere):
+                await p.perspective_sync_page(device_id, user_id, 0, 10, other)
+            with self.assertRaises(NotSignedInHere):
+                await self.node(f).perspective_ack(device_id, user_id, 1, other)
+
+    async def test_presence_naming_this_connection_is_trusted(self) -> None:
+        """A connection presence names is served by a fresh perspective (another logic node)."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         await self.signed_in(f, f.alice, "c1")
         fresh = self.node(f, "c1")
         page = gpb.Message()
-        page.ParseFromString(await fresh.perspective_sync_page(device_id, user_id, 0, 10))
+        page.ParseFromString(await fresh.perspective_sync_page(device_id, user_id, 0, 10, conn()))
         self.assertEqual(list(page.messages), [])
 
+    async def test_presence_epoch_is_the_dedupe_epoch(self) -> None:
+        """A fresh perspective dedupes a connection's sends with the epoch presence holds for it."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice, "c1", serial=1)
+        [first] = await p.perspective_send([(conn("c1", 1), device_id, user_id, send_bytes(bob_id, 1, "one"))])
+        # the same send_sequence through another logic node: same epoch, deduped
+        [again] = await self.node(f).perspective_send([(conn("c1", 1), device_id, user_id, send_bytes(bob_id, 1, "one"))])
+        self.assertEqual(again, first)
+        # a connection signed in (elsewhere) at a later epoch: a new message
+        entry = await f.presence.entry(device_id=device_id, user_id=user_id)
+        assert entry is not None
+        await f.presence.online(device_id=device_id, user_id=user_id, conn=conn("c1", 2), epoch=entry.epoch + 1)
+        [later] = await self.node(f).perspective_send([(conn("c1", 2), device_id, user_id, send_bytes(bob_id, 1, "two"))])
+        self.assertEqual(later[0], SEND_OK)
+        self.assertNotEqual(later[1], first[1])
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["one", "two"])
+
     async def test_offline_revokes_trust(self) -> None:
-        """After offline, the node may no longer speak for the device and presence is gone."""
+        """After offline, the node may no longer speak for the connection and presence is gone."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
-        await p.perspective_offline(device_id, user_id)
-        self.assertIsNone(await f.presence.node_of(device_id=device_id, user_id=user_id))
+        await p.perspective_offline(device_id, user_id, conn())
+        self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=user_id))
         with self.assertRaises(NotSignedInHere):
-            await p.perspective_ack(device_id, user_id, 1)
+            await p.perspective_ack(device_id, user_id, 1, conn())
 
     async def test_late_offline_keeps_the_new_node(self) -> None:
         """offline from c1 after the device signed in through c2 leaves c2's presence."""
@@ -257,34 +397,60 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         user_id, device_id, _ = f.alice
         old = await self.signed_in(f, f.alice, "c1")
         await self.signed_in(f, f.alice, "c2")
-        await old.perspective_offline(device_id, user_id)
-        self.assertEqual(await f.presence.node_of(device_id=device_id, user_id=user_id), "c2")
+        await old.perspective_offline(device_id, user_id, conn("c1"))
+        self.assertEqual(await self.present(f, f.alice), conn("c2"))
+
+    async def test_late_offline_of_an_old_connection_on_the_same_node(self) -> None:
+        """offline of an old connection after a newer one of the device signed in on the same node keeps the newer one trusted and present."""
+        f = await self.fixture()
+        user_id, device_id, token = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice, "c1", serial=1)
+        ok, _, _ = await p.perspective_sign_in(device_id, user_id, token, conn("c1", 2))
+        self.assertTrue(ok)
+        await p.perspective_offline(device_id, user_id, conn("c1", 1))
+        self.assertEqual(await self.present(f, f.alice), conn("c1", 2))
+        await f.presence.beat("c1")
+        self.assertEqual(await f.presence.locate([user_id]), {user_id: {device_id: "c1"}})
+        # the new connection is served, by this perspective and by a fresh one; the old one no longer
+        [result] = await p.perspective_send([(conn("c1", 2), device_id, user_id, send_bytes(bob_id, 1))])
+        self.assertEqual(result[0], SEND_OK)
+        await self.node(f).perspective_ack(device_id, user_id, 1, conn("c1", 2))
+        with self.assertRaises(NotSignedInHere):
+            await p.perspective_ack(device_id, user_id, 1, conn("c1", 1))
 
     # --- argument checking ---------------------------------------------------------------
 
     async def test_send_bad_batches(self) -> None:
-        """A batch that is not a list of (int, int, bytes) up to MAX_SEND_BATCH long is refused."""
+        """A batch that is not a list of (conn, int, int, bytes) up to MAX_SEND_BATCH long is refused."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
         ok = send_bytes(f.bob[0], 1)
+        c = conn()
         for batch in [
             None,
             "batch",
-            (device_id, user_id, ok),
-            ((device_id, user_id, ok),),
+            (c, device_id, user_id, ok),
+            ((c, device_id, user_id, ok),),
             {device_id: ok},
-            [(device_id, user_id, ok)] * (MAX_SEND_BATCH + 1),
-            [(device_id, user_id)],
-            [(device_id, user_id, ok, ok)],
-            [(device_id, user_id, ok.decode("latin-1"))],
-            [[device_id, user_id, None]],
-            [(str(device_id), user_id, ok)],
-            [(device_id, True, ok)],
-            [(-device_id, user_id, ok)],
-            [(device_id, 2**63, ok)],
-            [(device_id, user_id, b"\x0a\x05ab")],  # truncated MessageSend
-            [(device_id, user_id, b"\xff\xff\xff")],
+            [(c, device_id, user_id, ok)] * (MAX_SEND_BATCH + 1),
+            [(c, device_id, user_id)],
+            [(device_id, user_id, ok)],
+            [(c, device_id, user_id, ok, ok)],
+            [(c, device_id, user_id, ok.decode("latin-1"))],
+            [[c, device_id, user_id, None]],
+            [(c, str(device_id), user_id, ok)],
+            [(c, device_id, True, ok)],
+            [(c, -device_id, user_id, ok)],
+            [(c, device_id, 2**63, ok)],
+            [(c.encode(), device_id, user_id, ok)],
+            [(None, device_id, user_id, ok)],
+            [("c1", device_id, user_id, ok)],
+            [("c1/boot/1/1", device_id, user_id, ok)],
+            [(c, device_id, user_id, b"\x0a\x05ab")],  # truncated MessageSend
+            [(c, device_id, user_id, b"\xff\xff\xff")],
         ]:
             with self.assertRaises(BadArgument, msg=repr(batch)[:80]):
                 await p.perspective_send(batch)
@@ -297,12 +463,14 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         await f.services.social.add_friend(user_id, bob_id, "")
         p = await self.signed_in(f, f.alice)
         with self.assertRaises(BadArgument):
-            await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 1)), (device_id, user_id, b"\xff")])
+            await p.perspective_send(
+                [(conn(), device_id, user_id, send_bytes(bob_id, 1)), (conn(), device_id, user_id, b"\xff")]
+            )
         page = await f.services.messages.sync_page(bob_id, 0, 10)
         self.assertEqual(page.messages, [])
 
     async def test_one_untrusted_device_does_not_fail_the_others(self) -> None:
-        """Through PBLogicClient, a send of a device not signed in here does not fail another device's send of the same turn."""
+        """Through PBLogicClient, a send of a connection not signed in here does not fail another connection's send of the same turn."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         bob_id, bob_device, _ = f.bob
@@ -310,8 +478,12 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         p = await self.signed_in(f, f.alice)
         client = PBLogicClient(reactor, ["127.0.0.1:1"], node="c1", secret=SECRET)
         client.links = [InProcessLink(p)]  # type: ignore[list-item]
-        mine = Deferred.fromCoroutine(client.send(SendRequest(device_id, user_id, 1, bob_id, 1, "mine", 1, 1000)))
-        other = Deferred.fromCoroutine(client.send(SendRequest(bob_device, bob_id, 1, user_id, 1, "other", 1, 1000)))
+        mine = Deferred.fromCoroutine(
+            client.send(SendRequest(device_id, user_id, 1, bob_id, 1, "mine", 1, 1000), conn=conn("c1", 1))
+        )
+        other = Deferred.fromCoroutine(
+            client.send(SendRequest(bob_device, bob_id, 1, user_id, 1, "other", 1, 1000), conn=conn("c1", 2))
+        )
         self.assertNotEqual((await other).code, SEND_OK)
         self.assertEqual((await mine).code, SEND_OK)
         page = await f.services.messages.sync_page(bob_id, 0, 10)
@@ -323,25 +495,35 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         user_id, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
         # to a stranger: refused one by one with code 2, cheaply
-        batch = [(device_id, user_id, send_bytes(f.bob[0], s)) for s in range(1, MAX_SEND_BATCH + 1)]
+        batch = [(conn(), device_id, user_id, send_bytes(f.bob[0], s)) for s in range(1, MAX_SEND_BATCH + 1)]
         results = await p.perspective_send(batch)
         self.assertEqual(len(results), MAX_SEND_BATCH)
         self.assertEqual({r[0] for r in results}, {SEND_NOT_FRIEND})
 
-    async def test_sync_page_and_ack_bad_arguments(self) -> None:
-        """Negative or non-int seqs and a limit below 1 are refused."""
+    async def test_sync_page_ack_and_offline_bad_arguments(self) -> None:
+        """Negative or non-int seqs, a limit below 1, bad ids and malformed conns are refused."""
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
+        c = conn()
         for after_seq, limit in [(-1, 10), (0, 0), (0, -3), ("0", 10), (0, "10"), (0, 1.5), (True, 10), (0, 2**63)]:
             with self.assertRaises(BadArgument, msg=repr((after_seq, limit))):
-                await p.perspective_sync_page(device_id, user_id, after_seq, limit)
+                await p.perspective_sync_page(device_id, user_id, after_seq, limit, c)
         for seq in [-1, "1", None, 2**63, False]:
             with self.assertRaises(BadArgument, msg=repr(seq)):
-                await p.perspective_ack(device_id, user_id, seq)
-        for args in [(0, user_id), (device_id, 0), ("1", user_id), (device_id, None)]:
+                await p.perspective_ack(device_id, user_id, seq, c)
+        for bad_conn in [None, c.encode(), 7, "", "c1", "c1/boot/1/1"]:
+            with self.assertRaises(BadArgument, msg=repr(bad_conn)):
+                await p.perspective_sync_page(device_id, user_id, 0, 10, bad_conn)
+            with self.assertRaises(BadArgument, msg=repr(bad_conn)):
+                await p.perspective_ack(device_id, user_id, 1, bad_conn)
+            with self.assertRaises(BadArgument, msg=repr(bad_conn)):
+                await p.perspective_offline(device_id, user_id, bad_conn)
+        for args in [(0, user_id, c), (device_id, 0, c), ("1", user_id, c), (device_id, None, c)]:
             with self.assertRaises(BadArgument, msg=repr(args)):
                 await p.perspective_offline(*args)
+        # none of that touched the sign-in
+        self.assertEqual(await self.present(f, f.alice), c)
 
     # --- the real work ------------------------------------------------------------------
 
@@ -352,13 +534,14 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         bob_id = f.bob[0]
         await f.services.social.add_friend(user_id, bob_id, "")
         p = await self.signed_in(f, f.alice)
+        c = conn()
         results = await p.perspective_send(
             [
-                (device_id, user_id, send_bytes(bob_id, 1, "one")),
-                (device_id, user_id, send_bytes(bob_id, 2, "two")),
-                (device_id, user_id, send_bytes(bob_id, 1, "one again")),
-                (device_id, user_id, send_bytes(bob_id, 3, "")),  # empty content: invalid
-                (device_id, user_id, send_bytes(f.bob[0] + 1000, 4)),  # no such friend
+                (c, device_id, user_id, send_bytes(bob_id, 1, "one")),
+                (c, device_id, user_id, send_bytes(bob_id, 2, "two")),
+                (c, device_id, user_id, send_bytes(bob_id, 1, "one again")),
+                (c, device_id, user_id, send_bytes(bob_id, 3, "")),  # empty content: invalid
+                (c, device_id, user_id, send_bytes(f.bob[0] + 1000, 4)),  # no such friend
             ]
         )
         first, second, again, invalid, stranger = results
@@ -371,7 +554,7 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         self.assertEqual(invalid[0], SEND_INVALID)
         self.assertEqual(stranger[0], SEND_NOT_FRIEND)
         # retried in a later batch: still the first attempt's ACK
-        [retried] = await p.perspective_send([(device_id, user_id, send_bytes(bob_id, 2, "two"))])
+        [retried] = await p.perspective_send([(c, device_id, user_id, send_bytes(bob_id, 2, "two"))])
         self.assertEqual(retried, second)
         page = await f.services.messages.sync_page(bob_id, 0, 10)
         self.assertEqual([m.content for m in page.messages], ["one", "two"])
@@ -383,13 +566,14 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         bob_id = f.bob[0]
         await f.services.social.add_friend(user_id, bob_id, "")
         p = await self.signed_in(f, f.alice)
-        await p.perspective_send([(device_id, user_id, send_bytes(bob_id, s, f"m{s}")) for s in range(1, 4)])
+        c = conn()
+        await p.perspective_send([(c, device_id, user_id, send_bytes(bob_id, s, f"m{s}")) for s in range(1, 4)])
         page = gpb.Message()
-        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 1, 1))
+        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 1, 1, c))
         self.assertEqual(page.type, 1)
         self.assertEqual([(i.sync_sequence, i.content) for i in page.messages], [(2, "m2")])
         self.assertTrue(page.more)
-        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 2, 10))
+        page.ParseFromString(await p.perspective_sync_page(device_id, user_id, 2, 10, c))
         self.assertEqual([i.content for i in page.messages], ["m3"])
         self.assertFalse(page.more)
 
@@ -398,7 +582,7 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         f = await self.fixture()
         user_id, device_id, _ = f.alice
         p = await self.signed_in(f, f.alice)
-        await p.perspective_ack(device_id, user_id, 7)
+        await p.perspective_ack(device_id, user_id, 7, conn())
         device = await f.services.account_store.get_device(device_id)
         assert device is not None
         self.assertEqual(device.acked_seq, 7)
@@ -490,13 +674,20 @@ class RemoteLoginTests(RedisTestMixin, SQLiteBackend, TestCase):
         user_id, device_id, token = await services.new_user("alice")
         perspective = await self.login(port, b"c1", SECRET)
         assert isinstance(perspective, pb.RemoteReference), perspective
-        ok, message = await perspective.callRemote("sign_in", device_id, user_id, token)
+        c = connection_id("c1", "boot", 1)
+        ok, message, epoch = await perspective.callRemote("sign_in", device_id, user_id, token, c)
         self.assertEqual((ok, message), (True, ""))
-        ok, message = await perspective.callRemote("sign_in", device_id, user_id, "wrong")
-        self.assertFalse(ok)
-        failure = await outcome(perspective.callRemote("ack", "1", user_id, 1))
+        device = await services.account_store.get_device(device_id)
+        assert device is not None
+        self.assertEqual(epoch, device.send_epoch)
+        ok, message, epoch = await perspective.callRemote("sign_in", device_id, user_id, "wrong", c)
+        self.assertEqual((ok, epoch), (False, 0))
+        failure = await outcome(perspective.callRemote("ack", "1", user_id, 1, c))
         self.assertIsInstance(failure, Failure)
         self.assertTrue(failure.check(BadArgument), failure)
+        # the login name is the node: a connection of another node is not this node's
+        failure = await outcome(perspective.callRemote("ack", device_id, user_id, 1, connection_id("c2", "boot", 1)))
+        self.assertTrue(failure.check(NotSignedInHere), failure)
         page = gpb.Message()
-        page.ParseFromString(await perspective.callRemote("sync_page", device_id, user_id, 0, 10))
+        page.ParseFromString(await perspective.callRemote("sync_page", device_id, user_id, 0, 10, c))
         self.assertEqual(page.type, 1)

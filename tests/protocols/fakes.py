@@ -48,8 +48,11 @@ class FakeLogic:
         self.offlines: list[dict[str, int]] = []
         self.messages: dict[int, list[StoredMessage]] = {}
         self.order: list[str] = []
+        #: ``(method, connection id)`` of every call
+        self.conns: list[tuple[str, str]] = []
 
-    async def sign_in(self, *, device_id: int, user_id: int, token: str) -> SignInResult:
+    async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str = "") -> SignInResult:
+        self.conns.append(("sign_in", conn))
         call: Call[SignInResult] = Call(dict(device_id=device_id, user_id=user_id, token=token))
         self.sign_ins.append(call)
         self.order.append("sign_in")
@@ -57,7 +60,8 @@ class FakeLogic:
             call.deferred.callback(SignInResult(ok=True))
         return await call.deferred
 
-    async def send(self, request: SendRequest) -> SendResult:
+    async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
+        self.conns.append(("send", conn))
         call: Call[SendResult] = Call(dict(request=request))
         self.sends.append(call)
         self.order.append(f"send {request.send_sequence}")
@@ -69,7 +73,8 @@ class FakeLogic:
             )
         return await call.deferred
 
-    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int) -> SyncPage:
+    async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str = "") -> SyncPage:
+        self.conns.append(("sync_page", conn))
         call: Call[SyncPage] = Call(dict(device_id=device_id, user_id=user_id, after_seq=after_seq, limit=limit))
         self.sync_pages.append(call)
         self.order.append(f"sync_page {after_seq}")
@@ -77,11 +82,13 @@ class FakeLogic:
             call.deferred.callback(self.page_for(call))
         return await call.deferred
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int) -> None:
+    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> None:
+        self.conns.append(("ack", conn))
         self.acks.append(dict(device_id=device_id, user_id=user_id, seq=seq))
         self.order.append(f"ack {seq}")
 
-    async def offline(self, *, device_id: int, user_id: int) -> None:
+    async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
+        self.conns.append(("offline", conn))
         self.offlines.append(dict(device_id=device_id, user_id=user_id))
 
     def page_for(self, call: Call[SyncPage]) -> SyncPage:

@@ -82,6 +82,9 @@ class Conn:
     ) -> None:
         self.clock = clock if clock is not None else Clock()
         self.logic = logic if logic is not None else FakeLogic()
+        if factory is not None:
+            self.logic = cast(FakeLogic, factory.logic)
+            self.clock = cast(Clock, factory.clock)
         self.factory = factory or ClientFactory(
             logic=self.logic, clock=self.clock, table=table, **settings
         )
@@ -653,6 +656,84 @@ class PushTests(SynchronousTestCase):
             self.assertEqual(seqs, expected)
         self.assertEqual(len(table), 3)
         self.assertEqual({c.device_id for c in table.connections_of(2)}, {1, 2})
+
+
+class ConnectionIdentityTests(SynchronousTestCase):
+    """Connection ids, out-of-order sign-ins of one device, kicks by id, unknown send outcomes."""
+
+    def test_ids_are_unique_and_carried_on_every_call(self) -> None:
+        """Each connection gets node/boot/serial; sign-in, send, sync, ack and offline all carry it."""
+        factory = ClientFactory(logic=FakeLogic(auto_send=True, auto_sync=True), clock=Clock(), node_id="c1")
+        first = Conn(factory=factory)
+        second = Conn(factory=factory)
+        self.assertEqual(first.proto.conn_id, f"c1/{factory.boot}/1")
+        self.assertEqual(second.proto.conn_id, f"c1/{factory.boot}/2")
+        self.assertNotEqual(factory.boot, ClientFactory(logic=FakeLogic(), clock=Clock(), node_id="c1").boot)
+        first.signed_in()
+        first.feed(message_send(1), sync_trigger(0), message_ack(1))
+        first.lose()
+        self.assertEqual(
+            first.logic.conns,
+            [(m, first.proto.conn_id) for m in ("sign_in", "send", "sync_page", "ack", "offline")],
+        )
+
+    def test_older_connection_finishing_sign_in_late_is_refused(self) -> None:
+        """Of two connections of one device, the older one's late sign-in is refused; the newer stays."""
+        table = ConnectionTable()
+        logic = FakeLogic()
+        factory = ClientFactory(logic=logic, clock=Clock(), table=table)
+        old = Conn(factory=factory)
+        new = Conn(factory=factory)
+        old.feed(sign_in(device_id=1, user_id=2))
+        new.feed(sign_in(device_id=1, user_id=2))
+        logic.sign_ins[1].deferred.callback(SignInResult(ok=True))
+        logic.sign_ins[0].deferred.callback(SignInResult(ok=True))
+        [ack] = old.take()
+        self.assertEqual(parse(pb.SignInACK, ack.value).code, codec.SIGN_IN_FAILED)
+        self.assertTrue(old.closed)
+        self.assertIs(table.get(1), new.proto)
+        self.assertFalse(new.closed)
+        # the refused connection withdraws only its own presence
+        self.assertIn(("offline", old.proto.conn_id), logic.conns)
+        self.assertNotIn(("offline", new.proto.conn_id), logic.conns)
+
+    def test_kick_by_connection_id_spares_a_newer_connection(self) -> None:
+        """A kick naming an old connection of a device never closes its newer connection."""
+        table = ConnectionTable()
+        factory = ClientFactory(logic=FakeLogic(), clock=Clock(), table=table)
+        old = Conn(factory=factory)
+        old.signed_in(device_id=1)
+        new = Conn(factory=factory)
+        new.signed_in(device_id=1)
+        self.assertTrue(old.closed, "the newer connection replaced the older one")
+        self.assertFalse(table.kick_connection(1, old.proto.conn_id, "signed in elsewhere"))
+        self.assertFalse(new.closed)
+        self.assertTrue(table.kick_connection(1, new.proto.conn_id, "signed in elsewhere"))
+        self.assertTrue(new.closed)
+        self.assertEqual([f.type for f in new.take()], [codec.KICKED])
+
+    def test_kick_that_arrives_before_sign_in_finishes_is_applied(self) -> None:
+        """A kick for a connection whose sign-in answer is still on its way closes it once it registers."""
+        table = ConnectionTable()
+        logic = FakeLogic()
+        conn = Conn(factory=ClientFactory(logic=logic, clock=Clock(), table=table))
+        conn.feed(sign_in(device_id=1, user_id=2))
+        self.assertFalse(table.kick_connection(1, conn.proto.conn_id, "signed in elsewhere"))
+        logic.sign_ins[0].deferred.callback(SignInResult(ok=True))
+        self.assertEqual([f.type for f in conn.take()], [codec.SIGN_IN_ACK, codec.KICKED])
+        self.assertTrue(conn.closed)
+
+    def test_unknown_send_outcome_closes_without_ack(self) -> None:
+        """A send whose outcome is unknown gets no ACK and closes the connection (the client resends in order)."""
+        from goim.types import SendOutcomeUnknown
+
+        conn = Conn()
+        conn.signed_in()
+        conn.feed(message_send(1), message_send(2))
+        conn.logic.sends[0].deferred.errback(SendOutcomeUnknown("no answer"))
+        self.assertTrue(conn.closed)
+        conn.logic.sends[1].deferred.errback(SendOutcomeUnknown("no answer"))
+        self.assertEqual(conn.take(), [])
 
 
 class ErrorTests(SynchronousTestCase):
