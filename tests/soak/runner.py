@@ -281,6 +281,9 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
     verdict = Verdict()
     logs: dict[str, str] = {}
     watchdog: LoopingCall | None = None
+    # Interrupted (Ctrl-C, SIGTERM): the reactor stops without finishing this
+    # coroutine, so kill the processes and drop the database on the way out.
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", scope.cleanup)
     try:
         say(f"goim fault soak: seed {options.seed}, {options.duration:g} s of faults, "
             f"{options.users} users x {options.devices_per_user} devices, ~{options.send_rate:g} sends/s")
@@ -368,6 +371,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
                 waiters += device.stop()
         if waiters:
             await gatherResults(waiters)
+        reactor.removeSystemEventTrigger(trigger)
         scope.cleanup()
     if not verdict.passed or options.keep:
         try:
