@@ -21,6 +21,11 @@ Properties, in the order they are reported (the first violated one is named):
         its first attempt, and before every clean send written after the attempt that
         was answered 0. Between those two points its place is free: a retried send
         may land after sends written after its first attempt (docs/operations.md).
+    O4. Across reconnects and takeovers (the client resends its unACKed sends in
+        order on the new connection, before new ones): sends of one device and epoch
+        that were never answered 1 or 5 and were finally answered 0 are stored in the
+        order of their first write (docs/storage.md, "Per-sender order": such sends
+        keep their read order in all cases).
     O3. Causality: a send whose code-0 ACK the clients received before another send
         was first written (by any device) is stored before it for every common
         recipient. This is all that is checked for sends retried across connections
@@ -252,6 +257,25 @@ def check_order(history: History, placed: dict[str, dict[int, int]], verdict: Ve
                     verdict.add("order", f"O2 conn {conn}: {other.describe()} was written after the attempt of "
                                 f"{send.describe()} that was answered 0, but user {user} has them at seqs "
                                 f"{seq} and {other_seq}")
+    # O4
+    streams: dict[tuple[int, int], list[Send]] = defaultdict(list)
+    for send in history.sends:
+        if (send.content in placed and send.acked is not None and send.attempts
+                and not any(a.code in (1, 5) for a in send.attempts)):
+            streams[(send.device_id, send.epoch)].append(send)
+    for (device, epoch), sends in streams.items():
+        sends.sort(key=lambda s: s.attempts[0].written_at)
+        users = set()
+        for send in sends:
+            users |= set(placed[send.content])
+        for user in sorted(users):
+            entries = [(s.attempts[0].written_at, placed[s.content][user], s) for s in sends if user in placed[s.content]]
+            inversion = _first_inversion(entries)
+            if inversion is not None:
+                a, sa, b, sb = inversion
+                verdict.add("order", f"O4 device {device} epoch {epoch}: {a.describe()} was first written before "
+                            f"{b.describe()} and neither was answered 1 or 5, but user {user} has them at seqs "
+                            f"{sa} and {sb}")
     # O3
     per_user: dict[int, list[tuple[int, int, Send]]] = defaultdict(list)  # user -> (ack tick, seq, send)
     for send in history.sends:

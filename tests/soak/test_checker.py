@@ -160,8 +160,9 @@ class OrderTests(SynchronousTestCase):
         b.store(later, first)
         self.assertEqual(b.check().first, "order")
 
-    def test_retry_across_connections_is_free_before_its_ack(self) -> None:
-        """A send retried on a new connection may land after sends written before its ACK."""
+    def test_unanswered_send_resent_after_a_later_one_is_flagged(self) -> None:
+        """O4: a send left unanswered by a dropped connection keeps its place before
+        sends first written after it, across the reconnect."""
         b = Builder()
         dropped = b.send(1, None)
         other = b.history.new_conn(10, ALICE, "c2")
@@ -171,6 +172,21 @@ class OrderTests(SynchronousTestCase):
         dropped.attempts.append(Attempt(conn=other.serial, index=b.index, written_at=b.history.tick(), code=0,
                                         answered_at=b.history.tick()))
         b.store(fresh, dropped)
+        verdict = b.check()
+        self.assertEqual(verdict.first, "order")
+        self.assertIn("O4", verdict.violations["order"][0])
+
+    def test_code_1_send_resent_on_a_new_connection_may_land_later(self) -> None:
+        """A send answered 1 may land after later sends, on a new connection too."""
+        b = Builder()
+        failed = b.send(1, 1)
+        other = b.history.new_conn(10, ALICE, "c2")
+        other.signin_code = 1
+        b.index = 0
+        fresh = b.send(2, 0, conn=other)
+        failed.attempts.append(Attempt(conn=other.serial, index=b.index, written_at=b.history.tick(), code=0,
+                                       answered_at=b.history.tick()))
+        b.store(fresh, failed)
         self.assertTrue(b.check().passed, b.check().report())
 
 
