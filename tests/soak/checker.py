@@ -156,11 +156,11 @@ def check_storage(history: History, rows: list[Row], user_seqs: dict[int, int], 
             verdict.add("exactly-once", f"{send.describe()} is stored under several message ids {sorted(ids)}")
         if acked:
             if not found:
-                other = content_of_id.get(acked[0].message_id)
+                swallower = content_of_id.get(acked[0].message_id)
                 verdict.add("exactly-once", f"{send.describe()} was ACKed (message {acked[0].message_id}) "
                             f"but is not stored at all" + (
-                                f"; message {acked[0].message_id} is {other!r} (the ACK of another send: "
-                                f"this send was swallowed by dedupe)" if other else ""))
+                                f"; message {acked[0].message_id} is {swallower!r} (the ACK of another send: "
+                                f"this send was swallowed by dedupe)" if swallower else ""))
                 continue
             if set(users) != set(send.recipients):
                 verdict.add("exactly-once", f"{send.describe()} was ACKed but is stored for users {sorted(set(users))}, "

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import treq
 from twisted.internet import reactor
+
+_reactor: Any = reactor  # the global reactor, untyped (its stubs do not type the module)
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
@@ -40,7 +42,6 @@ from goim.protocols.codec import (
     decode,
 )
 from goim.protocols.framing import decode_frames
-from goim.types import RECEIVER_GROUP, RECEIVER_USER
 from tests.e2e.httpapi import PASSWORD
 from tests.e2e.wire import heartbeat_frame, message_ack_frame, send_frame, sign_in_frame, sync_frame
 from tests.soak.history import Attempt, Conn, History, Send
@@ -114,7 +115,8 @@ class SoakProtocol(Protocol):
     def connectionMade(self) -> None:  # noqa: N802
         self.open = True
         try:
-            self.conn.local_port = int(self.transport.getHost().port)  # type: ignore[union-attr]
+            transport: Any = self.transport
+            self.conn.local_port = int(transport.getHost().port)
         except Exception:
             pass
 
@@ -146,8 +148,9 @@ class SoakProtocol(Protocol):
         self.lost.callback(None)
 
     def write(self, *frames: bytes) -> None:
-        if self.open and self.transport is not None:
-            self.transport.write(b"".join(frames))
+        transport: Any = self.transport
+        if self.open and transport is not None:
+            transport.write(b"".join(frames))
 
     def close(self, why: str) -> None:
         """Close from the client side (recorded as such)."""
@@ -155,14 +158,14 @@ class SoakProtocol(Protocol):
             return
         if not self.conn.closed_by_client:
             self.conn.closed_by_client = why
-        assert self.transport is not None
-        self.transport.abortConnection()  # type: ignore[attr-defined]
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def schedule_ack(self) -> None:
         """A MessageACK with the device's contiguous seq, at most every 0.3 s."""
         if self.ack_call is not None and self.ack_call.active():
             return
-        self.ack_call = reactor.callLater(0.3, self._send_ack)  # type: ignore[attr-defined]
+        self.ack_call = _reactor.callLater(0.3, self._send_ack)
 
     def _send_ack(self) -> None:
         held = self.device.contiguous
@@ -222,7 +225,7 @@ class SoakDevice:
             if self.running or function == self._close_superseded:
                 function(*args)
 
-        call = reactor.callLater(delay, fire)  # type: ignore[attr-defined]
+        call = _reactor.callLater(delay, fire)
         self._timers.add(call)
 
     async def sleep(self, seconds: float) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet import reactor
+
+_reactor: Any = reactor  # the global reactor, untyped (its stubs do not type the module)
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 
@@ -101,7 +101,7 @@ class Run:
         for i, a in enumerate(people):
             for b in people[i + 1:]:
                 await http.ok("POST", "/friend", {"friend_id": b["id"], "label": ""},
-                              auth=tuple(a["devices"][0]))  # type: ignore[arg-type]
+                              auth=tuple(a["devices"][0]))
         ids = [u["id"] for u in people]
         half = max(2, len(ids) // 2 + 1)
         groups = {"first": ids[:half], "second": ids[-half:]}
@@ -109,10 +109,10 @@ class Run:
         for name, members in groups.items():
             owner = next(u for u in people if u["id"] == members[0])
             data = await http.ok("POST", "/group", {"name": name, "user_ids": members[1:]},
-                                 auth=tuple(owner["devices"][0]))  # type: ignore[arg-type]
+                                 auth=tuple(owner["devices"][0]))
             directory_groups[data["id"]] = frozenset(members)
         everyone = await http.ok("POST", "/group", {"name": "everyone", "user_ids": ids},
-                                 auth=tuple(sentinel["devices"][0]))  # type: ignore[arg-type]
+                                 auth=tuple(sentinel["devices"][0]))
         self.everyone = (RECEIVER_GROUP, everyone["id"])
         ports = [cluster.tcp_port(0), cluster.tcp_port(1)]
         for user in people:
@@ -283,7 +283,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
     watchdog: LoopingCall | None = None
     # Interrupted (Ctrl-C, SIGTERM): the reactor stops without finishing this
     # coroutine, so kill the processes and drop the database on the way out.
-    trigger = reactor.addSystemEventTrigger("before", "shutdown", scope.cleanup)
+    trigger = _reactor.addSystemEventTrigger("before", "shutdown", scope.cleanup)
     try:
         say(f"goim fault soak: seed {options.seed}, {options.duration:g} s of faults, "
             f"{options.users} users x {options.devices_per_user} devices, ~{options.send_rate:g} sends/s")
@@ -366,12 +366,12 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
         if watchdog is not None and watchdog.running:
             watchdog.stop()
         waiters = []
-        for device in [*run.devices, run.sentinel]:
-            if device is not None:
-                waiters += device.stop()
+        for each in [*run.devices, run.sentinel]:
+            if each is not None:
+                waiters += each.stop()
         if waiters:
             await gatherResults(waiters)
-        reactor.removeSystemEventTrigger(trigger)
+        _reactor.removeSystemEventTrigger(trigger)
         scope.cleanup()
     if not verdict.passed or options.keep:
         try:
