@@ -67,7 +67,13 @@ class HttpClient:
 
     async def call(self, method: str, path: str, body: Any = None, *, auth: tuple[int, str] | None = None,
                    base: str | None = None) -> tuple[int, dict[str, Any]]:
-        """One request to one node: (status, envelope); status 0 on a network error."""
+        """One request to one node: (status, envelope); status 0 on a network error.
+
+        The timeout (30 s) outlasts any pause the faults inject (at most 6 s), so a
+        request is never given up while a paused node may still carry it out later
+        (an HTTP sign-in applied after the client moved on would change the epoch
+        behind its back).
+        """
         headers: dict[bytes | str, list[bytes | str]] = {}
         if auth is not None:
             headers = {b"device_id": [str(auth[0]).encode()], b"token": [auth[1].encode()]}
@@ -75,7 +81,7 @@ class HttpClient:
         target = base if base is not None else self.rng.choice(self.bases)
         try:
             response = await treq.request(method, target + path, headers=headers, data=data,
-                                          persistent=False, timeout=10)
+                                          persistent=False, timeout=30)
             content = await response.content()
             return response.code, json.loads(content)
         except Exception as e:

@@ -331,7 +331,7 @@ async def run_soak(options: Options, say: Callable[[str], None] = print) -> Resu
         await run.send_sentinel(cluster, verdict)
         db = ScratchDB(cluster.database)
         try:
-            open_conns, marks = await run.wait_online_complete(db, 30)
+            open_conns, marks = await run.wait_online_complete(db, 60)
             if watchdog.running:
                 watchdog.stop()
             run.stamp(f"checking {len(run.history.sends)} sends, {len(run.history.conns)} connections, "
