@@ -12,8 +12,10 @@ from tests.soak.runner import Options, run_soak
 from tests.support.db import MYSQL_ENV, mysql_server_url
 from tests.support.redis import REDIS_ENV, redis_test_url
 
-#: the seed of the suite's run; any seed must pass
-SEED = 7
+#: the seed of the suite's run (any seed must pass): its first 60 s SIGKILL a logic
+#: node, a connect node and Redis, SIGSTOP a logic and a connect node, and KILL
+#: the MySQL connections
+SEED = 16
 
 
 class SoakTests(TestCase):
