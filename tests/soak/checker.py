@@ -46,8 +46,8 @@ Properties, in the order they are reported (the first violated one is named):
 ``session-lost``
     A connection that got SignInACK 1 is never closed without a Kicked frame unless
     its connect node was killed, the client closed it, the device signed in again
-    meanwhile, or the node logged a cause
-    docs/protocol.md §7 allows (e.g. a failed sync read). A Kicked frame needs a cause:
+    meanwhile, or the node logged a cause docs/protocol.md allows (a failed sync
+    read, §7; a send whose outcome is unknown, §5). A Kicked frame needs a cause:
     a later sign-in of the same device (TCP or HTTP).
 
 ``health``
@@ -371,8 +371,12 @@ def _log_events(text: str, port: int) -> list[tuple[float, str]]:
     return found
 
 
-#: causes of a close without Kicked that docs/protocol.md §7 allows
-ALLOWED_CLOSES = ("failed: closing", "did not advance: closing", "close timed out")
+#: causes of a close without Kicked that docs/protocol.md allows (§5: a send whose
+#: outcome is unknown; §7: a failed sync read, and the client's own faults)
+ALLOWED_CLOSES = ("failed: closing", "did not advance: closing", "close timed out", "outcome unknown")
+#: allowed too, but they mean the soak's client misbehaved or the node stalled: noted
+CLIENT_FAULT_CLOSES = ("frame rate limit exceeded", "before sign-in", "not signed in within", "idle for",
+                      "malformed", "too long", "longer than")
 
 
 def check_sessions(history: History, logs: dict[str, str], verdict: Verdict) -> None:
@@ -398,6 +402,8 @@ def check_sessions(history: History, logs: dict[str, str], verdict: Verdict) -> 
                         f"on that node: {_short(closing)}")
         elif any(cause in text.split("\n")[0] for text in closing for cause in ALLOWED_CLOSES):
             continue
+        elif any(cause in text.split("\n")[0] for text in closing for cause in CLIENT_FAULT_CLOSES):
+            history.notes.append(f"conn {conn.serial} closed by {conn.node} for a client fault: {_short(closing)}")
         elif closing:
             verdict.add("session-lost", f"conn {conn.serial} of device {conn.device_id} on {conn.node} closed "
                         f"without Kicked: {_short(closing)}")
