@@ -383,6 +383,14 @@ def check_sessions(history: History, logs: dict[str, str], verdict: Verdict) -> 
     """session-lost: closes without Kicked need a documented cause."""
     kills = [f for f in history.faults if f.action == "kill"]
     for conn in history.conns:
+        reasons = [r for r in conn.kicked if r != "server shutting down"]
+        if reasons:
+            later = [t for t in [*history.tcp_signins.get(conn.device_id, []),
+                                 *history.http_signins.get(conn.device_id, [])] if t > conn.signin_at]
+            if not later:
+                verdict.add("session-lost", f"conn {conn.serial} of device {conn.device_id} (user {conn.user_id}) on "
+                            f"{conn.node} got Kicked({reasons[0]!r}) although the device signed in nowhere else "
+                            f"(TCP or HTTP) after it (stale kick)")
         if not conn.signed_in or conn.kicked or conn.closed_by_client or conn.closed_at is None:
             continue
         if any(f.target == conn.node and f.wall - 1.0 <= conn.closed_at <= (f.end_wall or f.wall) + 5.0 for f in kills):

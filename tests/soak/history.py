@@ -109,7 +109,7 @@ class History:
         # violations seen live (e.g. one seq carrying two different messages)
         self.live_violations: list[tuple[str, str]] = []
         self.notes: list[str] = []
-        # devices' HTTP sign-ins: device -> ticks when one was started
+        # devices' HTTP sign-ins: device -> ticks while one was in flight (start, retries, end)
         self.http_signins: dict[int, list[int]] = {}
         # devices' TCP sign-in writes: device -> ticks
         self.tcp_signins: dict[int, list[int]] = {}

@@ -403,6 +403,7 @@ def dump_history(history: History, path: Path) -> None:
     path.write_text(json.dumps({
         "faults": plain(history.faults), "conns": plain(history.conns), "sends": plain(history.sends),
         "notes": history.notes, "live_violations": history.live_violations,
+        "tcp_signins": plain(history.tcp_signins), "http_signins": plain(history.http_signins),
     }))
 
 

@@ -245,3 +245,21 @@ class OnlyConnectionTests(SynchronousTestCase):
         verdict = Verdict()
         check_online([(conn, {1, 2, 3})], {ALICE: 3}, rows, verdict, [conn, older])
         self.assertTrue(verdict.passed, verdict.report())
+
+
+class KickTests(SynchronousTestCase):
+    def test_kick_needs_a_later_sign_in(self) -> None:
+        """A Kicked frame with no later TCP or HTTP sign-in of the device is a stale kick;
+        one during an HTTP sign-in that was still in flight is not."""
+        history = History()
+        conn = history.new_conn(10, ALICE, "c1")
+        conn.signin_code, conn.signin_at, conn.kicked = 1, 5, ["signed in again"]
+        history.http_signins[10] = [2]
+        verdict = Verdict()
+        check_sessions(history, {}, verdict)
+        self.assertEqual(verdict.first, "session-lost")
+        self.assertIn("stale kick", verdict.violations["session-lost"][0])
+        history.http_signins[10] = [2, 9]  # that HTTP sign-in ended after the connection signed in
+        verdict = Verdict()
+        check_sessions(history, {}, verdict)
+        self.assertTrue(verdict.passed, verdict.report())
