@@ -91,6 +91,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ){table_options}""",
         ],
     ),
+    (
+        2,
+        [
+            # token lifetime (issue 11): 0 means the token never expires
+            "ALTER TABLE devices ADD COLUMN token_expires_at {bigint} NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -39,6 +39,18 @@ class SocialTests(ServiceTests, _Base):
         """The Contact expected for a user registered by ``user``."""
         return Contact(user_id, label, number, f"Nick {number}", sex, avatar)
 
+    def member(self, user_id: int, number: str, label: str = "", *, sex: int = 0, avatar: str = "") -> Contact:
+        """The Contact of a group member who is not the viewer's friend: no number."""
+        return Contact(user_id, label, "", f"Nick {number}", sex, avatar)
+
+    async def friends(self, s: Services, user_id: int) -> list[Contact]:
+        """The first page of the user's friends."""
+        return (await s.social.list_friends(user_id)).items
+
+    async def groups(self, s: Services, user_id: int) -> list[GroupInfo]:
+        """The first page of the user's groups."""
+        return (await s.social.list_groups(user_id)).items
+
     async def friend_rows(self, s: Services) -> list[tuple[int, int, str]]:
         """Every ``(user_id, friend_id, label)`` row of ``friends``."""
 
@@ -70,10 +82,10 @@ class SocialTests(ServiceTests, _Base):
         b = await self.user(s, "bob", sex=1, avatar="https://a.example/bob.png")
         await s.social.add_friend(a, b, "Bobby")
         self.assertEqual(
-            await s.social.list_friends(a), [self.contact(b, "bob", "Bobby", sex=1, avatar="https://a.example/bob.png")]
+            await self.friends(s, a), [self.contact(b, "bob", "Bobby", sex=1, avatar="https://a.example/bob.png")]
         )
         self.assertEqual(
-            await s.social.list_friends(b), [self.contact(a, "alice", "", sex=2, avatar="https://a.example/alice.png")]
+            await self.friends(s, b), [self.contact(a, "alice", "", sex=2, avatar="https://a.example/alice.png")]
         )
 
     async def test_add_friend_is_idempotent(self) -> None:
@@ -85,8 +97,8 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_friend(a, b, "Bob")
         await s.social.add_friend(a, b, "Bob")
         self.assertEqual(await self.friend_rows(s), sorted([(a, b, "Bob"), (b, a, "Ally")]))
-        self.assertEqual(await s.social.list_friends(a), [self.contact(b, "bob", "Bob")])
-        self.assertEqual(await s.social.list_friends(b), [self.contact(a, "alice", "Ally")])
+        self.assertEqual(await self.friends(s, a), [self.contact(b, "bob", "Bob")])
+        self.assertEqual(await self.friends(s, b), [self.contact(a, "alice", "Ally")])
 
     async def test_add_friend_back_keeps_the_other_label(self) -> None:
         """When the friend adds the caller back, the caller's label for the friend is kept."""
@@ -121,12 +133,12 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_friend(a, c, "C")
         await s.social.add_friend(c, b, "B")
         await s.social.delete_friend(b, a)
-        self.assertEqual(await s.social.list_friends(a), [self.contact(c, "carol", "C")])
-        self.assertEqual(await s.social.list_friends(b), [self.contact(c, "carol", "")])
+        self.assertEqual(await self.friends(s, a), [self.contact(c, "carol", "C")])
+        self.assertEqual(await self.friends(s, b), [self.contact(c, "carol", "")])
         self.assertEqual(await self.friend_rows(s), sorted([(a, c, "C"), (c, a, ""), (c, b, "B"), (b, c, "")]))
         await s.social.delete_friend(a, c)
         await s.social.delete_friend(a, c)
-        self.assertEqual(await s.social.list_friends(a), [])
+        self.assertEqual(await self.friends(s, a), [])
         self.assertEqual(await self.friend_rows(s), sorted([(c, b, "B"), (b, c, "")]))
 
     async def test_list_friends_order_and_profiles(self) -> None:
@@ -136,11 +148,11 @@ class SocialTests(ServiceTests, _Base):
         b = await self.user(s, "bob", sex=1, avatar="b.png")
         c = await self.user(s, "carol", sex=2, avatar="c.png")
         d = await self.user(s, "dave")
-        self.assertEqual(await s.social.list_friends(a), [])
+        self.assertEqual(await self.friends(s, a), [])
         await s.social.add_friend(a, d, "D")
         await s.social.add_friend(a, b, "B")
         await s.social.add_friend(c, a, "A")
-        friends = await s.social.list_friends(a)
+        friends = await self.friends(s, a)
         self.assertEqual(
             friends,
             [
@@ -149,7 +161,7 @@ class SocialTests(ServiceTests, _Base):
                 self.contact(d, "dave", "D"),
             ],
         )
-        self.assertEqual(await s.social.list_friends(d), [self.contact(a, "alice")])
+        self.assertEqual(await self.friends(s, d), [self.contact(a, "alice")])
 
     # groups
 
@@ -162,7 +174,7 @@ class SocialTests(ServiceTests, _Base):
         group = await s.social.get_group(b, group_id)
         self.assertEqual((group.id, group.name, group.owner_id), (group_id, "team", b))
         self.assertEqual(
-            group.users, [self.contact(a, "alice"), self.contact(b, "bob"), self.contact(c, "carol")]
+            group.users, [self.member(a, "alice"), self.contact(b, "bob"), self.member(c, "carol")]
         )
         solo = await s.social.create_group(a, "solo", [])
         self.assertNotEqual(solo, group_id)
@@ -176,7 +188,7 @@ class SocialTests(ServiceTests, _Base):
         a, b = await self.users(s, "alice", "bob")
         await self.assert_code(s.social.create_group(a, "team", [b, b + 100]), 1004)
         self.assertEqual(await self.group_count(s), 0)
-        self.assertEqual(await s.social.list_groups(a), [])
+        self.assertEqual(await self.groups(s, a), [])
 
     async def test_create_group_bad_input(self) -> None:
         """An empty, blank or over-long name, or a non-positive member id, gives code 2."""
@@ -234,7 +246,7 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_members(b, group_id, [b, c])
         after = await s.social.get_group(a, group_id)
         self.assertEqual(
-            after.users, [self.contact(a, "alice"), self.contact(b, "bob", "bee"), self.contact(c, "carol")]
+            after.users, [self.contact(a, "alice"), self.member(b, "bob", "bee"), self.member(c, "carol")]
         )
 
     async def test_owner_removes_anyone(self) -> None:
@@ -246,7 +258,7 @@ class SocialTests(ServiceTests, _Base):
         self.assertEqual(await self.member_ids(s, a, group_id), [a, c])
         await self.assert_code(s.social.get_group(b, group_id), 1006)
         await self.assert_code(s.social.add_members(d, group_id, [d]), 1006)
-        self.assertEqual([g.id for g in await s.social.list_groups(b)], [])
+        self.assertEqual([g.id for g in await self.groups(s, b)], [])
 
     async def test_owner_leaving_passes_the_group_on(self) -> None:
         """An owner who leaves hands ownership to the remaining member with the lowest id."""
@@ -300,9 +312,9 @@ class SocialTests(ServiceTests, _Base):
         await s.social.set_label(a, g1, "chief")
         self.assertEqual(
             (await s.social.get_group(b, g1)).users,
-            [self.contact(a, "alice", "chief"), self.contact(b, "bob", "Bee 🐝")],
+            [self.member(a, "alice", "chief"), self.contact(b, "bob", "Bee 🐝")],
         )
-        self.assertEqual((await s.social.get_group(a, g2)).users, [self.contact(a, "alice"), self.contact(b, "bob")])
+        self.assertEqual((await s.social.get_group(a, g2)).users, [self.contact(a, "alice"), self.member(b, "bob")])
         await s.social.set_label(b, g1, "")
         self.assertEqual((await s.social.get_group(a, g1)).users[1].label, "")
         await self.assert_code(s.social.set_label(c, g1, "intruder"), 1006)
@@ -325,10 +337,11 @@ class SocialTests(ServiceTests, _Base):
                 "Ωmega team",
                 c,
                 [
-                    self.contact(a, "alice", "Al", sex=2, avatar="alice.png"),
+                    self.member(a, "alice", "Al", sex=2, avatar="alice.png"),
                     self.contact(b, "bob", sex=1),
-                    self.contact(c, "carol"),
+                    self.member(c, "carol"),
                 ],
+                3,
             ),
         )
 
@@ -349,20 +362,20 @@ class SocialTests(ServiceTests, _Base):
         g2 = await s.social.create_group(c, "two", [a])
         g3 = await s.social.create_group(c, "three", [])
         g4 = await s.social.create_group(b, "four", [c])
-        groups = await s.social.list_groups(a)
+        groups = await self.groups(s, a)
         self.assertEqual(
             groups,
             [
-                GroupInfo(g1, "one", a, [self.contact(a, "alice"), self.contact(b, "bob")]),
-                GroupInfo(g2, "two", c, [self.contact(a, "alice"), self.contact(c, "carol")]),
+                GroupInfo(g1, "one", a, [self.contact(a, "alice"), self.member(b, "bob")], 2),
+                GroupInfo(g2, "two", c, [self.contact(a, "alice"), self.member(c, "carol")], 2),
             ],
         )
-        self.assertEqual([g.id for g in await s.social.list_groups(c)], [g2, g3, g4])
-        self.assertEqual([g.id for g in await s.social.list_groups(b)], [g1, g4])
+        self.assertEqual([g.id for g in await self.groups(s, c)], [g2, g3, g4])
+        self.assertEqual([g.id for g in await self.groups(s, b)], [g1, g4])
         await s.social.remove_members(c, g2, [a])
-        self.assertEqual([g.id for g in await s.social.list_groups(a)], [g1])
+        self.assertEqual([g.id for g in await self.groups(s, a)], [g1])
         d = await self.user(s, "dave")
-        self.assertEqual(await s.social.list_groups(d), [])
+        self.assertEqual(await self.groups(s, d), [])
 
 
 class SocialSQLiteTests(SocialTests, SQLiteBackend, TestCase):
