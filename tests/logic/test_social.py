@@ -4,7 +4,10 @@ from typing import TYPE_CHECKING
 
 from twisted.trial.unittest import TestCase
 
-from goim.logic.social import Contact, GroupInfo
+from twisted.internet import reactor
+
+from goim.logic import social as social_module
+from goim.logic.social import Contact, GroupInfo, SocialLimits, SocialService
 from goim.storage.database import Txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
 from tests.support.services import Services, ServiceTests
@@ -376,6 +379,122 @@ class SocialTests(ServiceTests, _Base):
         self.assertEqual([g.id for g in await self.groups(s, a)], [g1])
         d = await self.user(s, "dave")
         self.assertEqual(await self.groups(s, d), [])
+
+    # limits (issue 11)
+
+    def limit(self, s: Services, **limits: int) -> None:
+        """Replace the service with one under the given limits."""
+        s.social = SocialService(s.account_store, s.social_store, reactor, limits=SocialLimits(**limits))
+
+    async def test_group_size_limit(self) -> None:
+        """Creating or growing a group past group_size gives 1008 and changes nothing."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        self.limit(s, group_size=3)
+        await self.assert_code(s.social.create_group(a, "big", [b, c, d]), 1008)
+        self.assertEqual(await self.group_count(s), 0)
+        group_id = await s.social.create_group(a, "team", [b])
+        await s.social.add_members(a, group_id, [b, c])
+        await self.assert_code(s.social.add_members(a, group_id, [d]), 1008)
+        await self.assert_code(s.social.add_members(a, group_id, [b, d]), 1008)
+        self.assertEqual(await self.member_ids(s, a, group_id), [a, b, c])
+        await s.social.add_members(a, group_id, [a, b, c])  # nobody new: still allowed
+
+    async def test_groups_per_user_limit(self) -> None:
+        """A user in groups_per_user groups cannot create, be put in or be added to another (1009)."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        self.limit(s, groups_per_user=2)
+        g1 = await s.social.create_group(a, "one", [])
+        await s.social.create_group(b, "two", [a])
+        await self.assert_code(s.social.create_group(a, "three", []), 1009)
+        error = await self.assert_code(s.social.create_group(c, "four", [a]), 1009)
+        self.assertIn(f"user {a}", error.message)
+        g5 = await s.social.create_group(c, "five", [b])
+        await self.assert_code(s.social.add_members(c, g5, [a]), 1009)
+        self.assertEqual(await self.member_ids(s, c, g5), [b, c])
+        await s.social.remove_members(a, g1, [a])
+        await s.social.add_members(c, g5, [a])
+        self.assertEqual(await self.member_ids(s, c, g5), [a, b, c])
+
+    async def test_friends_per_user_limit(self) -> None:
+        """A new friendship past friends_per_user on either side gives 1010; relabelling a friend does not count."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        self.limit(s, friends_per_user=2)
+        await s.social.add_friend(a, b, "")
+        await s.social.add_friend(a, c, "")
+        await self.assert_code(s.social.add_friend(a, d, ""), 1010)
+        error = await self.assert_code(s.social.add_friend(d, a, ""), 1010)
+        self.assertIn(f"user {a}", error.message)
+        await s.social.add_friend(a, b, "again")
+        self.assertEqual([f.user_id for f in await self.friends(s, a)], [b, c])
+        await s.social.delete_friend(a, c)
+        await s.social.add_friend(d, a, "")
+        self.assertEqual([f.user_id for f in await self.friends(s, a)], [b, d])
+
+    async def test_friend_pages(self) -> None:
+        """list_friends pages by user id with a cursor; the page size is capped at FRIEND_PAGE."""
+        s = await self.services()
+        a, *others = await self.users(s, "alice", "u1", "u2", "u3", "u4", "u5")
+        for u in others:
+            await s.social.add_friend(a, u, "")
+        first = await s.social.list_friends(a, limit=2)
+        self.assertEqual(([f.user_id for f in first.items], first.next), (others[:2], others[1]))
+        second = await s.social.list_friends(a, after=first.next or 0, limit=2)
+        third = await s.social.list_friends(a, after=second.next or 0, limit=2)
+        self.assertEqual([f.user_id for f in second.items + third.items], others[2:])
+        self.assertIsNone(third.next)
+        self.patch(social_module, "FRIEND_PAGE", 3)
+        capped = await s.social.list_friends(a, limit=10**6)
+        self.assertEqual((len(capped.items), capped.next), (3, others[2]))
+
+    async def test_group_pages_and_member_pages(self) -> None:
+        """list_groups pages groups; members past MEMBER_PAGE come from group_members by cursor."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        groups = [await s.social.create_group(a, f"g{i}", [b, c, d]) for i in range(3)]
+        page = await s.social.list_groups(a, limit=2)
+        self.assertEqual(([g.id for g in page.items], page.next), (groups[:2], groups[1]))
+        rest = await s.social.list_groups(a, after=page.next or 0)
+        self.assertEqual(([g.id for g in rest.items], rest.next), (groups[2:], None))
+        self.patch(social_module, "MEMBER_PAGE", 2)
+        group = await s.social.get_group(a, groups[0])
+        self.assertEqual(([u.user_id for u in group.users], group.member_count, group.members_next), ([a, b], 4, b))
+        members = await s.social.group_members(a, groups[0], after=group.members_next or 0)
+        self.assertEqual(([u.user_id for u in members.items], members.next), ([c, d], None))
+        await self.assert_code(s.social.group_members(d + 100, groups[0]), 1006)
+
+    async def test_group_page_member_budget(self) -> None:
+        """A page of groups ends before the member entries would pass GROUP_PAGE_MEMBERS (one group at least)."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        g1 = await s.social.create_group(a, "big", [b, c])
+        g2 = await s.social.create_group(a, "pair", [b])
+        g3 = await s.social.create_group(a, "solo", [])
+        self.patch(social_module, "GROUP_PAGE_MEMBERS", 4)
+        page = await s.social.list_groups(a)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g1], g1))
+        page = await s.social.list_groups(a, after=g1)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g2, g3], None))
+        self.patch(social_module, "GROUP_PAGE_MEMBERS", 1)
+        page = await s.social.list_groups(a)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g1], g1))
+
+    async def test_numbers_only_for_friends(self) -> None:
+        """Group members see each other's numbers only when friends; friend lists show numbers."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        group_id = await s.social.create_group(a, "team", [b, c])
+        await s.social.add_friend(a, b, "")
+        numbers = {u.user_id: u.number for u in (await s.social.get_group(a, group_id)).users}
+        self.assertEqual(numbers, {a: "alice", b: "bob", c: ""})
+        numbers = {u.user_id: u.number for u in (await s.social.get_group(c, group_id)).users}
+        self.assertEqual(numbers, {a: "", b: "", c: "carol"})
+        [listed] = await self.groups(s, b)
+        self.assertEqual({u.user_id: u.number for u in listed.users}, {a: "alice", b: "bob", c: ""})
+        page = await s.social.group_members(c, group_id)
+        self.assertEqual([u.number for u in page.items], ["", "", "carol"])
 
 
 class SocialSQLiteTests(SocialTests, SQLiteBackend, TestCase):
