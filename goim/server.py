@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from goim.limits import Limits, with_backlog
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
@@ -42,12 +43,15 @@ class LogicStack:
         sessions: SessionPort,
         metrics: Metrics,
         max_content: int,
+        limits: Limits = Limits(),
     ) -> None:
         self.db = Database(database, reactor, metrics=metrics)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
-        self.accounts = AccountService(account_store, reactor, sessions=sessions)
-        self.social = SocialService(account_store, SocialStore(self.db), reactor)
+        self.accounts = AccountService(
+            account_store, reactor, sessions=sessions, limits=limits.accounts, metrics=metrics
+        )
+        self.social = SocialService(account_store, SocialStore(self.db), reactor, limits=limits.social)
         self.messages = MessageService(
             message_store,
             account_store,
@@ -87,6 +91,8 @@ class ServerService(LoggingService):
         self.listeners: list[tuple[str, Factory[Any]]] = []
         self._ports: list[Any] = []  # IListeningPort providers
         self._started: Deferred[None] | None = None
+        #: listen backlog added to every listener's endpoint string that takes one
+        self.backlog = Limits.backlog
 
     async def prepare(self) -> None:
         """Open what the listeners need (database, Redis, peers)."""
@@ -111,7 +117,9 @@ class ServerService(LoggingService):
             return
         for description, factory in self.listeners:
             try:
-                port = await endpoints.serverFromString(self.reactor, description).listen(factory)
+                port = await endpoints.serverFromString(self.reactor, with_backlog(description, self.backlog)).listen(
+                    factory
+                )
             except Exception:
                 # a server that cannot take clients stops instead of staying half up
                 log.failure("cannot listen on {endpoint}; stopping", endpoint=description)

@@ -54,7 +54,7 @@ def _list(item: dict[str, Any]) -> dict[str, Any]:
 
 
 #: query parameters of every paginated route
-PAGE_PARAMETERS = [
+PAGE_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "cursor",
         "in": "query",
