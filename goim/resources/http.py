@@ -138,6 +138,10 @@ class GuardedChannel(HTTPChannel):
             self._arm(self.limits.header_timeout, "headers")
         super().requestDone(request)
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's parser refusing a malformed request line or header: an envelope too
+        self.refuse(b"400 Bad Request", "malformed HTTP request", "malformed request")
+
     def refuse(self, status: bytes, message: str, reason: str) -> None:
         """Answer with an error envelope and close, reading nothing more."""
         if self.refused:

@@ -156,6 +156,14 @@ class GuardedSiteTests(SynchronousTestCase):
         self.clock.advance(9.9)
         self.assertFalse(transport.disconnecting)
 
+    def test_malformed_request_gets_an_envelope(self) -> None:
+        """A header Twisted's parser refuses (NUL in a value) is answered 400 with the envelope, then closed."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nToken: a\x00b\r\n\r\n")
+        self.assertEqual(self.status(transport), b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(json.loads(transport.value().split(b"\r\n\r\n", 1)[1])["code"], 2)
+        self.assertTrue(transport.disconnecting)
+
     def test_connections_per_address_are_capped(self) -> None:
         """Past max_connections_per_address, a connection gets 503 and is closed; closing one frees a slot."""
         first = self.connect("192.0.2.1")
