@@ -55,21 +55,21 @@ LISTEN_SETTINGS = [
 
 #: HTTP guards, for every plugin that serves HTTP
 HTTP_SETTINGS = [
-    Setting("http-header-timeout", 10.0, positive_float, "seconds a client has to send a request's headers (total, not per byte)"),
-    Setting("http-body-timeout", 30.0, positive_float, "seconds a client has to send a request's body after its headers"),
-    Setting("http-max-connections", 4096, positive_int, "concurrent HTTP connections overall"),
-    Setting("http-max-connections-per-address", 64, positive_int, "concurrent HTTP connections per client address (IPv6: per /64)"),
+    Setting("http-header-timeout", 10.0, positive_float, "seconds a client has to send a request's headers, total, not per byte (then HTTP 408)"),
+    Setting("http-body-timeout", 30.0, positive_float, "seconds a client has to send a request's body after its headers (then HTTP 408)"),
+    Setting("http-max-connections", 4096, positive_int, "concurrent HTTP connections overall (more: HTTP 503)"),
+    Setting("http-max-connections-per-address", 64, positive_int, "concurrent HTTP connections per client address, IPv6 per /64 (more: HTTP 503)"),
 ]
 
 #: social and account limits, for the plugins that serve the API
 API_SETTINGS = [
-    Setting("max-group-size", 500, positive_int, "members of one group (every group message is stored once per member)"),
-    Setting("max-groups-per-user", 200, positive_int, "groups one user may be a member of"),
-    Setting("max-friends-per-user", 1000, positive_int, "friends one user may have"),
-    Setting("max-devices-per-user", 10, positive_int, "devices bound to one user at a time"),
-    Setting("signin-backoff-max", 300.0, positive_float, "longest back-off in seconds after failed password sign-ins"),
-    Setting("device-registrations-per-minute", 10.0, positive_float, "device registrations per client address and minute (bursts of twice that)"),
-    Setting("token-lifetime", 0.0, non_negative_float, "seconds a device token lives (refresh with POST /device/token); 0: forever"),
+    Setting("max-group-size", 500, positive_int, "members of one group; every group message is stored once per member (over it: API code 1008)"),
+    Setting("max-groups-per-user", 200, positive_int, "groups one user may be a member of (API code 1009)"),
+    Setting("max-friends-per-user", 1000, positive_int, "friends one user may have (API code 1010)"),
+    Setting("max-devices-per-user", 10, positive_int, "devices bound to one user at a time (API code 1011)"),
+    Setting("signin-backoff-max", 300.0, positive_float, "longest back-off in seconds after failed password sign-ins (API code 1012, HTTP 429)"),
+    Setting("device-registrations-per-minute", 10.0, positive_float, "device registrations per client address and minute, bursts of twice that (API code 1013, HTTP 429)"),
+    Setting("token-lifetime", 0.0, non_negative_float, "seconds a device token lives, refreshed by POST /device/token (expired: API code 1014); 0: forever"),
 ]
 
 

@@ -32,7 +32,7 @@ FRIEND_PAGE = 1000
 GROUP_PAGE = 100
 MEMBER_PAGE = 500
 #: the most member entries one page of ``GET /group/all`` carries, all groups together
-GROUP_PAGE_MEMBERS = 2000
+GROUP_PAGE_MEMBERS = 1000
 
 
 @dataclass(frozen=True)

@@ -433,6 +433,26 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_friend(d, a, "")
         self.assertEqual([f.user_id for f in await self.friends(s, a)], [b, d])
 
+    async def test_limits_hold_under_concurrent_requests(self) -> None:
+        """Concurrent befriendings and additions cannot overshoot the limits (the check is inside the transaction)."""
+        from twisted.internet.defer import Deferred, DeferredList
+
+        s = await self.services()
+        a, *others = await self.users(s, "alice", "u1", "u2", "u3", "u4", "u5", "u6")
+        self.limit(s, friends_per_user=3, group_size=4)
+
+        async def outcomes(calls: list) -> list[bool]:  # type: ignore[type-arg]
+            results = await DeferredList([Deferred.fromCoroutine(c) for c in calls], consumeErrors=True)
+            return [ok for ok, _ in results]
+
+        befriended = await outcomes([s.social.add_friend(a, u, "") for u in others])
+        self.assertEqual(sum(befriended), 3)
+        self.assertEqual(len(await self.friends(s, a)), 3)
+        group_id = await s.social.create_group(a, "team", [])
+        added = await outcomes([s.social.add_members(a, group_id, [u]) for u in others])
+        self.assertEqual(sum(added), 3)
+        self.assertEqual(len(await self.member_ids(s, a, group_id)), 4)
+
     async def test_friend_pages(self) -> None:
         """list_friends pages by user id with a cursor; the page size is capped at FRIEND_PAGE."""
         s = await self.services()

@@ -1,0 +1,58 @@
+"""The limit options of the plugins and the listen backlog."""
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from goim.limits import Limits, with_backlog
+from goim.tap import Options
+
+
+class LimitOptionTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """Without flags the standalone server gets the documented defaults."""
+        options = Options()
+        options.parseOptions([])
+        limits = options.config().limits
+        self.assertEqual(limits, Limits())
+        self.assertEqual(
+            (limits.social.group_size, limits.social.groups_per_user, limits.social.friends_per_user),
+            (500, 200, 1000),
+        )
+        self.assertEqual((limits.accounts.devices_per_user, limits.accounts.token_lifetime, limits.backlog), (10, 0.0, 1024))
+
+    def test_flags_set_every_limit(self) -> None:
+        """Each limit option reaches the Limits value."""
+        options = Options()
+        options.parseOptions(
+            [
+                "--max-group-size", "3", "--max-groups-per-user", "4", "--max-friends-per-user", "5",
+                "--max-devices-per-user", "6", "--signin-backoff-max", "7", "--device-registrations-per-minute", "8",
+                "--token-lifetime", "9", "--http-header-timeout", "1.5", "--http-body-timeout", "2.5",
+                "--http-max-connections", "11", "--http-max-connections-per-address", "12", "--listen-backlog", "13",
+            ]
+        )  # fmt: skip
+        limits = options.config().limits
+        self.assertEqual((limits.social.group_size, limits.social.groups_per_user, limits.social.friends_per_user), (3, 4, 5))
+        a = limits.accounts
+        self.assertEqual(
+            (a.devices_per_user, a.sign_in_backoff_max, a.registrations_per_minute, a.registration_burst, a.token_lifetime),
+            (6, 7.0, 8.0, 16, 9.0),
+        )
+        h = limits.http
+        self.assertEqual((h.header_timeout, h.body_timeout, h.max_connections, h.max_connections_per_address), (1.5, 2.5, 11, 12))
+        self.assertEqual(limits.backlog, 13)
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        """Zero or negative limits are refused naming the option."""
+        for flags in (["--max-group-size", "0"], ["--token-lifetime", "-1"], ["--listen-backlog", "x"]):
+            with self.assertRaises(usage.UsageError) as caught:
+                Options().parseOptions(flags)
+            self.assertIn(flags[0], str(caught.exception))
+
+    def test_with_backlog(self) -> None:
+        """backlog= is added to tcp/tcp6/ssl/unix endpoint strings that do not name one."""
+        self.assertEqual(with_backlog("tcp:8080", 1024), "tcp:8080:backlog=1024")
+        self.assertEqual(with_backlog("tcp:8080:interface=127.0.0.1", 5), "tcp:8080:interface=127.0.0.1:backlog=5")
+        self.assertEqual(with_backlog("tcp:8080:backlog=7", 1024), "tcp:8080:backlog=7")
+        self.assertEqual(with_backlog("unix:/tmp/s", 9), "unix:/tmp/s:backlog=9")
+        self.assertEqual(with_backlog("systemd:domain=INET:index=0", 9), "systemd:domain=INET:index=0")
