@@ -539,6 +539,24 @@ class AccountTests(ServiceTests, _Base):
         clock.advance(1)
         await self.assert_code(s.accounts.authenticate(d, new.token), 1014)
 
+    async def test_expired_or_revoked_token_cannot_sign_in_over_tcp(self) -> None:
+        """The TCP sign-in (InProcessLogic) refuses an expired token and a signed-out one."""
+        from goim.logic.local import InProcessLogic
+
+        s = await self.services()
+        clock, _, _ = self.limited(s, token_lifetime=10.0)
+        logic = InProcessLogic(s.accounts, s.messages)
+        d, token = await self.device(s)
+        user = (await self.register(s, d, "alice")).user_id
+        self.assertTrue((await logic.sign_in(device_id=d, user_id=user, token=token)).ok)
+        clock.advance(10)
+        result = await logic.sign_in(device_id=d, user_id=user, token=token)
+        self.assertEqual((result.ok, result.message), (False, "token expired: register the device again"))
+        d2, token2 = await self.device(s)
+        await s.accounts.sign_in_user(d2, number="alice", password=PASSWORD)
+        await s.accounts.sign_out(await s.accounts.authenticate(d2, token2))
+        self.assertFalse((await logic.sign_in(device_id=d2, user_id=user, token=token2)).ok)
+
     async def test_tokens_never_expire_by_default(self) -> None:
         """Without a lifetime a token works years later, and a refresh keeps expires_at 0."""
         s = await self.services()

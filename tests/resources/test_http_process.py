@@ -134,3 +134,37 @@ class HTTPGuardProcessTests(SQLiteBackend, TestCase):
         for port in (server.http_port, server.tcp_port):
             out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
             self.assertEqual(int(out.split()[2]), min(2000, somaxconn), out)
+
+
+class TokenLifecycleProcessTests(SQLiteBackend, TestCase):
+    timeout = 120
+
+    async def test_sign_out_and_device_deletion_end_the_tcp_connection(self) -> None:
+        """POST /user/signout and DELETE /device/{id} kick the device's TCP connection; its token no longer signs in."""
+        from tests.e2e.httpapi import PASSWORD, HttpApi
+        from tests.e2e.wire import connect as wire_connect
+
+        server = StandaloneServer(self, server_database(self))
+        await server.start()
+        self.addCleanup(server.kill)
+        api = HttpApi(server.http)
+        alice = await api.new_user("alice")
+        phone = await api.new_device()
+        await api.ok("POST", "/user/signin", {"number": "alice", "password": PASSWORD}, auth=phone)
+
+        first = await wire_connect(self, server.tcp_port)
+        await first.sign_in(alice.device_id, alice.user_id, alice.token)
+        second = await wire_connect(self, server.tcp_port)
+        await second.sign_in(phone[0], alice.user_id, phone[1])
+
+        await api.ok("DELETE", f"/device/{phone[0]}", auth=alice.auth)
+        await second.wait_closed()
+        self.assertEqual([k.reason for k in second.kicks()], ["device deleted"])
+
+        await api.ok("POST", "/user/signout", auth=alice.auth)
+        await first.wait_closed()
+        self.assertEqual([k.reason for k in first.kicks()], ["signed out"])
+
+        again = await wire_connect(self, server.tcp_port)
+        ack = await again.sign_in(alice.device_id, alice.user_id, alice.token, expect_ok=False)
+        self.assertNotEqual(ack.code, 1)
