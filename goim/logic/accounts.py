@@ -294,9 +294,32 @@ class AccountService:
         return device
 
     async def register_user(
-        self, device_id: int, *, number: str, nickname: str, sex: int, avatar: str, password: str
+        self,
+        device_id: int,
+        *,
+        number: str,
+        nickname: str,
+        sex: int,
+        avatar: str,
+        password: str,
+        client: str = "",
     ) -> UserSession:
-        """Create a user and bind the device to it; starts a new send_sequence epoch."""
+        """Create a user and bind the device to it; starts a new send_sequence epoch.
+
+        Args:
+            client: the client's address; user registrations (each costs a
+                password hash) are rate-limited per address like device registrations.
+
+        Raises:
+            GoimError: 1002 number taken, 1013 (with ``retry_after``) too many
+                registrations from the address.
+        """
+        if client:
+            wait = self._registrations.take("user " + address_key(client))
+            if wait > 0:
+                raise self._throttled(
+                    REGISTRATION_THROTTLED, "user registration", wait, "user registration from {client}", client=client
+                )
         _check_number(number)
         check_text("nickname", nickname, max_length=MAX_NAME)
         check_text("avatar", avatar, max_length=MAX_AVATAR, allow_empty=True)

@@ -165,6 +165,7 @@ class GoimAPI:
             sex=int_field(body, "sex", default=0),
             avatar=text_field(body, "avatar", default=""),
             password=text_field(body, "password"),
+            client=client_address(request),
         )
         return envelope(request, asdict(session))
 

@@ -494,6 +494,17 @@ class AccountTests(ServiceTests, _Base):
         await self.assert_code(self.device(s, client="198.51.100.7"), 1013)
         self.assertIn('goim_throttled_requests_total{throttle="device registration"} 2.0', metrics.render().decode())
 
+    async def test_user_registration_rate_per_address(self) -> None:
+        """POST /user is limited per address by its own bucket (each costs a password hash): 1013 past the burst."""
+        s = await self.services()
+        clock, _, _ = self.limited(s, registrations_per_minute=6.0, registration_burst=2)
+        d, _ = await self.device(s, client="198.51.100.7")
+        for number in ("u1", "u2"):
+            await self.register(s, d, number, client="198.51.100.7")
+        error = await self.assert_code(self.register(s, d, "u3", client="198.51.100.7"), 1013)
+        self.assertEqual(error.retry_after, 10.0)
+        await self.register(s, d, "u3", client="198.51.100.8")
+
     async def test_sign_out_revokes_the_token_and_ends_the_connection(self) -> None:
         """sign_out makes the token useless, unbinds the device and kicks its connection."""
         s = await self.services()
