@@ -118,10 +118,12 @@ def id_list_field(body: Mapping[str, Any], name: str, *, allow_empty: bool = Tru
     if len(value) > MAX_IDS:
         raise bad_request(f"{name} lists more than {MAX_IDS} ids")
     ids: list[int] = []
+    seen: set[int] = set()  # a set: 2,000 ids must not cost 2,000² comparisons on the reactor
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 2**63:
             raise bad_request(f"{name} must contain positive integer ids")
-        if item not in ids:
+        if item not in seen:
+            seen.add(item)
             ids.append(item)
     if not ids and not allow_empty:
         raise bad_request(f"{name} must not be empty")
