@@ -53,11 +53,28 @@ LISTEN_SETTINGS = [
     Setting("listen-backlog", DEFAULT_BACKLOG, positive_int, "listen backlog of every listener (the kernel caps it at net.core.somaxconn)"),
 ]
 
+def default_max_connections() -> int:
+    """4,096, or half the process's descriptor limit when that is lower.
+
+    The other half stays for client connections, the database and log files, so
+    that HTTP clients alone can never exhaust the descriptors.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 4096
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 4096
+    return max(16, min(4096, soft // 2))
+
+
 #: HTTP guards, for every plugin that serves HTTP
 HTTP_SETTINGS = [
     Setting("http-header-timeout", 10.0, positive_float, "seconds a client has to send a request's headers, total, not per byte (then HTTP 408)"),
     Setting("http-body-timeout", 30.0, positive_float, "seconds a client has to send a request's body after its headers (then HTTP 408)"),
-    Setting("http-max-connections", 4096, positive_int, "concurrent HTTP connections overall (more: HTTP 503)"),
+    Setting("http-max-connections", default_max_connections(), positive_int, "concurrent HTTP connections overall (more: HTTP 503)"),
     Setting("http-max-connections-per-address", 64, positive_int, "concurrent HTTP connections per client address, IPv6 per /64 (more: HTTP 503)"),
 ]
 
@@ -99,7 +116,7 @@ def limits_from_options(options: Any) -> Limits:
     http = HTTPLimits(
         header_timeout=get("http-header-timeout", HTTPLimits.header_timeout),
         body_timeout=get("http-body-timeout", HTTPLimits.body_timeout),
-        max_connections=get("http-max-connections", HTTPLimits.max_connections),
+        max_connections=get("http-max-connections", default_max_connections()),
         max_connections_per_address=get("http-max-connections-per-address", HTTPLimits.max_connections_per_address),
     )
     return Limits(social=social, accounts=accounts, http=http, backlog=get("listen-backlog", DEFAULT_BACKLOG))

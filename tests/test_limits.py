@@ -3,7 +3,7 @@
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.limits import Limits, with_backlog
+from goim.limits import Limits, default_max_connections, with_backlog
 from goim.tap import Options
 
 
@@ -13,12 +13,23 @@ class LimitOptionTests(SynchronousTestCase):
         options = Options()
         options.parseOptions([])
         limits = options.config().limits
-        self.assertEqual(limits, Limits())
+        self.assertEqual(limits.social, Limits().social)
+        self.assertEqual(limits.accounts, Limits().accounts)
         self.assertEqual(
             (limits.social.group_size, limits.social.groups_per_user, limits.social.friends_per_user),
             (500, 200, 1000),
         )
         self.assertEqual((limits.accounts.devices_per_user, limits.accounts.token_lifetime, limits.backlog), (10, 0.0, 1024))
+        self.assertEqual(limits.http.max_connections, default_max_connections())
+
+    def test_default_connection_cap_leaves_half_the_descriptors(self) -> None:
+        """With a low descriptor limit the default HTTP connection cap is half of it."""
+        import resource
+
+        self.patch(resource, "getrlimit", lambda which: (1024, 1024))
+        self.assertEqual(default_max_connections(), 512)
+        self.patch(resource, "getrlimit", lambda which: (1_000_000, 1_000_000))
+        self.assertEqual(default_max_connections(), 4096)
 
     def test_flags_set_every_limit(self) -> None:
         """Each limit option reaches the Limits value."""

@@ -84,6 +84,8 @@ class GuardedSiteTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.resource.bodies, [])
         self.assertEqual(self.refused("headers deadline"), 1)
+        self.close(protocol, transport)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_body_deadline_is_total(self) -> None:
         """A body arriving slowly is cut off body_timeout after the headers ended."""
@@ -117,6 +119,9 @@ class GuardedSiteTests(SynchronousTestCase):
         body = json.loads(transport.value().split(b"\r\n\r\n", 1)[1])
         self.assertEqual(body["code"], 2)
         self.assertEqual(self.refused("body too large"), 1)
+        self.close(protocol, transport)
+        self.assertEqual(self.site.connections, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_chunked_body_over_the_limit_is_aborted_while_streaming(self) -> None:
         """A chunked body is counted as it arrives and refused once it passes max_body."""
@@ -127,6 +132,8 @@ class GuardedSiteTests(SynchronousTestCase):
         protocol.dataReceived(b"258\r\n" + b"x" * 600 + b"\r\n0\r\n\r\n")
         self.assertEqual(self.status(transport), b"HTTP/1.1 413 Payload Too Large")
         self.assertEqual(self.resource.bodies, [])
+        self.close(protocol, transport)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_bodies_stay_in_memory(self) -> None:
         """Whatever the announced length, the request body is a BytesIO, never a temporary file."""
