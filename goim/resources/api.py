@@ -41,7 +41,15 @@ log = Logger(observer=goim_observer)
 
 
 def _contact(c: Contact) -> dict[str, Any]:
-    return asdict(c)
+    # not dataclasses.asdict: it deep-copies every field and was 80% of a 1,000-contact page
+    return {
+        "user_id": c.user_id,
+        "label": c.label,
+        "number": c.number,
+        "nickname": c.nickname,
+        "sex": c.sex,
+        "avatar": c.avatar,
+    }
 
 
 def _group(g: GroupInfo) -> dict[str, Any]:
