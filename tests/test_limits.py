@@ -67,3 +67,22 @@ class LimitOptionTests(SynchronousTestCase):
         self.assertEqual(with_backlog("tcp:8080:backlog=7", 1024), "tcp:8080:backlog=7")
         self.assertEqual(with_backlog("unix:/tmp/s", 9), "unix:/tmp/s:backlog=9")
         self.assertEqual(with_backlog("systemd:domain=INET:index=0", 9), "systemd:domain=INET:index=0")
+
+    def test_distributed_plugins_take_their_limit_options(self) -> None:
+        """goim-logic takes the API and HTTP limits; goim-connect the HTTP guards and the backlog only."""
+        from goim.distributed.connect_tap import Options as ConnectOptions
+        from goim.distributed.logic_tap import Options as LogicOptions
+
+        secret = self.mktemp()
+        with open(secret, "w") as f:
+            f.write("0123456789abcdefghij")
+        logic = LogicOptions()
+        logic.parseOptions(
+            ["--database", "mysql://u@h/db", "--secret-file", secret, "--max-friends-per-user", "7", "--listen-backlog", "99"]
+        )
+        self.assertEqual((logic.config().limits.social.friends_per_user, logic.config().limits.backlog), (7, 99))
+        connect = ConnectOptions()
+        connect.parseOptions(["--node-id", "n1", "--secret-file", secret, "--http-max-connections-per-address", "3"])
+        self.assertEqual(connect.config().limits.http.max_connections_per_address, 3)
+        with self.assertRaises(usage.UsageError):
+            ConnectOptions().parseOptions(["--node-id", "n1", "--secret-file", secret, "--max-group-size", "3"])
