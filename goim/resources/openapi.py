@@ -71,6 +71,8 @@ PAGE_PARAMETERS: list[dict[str, Any]] = [
     },
 ]
 PAGED = {"/friend/all", "/group/all", "/group/members/{group_id}"}
+#: operations that may answer 429 with Retry-After
+THROTTLED = {("post", "/device"), ("post", "/user"), ("post", "/user/signin")}
 _SESSION = _object({"user_id": _INT, "send_sequence": _INT, "sync_sequence": _INT})
 _USER = _object({"id": _INT, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING})
 
@@ -188,6 +190,12 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         }
+        if (method, path) in THROTTLED:
+            operation["responses"]["429"] = {
+                "description": "throttled (code 1012 sign-in, 1013 registration): retry after Retry-After seconds",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                "content": {"application/json": {"schema": _envelope(None)}},
+            }
         if auth != "none":
             operation["security"] = [{"device_id": [], "token": []}]
             operation["x-goim-auth"] = auth
