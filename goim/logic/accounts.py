@@ -151,6 +151,7 @@ class AccountService:
             reactor, rate=limits.registrations_per_minute / 60.0, burst=limits.registration_burst
         )
         self._counters = _Counters()
+        self._throttle_log: dict[str, tuple[float, int]] = {}
         if metrics is not None:
             from prometheus_client import Counter
 
@@ -165,8 +166,24 @@ class AccountService:
             )
 
     def _throttled(self, code: int, throttle: str, wait: float, message: str, **fields: Any) -> GoimError:
-        """Log and count a refused request; the 429 error to raise."""
-        log.info("throttled ({throttle}) for {wait:.1f} s: " + message, throttle=throttle, wait=wait, **fields)
+        """Log and count a refused request; the 429 error to raise.
+
+        At most one log line per throttle and second (with the number of refusals
+        not logged since), so that a flood of refused requests cannot flood the log.
+        """
+        now = self._reactor.seconds()
+        last, suppressed = self._throttle_log.get(throttle, (float("-inf"), 0))
+        if now - last >= 1.0:
+            log.info(
+                "throttled ({throttle}) for {wait:.1f} s: " + message + " ({suppressed} more refused since the last line)",
+                throttle=throttle,
+                wait=wait,
+                suppressed=suppressed,
+                **fields,
+            )
+            self._throttle_log[throttle] = (now, 0)
+        else:
+            self._throttle_log[throttle] = (last, suppressed + 1)
         if self._counters.throttled is not None:
             self._counters.throttled.labels(throttle).inc()
         return GoimError(code, f"too many attempts: retry in {wait:.0f} s", retry_after=wait)

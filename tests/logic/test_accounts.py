@@ -461,6 +461,28 @@ class AccountTests(ServiceTests, _Base):
         self.assertIn('goim_throttled_requests_total{throttle="sign-in account"} 2.0', rendered)
         self.assertIn("goim_sign_in_failures_total 6.0", rendered)
 
+    async def test_throttle_log_lines_are_rate_limited(self) -> None:
+        """A flood of refused registrations logs one line per second, then says how many were not logged."""
+        from twisted.logger import globalLogPublisher
+
+        s = await self.services()
+        clock, _, metrics = self.limited(s, registrations_per_minute=1.0, registration_burst=1)
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if str(event.get("log_format", "")).startswith("throttled"):
+                lines.append(str(event["suppressed"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        await self.device(s, client="203.0.113.9")
+        for _ in range(50):
+            await self.assert_code(self.device(s, client="203.0.113.9"), 1013)
+        clock.advance(1)
+        await self.assert_code(self.device(s, client="203.0.113.9"), 1013)
+        self.assertEqual(lines, ["0", "49"])
+        self.assertIn('goim_throttled_requests_total{throttle="device registration"} 51.0', metrics.render().decode())
+
     async def test_sign_in_backs_off_per_address(self) -> None:
         """Failures from one address against any accounts (unknown ones too) block that address only."""
         s = await self.services()
