@@ -13,7 +13,8 @@ resources with:
 * caps on concurrent connections per client address (IPv6 per /64) and overall:
   a connection over a cap is answered 503 and closed at once.
 
-Refusals are logged and counted (``goim_http_refused_total{reason}``).
+Refusals are counted (``goim_http_refused_total{reason}``) and logged, at most one
+line per reason and second.
 """
 
 import io
@@ -149,10 +150,8 @@ class GuardedChannel(HTTPChannel):
         self.refused = True
         self._disarm()
         transport: Any = self.transport
-        log.info(
-            "HTTP refused ({reason}) for {peer}", reason=reason, peer=str(transport.getPeer() if transport else None)
-        )
-        self.site.count_refusal(reason)
+        peer = getattr(transport.getPeer(), "host", "?") if transport is not None else "?"
+        self.site.refusal(reason, str(peer))
         if transport is None:
             return
         transport.write(_raw_response(status, message))
@@ -195,6 +194,7 @@ class GuardedSite(Site):
         self._open: dict[str, int] = {}
         self._keys: dict[int, str] = {}
         self._refused: Any = None
+        self._log_state: dict[str, tuple[float, int]] = {}
         if metrics is not None:
             from prometheus_client import Counter
 
@@ -205,9 +205,26 @@ class GuardedSite(Site):
                 registry=metrics.registry,
             )
 
-    def count_refusal(self, reason: str) -> None:
+    def refusal(self, reason: str, address: str) -> None:
+        """Count a refusal and log it, at most one line per reason and second.
+
+        A flood of refused connections must not become a flood of log lines:
+        the next line says how many refusals went unlogged.
+        """
         if self._refused is not None:
             self._refused.labels(reason).inc()
+        now = self.clock.seconds()
+        last, suppressed = self._log_state.get(reason, (float("-inf"), 0))
+        if now - last < 1.0:
+            self._log_state[reason] = (last, suppressed + 1)
+            return
+        self._log_state[reason] = (now, 0)
+        log.info(
+            "HTTP refused ({reason}) for {address} ({suppressed} more refused since the last line)",
+            reason=reason,
+            address=address,
+            suppressed=suppressed,
+        )
 
     @property
     def connections(self) -> int:
@@ -225,8 +242,7 @@ class GuardedSite(Site):
             self._open[key] = self._open.get(key, 0) + 1
             self._keys[id(channel)] = key
             return channel
-        log.info("HTTP connection from {address} refused: {reason}", address=key, reason=reason)
-        self.count_refusal(reason)
+        self.refusal(reason, key)
         return _Refusal(message)
 
     def released(self, channel: GuardedChannel) -> None:

@@ -191,6 +191,27 @@ class GuardedSiteTests(SynchronousTestCase):
         protocol, _ = self.connect("2001:db8::3")
         self.assertNotIsInstance(protocol, GuardedChannel)
 
+    def test_refusal_log_lines_are_rate_limited(self) -> None:
+        """A flood of refused connections logs one line per second, then the count of the unlogged ones."""
+        from twisted.logger import globalLogPublisher
+
+        lines: list[int] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if str(event.get("log_format", "")).startswith("HTTP refused"):
+                lines.append(event["suppressed"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        for _ in range(100):
+            self.connect("192.0.2.1")
+        self.clock.advance(1)
+        self.connect("192.0.2.1")
+        self.assertEqual(lines, [0, 99])
+        self.assertEqual(self.refused("too many connections from the address"), 101)
+
     def test_total_connections_are_capped(self) -> None:
         """Past max_connections, any address is refused with 503."""
         self.connect("192.0.2.1")
