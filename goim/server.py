@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from goim.limits import Limits, with_backlog
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
@@ -46,12 +47,15 @@ class LogicStack:
         sessions: SessionPort,
         metrics: Metrics,
         max_content: int,
+        limits: Limits = Limits(),
     ) -> None:
         self.db = Database(database, reactor, metrics=metrics)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
-        self.accounts = AccountService(account_store, reactor, sessions=sessions)
-        self.social = SocialService(account_store, SocialStore(self.db), reactor)
+        self.accounts = AccountService(
+            account_store, reactor, sessions=sessions, limits=limits.accounts, metrics=metrics
+        )
+        self.social = SocialService(account_store, SocialStore(self.db), reactor, limits=limits.social)
         self.messages = MessageService(
             message_store,
             account_store,
@@ -102,6 +106,8 @@ class ServerService(LoggingService):
         #: called with the exit status when the start failed; the default makes the
         #: process exit with it once twistd has shut down (tests replace it)
         self.exit_process: Callable[[int], None] = exit_after_shutdown
+        #: listen backlog added to every listener's endpoint string that takes one
+        self.backlog = Limits.backlog
 
     async def prepare(self) -> None:
         """Open what the listeners need (database, Redis, peers)."""
@@ -125,7 +131,9 @@ class ServerService(LoggingService):
             return
         for description, factory in self.listeners:
             try:
-                port = await endpoints.serverFromString(self.reactor, description).listen(factory)
+                port = await endpoints.serverFromString(self.reactor, with_backlog(description, self.backlog)).listen(
+                    factory
+                )
             except Exception as e:
                 # a server that cannot take clients stops instead of staying half up
                 self._fail(e, endpoint=description)

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 import goim
+from goim.limits import Limits
 from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.resources.api import GoimAPI
+from goim.resources.http import GuardedSite
 from goim.server import LogicStack, ServerService, redact
 
 log = Logger(observer=goim_observer)
@@ -33,6 +34,7 @@ class StandaloneConfig:
     max_content: int = DEFAULT_MAX_CONTENT
     log_format: str = "text"
     log_level: str = "info"
+    limits: Limits = Limits()
 
 
 class StandaloneService(ServerService):
@@ -52,7 +54,9 @@ class StandaloneService(ServerService):
             sessions=self.table,
             metrics=self.metrics,
             max_content=config.max_content,
+            limits=config.limits,
         )
+        self.backlog = config.limits.backlog
         self.client_factory = ClientFactory(
             logic=self.stack.logic,
             clock=reactor,
@@ -61,7 +65,8 @@ class StandaloneService(ServerService):
             idle_timeout=config.idle_timeout,
         )
         self.api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
-        self.listeners = [(config.tcp, self.client_factory), (config.http, Site(self.api.app.resource()))]
+        self.site = GuardedSite(self.api.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+        self.listeners = [(config.tcp, self.client_factory), (config.http, self.site)]
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""

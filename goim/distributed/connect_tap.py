@@ -17,6 +17,7 @@ from goim.config import (
     text,
 )
 from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.logs import LEVELS
 
 
@@ -37,6 +38,8 @@ class Options(ServerOptions):
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *LISTEN_SETTINGS,
+        *HTTP_SETTINGS,
     ]
 
     def config(self) -> ConnectNodeConfig:
@@ -53,6 +56,7 @@ class Options(ServerOptions):
             http=self["http"],
             log_format=self["log-format"],
             log_level=self["log-level"],
+            limits=limits_from_options(self),
         )
 
 

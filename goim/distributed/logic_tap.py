@@ -18,6 +18,7 @@ from goim.config import (
     text,
 )
 from goim.distributed.nodes import LogicNodeConfig, LogicNodeService
+from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import LEVELS
 from goim.storage.database import DatabaseURL
@@ -40,6 +41,9 @@ class Options(ServerOptions):
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *LISTEN_SETTINGS,
+        *HTTP_SETTINGS,
+        *API_SETTINGS,
     ]
 
     def check(self) -> None:
@@ -62,6 +66,7 @@ class Options(ServerOptions):
             max_content=self["max-content"],
             log_format=self["log-format"],
             log_level=self["log-level"],
+            limits=limits_from_options(self),
         )
 
 

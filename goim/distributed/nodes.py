@@ -5,7 +5,6 @@ from typing import Any
 
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 import goim
 from goim.distributed.bus import NodeSubscriber, RedisDelivery
@@ -13,11 +12,13 @@ from goim.distributed.pb_client import PBLogicClient
 from goim.distributed.pb_server import LogicRealm, pb_factory
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
+from goim.limits import Limits
 from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.resources.api import GoimAPI
+from goim.resources.http import GuardedSite
 from goim.resources.ops import OpsAPI
 from goim.server import LogicStack, ServerService, redact
 from goim.util import run_in_background
@@ -39,6 +40,7 @@ class LogicNodeConfig:
     max_content: int = DEFAULT_MAX_CONTENT
     log_format: str = "text"
     log_level: str = "info"
+    limits: Limits = Limits()
 
 
 class LogicNodeService(ServerService):
@@ -60,10 +62,13 @@ class LogicNodeService(ServerService):
             sessions=self.delivery,
             metrics=self.metrics,
             max_content=config.max_content,
+            limits=config.limits,
         )
+        self.backlog = config.limits.backlog
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         realm = LogicRealm(self.stack.logic, self.presence, self.delivery)
-        self.listeners = [(config.http, Site(api.app.resource())), (config.pb, pb_factory(config.secret, realm))]
+        site = GuardedSite(api.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+        self.listeners = [(config.http, site), (config.pb, pb_factory(config.secret, realm))]
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""
@@ -102,6 +107,7 @@ class ConnectNodeConfig:
     http: str = ""
     log_format: str = "text"
     log_level: str = "info"
+    limits: Limits = Limits()
 
 
 class ConnectNodeService(ServerService):
@@ -136,10 +142,12 @@ class ConnectNodeService(ServerService):
         self._beats = 0
         self._beat = LoopingCall(self._beat_once)
         self._beat.clock = reactor
+        self.backlog = config.limits.backlog
         self.listeners = [(config.tcp, self.client_factory)]
         if config.http:
             ops = OpsAPI(health=self.health, metrics=self.metrics.render)
-            self.listeners.append((config.http, Site(ops.app.resource())))
+            site = GuardedSite(ops.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+            self.listeners.append((config.http, site))
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""

@@ -395,9 +395,31 @@ class DatabaseTests(_Base):
 
         ran = await db.run("again", again_txn)
         statements = [statement for _, statements in MIGRATIONS for statement in statements]
-        # only CREATE TABLE IF NOT EXISTS statements run again (a no-op); indexes are skipped
+        # only CREATE TABLE IF NOT EXISTS statements run again (a no-op); indexes and columns are skipped
         for statement, did_run in zip(statements, ran):
-            self.assertEqual(did_run, "CREATE INDEX" not in statement, statement)
+            self.assertEqual(did_run, "CREATE TABLE IF NOT EXISTS" in statement, statement)
+
+    async def test_token_expiry_migration_keeps_existing_devices(self) -> None:
+        """A version-1 database migrates to the token_expires_at column; existing devices get 0 (never expire)."""
+        db = self.open_database()
+
+        def version_one_txn(t: Txn) -> None:
+            t.execute(t.dialect.ddl("CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY){table_options}"))
+            for statement in MIGRATIONS[0][1]:
+                t.execute(t.dialect.ddl(statement))
+            t.execute("INSERT INTO schema_version (version) VALUES (1)")
+            t.execute(
+                "INSERT INTO devices (type, brand, model, system_version, app_version, token_hash, created_at)"
+                " VALUES (1, 'b', 'm', 's', 'a', 'h', 5)"
+            )
+
+        await db.run("version_one", version_one_txn)
+        self.assertEqual(await db.run("migrate", migrate_txn), (1, LATEST_VERSION))
+
+        def expiry_txn(t: Txn) -> list[tuple[Any, ...]]:
+            return t.query("SELECT token_hash, token_expires_at FROM devices")
+
+        self.assertEqual(await db.run("expiry", expiry_txn), [("h", 0)])
 
     async def test_schema_newer_than_code_refuses(self) -> None:
         """A schema_version above LATEST_VERSION makes migration fail with SchemaTooNewError asking for an upgrade."""
