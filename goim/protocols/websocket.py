@@ -358,7 +358,10 @@ class GoimWebSocketProtocol(WebSocketServerProtocol):
             # read again, or the client's close frame would wait behind a pause
             if self.transport is not None:
                 self.transport.resumeProducing()
-            self.sendClose(self._close_code, self._close_reason)
+            # sendClose allows only 1000 and 3000-4999; a protocol violation gets its
+            # RFC 6455 code (1002, 1003) through the frame-level call
+            reason = self._close_reason.encode()[:123] if self._close_reason else None
+            self.sendCloseFrame(code=self._close_code, reasonUtf8=reason)
         elif self.state == WebSocketProtocol.STATE_CONNECTING:
             self.dropConnection(abort=True)
 
@@ -423,9 +426,11 @@ class GoimWebSocketFactory(WebSocketServerFactory):
 class GoimWebSocketResource(WebSocketResource):
     """``/ws`` of an HTTP site: takes the connection over from twisted.web.
 
-    Before autobahn takes the transport, the HTTP channel's own idle timer is
-    cancelled and the channel stops being the transport's producer, so that the
-    goim protocol can register its sync producer and its own timers rule.
+    Before autobahn takes the transport, the HTTP channel stops being the
+    transport's producer (so that the goim protocol can register its sync producer
+    there) and its idle timer is cancelled (twisted.web suspends it while a request
+    is handled already; this keeps it so whatever the site does), so that only the
+    goim protocol's timers rule the connection.
     """
 
     def render(self, request: Request) -> Any:
