@@ -100,7 +100,7 @@ class Tab:
 
         def listed(_: Any) -> int | None:
             for button in self.use().find_elements(By.CSS_SELECTOR, "#groups button[data-conv]"):
-                if button.text.startswith(name + " "):
+                if button.text.startswith(name + " ") and "member" in button.text:
                     return int(str(button.get_attribute("data-conv"))[1:])
             return None
 

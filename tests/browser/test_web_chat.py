@@ -136,7 +136,7 @@ class WebChatTests(TestCase):
         group_id = ann.create_group("trio", [ben_id])
         ann.fill("member-id", str(cat.user_id))
         ann.el("member-add").click()
-        ann.wait(lambda w: "(3)" in w.find_element("css selector", f'button[data-conv="g{group_id}"]').text, "three members")
+        ann.wait(lambda w: "3 members" in w.find_element("css selector", f'button[data-conv="g{group_id}"]').text, "three members")
         ann.send("hello group")
         for tab in (ann, ben, cat):
             tab.open_conversation(f"g{group_id}")

@@ -90,7 +90,13 @@ class Conn:
     """A goim WebSocket server and an autobahn client, connected in memory."""
 
     def __init__(
-        self, *, origin: str | None = None, path: str = "/ws", origins: OriginPolicy | None = None, **logic: bool
+        self,
+        *,
+        origin: str | None = None,
+        path: str = "/ws",
+        origins: OriginPolicy | None = None,
+        max_message: int = 65536,
+        **logic: bool,
     ) -> None:
         self.clock = Clock()
         self.logic = FakeLogic(**logic)
@@ -99,6 +105,7 @@ class Conn:
         self.ws_factory = GoimWebSocketFactory(
             self.client_factory,
             origins=origins,
+            max_message=max_message,
             open_handshake_timeout=0,
             close_handshake_timeout=0,
         )
@@ -207,6 +214,13 @@ class FrameTests(SynchronousTestCase):
         conn.send(encode_frame(codec.SIGN_IN, b"x" * 5000))
         self.assertIsNotNone(conn.browser.closed)
         self.assertIsNone(conn.server.client)
+
+    def test_oversize_message_closes(self) -> None:
+        """A message over the message limit is refused by autobahn with 1009."""
+        conn = Conn(max_message=100)
+        conn.send(sign_in() + encode_frame(codec.HEARTBEAT, b"") * 30)
+        self.assertEqual(conn.browser.closed and conn.browser.closed[1], 1009)
+        self.assertEqual(conn.logic.sign_ins, [])
 
     def test_frame_before_sign_in_closes(self) -> None:
         """The sign-in gate is the TCP one: anything before SignIn closes."""

@@ -491,7 +491,7 @@
     $("my-id").textContent = String(S.session.user_id);
   }
 
-  function convButton(type, id, label) {
+  function convButton(type, id, label, detail) {
     const li = document.createElement("li");
     const b = document.createElement("button");
     b.type = "button";
@@ -499,6 +499,10 @@
     b.dataset.conv = key;
     const name = document.createElement("span");
     name.textContent = label;
+    const small = document.createElement("span");
+    small.className = "detail";
+    small.textContent = detail;
+    name.append(" ", small);
     b.append(name);
     const unread = S.unread.get(key) || 0;
     if (unread) {
@@ -516,8 +520,11 @@
 
   function renderConvs() {
     const friends = $("friends"), groups = $("groups");
-    friends.replaceChildren(...S.friends.map((f) => convButton(RECEIVER_USER, f.user_id, `${f.label || f.nickname || f.number} (${f.user_id})`)));
-    groups.replaceChildren(...S.groups.map((g) => convButton(RECEIVER_GROUP, g.id, `${g.name} (${(g.users || []).length})`)));
+    friends.replaceChildren(...S.friends.map((f) => convButton(RECEIVER_USER, f.user_id, f.label || f.nickname || f.number, `id ${f.user_id}`)));
+    groups.replaceChildren(...S.groups.map((g) => {
+      const n = (g.users || []).length;
+      return convButton(RECEIVER_GROUP, g.id, g.name, `${n} member${n === 1 ? "" : "s"}`);
+    }));
     if (!S.friends.length) friends.innerHTML = '<li class="empty">No friends yet</li>';
     if (!S.groups.length) groups.innerHTML = '<li class="empty">No groups yet</li>';
   }
