@@ -8,10 +8,14 @@ turned off so nothing runs on the global reactor.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
+from twisted.python.usage import UsageError
 from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -452,3 +456,75 @@ class RealSocketTests(TestCase):
         self.assertFalse(closed.called)
         conn.kick("test over")
         await closed
+
+
+class OptionTests(SynchronousTestCase):
+    """--ws, --ws-origins and --web-ws-url of the three twistd plugins, and the listeners they make."""
+
+    def setUp(self) -> None:
+        secret = Path(self.mktemp())
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.write_text("a-shared-secret-of-32-characters")
+        self.secret = str(secret)
+
+    def test_standalone(self) -> None:
+        """twistd goim: /ws on the HTTP port always, --ws adds a listener, origins parsed."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from goim import tap
+        from goim.standalone import StandaloneService
+
+        options = tap.Options()
+        options.parseOptions(["--ws", "tcp:50080", "--ws-origins", "https://a.example,http://b.example:8080"])
+        config = options.config()
+        self.assertEqual((config.ws, config.ws_origins), ("tcp:50080", ("https://a.example", "http://b.example:8080")))
+        class Reactor(MemoryReactorClock):
+            def getThreadPool(self) -> ThreadPool:
+                return ThreadPool()  # never started: the service is only built here
+
+        config = replace(config, database=f"sqlite:{self.mktemp()}.db")
+        service = StandaloneService(config, Reactor())
+        endpoints = [endpoint for endpoint, _ in service.listeners]
+        self.assertEqual(endpoints, ["tcp:50000", "tcp:8080", "tcp:50080"])
+        ws_factory = service.listeners[2][1]
+        self.assertIsInstance(ws_factory, GoimWebSocketFactory)
+        self.assertIs(cast(GoimWebSocketFactory, ws_factory).client_factory, service.client_factory)
+        self.assertTrue(cast(GoimWebSocketFactory, ws_factory).origins.allows("https://a.example", "x"))
+        default = tap.Options()
+        default.parseOptions([])
+        self.assertEqual((default.config().ws, default.config().ws_origins), ("", ()))
+        bad = tap.Options()
+        with self.assertRaises(UsageError):
+            bad.parseOptions(["--ws-origins", "a.example"])
+
+    def test_connect_node(self) -> None:
+        """twistd goim-connect --ws adds a WebSocket listener around the node's ClientFactory."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from goim.distributed import connect_tap
+        from goim.distributed.nodes import ConnectNodeService
+
+        options = connect_tap.Options()
+        options.parseOptions(["--node-id", "c1", "--secret-file", self.secret, "--ws", "tcp:50080", "--ws-origins", "*"])
+        service = ConnectNodeService(options.config(), MemoryReactorClock())
+        [(endpoint, factory)] = [(e, f) for e, f in service.listeners if e == "tcp:50080"]
+        self.assertIsInstance(factory, GoimWebSocketFactory)
+        self.assertTrue(cast(GoimWebSocketFactory, factory).origins.any)
+        plain = connect_tap.Options()
+        plain.parseOptions(["--node-id", "c1", "--secret-file", self.secret])
+        self.assertEqual([e for e, _ in ConnectNodeService(plain.config(), MemoryReactorClock()).listeners], ["tcp:50000"])
+
+    def test_logic_node(self) -> None:
+        """twistd goim-logic --web-ws-url tells the page where to connect; bad URLs are usage errors."""
+        from goim.distributed import logic_tap
+
+        options = logic_tap.Options()
+        options.parseOptions(["--database", "mysql://u@127.0.0.1/goim", "--secret-file", self.secret,
+                              "--web-ws-url", "wss://connect.example/ws"])  # fmt: skip
+        self.assertEqual(options.config().web_ws_url, "wss://connect.example/ws")
+        default = logic_tap.Options()
+        default.parseOptions(["--database", "mysql://u@127.0.0.1/goim", "--secret-file", self.secret])
+        self.assertEqual(default.config().web_ws_url, "/ws")
+        with self.assertRaises(UsageError):
+            logic_tap.Options().parseOptions(["--database", "mysql://u@127.0.0.1/goim", "--secret-file", self.secret,
+                                              "--web-ws-url", "http://x/ws"])  # fmt: skip
