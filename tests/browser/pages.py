@@ -63,6 +63,16 @@ class Tab:
         box = self.el("error")
         return "" if box.get_attribute("hidden") is not None else str(self.el("error-text").text)
 
+    def set_network(self, online: bool) -> None:
+        """Take this tab's network away or give it back (DevTools network emulation:
+        the page sees navigator.onLine change and the offline/online events)."""
+        web = self.use()
+        web.execute_cdp_cmd("Network.enable", {})
+        web.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {"offline": not online, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+        )
+
     def wait_online(self, timeout: float = 20.0) -> None:
         self.wait(lambda w: self.status() == "online", "status online", timeout)
 

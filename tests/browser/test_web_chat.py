@@ -10,6 +10,7 @@ scripts/browser has installed them and a missing browser is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.browser.browser import find_browser, start_chromium
+from tests.e2e.wire import connect
 from tests.support.server import StandaloneServer
 
 try:
@@ -94,8 +96,10 @@ class WebChatTests(TestCase):
         self.assertIn("not a friend", alice.error_text())
 
     async def test_offline_tab_reconnects_and_catches_up(self) -> None:
-        """A server restart takes both tabs offline; they reconnect with backoff; a message
-        written while the server was down is sent on reconnect and arrives once."""
+        """A tab without network catches up by sync when it is back. A server restart takes
+        both tabs offline; they reconnect with backoff; a message written while the server
+        was down is sent on reconnect and arrives once. A tab
+        kicked by a sign-in of its device elsewhere says so and does not reconnect."""
         await self.server.start()
         alice = self.tab("alice", first=True)
         alice_id = alice.register("alice", "Alice")
@@ -107,6 +111,17 @@ class WebChatTests(TestCase):
         bob.open_conversation(f"u{alice_id}")
         bob.wait_texts(["before the restart"])
 
+        # alice's tab loses its network: bob's messages meanwhile come by sync when it is back
+        alice.set_network(False)
+        alice.wait(lambda w: alice.status() == "offline", "status offline")
+        bob.send("while you were away")
+        bob.send("and another one")
+        bob.wait_texts(["before the restart", "while you were away", "and another one"])
+        self.assertEqual(alice.texts(), ["before the restart"])
+        alice.set_network(True)
+        alice.wait_online()
+        alice.wait_texts(["before the restart", "while you were away", "and another one"])
+
         self.assertTrue(await self.server.stop())
         alice.wait(lambda w: alice.status() in ("offline", "connecting"), "status offline")
         bob.wait(lambda w: bob.status() in ("offline", "connecting"), "status offline")
@@ -116,11 +131,20 @@ class WebChatTests(TestCase):
         await self.server.start()
         bob.wait_online(timeout=40)
         alice.wait_online(timeout=40)
-        bob.wait_texts(["before the restart", "written while offline"])
-        alice.wait_texts(["before the restart", "written while offline"])
+        away = ["before the restart", "while you were away", "and another one"]
+        bob.wait_texts(away + ["written while offline"])
+        alice.wait_texts(away + ["written while offline"])
         # and live again both ways
         alice.send("after the restart")
-        bob.wait_texts(["before the restart", "written while offline", "after the restart"])
+        bob.wait_texts(away + ["written while offline", "after the restart"])
+
+        # the same device signing in elsewhere kicks the tab: it says so and stays off
+        device = json.loads(alice.use().execute_script("return sessionStorage.getItem('goim.device')"))
+        other = await connect(self, self.server.tcp_port)
+        await other.sign_in(device["id"], alice_id, device["token"])
+        alice.wait(lambda w: alice.status() == "kicked", "status kicked")
+        self.assertIn("signed in elsewhere", alice.error_text())
+        self.assertFalse(alice.el("compose-input").is_enabled())
 
     async def test_group_of_three(self) -> None:
         """A group of three: everyone sees everyone's messages; after one leaves, the others

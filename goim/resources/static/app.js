@@ -222,6 +222,11 @@
   }
 
   function scheduleReconnect(why) {
+    if (!navigator.onLine) {  // the "online" event reconnects
+      setStatus("offline", "Offline: no network. Reconnecting when it is back…");
+      refreshCompose();
+      return;
+    }
     const base = BACKOFF_MS[Math.min(S.attempt, BACKOFF_MS.length - 1)];
     const delay = Math.round(base * (0.5 + Math.random() * 0.5));
     S.attempt += 1;
@@ -652,6 +657,14 @@
     $("sign-out").addEventListener("click", signOut);
     $("refresh").addEventListener("click", () => refreshLists());
     $("error-close").addEventListener("click", clearError);
+    // the browser knows when the network is gone: stop trying until it is back, then
+    // reconnect at once (sign-in and a sync from the last held seq catch up)
+    window.addEventListener("offline", () => {
+      if (!S.session || S.stopped) return;
+      closeSocket();
+      setStatus("offline", "Offline: no network. Reconnecting when it is back…");
+      refreshCompose();
+    });
     window.addEventListener("online", () => { if (S.session && !S.ws && !S.stopped) { S.attempt = 0; connect(); } });
     try {
       const [config, protoText] = await Promise.all([
