@@ -528,3 +528,85 @@ class OptionTests(SynchronousTestCase):
         with self.assertRaises(UsageError):
             logic_tap.Options().parseOptions(["--database", "mysql://u@127.0.0.1/goim", "--secret-file", self.secret,
                                               "--web-ws-url", "http://x/ws"])  # fmt: skip
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    """A throw-away key and certificate for 127.0.0.1; returns their paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+class TLSTests(TestCase):
+    """wss:// by endpoint string: an ssl: HTTP site's /ws and an ssl: --ws listener."""
+
+    async def test_wss_on_both_listeners(self) -> None:
+        """A client signs in over TLS on /ws of an ssl: site and on an ssl: WebSocket listener."""
+        from twisted.internet import endpoints, reactor, ssl
+
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        key, cert = self_signed(directory)
+        table = ConnectionTable()
+        client_factory = ClientFactory(logic=FakeLogic(auto_sign_in=True), clock=reactor, table=table)
+        site = Site(WebRoot(Resource(), ws=GoimWebSocketResource(
+            GoimWebSocketFactory(client_factory, path=None, open_handshake_timeout=0, close_handshake_timeout=0))))
+        bare = GoimWebSocketFactory(client_factory, open_handshake_timeout=0, close_handshake_timeout=0)  # fmt: skip
+        ports = []
+        for factory in (site, bare):
+            endpoint = endpoints.serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+            port = await endpoint.listen(factory)
+            self.addCleanup(port.stopListening)
+            ports.append(port.getHost().port)
+
+        for device_id, number in zip((5, 6), ports):
+            got_ack: Deferred[None] = Deferred()
+            closed: Deferred[None] = Deferred()
+
+            class Client(Browser):
+                def onOpen(self) -> None:
+                    self.sendMessage(sign_in(device_id=device_id), isBinary=True)
+
+                def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                    super().onMessage(payload, isBinary)
+                    if not got_ack.called:
+                        got_ack.callback(None)
+
+                def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+                    closed.callback(None)
+
+            browser_factory = WebSocketClientFactory(f"wss://127.0.0.1:{number}/ws")
+            browser_factory.protocol = Client
+            browser_factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
+            reactor.connectSSL("127.0.0.1", number, browser_factory, ssl.CertificateOptions(verify=False))
+            await got_ack
+            conn = table.get(device_id)
+            assert conn is not None
+            self.assertEqual(conn.user_id, 4)
+            conn.kick("test over")
+            await closed
