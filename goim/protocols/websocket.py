@@ -336,6 +336,14 @@ class GoimWebSocketProtocol(WebSocketServerProtocol):
             return
         client.dataReceived(payload)
 
+    def onMessageEnd(self) -> None:
+        """Hand the whole message to ``onMessage``, as autobahn does, without also firing
+        autobahn's observable "message" event: nobody subscribes to it here, and it
+        costs a Deferred per message (a fifth of the server's time per message)."""
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None  # type: ignore[assignment]  # as autobahn does
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Tell the goim protocol the connection is gone."""
         client, self.client = self.client, None

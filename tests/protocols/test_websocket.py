@@ -458,7 +458,7 @@ class RealSocketTests(TestCase):
         await closed
 
 
-class OptionTests(SynchronousTestCase):
+class OptionTests(TestCase):
     """--ws, --ws-origins and --web-ws-url of the three twistd plugins, and the listeners they make."""
 
     def setUp(self) -> None:
@@ -499,20 +499,30 @@ class OptionTests(SynchronousTestCase):
 
     def test_connect_node(self) -> None:
         """twistd goim-connect --ws adds a WebSocket listener around the node's ClientFactory."""
-        from twisted.internet.testing import MemoryReactorClock
-
         from goim.distributed import connect_tap
-        from goim.distributed.nodes import ConnectNodeService
 
         options = connect_tap.Options()
         options.parseOptions(["--node-id", "c1", "--secret-file", self.secret, "--ws", "tcp:50080", "--ws-origins", "*"])
-        service = ConnectNodeService(options.config(), MemoryReactorClock())
-        [(endpoint, factory)] = [(e, f) for e, f in service.listeners if e == "tcp:50080"]
-        self.assertIsInstance(factory, GoimWebSocketFactory)
-        self.assertTrue(cast(GoimWebSocketFactory, factory).origins.any)
+        config = options.config()
+        self.assertEqual((config.ws, config.ws_origins), ("tcp:50080", ("*",)))
         plain = connect_tap.Options()
         plain.parseOptions(["--node-id", "c1", "--secret-file", self.secret])
-        self.assertEqual([e for e, _ in ConnectNodeService(plain.config(), MemoryReactorClock()).listeners], ["tcp:50000"])
+        self.assertEqual((plain.config().ws, plain.config().ws_origins), ("", ()))
+
+    async def test_connect_node_listeners(self) -> None:
+        """A connect node with --ws listens with a WebSocket factory around its ClientFactory."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+
+        config = ConnectNodeConfig(node_id="c1", secret=b"x" * 32, ws="tcp:50080", ws_origins=("*",))
+        service = ConnectNodeService(config, MemoryReactorClock())
+        # its Redis pool connects lazily on the real reactor: close it
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.redis.close()))
+        [(endpoint, factory)] = [(e, f) for e, f in service.listeners if e == "tcp:50080"]
+        self.assertIsInstance(factory, GoimWebSocketFactory)
+        self.assertIs(cast(GoimWebSocketFactory, factory).client_factory, service.client_factory)
+        self.assertTrue(cast(GoimWebSocketFactory, factory).origins.any)
 
     def test_logic_node(self) -> None:
         """twistd goim-logic --web-ws-url tells the page where to connect; bad URLs are usage errors."""
