@@ -525,6 +525,7 @@
 
   function renderConvs() {
     const friends = $("friends"), groups = $("groups");
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.conv : null;
     friends.replaceChildren(...S.friends.map((f) => convButton(RECEIVER_USER, f.user_id, f.label || f.nickname || f.number, `id ${f.user_id}`)));
     groups.replaceChildren(...S.groups.map((g) => {
       const n = (g.users || []).length;
@@ -532,6 +533,10 @@
     }));
     if (!S.friends.length) friends.innerHTML = '<li class="empty">No friends yet</li>';
     if (!S.groups.length) groups.innerHTML = '<li class="empty">No groups yet</li>';
+    if (focused) {  // re-rendering must not take the keyboard focus away
+      const again = document.querySelector(`button[data-conv="${focused}"]`);
+      if (again) again.focus();
+    }
   }
 
   function select(type, id) {
@@ -597,17 +602,30 @@
   function renderMessages() {
     const list = $("messages");
     const key = currentKey();
-    if (!key) { list.replaceChildren(); return; }
-    const items = [...S.messages.values()].filter((m) => convKey(m) === key).sort((a, b) => a.sync_sequence - b.sync_sequence);
-    const nodes = items.map((m) => messageLi(m, {seq: m.sync_sequence}));
+    if (list.dataset.conv !== String(key)) { list.replaceChildren(); list.dataset.conv = String(key); }
+    if (!key) return;
+    // what the list should show, each with a key naming its content
+    const wanted = [...S.messages.values()].filter((m) => convKey(m) === key)
+      .sort((a, b) => a.sync_sequence - b.sync_sequence)
+      .map((m) => ({key: `s${m.sync_sequence}`, make: () => messageLi(m, {seq: m.sync_sequence})}));
     for (const [sendSeq, p] of S.pending) {
       const k = (p.receiver_type === RECEIVER_GROUP ? "g" : "u") + p.receiver_id;
       if (k !== key) continue;
       const item = {sender_id: S.session.user_id, content: p.content, send_time: p.send_time};
-      nodes.push(messageLi(item, {sendSeq, state: p.state === "refused" ? "refused" : "pending", why: p.why}));
+      const state = p.state === "refused" ? "refused" : "pending";
+      wanted.push({key: `p${sendSeq}:${state}`, make: () => messageLi(item, {sendSeq, state, why: p.why})});
     }
+    // keep the nodes that stay, so that the live region announces only what is new
+    const old = [...list.children];
+    let same = 0;
+    while (same < old.length && same < wanted.length && old[same].dataset.key === wanted[same].key) same += 1;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    list.replaceChildren(...nodes);
+    for (const node of old.slice(same)) node.remove();
+    for (const w of wanted.slice(same)) {
+      const li = w.make();
+      li.dataset.key = w.key;
+      list.append(li);
+    }
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
