@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 from twisted.python.usage import UsageError
 from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
@@ -220,10 +221,15 @@ class FrameTests(SynchronousTestCase):
         self.assertIsNone(conn.server.client)
 
     def test_oversize_message_closes(self) -> None:
-        """A message over the message limit is refused by autobahn with 1009."""
+        """A message over the message limit is refused by autobahn with 1009 and a log line."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         conn = Conn(max_message=100)
         conn.send(sign_in() + encode_frame(codec.HEARTBEAT, b"") * 30)
         self.assertEqual(conn.browser.closed and conn.browser.closed[1], 1009)
+        # autobahn says why in the log
+        self.assertTrue(any("exceeds payload limit" in formatEvent(e) for e in events), [formatEvent(e) for e in events])
         self.assertEqual(conn.logic.sign_ins, [])
 
     def test_frame_before_sign_in_closes(self) -> None:
