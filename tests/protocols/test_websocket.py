@@ -289,6 +289,22 @@ class FlowControlTests(SynchronousTestCase):
         frames = [f.type for message in conn.browser.frames() for f in message]
         self.assertEqual(frames, [codec.SIGN_IN_ACK, codec.HEARTBEAT_ACK])
 
+    def test_sync_waits_while_the_stream_is_paused(self) -> None:
+        """A sync fetches no page while the socket under the WebSocket is full (its
+        producer paused), and streams the rest once it drains."""
+        conn = Conn(auto_sign_in=True, auto_sync=True)
+        conn.logic.store(4, 450)
+        conn.send(sign_in())
+        conn.client.producer.pauseProducing()
+        conn.send(encode_frame(codec.SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=0).SerializeToString()))
+        self.assertEqual(conn.logic.sync_pages, [])
+        conn.client.producer.resumeProducing()
+        conn.flush()
+        self.assertEqual([c.args["after_seq"] for c in conn.logic.sync_pages], [0, 200, 400])
+        frames = [f for m in conn.browser.frames() for f in m if f.type == codec.MESSAGE]
+        seqs = [i.sync_sequence for f in frames for i in pb.Message.FromString(f.value).messages]
+        self.assertEqual(seqs, list(range(1, 451)))
+
     def test_paused_push_is_made_good_by_sync(self) -> None:
         """Pushes skipped while the stream is paused are synced once it resumes."""
         conn = Conn(auto_sign_in=True, auto_sync=True)
