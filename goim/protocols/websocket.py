@@ -252,6 +252,29 @@ class WebSocketTransport:
         stream = self._stream
         return stream.getHost() if stream is not None else None
 
+    @property
+    def disconnecting(self) -> bool:
+        """Whether the connection is closing or closed (as ``ITCPTransport`` says)."""
+        return not self._ws.websocket_open()
+
+    # the TCP options of the socket under the WebSocket (ITCPTransport)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        if self._stream is not None and hasattr(self._stream, "setTcpNoDelay"):
+            self._stream.setTcpNoDelay(enabled)
+
+    def getTcpNoDelay(self) -> bool:
+        stream = self._stream
+        return bool(stream.getTcpNoDelay()) if stream is not None and hasattr(stream, "getTcpNoDelay") else False
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        if self._stream is not None and hasattr(self._stream, "setTcpKeepAlive"):
+            self._stream.setTcpKeepAlive(enabled)
+
+    def getTcpKeepAlive(self) -> bool:
+        stream = self._stream
+        return bool(stream.getTcpKeepAlive()) if stream is not None and hasattr(stream, "getTcpKeepAlive") else False
+
     # --- IPushProducer: the reading side --------------------------------------------
 
     def pauseProducing(self) -> None:
@@ -301,6 +324,19 @@ class GoimWebSocketProtocol(WebSocketServerProtocol):
     def websocket_open(self) -> bool:
         """Whether the WebSocket is open (handshake done, close not begun)."""
         return bool(self.state == WebSocketProtocol.STATE_OPEN)
+
+    def connectionMade(self) -> None:
+        """Start the WebSocket handshake on a socket with TCP_NODELAY.
+
+        autobahn tries to set TCP_NODELAY before it has copied its options from the
+        factory, and swallows the failure; small messages would then wait for Nagle.
+        """
+        super().connectionMade()
+        stream: Any = self.transport
+        try:
+            stream.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not a TCP socket (a UNIX socket, a test transport)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """Check the path and the page's origin before the handshake completes."""

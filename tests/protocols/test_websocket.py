@@ -80,9 +80,23 @@ class Browser(WebSocketClientProtocol):
 
 
 class PausableTransport(FakeTransport):
-    """iosim's transport, recording whether the protocol paused reading."""
+    """iosim's transport, recording whether the protocol paused reading and its TCP options."""
 
     paused = False
+    nodelay = False
+    keepalive = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def getTcpNoDelay(self) -> bool:
+        return self.nodelay
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self.keepalive = enabled
+
+    def getTcpKeepAlive(self) -> bool:
+        return self.keepalive
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -276,6 +290,25 @@ class FlowControlTests(SynchronousTestCase):
         socket buffer pauses a sync as on TCP."""
         conn = Conn()
         self.assertIs(conn.server.transport.producer, conn.client.producer)
+
+    def test_tcp_options_reach_the_socket(self) -> None:
+        """The socket under a WebSocket has TCP_NODELAY; TCP options set on the adapter
+        go to it."""
+        conn = Conn()
+        adapter = cast(WebSocketTransport, conn.client.transport)
+        stream = conn.server.transport
+        self.assertTrue(stream.nodelay)  # set when the connection was made
+        adapter.setTcpNoDelay(False)
+        self.assertFalse(stream.nodelay)
+        self.assertFalse(adapter.getTcpNoDelay())
+        adapter.setTcpNoDelay(True)
+        self.assertTrue(adapter.getTcpNoDelay())
+        adapter.setTcpKeepAlive(True)
+        self.assertTrue(stream.keepalive)
+        self.assertTrue(adapter.getTcpKeepAlive())
+        self.assertFalse(adapter.disconnecting)
+        conn.client.closeConnection()
+        self.assertTrue(adapter.disconnecting)
 
     def test_pending_sign_in_pauses_reading(self) -> None:
         """While sign-in is pending the stream transport is paused; it resumes after."""
