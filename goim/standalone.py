@@ -15,8 +15,10 @@ from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
+from goim.protocols.websocket import GoimWebSocketFactory, GoimWebSocketResource, OriginPolicy
 from goim.resources.api import GoimAPI
 from goim.resources.http import GuardedSite
+from goim.resources.web import WebRoot
 from goim.server import LogicStack, ServerService, redact
 
 log = Logger(observer=goim_observer)
@@ -28,6 +30,10 @@ class StandaloneConfig:
 
     tcp: str = "tcp:50000"
     http: str = "tcp:8080"
+    #: an extra WebSocket listener (``/ws`` of the HTTP listener always serves one)
+    ws: str = ""
+    #: page origins allowed to open a WebSocket besides the same origin ("*": any)
+    ws_origins: tuple[str, ...] = ()
     database: str = "sqlite:goim.db"
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
@@ -65,8 +71,17 @@ class StandaloneService(ServerService):
             idle_timeout=config.idle_timeout,
         )
         self.api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
-        self.site = GuardedSite(self.api.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+        origins = OriginPolicy(config.ws_origins)
+        ws_resource = GoimWebSocketResource(
+            GoimWebSocketFactory(self.client_factory, origins=origins, path=None, reactor=reactor)
+        )
+        root = WebRoot(self.api.app.resource(), ws=ws_resource)
+        self.site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
         self.listeners = [(config.tcp, self.client_factory), (config.http, self.site)]
+        if config.ws:
+            self.listeners.append(
+                (config.ws, GoimWebSocketFactory(self.client_factory, origins=origins, reactor=reactor))
+            )
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""
@@ -79,7 +94,9 @@ class StandaloneService(ServerService):
 
     def describe(self) -> str:
         return (
-            f"goim {goim.__version__} standalone: clients on {self.config.tcp}, HTTP on {self.config.http}, "
+            f"goim {goim.__version__} standalone: clients on {self.config.tcp}"
+            + (f" and WebSocket {self.config.ws}" if self.config.ws else "")
+            + f", HTTP, web page and /ws on {self.config.http}, "
             f"database {redact(self.config.database)}"
         )
 

@@ -4,6 +4,8 @@ from twisted.application.service import MultiService
 
 from goim.config import ServerOptions, Setting, choice, database_url, endpoint, positive_float, positive_int
 from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
+from goim.config import optional
+from goim.protocols.websocket import parse_origins
 from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import LEVELS
 from goim.standalone import StandaloneConfig, StandaloneService
@@ -27,6 +29,8 @@ class Options(ServerOptions):
     settings = [
         Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
         Setting("http", "tcp:8080", endpoint, "HTTP API listener (Twisted endpoint string)"),
+        Setting("ws", "", optional(endpoint), "extra client WebSocket listener (path /ws); the HTTP listener serves /ws too"),
+        Setting("ws-origins", "", parse_origins, "web page origins allowed to open a WebSocket besides the same origin, ORIGIN[,ORIGIN...] or *"),
         Setting("database", "sqlite:goim.db", database_url, "sqlite:PATH or mysql://user:password@host:port/dbname"),
         Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
@@ -43,6 +47,8 @@ class Options(ServerOptions):
         return StandaloneConfig(
             tcp=self["tcp"],
             http=self["http"],
+            ws=self["ws"],
+            ws_origins=self["ws-origins"],
             database=self["database"],
             signin_timeout=self["signin-timeout"],
             idle_timeout=self["idle-timeout"],

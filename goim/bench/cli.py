@@ -33,6 +33,7 @@ SCENARIOS: dict[str, tuple[Scenario, bool]] = {
     "limits": (limits_module.limits, False),
     "sync": (scenarios.sync, True),
     "one-to-one": (scenarios.one_to_one, True),
+    "one-to-one-ws": (scenarios.one_to_one_ws, True),
     "group": (scenarios.group, True),
     "storm": (scenarios.storm, True),
     "idle": (scenarios.idle, True),
@@ -215,7 +216,7 @@ def headline(name: str, result: dict[str, Any]) -> str:
         if name == "idle":
             return (f"{m.get('connected_after_hold', 0):,} connections, {m.get('kib_per_connection')} KiB each, "
                     f"{m.get('sign_ins_per_s')} sign-ins/s")  # fmt: skip
-        if name == "one-to-one":
+        if name in ("one-to-one", "one-to-one-ws"):
             p50: dict[str, Any] = next((lv for lv in m.get("levels", []) if lv["fraction"] == 0.5), {})
             return (f"{m['max_sustained']['sends_per_s']:,.0f} sends/s max; at 50%: "
                     f"p99 {p50.get('latency_ms', {}).get('p99')} ms")  # fmt: skip
@@ -243,14 +244,21 @@ async def run(reactor: Any, settings: Settings, names: list[str]) -> int:
     """Run the scenarios one after the other; returns the exit status."""
     failed = []
     lines = []
+    results: dict[str, dict[str, Any]] = {}
     for name in names:
-        result = await run_scenario(reactor, settings, name)
+        result = results[name] = await run_scenario(reactor, settings, name)
         status = "ok" if result["verified"] else "FAILED"
         if not result["verified"]:
             failed.append(name)
         lines.append(f"{name:<11} {status:<7} {result['duration_s']:>7.1f} s  {headline(name, result)}")
         for problem in (result.get("errors", []) + result.get("verification", {}).get("problems", []))[:10]:
             lines.append(f"{'':<11} - {problem.splitlines()[0] if problem else problem}")
+    if "one-to-one" in results and "one-to-one-ws" in results:
+        from goim.bench.report import websocket_rows
+
+        tcp, ws = results["one-to-one"].get("metrics", {}), results["one-to-one-ws"].get("metrics", {})
+        lines.append("WebSocket beside TCP, same run:")
+        lines.extend(f"  {row.strip('|').strip()}" for row in websocket_rows(tcp, ws))
     print("\n".join(["", f"goim-bench results in {settings.output}/:"] + lines), flush=True)
     return 1 if failed else 0
 

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -251,6 +252,65 @@ class _Attempt(ClientFactory):
         self.gen.on_connect_failed(self.device, reason)
 
 
+class _WebSocketStream:
+    """What a :class:`Connection` writes to on a WebSocket: each write is one binary
+    message (writes are whole frames), closes go through the close handshake."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    def write(self, data: bytes) -> None:
+        if self.ws.state == self.ws.STATE_OPEN:
+            self.ws.sendMessage(data, isBinary=True)
+
+    def loseConnection(self) -> None:
+        if self.ws.state == self.ws.STATE_OPEN:
+            self.ws.sendClose(1000)
+        else:
+            self.ws.dropConnection(abort=True)
+
+    def abortConnection(self) -> None:
+        self.ws.dropConnection(abort=True)
+
+    def getPeer(self) -> Any:
+        return self.ws.transport.getPeer() if self.ws.transport is not None else None
+
+
+def _websocket_attempt(gen: LoadGenerator, device: Device, url: str) -> Any:
+    """An autobahn client factory for one connection attempt over WebSocket: the same
+    :class:`Connection` runs inside, fed with each binary message's frames."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+    class WebSocketConnection(WebSocketClientProtocol):
+        inner: Connection | None = None
+
+        def onOpen(self) -> None:
+            self.inner = Connection(gen, device)
+            self.inner.makeConnection(_WebSocketStream(self))
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            if self.inner is not None:
+                self.inner.dataReceived(payload)
+
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+            inner, self.inner = self.inner, None
+            if inner is not None:
+                inner.connectionLost(Failure(ConnectionDone()) if wasClean else Failure(ConnectionLost()))
+            else:
+                gen.on_connect_failed(device, Failure(ConnectionRefusedError(f"WebSocket handshake: {reason}")))
+
+    class Attempt(WebSocketClientFactory):
+        protocol = WebSocketConnection
+
+        def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+            gen.on_connect_failed(device, reason)
+
+    factory = Attempt(url)
+    # the goim heartbeat and the server's idle timeout do the liveness work
+    factory.setProtocolOptions(openHandshakeTimeout=20, closeHandshakeTimeout=2, tcpNoDelay=True)
+    return factory
+
+
 class _ConnectRun:
     """The state of one ``connect`` command."""
 
@@ -281,6 +341,8 @@ class LoadGenerator:
     def __init__(self, job: dict[str, Any], emit: Callable[[dict[str, Any]], None], clock: Any = None) -> None:
         self.host = job["host"]
         self.port = int(job["port"])
+        #: connect over WebSocket to this ws:// URL instead of TCP to host:port
+        self.ws_url: str | None = job.get("ws_url") or None
         self.source = job.get("source") or None
         self.content_size = int(job.get("content_size", 64))
         self.ack_every = float(job.get("ack_every", ACK_EVERY))
@@ -501,9 +563,12 @@ class LoadGenerator:
         run.active[device.index] = self.clock.callLater(run.attempt_timeout, self._attempt_timed_out, device)
         run.started_at[device.index] = _now()
         bind = (self.source, 0) if self.source else None
-        reactor.connectTCP(
-            self.host, self.port, _Attempt(self, device), timeout=run.attempt_timeout, bindAddress=bind
-        )
+        if self.ws_url:
+            factory: Any = _websocket_attempt(self, device, self.ws_url)
+            host, port = factory.host, factory.port
+        else:
+            factory, host, port = _Attempt(self, device), self.host, self.port
+        reactor.connectTCP(host, port, factory, timeout=run.attempt_timeout, bindAddress=bind)
 
     def _attempt_timed_out(self, device: Device) -> None:
         run = self._connect

@@ -75,7 +75,7 @@ def plot_one_to_one(figure: Any, result: dict[str, Any]) -> None:
     else:
         _empty(right)
     right.set_title("latency at fixed fractions of the max")
-    _title(figure, result, "one-to-one")
+    _title(figure, result, "one-to-one over WebSocket" if result.get("params", {}).get("transport") == "ws" else "one-to-one")
 
 
 def plot_group(figure: Any, result: dict[str, Any]) -> None:
@@ -188,6 +188,7 @@ def plot_limits(figure: Any, result: dict[str, Any]) -> None:
 PLOTS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
     "idle": plot_idle,
     "one-to-one": plot_one_to_one,
+    "one-to-one-ws": plot_one_to_one,
     "group": plot_group,
     "sync": plot_sync,
     "storm": plot_storm,

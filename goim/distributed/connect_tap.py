@@ -16,6 +16,7 @@ from goim.config import (
     secret_file,
     text,
 )
+from goim.protocols.websocket import parse_origins
 from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
 from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.logs import LEVELS
@@ -28,6 +29,8 @@ class Options(ServerOptions):
     longdesc = "goim connect node: client TCP connections, PB to logic nodes, deliveries from Redis."
     settings = [
         Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
+        Setting("ws", "", optional(endpoint), "client WebSocket listener (path /ws); empty for none"),
+        Setting("ws-origins", "", parse_origins, "web page origins allowed to open a WebSocket besides the same origin, ORIGIN[,ORIGIN...] or *"),
         Setting("http", "", optional(endpoint), "listener for /healthz and /metrics; empty for none"),
         Setting("logic", "127.0.0.1:50100", host_ports, "logic nodes' PB addresses, HOST:PORT[,HOST:PORT...]"),
         Setting("redis", "redis://127.0.0.1:6379/0", redis_url, "Redis URL"),
@@ -49,6 +52,8 @@ class Options(ServerOptions):
             secret=self["secret-file"],
             logic=self["logic"],
             tcp=self["tcp"],
+            ws=self["ws"],
+            ws_origins=self["ws-origins"],
             redis=self["redis"],
             redis_prefix=self["redis-prefix"],
             signin_timeout=self["signin-timeout"],

@@ -17,6 +17,7 @@ from goim.config import (
     secret_file,
     text,
 )
+from goim.protocols.websocket import parse_ws_url
 from goim.distributed.nodes import LogicNodeConfig, LogicNodeService
 from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.logic.messages import DEFAULT_MAX_CONTENT
@@ -39,6 +40,7 @@ class Options(ServerOptions):
         Setting("secret-file", None, required(secret_file), "file holding the secret shared with connect nodes"),
         Setting("node-id", f"logic-{socket.gethostname()}", node_id, "this node's name in logs"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
+        Setting("web-ws-url", "/ws", parse_ws_url, "where the web page at / opens its WebSocket: a connect node's --ws as ws[s]://HOST:PORT/ws, or a path on the page's origin"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
         *LISTEN_SETTINGS,
@@ -64,6 +66,7 @@ class Options(ServerOptions):
             redis=self["redis"],
             redis_prefix=self["redis-prefix"],
             max_content=self["max-content"],
+            web_ws_url=self["web-ws-url"],
             log_format=self["log-format"],
             log_level=self["log-level"],
             limits=limits_from_options(self),

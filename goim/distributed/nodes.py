@@ -17,9 +17,11 @@ from goim.logic.messages import DEFAULT_MAX_CONTENT
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
+from goim.protocols.websocket import GoimWebSocketFactory, OriginPolicy
 from goim.resources.api import GoimAPI
 from goim.resources.http import GuardedSite
 from goim.resources.ops import OpsAPI
+from goim.resources.web import WebRoot
 from goim.server import LogicStack, ServerService, redact
 from goim.util import run_in_background
 
@@ -38,6 +40,8 @@ class LogicNodeConfig:
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     max_content: int = DEFAULT_MAX_CONTENT
+    #: where the web page served at / opens its WebSocket (a connect node's --ws)
+    web_ws_url: str = "/ws"
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
@@ -67,7 +71,8 @@ class LogicNodeService(ServerService):
         self.backlog = config.limits.backlog
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         realm = LogicRealm(self.stack.logic, self.presence, self.delivery)
-        site = GuardedSite(api.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+        root = WebRoot(api.app.resource(), ws_url=config.web_ws_url)
+        site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
         self.listeners = [(config.http, site), (config.pb, pb_factory(config.secret, realm))]
 
     def health(self) -> dict[str, Any]:
@@ -99,6 +104,10 @@ class ConnectNodeConfig:
     secret: bytes
     logic: tuple[str, ...] = ("127.0.0.1:50100",)
     tcp: str = "tcp:50000"
+    #: client WebSocket listener (path /ws); empty: none
+    ws: str = ""
+    #: page origins allowed to open a WebSocket besides the same origin ("*": any)
+    ws_origins: tuple[str, ...] = ()
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     signin_timeout: float = 10.0
@@ -144,6 +153,11 @@ class ConnectNodeService(ServerService):
         self._beat.clock = reactor
         self.backlog = config.limits.backlog
         self.listeners = [(config.tcp, self.client_factory)]
+        if config.ws:
+            ws_factory = GoimWebSocketFactory(
+                self.client_factory, origins=OriginPolicy(config.ws_origins), reactor=reactor
+            )
+            self.listeners.append((config.ws, ws_factory))
         if config.http:
             ops = OpsAPI(health=self.health, metrics=self.metrics.render)
             site = GuardedSite(ops.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
@@ -162,7 +176,9 @@ class ConnectNodeService(ServerService):
 
     def describe(self) -> str:
         return (
-            f"goim {goim.__version__} connect node {self.config.node_id}: clients on {self.config.tcp}, "
+            f"goim {goim.__version__} connect node {self.config.node_id}: clients on {self.config.tcp}"
+            + (f" and WebSocket {self.config.ws}" if self.config.ws else "")
+            + ", "
             f"logic at {', '.join(self.config.logic)}, Redis {redact(self.config.redis)}"
         )
 
