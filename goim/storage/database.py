@@ -1,5 +1,6 @@
 """The database handle: URL parsing, the adbapi pool, transactions with retries."""
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -121,11 +122,19 @@ def in_clause(values: Sequence[Any]) -> str:
     return "(" + ", ".join("?" * len(values)) + ")"
 
 
+#: ``PRAGMA synchronous`` values offered for SQLite. ``full`` (the default) syncs the
+#: WAL at every commit, so a commit (and the ACK that follows it) survives power
+#: loss; ``normal`` syncs only at checkpoints: faster, but a power cut or OS crash
+#: can lose the last commits (a crash of goim alone loses nothing either way).
+SQLITE_SYNCHRONOUS = ("full", "normal")
+SQLITE_SYNCHRONOUS_PRAGMA = {"full": "FULL", "normal": "NORMAL"}
+
+
 class Database:
     """An adbapi pool for one database URL, with retried transactions.
 
-    SQLite gets a single connection in WAL mode (SQLite serialises writers anyway);
-    MySQL gets up to ``max_connections`` with ``cp_reconnect`` so a lost server
+    SQLite gets a single connection in WAL mode (SQLite serialises writers anyway)
+    with ``synchronous=FULL`` unless told otherwise; MySQL gets up to ``max_connections`` with ``cp_reconnect`` so a lost server
     connection is replaced on the next transaction.
     """
 
@@ -133,7 +142,14 @@ class Database:
     MAX_ATTEMPTS = 5
 
     def __init__(
-        self, url: str, reactor: Any, *, max_connections: int = 10, pool: Any = None, metrics: Metrics | None = None
+        self,
+        url: str,
+        reactor: Any,
+        *,
+        max_connections: int = 10,
+        pool: Any = None,
+        metrics: Metrics | None = None,
+        sqlite_synchronous: str = "full",
     ) -> None:
         """
         Args:
@@ -143,7 +159,11 @@ class Database:
             pool: an adbapi ``ConnectionPool`` to use instead of building one
                 from the URL (tests run transactions synchronously this way).
             metrics: where transaction times are recorded.
+            sqlite_synchronous: ``full`` or ``normal`` (see ``SQLITE_SYNCHRONOUS``).
         """
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}")
+        self.sqlite_synchronous = sqlite_synchronous
         self.url = DatabaseURL.parse(url)
         self.dialect = self.url.dialect
         self._reactor = reactor
@@ -158,7 +178,7 @@ class Database:
                 "sqlite3",
                 cp_min=1,
                 cp_max=1,
-                cp_openfun=_open_sqlite,
+                cp_openfun=functools.partial(_open_sqlite, synchronous=self.sqlite_synchronous),
                 cp_reactor=reactor,
                 **kwargs,
             )
@@ -222,9 +242,9 @@ class Database:
         self._pool.close()
 
 
-def _open_sqlite(connection: Any) -> None:
+def _open_sqlite(connection: Any, synchronous: str = "full") -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_PRAGMA[synchronous]}")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
