@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
-from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE, MessageService
 from goim.logic.social import SocialService
 from goim.logs import LoggingService, goim_observer
 from goim.metrics import Metrics
@@ -42,8 +42,11 @@ class LogicStack:
         sessions: SessionPort,
         metrics: Metrics,
         max_content: int,
+        send_rate: float = DEFAULT_SEND_RATE,
+        send_burst: float = DEFAULT_SEND_BURST,
+        sqlite_synchronous: str = "full",
     ) -> None:
-        self.db = Database(database, reactor, metrics=metrics)
+        self.db = Database(database, reactor, metrics=metrics, sqlite_synchronous=sqlite_synchronous)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
         self.accounts = AccountService(account_store, reactor, sessions=sessions)
@@ -55,6 +58,8 @@ class LogicStack:
             delivery,
             reactor,
             max_content=max_content,
+            send_rate=send_rate,
+            send_burst=send_burst,
             metrics=metrics,
         )
         self.logic = InProcessLogic(self.accounts, self.messages, metrics=metrics)

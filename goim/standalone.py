@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 import goim
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
@@ -31,6 +31,9 @@ class StandaloneConfig:
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_content: int = DEFAULT_MAX_CONTENT
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
+    sqlite_synchronous: str = "full"
     log_format: str = "text"
     log_level: str = "info"
 
@@ -51,6 +54,9 @@ class StandaloneService(ServerService):
             sessions=self.table,
             metrics=self.metrics,
             max_content=config.max_content,
+            send_rate=config.send_rate,
+            send_burst=config.send_burst,
+            sqlite_synchronous=config.sqlite_synchronous,
         )
         self.client_factory = ClientFactory(
             logic=self.stack.logic,

@@ -13,7 +13,7 @@ from goim.distributed.pb_client import PBLogicClient
 from goim.distributed.pb_server import LogicRealm, pb_factory
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
@@ -37,6 +37,8 @@ class LogicNodeConfig:
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     max_content: int = DEFAULT_MAX_CONTENT
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
     log_format: str = "text"
     log_level: str = "info"
 
@@ -58,6 +60,8 @@ class LogicNodeService(ServerService):
             sessions=self.delivery,
             metrics=self.metrics,
             max_content=config.max_content,
+            send_rate=config.send_rate,
+            send_burst=config.send_burst,
         )
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         realm = LogicRealm(self.stack.logic, self.presence, self.delivery)

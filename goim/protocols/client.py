@@ -60,6 +60,7 @@ KICK_SHUTDOWN = "server shutting down"
 
 _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
+_HOLD_OUTBOUND = "unsent output"
 
 
 def _cancel(timer: DelayedCall | None) -> None:
@@ -82,10 +83,14 @@ class SyncProducer:
         self._waiters: list[Deferred[None]] = []
         #: called when the transport resumes the producer
         self.on_resume: Callable[[], None] | None = None
+        #: called when the transport pauses the producer
+        self.on_pause: Callable[[], None] | None = None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: hold further sync pages."""
-        self.paused = True
+        was_paused, self.paused = self.paused, True
+        if not was_paused and self.on_pause is not None:
+            self.on_pause()
 
     def resumeProducing(self) -> None:
         """The transport drained: let a waiting sync fetch its next page."""
@@ -159,6 +164,8 @@ class ClientProtocol(TLVReceiver):
         self._lost_waiters: list[Deferred[None]] = []
         self.producer = SyncProducer()
         self.producer.on_resume = self._resumed
+        self.producer.on_pause = self._outbound_full
+        self._grace_call: DelayedCall | None = None
         self._producer_registered = False
         # while the transport is paused pushes are not written; a catch-up sync from
         # just below the first one skipped runs when it resumes
@@ -198,7 +205,34 @@ class ClientProtocol(TLVReceiver):
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
 
+    def _outbound_full(self) -> None:
+        # The transport's unsent bytes passed its bound (64 KiB on TCP): read no more
+        # frames (they would only add replies), skip pushes, and give the client
+        # write_grace seconds to read before the connection is aborted.
+        if not self._writable():
+            return
+        self._hold(_HOLD_OUTBOUND)
+        if self._grace_call is None:
+            self._grace_call = self._later(self.factory.write_grace, self._write_grace_over)
+
+    def _write_grace_over(self) -> None:
+        self._grace_call = None
+        if not self._writable() or not self.producer.paused:
+            return
+        self.log.info(
+            "aborting the connection of device {device_id} at {peer}: it has not read its data for {grace} s",
+            device_id=self.device_id,
+            peer=self.peer,
+            grace=self.factory.write_grace,
+        )
+        self.closeConnection()
+        _cancel(self._abort_call)  # no flush to wait for: abort now
+        self._abort()
+
     def _resumed(self) -> None:
+        _cancel(self._grace_call)
+        self._grace_call = None
+        self._release(_HOLD_OUTBOUND)
         if self._missed_after is not None and self.signed_in and self._writable():
             after, self._missed_after = self._missed_after, None
             self.log.info(
@@ -615,8 +649,10 @@ class ClientProtocol(TLVReceiver):
     def _cancel_timers(self) -> None:
         _cancel(self._signin_call)
         _cancel(self._idle_call)
+        _cancel(self._grace_call)
         self._signin_call = None
         self._idle_call = None
+        self._grace_call = None
 
     def _later(self, delay: float, function: Callable[[], None]) -> DelayedCall:
         return self._clock.callLater(delay, function)
@@ -784,6 +820,9 @@ class ClientFactory(Factory[ClientProtocol]):
         rate_limit: frames per second a connection may send on average.
         rate_burst: frames a connection may send at once (token bucket size).
         close_timeout: seconds a closing connection gets to flush before it is aborted.
+        write_grace: seconds a connection whose unsent bytes passed the transport's
+            bound (it stopped reading) gets to read before it is aborted; meanwhile
+            its frames are not read and pushes to it are skipped.
         max_frame_length: the largest frame value accepted from a client; a longer
             frame closes the connection (default and hard maximum 65,535).
     """
@@ -802,6 +841,7 @@ class ClientFactory(Factory[ClientProtocol]):
         rate_burst: int = 4000,
         close_timeout: float = 30.0,
         max_frame_length: int = MAX_VALUE_LENGTH,
+        write_grace: float = 60.0,
     ) -> None:
         for name, number in (
             ("signin_timeout", signin_timeout),
@@ -811,6 +851,7 @@ class ClientFactory(Factory[ClientProtocol]):
             ("rate_limit", rate_limit),
             ("rate_burst", rate_burst),
             ("close_timeout", close_timeout),
+            ("write_grace", write_grace),
         ):
             if number <= 0:
                 raise ValueError(f"{name} must be positive, not {number}")
@@ -829,6 +870,7 @@ class ClientFactory(Factory[ClientProtocol]):
         self.rate_burst = rate_burst
         self.close_timeout = close_timeout
         self.max_frame_length = max_frame_length
+        self.write_grace = write_grace
 
     def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
         """Build the protocol of one accepted connection."""

@@ -550,3 +550,34 @@ class DatabaseSQLiteTests(DatabaseTests, SQLiteBackend, TestCase):
 class DatabaseMySQLTests(DatabaseTests, MySQLBackend, TestCase):
     pass
 
+
+
+class SQLiteDurabilityTests(TestCase):
+    """The pragmas of the SQLite connection: every commit (so every ACK) survives power loss by default."""
+
+    async def pragmas(self, **options: Any) -> tuple[int, str]:
+        from twisted.internet import reactor
+
+        db = Database(f"sqlite:{self.mktemp()}.db", reactor, **options)
+        self.addCleanup(db.close)
+
+        def read(txn: Txn) -> tuple[int, str]:
+            (synchronous,) = txn.query("PRAGMA synchronous")[0]
+            (journal_mode,) = txn.query("PRAGMA journal_mode")[0]
+            return int(synchronous), str(journal_mode)
+
+        return await db.run("pragmas", read)
+
+    async def test_default_is_wal_with_synchronous_full(self) -> None:
+        """By default the WAL is synced at every commit (synchronous=FULL is 2)."""
+        self.assertEqual(await self.pragmas(), (2, "wal"))
+
+    async def test_normal_is_an_explicit_option(self) -> None:
+        """sqlite_synchronous='normal' gives synchronous=NORMAL (1): syncs at checkpoints only."""
+        self.assertEqual(await self.pragmas(sqlite_synchronous="normal"), (1, "wal"))
+
+    def test_other_values_are_refused(self) -> None:
+        from twisted.internet import reactor
+
+        with self.assertRaises(ValueError):
+            Database("sqlite:x.db", reactor, sqlite_synchronous="off")
