@@ -31,6 +31,7 @@ class StandaloneConfig:
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_content: int = DEFAULT_MAX_CONTENT
+    write_grace: float = 60.0
     send_rate: float = DEFAULT_SEND_RATE
     send_burst: float = DEFAULT_SEND_BURST
     sqlite_synchronous: str = "full"
@@ -64,6 +65,7 @@ class StandaloneService(ServerService):
             table=self.table,
             signin_timeout=config.signin_timeout,
             idle_timeout=config.idle_timeout,
+            write_grace=config.write_grace,
         )
         self.api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         self.listeners = [(config.tcp, self.client_factory), (config.http, Site(self.api.app.resource()))]

@@ -30,6 +30,7 @@ class Options(ServerOptions):
         Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
+        Setting("write-grace", 60.0, positive_float, "seconds a client that does not read what it is sent keeps its connection"),
         Setting("send-rate", DEFAULT_SEND_RATE, positive_float, "stored copies a second each user may send on average"),
         Setting("send-burst", DEFAULT_SEND_BURST, positive_float, "stored copies each user may send at once"),
         Setting(
@@ -51,6 +52,7 @@ class Options(ServerOptions):
             signin_timeout=self["signin-timeout"],
             idle_timeout=self["idle-timeout"],
             max_content=self["max-content"],
+            write_grace=self["write-grace"],
             send_rate=self["send-rate"],
             send_burst=self["send-burst"],
             sqlite_synchronous=self["sqlite-synchronous"],

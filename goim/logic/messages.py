@@ -63,6 +63,8 @@ DEFAULT_SEND_BURST = 5000.0
 #: How long a group's member count is trusted for budgeting, and how many are kept.
 GROUP_SIZE_TTL = 60.0
 GROUP_SIZE_CACHE = 10_000
+#: seconds between two log lines about the same user's refused sends
+LIMITED_LOG_EVERY = 10.0
 
 
 class SendBudget:
@@ -218,8 +220,9 @@ class MessageService:
         self._ring: deque[int] = deque()
         self._writing = False
         self._idle: list[Deferred[None]] = []
-        # users currently refused, so that a flood logs once, not once per send
-        self._limited: set[int] = set()
+        # user -> (when their refusals were last logged, refusals since): a flood
+        # logs a line per user every LIMITED_LOG_EVERY seconds, not one per send
+        self._limited: dict[int, list[float]] = {}
         # device -> highest seq acked and not yet written, and who waits for it
         self._acks: dict[int, int] = {}
         self._ack_waiters: list[Deferred[None]] = []
@@ -338,21 +341,30 @@ class MessageService:
             wait = self.budget.take(request.user_id, cost)
             if wait > 0:
                 retry_after_ms = max(1, math.ceil(wait * 1000))
-                if request.user_id not in self._limited:
-                    self._limited.add(request.user_id)
-                    log.warn(
-                        "user {user_id} is over the send budget ({cost} copies asked, {tokens:.0f} left): "
-                        "answering code 5, retry after {retry_after_ms} ms",
-                        user_id=request.user_id,
-                        cost=cost,
-                        tokens=self.budget.tokens(request.user_id),
-                        retry_after_ms=retry_after_ms,
-                    )
+                self._log_refusal(request.user_id, cost, retry_after_ms)
                 self._finish(queued, SendResult(SEND_RATE_LIMITED, retry_after_ms=retry_after_ms))
                 return
             queued.charged = True
-            self._limited.discard(request.user_id)
         self._enqueue(queued)
+
+    def _log_refusal(self, user_id: int, cost: int, retry_after_ms: int) -> None:
+        now = self._clock.seconds()
+        entry = self._limited.get(user_id)
+        if entry is not None and now - entry[0] < LIMITED_LOG_EVERY:
+            entry[1] += 1
+            return
+        if len(self._limited) >= 10_000:
+            self._limited.clear()
+        log.warn(
+            "user {user_id} is over the send budget ({cost} copies asked, {tokens:.0f} left): "
+            "answering code 5, retry after {retry_after_ms} ms ({earlier} more refused since the last line)",
+            user_id=user_id,
+            cost=cost,
+            tokens=self.budget.tokens(user_id),
+            retry_after_ms=retry_after_ms,
+            earlier=int(entry[1]) if entry is not None else 0,
+        )
+        self._limited[user_id] = [now, 0]
 
     # --- the writer -------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ from goim.protocols.codec import (
     send_request,
 )
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
-from goim.types import SEND_INTERNAL_ERROR, SendRequest, SendResult, SignInResult, StoredMessage
+from goim.types import SEND_INTERNAL_ERROR, SEND_RATE_LIMITED, SendRequest, SendResult, SignInResult, StoredMessage
 from goim.util import Clock, DelayedCall
 
 KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
@@ -61,6 +61,12 @@ KICK_SHUTDOWN = "server shutting down"
 _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
 _HOLD_OUTBOUND = "unsent output"
+_HOLD_BUDGET = "over the send budget"
+#: after a send refused with code 5 the connection is not read for its retry hint
+#: (this long when there is none), at most MAX_BUDGET_PAUSE: a pipelined flood then
+#: waits in the client's socket instead of costing the server a refusal per frame
+BUDGET_PAUSE = 0.1
+MAX_BUDGET_PAUSE = 5.0
 
 
 def _cancel(timer: DelayedCall | None) -> None:
@@ -166,6 +172,8 @@ class ClientProtocol(TLVReceiver):
         self.producer.on_resume = self._resumed
         self.producer.on_pause = self._outbound_full
         self._grace_call: DelayedCall | None = None
+        self._budget_call: DelayedCall | None = None
+        self._budget_until = 0.0
         self._producer_registered = False
         # while the transport is paused pushes are not written; a catch-up sync from
         # just below the first one skipped runs when it resumes
@@ -481,10 +489,27 @@ class ClientProtocol(TLVReceiver):
                 )
             if self._writable():
                 self.sendFrame(MESSAGE_SEND_ACK, encode_send_ack(request.send_sequence, result))
+                if result.code == SEND_RATE_LIMITED:
+                    self._over_budget(result.retry_after_ms)
         finally:
             self._in_flight -= 1
             if self._in_flight < self.factory.max_in_flight:
                 self._release(_HOLD_SENDS)
+
+    def _over_budget(self, retry_after_ms: int) -> None:
+        delay = min(retry_after_ms / 1000.0, MAX_BUDGET_PAUSE) if retry_after_ms > 0 else BUDGET_PAUSE
+        until = self._clock.seconds() + delay
+        if self._budget_call is not None and self._budget_call.active():
+            if until <= self._budget_until:
+                return
+            self._budget_call.cancel()
+        self._budget_until = until
+        self._hold(_HOLD_BUDGET)
+        self._budget_call = self._later(delay, self._budget_refilled)
+
+    def _budget_refilled(self) -> None:
+        self._budget_call = None
+        self._release(_HOLD_BUDGET)
 
     async def _ack(self, seq: int) -> None:
         await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq)
@@ -650,9 +675,11 @@ class ClientProtocol(TLVReceiver):
         _cancel(self._signin_call)
         _cancel(self._idle_call)
         _cancel(self._grace_call)
+        _cancel(self._budget_call)
         self._signin_call = None
         self._idle_call = None
         self._grace_call = None
+        self._budget_call = None
 
     def _later(self, delay: float, function: Callable[[], None]) -> DelayedCall:
         return self._clock.callLater(delay, function)

@@ -792,12 +792,37 @@ class RateLimitAckTests(SynchronousTestCase):
         ack = parse(pb.MessageSendACK, conn.take()[0].value)
         self.assertEqual((ack.send_sequence, ack.code, ack.retry_after_ms, ack.message_id), (1, 5, 250, 0))
         self.assertFalse(conn.closed)
+        # the send already in flight completes; new frames wait for the hint's 250 ms
         conn.logic.sends[1].deferred.callback(SendResult(code=0, message_id=7, seq=3))
-        conn.feed(message_send(1))
+        conn.feed(message_send(1), heartbeat())
+        self.assertEqual(len(conn.logic.sends), 2)
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.25)
+        self.assertEqual(conn.transport.producerState, "producing")
         conn.logic.sends[2].deferred.callback(SendResult(code=0, message_id=8, seq=4))
-        acks = [parse(pb.MessageSendACK, f.value) for f in conn.take()]
+        frames = conn.take()
+        acks = [parse(pb.MessageSendACK, f.value) for f in frames if f.type == codec.MESSAGE_SEND_ACK]
         self.assertEqual([(a.send_sequence, a.code, a.retry_after_ms) for a in acks], [(2, 0, 0), (1, 0, 0)])
+        self.assertIn(codec.HEARTBEAT_ACK, [f.type for f in frames])
         self.assertFalse(conn.closed)
+
+    def test_code_5_without_a_hint_pauses_briefly_and_long_hints_are_capped(self) -> None:
+        """No hint: 0.1 s without reading; a 60 s hint: at most 5 s, so heartbeats keep flowing."""
+        conn = Conn()
+        conn.signed_in()
+        conn.feed(message_send(1))
+        conn.logic.sends[0].deferred.callback(SendResult(code=5))
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.1)
+        self.assertEqual(conn.transport.producerState, "producing")
+        conn.feed(message_send(2))
+        conn.logic.sends[1].deferred.callback(SendResult(code=5, retry_after_ms=60_000))
+        conn.clock.advance(4.9)
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.1)
+        self.assertEqual(conn.transport.producerState, "producing")
+        conn.lose()
+        self.assertEqual(conn.clock.getDelayedCalls(), [])
 
 
 class OutboundBoundTests(SynchronousTestCase):
