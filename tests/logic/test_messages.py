@@ -4,9 +4,9 @@ from typing import Any, Coroutine
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from goim.logic.messages import MessageService
+from goim.logic.messages import MessageService, SendBudget
 
 from goim.storage.database import Txn
 from goim.types import (
@@ -364,6 +364,46 @@ class MessageTests:
         self.assertEqual(len(calls), 1)
         more = await s.ids.take(50)
         self.assertEqual(len(set(first + taken + more)), 136)
+
+
+class SendBudgetTests(SynchronousTestCase):
+    """The token bucket alone, on a task.Clock."""
+
+    def test_refill_cap_and_retry_time(self) -> None:
+        clock = Clock()
+        budget = SendBudget(rate=10, burst=20, clock=clock)
+        self.assertEqual(budget.take(1, 15), 0.0)
+        self.assertAlmostEqual(budget.take(1, 10), 0.5)  # 5 left, 10 needed, 10 a second
+        self.assertEqual(budget.tokens(1), 5)
+        clock.advance(0.5)
+        self.assertEqual(budget.take(1, 10), 0.0)
+        clock.advance(100)
+        self.assertEqual(budget.tokens(1), 20, "never more than the burst")
+        budget.adjust(1, -30)
+        self.assertEqual(budget.tokens(1), -10)
+        self.assertAlmostEqual(budget.take(1, 1), 1.1)
+
+    def test_a_cost_over_the_burst_needs_a_full_bucket(self) -> None:
+        clock = Clock()
+        budget = SendBudget(rate=1, burst=5, clock=clock)
+        self.assertEqual(budget.take(1, 50), 0.0)
+        self.assertEqual(budget.tokens(1), -45)
+        self.assertAlmostEqual(budget.take(1, 50), 50.0)
+
+    def test_full_buckets_are_forgotten(self) -> None:
+        """Memory follows active senders: buckets that refilled are dropped when the table grows."""
+        clock = Clock()
+        budget = SendBudget(rate=1000, burst=10, clock=clock)
+        for user in range(1024):
+            budget.take(user, 10)
+        self.assertEqual(len(budget), 1024)
+        clock.advance(1)
+        budget.take(5000, 10)
+        self.assertEqual(len(budget), 1)
+
+    def test_refuses_nonsense(self) -> None:
+        with self.assertRaises(ValueError):
+            SendBudget(rate=0, burst=10, clock=Clock())
 
 
 class FairnessTests:
