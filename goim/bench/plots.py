@@ -207,6 +207,7 @@ def plot_noisy(figure: Any, result: dict[str, Any]) -> None:
             right.axvspan(begin, end, alpha=0.15, color="red", label="under attack" if i == 0 else None)
         right.set_xlabel("s")
         right.set_ylabel("server RSS (MiB)")
+        right.set_ylim(bottom=0)
     else:
         _empty(right)
     _title(figure, result, "noisy neighbour")
