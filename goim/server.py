@@ -76,6 +76,8 @@ class LogicStack:
         found, now = await self.db.run("migrate", migrate_txn)
         if found != now:
             log.info("database schema migrated from version {found} to {now}", found=found, now=now)
+        for warning in await self.db.durability_warnings():
+            log.warn("durability: {warning}", warning=warning)
 
 
 class ServerService(LoggingService):

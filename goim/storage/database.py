@@ -234,12 +234,43 @@ class Database:
                 )
                 await deferLater(self._reactor, delay, lambda: None)
 
+    async def durability_warnings(self) -> list[str]:
+        """What makes a commit (and so an ACK) less durable than a power cut requires.
+
+        SQLite: the ``normal`` mode. MySQL/MariaDB: ``innodb_flush_log_at_trx_commit``
+        other than 1, or binary logging with ``sync_binlog`` other than 1.
+        """
+        if self.url.is_sqlite:
+            if self.sqlite_synchronous == "normal":
+                return ["SQLite runs synchronous=NORMAL (--sqlite-synchronous normal): "
+                        "a power cut or OS crash can lose the last ACKed messages"]  # fmt: skip
+            return []
+
+        def read(txn: Txn) -> tuple[Any, ...]:
+            rows = txn.query("SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin")
+            return rows[0]
+
+        flush, sync_binlog, log_bin = await self.run("durability settings", read)
+        return mysql_durability_warnings(int(flush), int(sync_binlog), bool(int(log_bin)))
+
     def _interaction(self, cursor: Any, func: Callable[..., T], *args: Any) -> T:
         return func(Txn(cursor, self.dialect), *args)
 
     def close(self) -> None:
         """Close the pool's connections and stop its threads."""
         self._pool.close()
+
+
+def mysql_durability_warnings(flush_log_at_trx_commit: int, sync_binlog: int, log_bin: bool) -> list[str]:
+    """Warnings for InnoDB settings under which a committed (ACKed) batch can be lost."""
+    warnings = []
+    if flush_log_at_trx_commit != 1:
+        warnings.append(f"innodb_flush_log_at_trx_commit={flush_log_at_trx_commit}: a crash or power cut can "
+                        "lose about a second of ACKed messages (set it to 1)")  # fmt: skip
+    if log_bin and sync_binlog != 1:
+        warnings.append(f"binary logging is on with sync_binlog={sync_binlog}: a power cut can lose "
+                        "committed transactions from the binary log (set it to 1)")  # fmt: skip
+    return warnings
 
 
 def _open_sqlite(connection: Any, synchronous: str = "full") -> None:
