@@ -425,7 +425,7 @@ class MessageService:
         except Exception:
             log.failure("storing a batch of {count} sends failed; answering code 1", count=len(batch))
             for q in batch:
-                self._settle(q, 0)
+                self._settle(q, 0, floor=0)
                 self._finish(q, SendResult(SEND_INTERNAL_ERROR))
             return
         stored: list[StoredMessage] = []
@@ -451,11 +451,16 @@ class MessageService:
             except Exception:
                 log.failure("delivery of {count} stored copies failed", count=len(stored))
 
-    def _settle(self, queued: _Queued, copies: int) -> None:
-        """Correct the sender's budget from the copies charged to the copies stored."""
+    def _settle(self, queued: _Queued, copies: int, *, floor: int = 1) -> None:
+        """Correct the sender's budget from the copies charged to the copies stored.
+
+        Every send costs at least ``floor`` copies (one), so that refused sends (not a
+        friend, not in the group, duplicates), which take their share of a batch too,
+        are not free; a batch that failed (the server's fault) is refunded in full.
+        """
         if queued.charged:
             queued.charged = False
-            self.budget.adjust(queued.request.user_id, queued.cost - copies)
+            self.budget.adjust(queued.request.user_id, queued.cost - max(floor, copies))
 
     def _finish(self, queued: _Queued, result: SendResult) -> None:
         if self.metrics is not None:

@@ -470,18 +470,36 @@ class FairnessTests:
         self.assertEqual(results[2].retry_after_ms, 3000)  # 5 needed, 2 left, 1 a second
         self.assertEqual(s.messages.budget.tokens(owner), 2)
 
-    async def test_refused_and_duplicate_sends_are_refunded(self: Any) -> None:
-        """Sends that store nothing (not in the group, a retry of a stored send) give their copies back."""
+    async def test_refused_and_duplicate_sends_cost_one_copy(self: Any) -> None:
+        """Sends that store nothing (not in the group, a retry of a stored send) give back all but one copy."""
         s, _ = await self.setup(send_rate=1, send_burst=100)
         owner, device, group_id = await self.group_of(s, 5)
         outsider, outsider_device, _ = await s.new_user("outsider")
         self.assertEqual((await s.messages.send(to_group(outsider, outsider_device, group_id, 1))).code, SEND_NOT_IN_GROUP)
-        self.assertEqual(s.messages.budget.tokens(outsider), 100)
+        self.assertEqual(s.messages.budget.tokens(outsider), 99)
         first = await s.messages.send(to_group(owner, device, group_id, 1))
         self.assertEqual(s.messages.budget.tokens(owner), 95)
         s.messages._group_sizes.clear()
         self.assertEqual(await s.messages.send(to_group(owner, device, group_id, 1)), first)
-        self.assertEqual(s.messages.budget.tokens(owner), 95)
+        self.assertEqual(s.messages.budget.tokens(owner), 94)
+
+    async def test_a_failed_batch_is_refunded_in_full(self: Any) -> None:
+        """A batch that fails answers code 1 and gives every copy back: the retry is not charged twice."""
+        s, _ = await self.setup(send_rate=1, send_burst=10)
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+
+        def fail(txn: Txn) -> None:
+            raise RuntimeError("disk on fire")
+
+        s.message_store.fault_hook = fail
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_INTERNAL_ERROR)
+        self.assertEqual(s.messages.budget.tokens(a), 10)
+        self.flushLoggedErrors(RuntimeError)
+        s.message_store.fault_hook = None
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_OK)
+        self.assertEqual(s.messages.budget.tokens(a), 8)
 
     async def test_a_send_bigger_than_the_bucket_waits_for_a_full_bucket(self: Any) -> None:
         """A group larger than the burst can still be sent to, once the bucket is full, and leaves a debt."""
