@@ -164,6 +164,7 @@ class SlowHTTP:
         self.refused = 0
         self.closed_by_server = 0
         self.stopping = False
+        self._call: Any = None
 
     async def start(self) -> None:
         host, port = _host_port(self.ctx.server.http)
@@ -186,7 +187,7 @@ class SlowHTTP:
 
     def stop(self) -> dict[str, int]:
         self.stopping = True
-        if self._call.active():
+        if self._call is not None and self._call.active():
             self._call.cancel()
         still_open = len(self.open)
         for proto in list(self.open):
@@ -225,6 +226,7 @@ class NeverReader:
         self.lost_at = 0.0
         self.heartbeats = 0
         self.stopping = False
+        self._call: Any = None
 
     async def start(self) -> None:
         endpoint = endpoints.TCP4ClientEndpoint(self.ctx.reactor, self.ctx.server.tcp_host, self.ctx.server.tcp_port,
@@ -242,7 +244,7 @@ class NeverReader:
             self._call = self.ctx.reactor.callLater(0.1, self._beat)
 
     def stop(self) -> dict[str, Any]:
-        if self._call.active():
+        if self._call is not None and self._call.active():
             self._call.cancel()
         closed_by_server = bool(self.lost_at)
         if self.proto is not None and self.proto.transport is not None and not self.lost_at:
