@@ -20,7 +20,7 @@ from goim.limits import Limits, with_backlog
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
-from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE, MessageService
 from goim.logic.social import SocialService
 from goim.logs import LoggingService, goim_observer
 from goim.metrics import Metrics
@@ -48,8 +48,11 @@ class LogicStack:
         metrics: Metrics,
         max_content: int,
         limits: Limits = Limits(),
+        send_rate: float = DEFAULT_SEND_RATE,
+        send_burst: float = DEFAULT_SEND_BURST,
+        sqlite_synchronous: str = "full",
     ) -> None:
-        self.db = Database(database, reactor, metrics=metrics)
+        self.db = Database(database, reactor, metrics=metrics, sqlite_synchronous=sqlite_synchronous)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
         self.accounts = AccountService(
@@ -63,6 +66,8 @@ class LogicStack:
             delivery,
             reactor,
             max_content=max_content,
+            send_rate=send_rate,
+            send_burst=send_burst,
             metrics=metrics,
         )
         self.logic = InProcessLogic(self.accounts, self.messages, metrics=metrics)
@@ -79,6 +84,8 @@ class LogicStack:
         found, now = await self.db.run("migrate", migrate_txn)
         if found != now:
             log.info("database schema migrated from version {found} to {now}", found=found, now=now)
+        for warning in await self.db.durability_warnings():
+            log.warn("durability: {warning}", warning=warning)
 
 
 class ServerService(LoggingService):

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 import goim
 from goim.limits import Limits
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
@@ -38,6 +38,10 @@ class StandaloneConfig:
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_content: int = DEFAULT_MAX_CONTENT
+    write_grace: float = 60.0
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
+    sqlite_synchronous: str = "full"
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
@@ -61,6 +65,9 @@ class StandaloneService(ServerService):
             metrics=self.metrics,
             max_content=config.max_content,
             limits=config.limits,
+            send_rate=config.send_rate,
+            send_burst=config.send_burst,
+            sqlite_synchronous=config.sqlite_synchronous,
         )
         self.backlog = config.limits.backlog
         self.client_factory = ClientFactory(
@@ -69,6 +76,7 @@ class StandaloneService(ServerService):
             table=self.table,
             signin_timeout=config.signin_timeout,
             idle_timeout=config.idle_timeout,
+            write_grace=config.write_grace,
         )
         self.api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         origins = OriginPolicy(config.ws_origins)

@@ -6,7 +6,7 @@ from goim.config import ServerOptions, Setting, choice, database_url, endpoint, 
 from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.config import optional
 from goim.protocols.websocket import parse_origins
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import LEVELS
 from goim.standalone import StandaloneConfig, StandaloneService
 
@@ -35,6 +35,15 @@ class Options(ServerOptions):
         Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
+        Setting("write-grace", 60.0, positive_float, "seconds a client that does not read what it is sent keeps its connection"),
+        Setting("send-rate", DEFAULT_SEND_RATE, positive_float, "stored copies a second each user may send on average"),
+        Setting("send-burst", DEFAULT_SEND_BURST, positive_float, "stored copies each user may send at once"),
+        Setting(
+            "sqlite-synchronous",
+            "full",
+            choice("full", "normal"),
+            "full: every ACKed commit survives power loss; normal: faster, a power cut may lose the last ones",
+        ),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
         *LISTEN_SETTINGS,
@@ -53,6 +62,10 @@ class Options(ServerOptions):
             signin_timeout=self["signin-timeout"],
             idle_timeout=self["idle-timeout"],
             max_content=self["max-content"],
+            write_grace=self["write-grace"],
+            send_rate=self["send-rate"],
+            send_burst=self["send-burst"],
+            sqlite_synchronous=self["sqlite-synchronous"],
             log_format=self["log-format"],
             log_level=self["log-level"],
             limits=limits_from_options(self),

@@ -62,11 +62,15 @@ class SendRequest:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What a MessageSendACK carries back: code, message id and the sender's own seq."""
+    """What a MessageSendACK carries back: code, message id and the sender's own seq.
+
+    ``retry_after_ms`` is set with code 5 (rate limited): when the send would be taken.
+    """
 
     code: int
     message_id: int = 0
     seq: int = 0
+    retry_after_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

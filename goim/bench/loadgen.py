@@ -690,7 +690,9 @@ class LoadGenerator:
         ``duration`` (s), ``window`` (per device), ``rate`` (sends/s of this
         process), ``count`` (sends per device, instead of or besides a duration),
         ``track_messages`` (record per-message fan-out for this phase),
-        ``drain_timeout`` (s to wait for the last ACKs).
+        ``drain_timeout`` (s to wait for the last ACKs), ``hostile`` (a send
+        answered code 5 is dropped at once instead of retried after its
+        ``retry_after_ms``, so a window keeps the server busy: a flooder).
         """
         mode = args.get("mode", "window")
         phase = str(args["phase"])
@@ -708,6 +710,8 @@ class LoadGenerator:
             "ack_latency": Reservoir(LATENCY_SAMPLES),
             "ack_buckets": {},
             "failed": 0,
+            "rate_limited": 0,
+            "hostile": bool(args.get("hostile", False)),
         }
         self._sending = state
         only = args.get("only_receiver")
@@ -755,6 +759,8 @@ class LoadGenerator:
             "acked": state["acked"],
             "unacked": unacked,
             "failed": state["failed"],
+            "rate_limited": state["rate_limited"],
+            "failures": dict(self.send_failures),
             "retries": self.retries,
             "start": start,
             "end_sending": end_sending,
@@ -830,10 +836,15 @@ class LoadGenerator:
         if entry is None:
             return
         state = self._sending
-        if ack.code in RETRY_CODES and entry[2] < MAX_SEND_TRIES:
+        if ack.code == 5 and state is not None:
+            state["rate_limited"] += 1
+        hostile = state is not None and state["hostile"]
+        if ack.code in RETRY_CODES and entry[2] < MAX_SEND_TRIES and not (hostile and ack.code == 5):
             entry[2] += 1
             self.retries += 1
-            self.clock.callLater(0.05 * entry[2], self._resend, device, ack.send_sequence)
+            # the server's hint (code 5) when it gave one, else a growing back-off
+            delay = max(0.05 * entry[2], ack.retry_after_ms / 1000.0 if ack.code == 5 else 0.0)
+            self.clock.callLater(delay, self._resend, device, ack.send_sequence)
             return
         del device.pending[ack.send_sequence]
         now = _now()

@@ -13,7 +13,7 @@ from goim.distributed.pb_server import LogicRealm, pb_factory
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
 from goim.limits import Limits
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
@@ -42,6 +42,8 @@ class LogicNodeConfig:
     max_content: int = DEFAULT_MAX_CONTENT
     #: where the web page served at / opens its WebSocket (a connect node's --ws)
     web_ws_url: str = "/ws"
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
@@ -67,6 +69,8 @@ class LogicNodeService(ServerService):
             metrics=self.metrics,
             max_content=config.max_content,
             limits=config.limits,
+            send_rate=config.send_rate,
+            send_burst=config.send_burst,
         )
         self.backlog = config.limits.backlog
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)

@@ -222,6 +222,7 @@ def encode_send_ack(send_sequence: int, result: SendResult) -> bytes:
         code=result.code,
         message_id=result.message_id,
         sync_sequence=result.seq,
+        retry_after_ms=result.retry_after_ms,
     ).SerializeToString()
 
 
