@@ -156,6 +156,15 @@ class ServerOptions(usage.Options):
             *[[s.name, None, None, s.doc if s.default is None else f"{s.doc} [default: {s.default}]"] for s in cls.settings],
         ]
 
+    def opt_version(self) -> None:
+        """Print the goim version and exit."""
+        from twisted import __version__ as twisted_version
+
+        from goim import __version__
+
+        print(f"goim {__version__} (Twisted {twisted_version})")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         from_file = self._read_config_file()
         for s in self.settings:

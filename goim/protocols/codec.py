@@ -58,6 +58,24 @@ DEFAULT_MAX_FRAME: Final = 4092  # goim 1.1 clients read into a 4,096-byte buffe
 MIN_MAX_FRAME: Final = 512  # floor for a tiny announced max_frame
 MAX_MAX_FRAME: Final = 0xFFFF  # the TLV length field's maximum
 
+# Packing for clients that announce no max_frame (goim 1.1 clients). Their read buffer
+# (4,096 bytes) panics when a read fills it and the decoder is left with only 2 or 3
+# bytes of the next frame's 4-byte header at the buffer's end, i.e. when a frame
+# starts 4,093 or 4,094 bytes after the start of the buffer window. Such a window
+# always starts at a frame boundary, so the stream is safe when no two frame
+# boundaries are 4,093 or 4,094 bytes apart (docs/protocol.md section 1).
+LEGACY_BUFFER: Final = 4096
+LEGACY_BAD_SPANS: Final = frozenset({LEGACY_BUFFER - 3, LEGACY_BUFFER - 2})
+#: value bytes a legacy frame is packed to: a whole frame (4-byte header) stays
+#: below 4,093 bytes, also right after the 6-byte SignInACK (6 + 4,086 = 4,092)
+LEGACY_PACK_TARGET: Final = 4082
+#: a page's last frame is topped up to this many bytes (header included) when the
+#: page allows it, so that it cannot pair with its neighbours into a bad span
+LEGACY_MIN_TAIL: Final = 2048
+#: the frames a goim 1.1 client has read just before the first sync frame:
+#: SignInACK{code: 1} (4 + 2 bytes)
+LEGACY_LEAD: Final = 6
+
 # Longest text put into SignInACK.message and Kicked.reason.
 MAX_TEXT_BYTES: Final = 256
 
@@ -313,11 +331,19 @@ def pack_items(
     cap: int,
     more: bool,
     more_on_last: bool,
+    legacy: bool | None = None,
 ) -> list[bytes]:
-    """Pack serialised MessageItems greedily, in order, into Message values.
+    """Pack serialised MessageItems, in order, into Message values.
 
     Each value is at most ``cap`` bytes, except that an item too big to fit ``cap``
     on its own travels alone in a value that exceeds it (the caller may log that).
+
+    For a client that announced no ``max_frame`` (``cap`` 4,092, ``legacy``) the
+    values are cut so that the goim 1.1 read buffer cannot panic on them (see
+    ``LEGACY_BAD_SPANS``): at most 4,082 bytes each, no two frame boundaries of the
+    page (nor the SignInACK before it) 4,093 or 4,094 bytes apart, and the last
+    frame topped up to half a buffer when the page allows it. Otherwise frames are
+    filled greedily up to ``cap``.
 
     Args:
         items: ``MessageItem`` serialisations, in the order to send them.
@@ -325,33 +351,134 @@ def pack_items(
         cap: the largest value the client accepts.
         more: ``Message.more`` of every value but the last.
         more_on_last: ``Message.more`` of the last value.
+        legacy: pack for the goim 1.1 buffer; default: ``cap == 4092``.
 
     Returns:
         The values, at least one: no items give one value with no messages.
     """
+    if legacy is None:
+        legacy = cap == DEFAULT_MAX_FRAME
     header = _TAG_TYPE + _varint(message_type) if message_type else b""
     # Room for the "more" field is always kept, so a value fits whatever its flag.
-    budget = cap - len(header) - len(_MORE_TRUE)
-    groups: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = 0
-    for item in items:
-        entry_size = 1 + len(_varint(len(item))) + len(item)
-        if current and size + entry_size > budget:
-            groups.append(current)
-            current = []
-            size = 0
-        current.append(_TAG_ITEM)
-        current.append(_varint(len(item)))
-        current.append(item)
-        size += entry_size
-    groups.append(current)
+    overhead = len(header) + len(_MORE_TRUE)
+    entries = [_TAG_ITEM + _varint(len(item)) + item for item in items]
+    if legacy:
+        groups = _legacy_groups([len(e) for e in entries], overhead)
+    else:
+        groups = _greedy_groups([len(e) for e in entries], cap - overhead)
     last = len(groups) - 1
     values: list[bytes] = []
-    for index, group in enumerate(groups):
+    for index, (start, end) in enumerate(groups):
         flag = more_on_last if index == last else more
-        values.append(header + b"".join(group) + (_MORE_TRUE if flag else b""))
+        values.append(header + b"".join(entries[start:end]) + (_MORE_TRUE if flag else b""))
     return values
+
+
+def _greedy_groups(sizes: Sequence[int], budget: int, *, offset: int = 0) -> list[tuple[int, int]]:
+    """Cut ``sizes`` into ``[start, end)`` runs of total at most ``budget`` (a lone
+    oversize entry makes its own run); at least one run. Indexes start at ``offset``."""
+    groups: list[tuple[int, int]] = []
+    start = 0
+    size = 0
+    for index, entry in enumerate(sizes):
+        if index > start and size + entry > budget:
+            groups.append((offset + start, offset + index))
+            start, size = index, 0
+        size += entry
+    groups.append((offset + start, offset + len(sizes)))
+    return groups
+
+
+def _legacy_groups(sizes: Sequence[int], overhead: int) -> list[tuple[int, int]]:
+    """Cut ``sizes`` (item entries) into runs for a goim 1.1 client.
+
+    Frame sizes count the 4-byte frame header and ``overhead`` (type and more
+    fields). Boundaries are frame starts in the stream; position 0 is the page's
+    first frame and ``-LEGACY_LEAD`` the SignInACK that may precede it. Each frame
+    takes as many items as fit, fewer when its end would be 4,093 or 4,094 bytes
+    after an earlier boundary; when no cut of a frame avoids that, the search goes
+    back to the frames before it (a bounded number of steps, then the first
+    packing found stands).
+    """
+    if not sizes:
+        return [(0, 0)]
+    budget = LEGACY_PACK_TARGET - overhead
+    frame = 4 + overhead  # bytes of a frame beyond its entries
+    steps = 0
+    fallback: list[tuple[int, int]] | None = None
+
+    def ends(start: int) -> list[int]:
+        """Where a frame starting at item ``start`` may end, fullest first."""
+        end, size = start + 1, sizes[start]
+        while end < len(sizes) and size + sizes[end] <= budget:
+            size += sizes[end]
+            end += 1
+        return list(range(end, start, -1))
+
+    def place(start: int, bounds: list[int], groups: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+        nonlocal steps, fallback
+        if start == len(sizes):
+            return groups
+        options = ends(start)
+        for end in options:
+            steps += 1
+            position = bounds[-1] + frame + sum(sizes[start:end])
+            if any(position - b in LEGACY_BAD_SPANS for b in bounds):
+                if end != options[-1] or steps < _LEGACY_STEPS:
+                    continue
+            found = place(end, bounds + [position], groups + [(start, end)])
+            if found is not None:
+                return found
+            if steps >= _LEGACY_STEPS:
+                break
+        if steps >= _LEGACY_STEPS and fallback is None:
+            # Out of search steps: finish greedily from here.
+            fallback = groups + _greedy_groups(sizes[start:], budget, offset=start)
+        return None
+
+    found = place(0, [-LEGACY_LEAD, 0], [])
+    groups = found if found is not None else (fallback or _greedy_groups(sizes, budget))
+    return _top_up_tail(groups, sizes, frame, budget)
+
+
+#: how many cuts the legacy packing search tries per page before it settles
+_LEGACY_STEPS: Final = 2000
+
+
+def _top_up_tail(
+    groups: list[tuple[int, int]], sizes: Sequence[int], frame: int, budget: int
+) -> list[tuple[int, int]]:
+    """Re-cut the last two frames when the last is under ``LEGACY_MIN_TAIL`` bytes:
+    the cut that makes the smaller of the two largest, unless it makes a bad span.
+
+    A small last frame could pair with the next page's first frame (which this
+    call cannot see) into a bad span; two frames of half a buffer or more cannot.
+    """
+    if len(groups) < 2:
+        return groups
+
+    def total(start: int, end: int) -> int:
+        return frame + sum(sizes[start:end])
+
+    (a, b), (_, c) = groups[-2], groups[-1]
+    if total(b, c) >= LEGACY_MIN_TAIL:
+        return groups
+    head = [-LEGACY_LEAD, 0]
+    for g in groups[:-2]:
+        head.append(head[-1] + total(*g))
+    best, best_key = b, (min(total(a, b), total(b, c)), total(b, c))
+    for cut in range(b - 1, a, -1):
+        first, second = total(a, cut), total(cut, c)
+        if second - frame > budget:
+            break
+        key = (min(first, second), second)
+        if key <= best_key:
+            continue
+        positions = head + [head[-1] + first, head[-1] + first + second]
+        if any(p - q in LEGACY_BAD_SPANS for i, p in enumerate(positions) for q in positions[:i]):
+            continue
+        best, best_key = cut, key
+    return groups[:-2] + [(a, best), (best, c)]
 
 
 def pack_sync(messages: Sequence[StoredMessage], *, cap: int, last: bool) -> list[bytes]:

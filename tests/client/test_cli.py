@@ -121,7 +121,9 @@ class CommandTests(CLITestCase):
         await self.cli("b", "friend", "rm", str(a_id))
         code, _, err = await self.cli("b", "--json", "send", "user", str(a_id), "x", ok=False)
         self.assertEqual(code, 1)
-        self.assertIn("not a friend", json.loads(err.strip().splitlines()[-1])["error"])
+        error = json.loads(err.strip().splitlines()[-1])
+        self.assertIn("not a friend", error["error"])
+        self.assertEqual((error["code"], error["kind"]), (2, "send"))
 
     async def test_errors_print_the_server_message_and_exit_non_zero(self) -> None:
         """A wrong password, a taken number, an unknown group and a missing login exit 1 with the reason."""
