@@ -9,7 +9,7 @@ message on hot paths) cost nothing unless asked for.
 import sys
 from typing import Any, TextIO, cast
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -17,6 +17,7 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
     jsonFileLogObserver,
+    Logger,
 )
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -67,3 +68,17 @@ class LoggingService(MultiService):
         super().setServiceParent(parent)
 
 
+
+
+class StartupWarning(Service):
+    """Logs one warning when the process starts (a child of the top service, so the
+    line goes through the log format the operator chose)."""
+
+    log = Logger(observer=goim_observer)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.warn("{text}", text=self.text)

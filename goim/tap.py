@@ -2,9 +2,18 @@
 
 from twisted.application.service import MultiService
 
-from goim.config import ServerOptions, Setting, choice, database_url, endpoint, positive_float, positive_int
+from goim.config import (
+    ServerOptions,
+    Setting,
+    choice,
+    database_url,
+    endpoint,
+    idle_timeout_warning,
+    positive_float,
+    positive_int,
+)
 from goim.logic.messages import DEFAULT_MAX_CONTENT
-from goim.logs import LEVELS
+from goim.logs import LEVELS, StartupWarning
 from goim.standalone import StandaloneConfig, StandaloneService
 
 #: content beyond this cannot fit a 65,535-byte frame with the item's other fields
@@ -52,4 +61,8 @@ def makeService(options: Options) -> MultiService:
     """Build the standalone server (nothing runs until the reactor starts it)."""
     from twisted.internet import reactor
 
-    return StandaloneService(options.config(), reactor)
+    service = StandaloneService(options.config(), reactor)
+    warning = idle_timeout_warning(options["idle-timeout"])
+    if warning:
+        StartupWarning(warning).setServiceParent(service)
+    return service
