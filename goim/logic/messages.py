@@ -175,6 +175,13 @@ class MessageService:
         if stored:
             if self.metrics is not None:
                 self.metrics.deliveries.inc(len(stored))
+            if debug_enabled():
+                copies: dict[int, int] = {}
+                for m in stored:
+                    copies[m.message_id] = copies.get(m.message_id, 0) + 1
+                for message_id, count in copies.items():
+                    # a logic node publishes to the connect nodes' Redis channels here
+                    log.debug("delivering message {message_id}: {copies} copies", message_id=message_id, copies=count)
             try:
                 self.delivery.deliver(stored)
             except Exception:
