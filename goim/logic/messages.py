@@ -8,7 +8,7 @@ load batches grow by themselves.
 
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from goim.logic.ids import SegmentAllocator
@@ -16,13 +16,14 @@ from goim.logs import debug_enabled, goim_observer
 from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
-from goim.storage.messages import BatchFacts, MessageStore, PendingSend
+from goim.storage.messages import BatchFacts, MessageStore, PendingSend, SendOutcome
 from goim.types import (
     RECEIVER_GROUP,
     RECEIVER_USER,
     SEND_INTERNAL_ERROR,
     SEND_INVALID,
     SEND_NOT_FRIEND,
+    SEND_NO_SUCH_USER,
     SEND_NOT_IN_GROUP,
     SEND_OK,
     SENDER_USER,
@@ -161,8 +162,11 @@ class MessageService:
             for q in batch:
                 self._finish(q, SendResult(SEND_INTERNAL_ERROR))
             return
+        missing = await self._unknown_receivers(batch, [o.code for o in outcomes])
         stored: list[StoredMessage] = []
         for q, send, outcome in zip(batch, sends, outcomes):
+            if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
+                outcome = SendOutcome(SEND_NO_SUCH_USER)
             if outcome.stored and debug_enabled():
                 log.debug(
                     "stored message {message_id} from device {device_id} as {copies} copies",
@@ -186,6 +190,21 @@ class MessageService:
                 self.delivery.deliver(stored)
             except Exception:
                 log.failure("delivery of {count} stored copies failed", count=len(stored))
+
+    async def _unknown_receivers(self, batch: list[_Queued], codes: list[int]) -> set[int]:
+        """The receivers of the batch's "not a friend" sends that are no user at all
+        (their ACK says so: code 6); one query, only when there are such sends."""
+        ids = {q.request.receiver_id for q, code in zip(batch, codes) if code == SEND_NOT_FRIEND}
+        if not ids:
+            return set()
+        try:
+            users = await self.accounts.get_users(sorted(ids))
+        except CancelledError:
+            raise
+        except Exception:
+            log.failure("looking up the receivers of refused sends failed; answering code 2")
+            return set()
+        return ids - users.keys()
 
     def _finish(self, queued: _Queued, result: SendResult) -> None:
         if self.metrics is not None:
