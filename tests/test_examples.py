@@ -131,3 +131,17 @@ class StartupCheckTests(SynchronousTestCase):
             options = options_class()
             options.parseOptions(args[2:])
             self.assertEqual([s for s in module.makeService(options) if isinstance(s, StartupWarning)], [], role)
+
+    def test_plugins_print_their_version(self) -> None:
+        """--version on each twistd plugin prints goim's version and exits 0."""
+        import io
+        from contextlib import redirect_stdout
+
+        from goim import __version__
+
+        for role, (options_class, _) in ROLES.items():
+            out = io.StringIO()
+            with redirect_stdout(out), self.assertRaises(SystemExit) as exit:
+                options_class().parseOptions(["--version"])
+            self.assertEqual(exit.exception.code, 0, role)
+            self.assertTrue(out.getvalue().startswith(f"goim {__version__} (Twisted "), role)

@@ -397,47 +397,61 @@ def _legacy_groups(sizes: Sequence[int], overhead: int) -> list[tuple[int, int]]
     first frame and ``-LEGACY_LEAD`` the SignInACK that may precede it. Each frame
     takes as many items as fit, fewer when its end would be 4,093 or 4,094 bytes
     after an earlier boundary; when no cut of a frame avoids that, the search goes
-    back to the frames before it (a bounded number of steps, then the first
-    packing found stands).
+    back to the frames before it (depth-first, iterative). After a bounded number
+    of tries it settles for the fullest cut of every remaining frame.
     """
     if not sizes:
         return [(0, 0)]
     budget = LEGACY_PACK_TARGET - overhead
     frame = 4 + overhead  # bytes of a frame beyond its entries
-    steps = 0
-    fallback: list[tuple[int, int]] | None = None
+    prefix = [0]
+    for size in sizes:
+        prefix.append(prefix[-1] + size)
+    count = len(sizes)
 
-    def ends(start: int) -> list[int]:
+    def candidates(start: int) -> list[int]:
         """Where a frame starting at item ``start`` may end, fullest first."""
-        end, size = start + 1, sizes[start]
-        while end < len(sizes) and size + sizes[end] <= budget:
-            size += sizes[end]
+        end = start + 1
+        while end < count and prefix[end + 1] - prefix[start] <= budget:
             end += 1
         return list(range(end, start, -1))
 
-    def place(start: int, bounds: list[int], groups: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
-        nonlocal steps, fallback
-        if start == len(sizes):
-            return groups
-        options = ends(start)
-        for end in options:
-            steps += 1
-            position = bounds[-1] + frame + sum(sizes[start:end])
-            if any(position - b in LEGACY_BAD_SPANS for b in bounds):
-                if end != options[-1] or steps < _LEGACY_STEPS:
-                    continue
-            found = place(end, bounds + [position], groups + [(start, end)])
-            if found is not None:
-                return found
-            if steps >= _LEGACY_STEPS:
-                break
-        if steps >= _LEGACY_STEPS and fallback is None:
-            # Out of search steps: finish greedily from here.
-            fallback = groups + _greedy_groups(sizes[start:], budget, offset=start)
-        return None
+    def bad(position: int, bounds: list[int]) -> bool:
+        for b in reversed(bounds):
+            span = position - b
+            if span > LEGACY_BUFFER:
+                return False
+            if span in LEGACY_BAD_SPANS:
+                return True
+        return False
 
-    found = place(0, [-LEGACY_LEAD, 0], [])
-    groups = found if found is not None else (fallback or _greedy_groups(sizes, budget))
+    steps = 0
+    groups: list[tuple[int, int]] = []
+    bounds = [-LEGACY_LEAD, 0]
+    tried: list[list[int]] = []  # per placed frame: the cuts not tried yet
+    start = 0
+    pending = candidates(0)
+    while start < count:
+        while pending:
+            end = pending.pop(0)
+            steps += 1
+            position = bounds[-1] + frame + prefix[end] - prefix[start]
+            if steps < _LEGACY_STEPS and bad(position, bounds):
+                continue
+            tried.append(pending)
+            groups.append((start, end))
+            bounds.append(position)
+            start, pending = end, candidates(end)
+            break
+        else:
+            if not tried or steps >= _LEGACY_STEPS:
+                # nothing left to go back to: take the fullest cuts from here on
+                steps = _LEGACY_STEPS
+                pending = candidates(start)
+                continue
+            pending = tried.pop()
+            start = groups.pop()[0]
+            bounds.pop()
     return _top_up_tail(groups, sizes, frame, budget)
 
 
@@ -474,8 +488,11 @@ def _top_up_tail(
         key = (min(first, second), second)
         if key <= best_key:
             continue
-        positions = head + [head[-1] + first, head[-1] + first + second]
-        if any(p - q in LEGACY_BAD_SPANS for i, p in enumerate(positions) for q in positions[:i]):
+        # only the two boundaries that move can make a new bad span
+        middle, end = head[-1] + first, head[-1] + first + second
+        if any(middle - q in LEGACY_BAD_SPANS for q in head) or any(
+            end - q in LEGACY_BAD_SPANS for q in (*head, middle)
+        ):
             continue
         best, best_key = cut, key
     return groups[:-2] + [(a, best), (best, c)]
