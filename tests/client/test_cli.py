@@ -154,6 +154,23 @@ class CommandTests(CLITestCase):
         history = await self.cli_json("b", "history")
         self.assertEqual([m["content"] for m in history], ["late", "on time"])
 
+    async def test_tcp_list_fails_over_to_the_next_connect_node(self) -> None:
+        """--tcp DEAD,LIVE: the first attempt is refused, the next one goes to the live
+        node and the send is ACKed; a send to a user id that names no user says so."""
+        from tests.support.server import free_port
+
+        await self.serve()
+        _, b_id = await self.two_friends()
+        dead = free_port()
+        tcp = f"127.0.0.1:{dead},127.0.0.1:{self.server.tcp_port}"
+        _, out, _ = await self.cli("a", "send", "user", str(b_id), "via", "failover", "--tcp", tcp)
+        self.assertIn("sent: message", out)
+        history = await self.cli_json("b", "history")
+        self.assertEqual([m["content"] for m in history], ["via failover"])
+        code, _, err = await self.cli("a", "--json", "send", "user", str(b_id + 1000), "anyone?", ok=False)
+        self.assertEqual(code, 1)
+        self.assertEqual(json.loads(err.strip().splitlines()[-1])["code"], 6)
+
 
 class ChatTests(CLITestCase):
     async def test_chat_in_a_terminal_shows_an_incoming_message(self) -> None:
