@@ -363,7 +363,9 @@ def pack_items(
     overhead = len(header) + len(_MORE_TRUE)
     entries = [_TAG_ITEM + _varint(len(item)) + item for item in items]
     if legacy:
-        groups = _legacy_groups([len(e) for e in entries], overhead)
+        # frames but the last carry ``more``: that decides their size on the wire
+        flag_bytes = len(_MORE_TRUE) if more else 0
+        groups = _legacy_groups([len(e) for e in entries], header=len(header), flag=flag_bytes)
     else:
         groups = _greedy_groups([len(e) for e in entries], cap - overhead)
     last = len(groups) - 1
@@ -389,11 +391,12 @@ def _greedy_groups(sizes: Sequence[int], budget: int, *, offset: int = 0) -> lis
     return groups
 
 
-def _legacy_groups(sizes: Sequence[int], overhead: int) -> list[tuple[int, int]]:
+def _legacy_groups(sizes: Sequence[int], *, header: int, flag: int) -> list[tuple[int, int]]:
     """Cut ``sizes`` (item entries) into runs for a goim 1.1 client.
 
-    Frame sizes count the 4-byte frame header and ``overhead`` (type and more
-    fields). Boundaries are frame starts in the stream; position 0 is the page's
+    Frame sizes on the wire count the 4-byte frame header, ``header`` (the type
+    field) and ``flag`` (the bytes of ``more`` in these frames); every value keeps
+    room for ``more`` whatever its flag, so that the last one may differ. Boundaries are frame starts in the stream; position 0 is the page's
     first frame and ``-LEGACY_LEAD`` the SignInACK that may precede it. Each frame
     takes as many items as fit, fewer when its end would be 4,093 or 4,094 bytes
     after an earlier boundary; when no cut of a frame avoids that, the search goes
@@ -402,8 +405,8 @@ def _legacy_groups(sizes: Sequence[int], overhead: int) -> list[tuple[int, int]]
     """
     if not sizes:
         return [(0, 0)]
-    budget = LEGACY_PACK_TARGET - overhead
-    frame = 4 + overhead  # bytes of a frame beyond its entries
+    budget = LEGACY_PACK_TARGET - header - len(_MORE_TRUE)
+    frame = 4 + header + flag  # bytes of a frame beyond its entries
     prefix = [0]
     for size in sizes:
         prefix.append(prefix[-1] + size)

@@ -252,3 +252,24 @@ class LegacyPackingTests(SynchronousTestCase):
         rng = random.Random(8)
         frames = sync_stream(random_backlog(rng, 300), cap=8000)
         self.assertTrue(any(len(f) - 4 > 4092 for f in frames))
+
+
+class LegacyPushTests(SynchronousTestCase):
+    def test_push_frames_have_no_bad_span(self) -> None:
+        """Live pushes (no more field) of many large messages at once are cut on their
+        real sizes: no two push frames of a batch make a bad span."""
+        rng = random.Random(11)
+        at_risk = 0
+        for _ in range(300):
+            messages = random_backlog(rng, 60)
+            values = codec.pack_push(messages, cap=4092)
+            frames = [frame(codec.MESSAGE, v) for v in values]
+            at_risk += bad_spans(frames) > 0
+        self.assertEqual(at_risk, 0)
+
+    def test_push_frames_are_cut_on_their_real_size(self) -> None:
+        """Push frames carry no more field: counting the 2 bytes it would take (as
+        sync frames do) would let these four pushes make a 4,093-byte span."""
+        items = [b"x" * n for n in (2295, 1781, 1992, 1043)]
+        values = codec.pack_items(items, message_type=codec.MESSAGE_PUSH, cap=4092, more=False, more_on_last=False)
+        self.assertEqual(bad_spans([frame(codec.MESSAGE, v) for v in values]), 0)
