@@ -2,12 +2,21 @@
 
 from twisted.application.service import MultiService
 
-from goim.config import ServerOptions, Setting, choice, database_url, endpoint, positive_float, positive_int
-from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
+from goim.config import (
+    ServerOptions,
+    Setting,
+    choice,
+    database_url,
+    endpoint,
+    idle_timeout_warning,
+    positive_float,
+    positive_int,
+)
 from goim.config import optional
+from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.protocols.websocket import parse_origins
 from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
-from goim.logs import LEVELS
+from goim.logs import LEVELS, StartupWarning
 from goim.standalone import StandaloneConfig, StandaloneService
 
 #: content beyond this cannot fit a 65,535-byte frame with the item's other fields
@@ -76,4 +85,8 @@ def makeService(options: Options) -> MultiService:
     """Build the standalone server (nothing runs until the reactor starts it)."""
     from twisted.internet import reactor
 
-    return StandaloneService(options.config(), reactor)
+    service = StandaloneService(options.config(), reactor)
+    warning = idle_timeout_warning(options["idle-timeout"])
+    if warning:
+        StartupWarning(warning).setServiceParent(service)
+    return service

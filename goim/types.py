@@ -19,6 +19,8 @@ SEND_NOT_FRIEND = 2
 SEND_NOT_IN_GROUP = 3
 SEND_INVALID = 4
 SEND_RATE_LIMITED = 5
+#: the receiver user does not exist (goim 1.1 answered 2, "not a friend")
+SEND_NO_SUCH_USER = 6
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from goim.config import (
     choice,
     endpoint,
     host_ports,
+    idle_timeout_warning,
     node_id,
     optional,
     positive_float,
@@ -19,7 +20,7 @@ from goim.config import (
 from goim.protocols.websocket import parse_origins
 from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
 from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
-from goim.logs import LEVELS
+from goim.logs import LEVELS, StartupWarning
 
 
 class Options(ServerOptions):
@@ -69,4 +70,8 @@ def makeService(options: Options) -> MultiService:
     """Build a connect node (nothing runs until the reactor starts it)."""
     from twisted.internet import reactor
 
-    return ConnectNodeService(options.config(), reactor)
+    service = ConnectNodeService(options.config(), reactor)
+    warning = idle_timeout_warning(options["idle-timeout"])
+    if warning:
+        StartupWarning(warning).setServiceParent(service)
+    return service

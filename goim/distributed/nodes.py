@@ -1,8 +1,9 @@
 """The two processes of distributed mode: ``twistd goim-logic`` and ``twistd goim-connect``."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Coroutine
 
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
@@ -57,7 +58,7 @@ class LogicNodeService(ServerService):
         self.config = config
         self.database_url = redact(config.database)
         self.redis_url = redact(config.redis)
-        self.metrics = Metrics()
+        self.metrics = Metrics("logic")
         self.redis = Redis(RedisURL.parse(config.redis), reactor, metrics=self.metrics)
         self.presence = RedisPresence(self.redis, Keys(config.redis_prefix))
         self.delivery = RedisDelivery(self.presence)
@@ -79,9 +80,39 @@ class LogicNodeService(ServerService):
         site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
         self.listeners = [(config.http, site), (config.pb, pb_factory(config.secret, realm))]
 
-    def health(self) -> dict[str, Any]:
-        """What ``/healthz`` shows."""
-        return {"mode": "logic", "node": self.config.node_id, "version": goim.__version__, "database": "mysql"}
+    #: seconds /healthz waits for the database and for Redis
+    HEALTH_TIMEOUT = 3.0
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/healthz`` shows: the node, and whether the database and Redis
+        answer right now (``SELECT 1`` and ``PING``, each within HEALTH_TIMEOUT)."""
+        database, redis = await gatherResults(
+            [
+                Deferred.fromCoroutine(self._probe(self.stack.db.run("healthz", lambda txn: txn.query("SELECT 1")))),
+                Deferred.fromCoroutine(self._probe(self.redis.call("ping"))),
+            ]
+        )
+        data: dict[str, Any] = {"mode": "logic", "node": self.config.node_id, "version": goim.__version__}
+        data.update(database="mysql", database_ok=database is None, redis_ok=redis is None)
+        if database is not None:
+            data["database_error"] = database
+        if redis is not None:
+            data["redis_error"] = redis
+        return data
+
+    async def _probe(self, work: Coroutine[Any, Any, Any]) -> str | None:
+        """None when ``work`` finishes within HEALTH_TIMEOUT, else why not."""
+        d = Deferred.fromCoroutine(work)
+        d.addTimeout(self.HEALTH_TIMEOUT, self.reactor)
+        try:
+            await d
+        except TimeoutError:
+            return f"no answer within {self.HEALTH_TIMEOUT:g} s"
+        except CancelledError:
+            raise
+        except Exception as e:
+            return repr(e)[:200]
+        return None
 
     def describe(self) -> str:
         return (
@@ -137,7 +168,7 @@ class ConnectNodeService(ServerService):
         self.redis_url = redact(config.redis)
         keys = Keys(config.redis_prefix)
         url = RedisURL.parse(config.redis)
-        self.metrics = Metrics()
+        self.metrics = Metrics("connect")
         self.table = ConnectionTable()
         self.metrics.track_connections(lambda: len(self.table))
         self.logic = PBLogicClient(reactor, list(config.logic), node=config.node_id, secret=config.secret)

@@ -18,7 +18,7 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from goim.logic.ids import SegmentAllocator
@@ -26,13 +26,14 @@ from goim.logs import debug_enabled, goim_observer
 from goim.metrics import Metrics
 from goim.ports import DeliveryPort
 from goim.storage.accounts import AccountStore
-from goim.storage.messages import BatchFacts, MessageStore, PendingSend
+from goim.storage.messages import BatchFacts, MessageStore, PendingSend, SendOutcome
 from goim.types import (
     RECEIVER_GROUP,
     RECEIVER_USER,
     SEND_INTERNAL_ERROR,
     SEND_INVALID,
     SEND_NOT_FRIEND,
+    SEND_NO_SUCH_USER,
     SEND_NOT_IN_GROUP,
     SEND_OK,
     SEND_RATE_LIMITED,
@@ -428,8 +429,11 @@ class MessageService:
                 self._settle(q, 0, floor=0)
                 self._finish(q, SendResult(SEND_INTERNAL_ERROR))
             return
+        missing = await self._unknown_receivers(batch, [o.code for o in outcomes])
         stored: list[StoredMessage] = []
         for q, send, outcome in zip(batch, sends, outcomes):
+            if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
+                outcome = SendOutcome(SEND_NO_SUCH_USER)
             if outcome.stored:
                 if q.request.receiver_type == RECEIVER_GROUP:
                     self._remember_group_size(q.request.receiver_id, len(outcome.stored))
@@ -446,6 +450,13 @@ class MessageService:
         if stored:
             if self.metrics is not None:
                 self.metrics.deliveries.inc(len(stored))
+            if debug_enabled():
+                copies: dict[int, int] = {}
+                for m in stored:
+                    copies[m.message_id] = copies.get(m.message_id, 0) + 1
+                for message_id, count in copies.items():
+                    # a logic node publishes to the connect nodes' Redis channels here
+                    log.debug("delivering message {message_id}: {copies} copies", message_id=message_id, copies=count)
             try:
                 self.delivery.deliver(stored)
             except Exception:
@@ -461,6 +472,21 @@ class MessageService:
         if queued.charged:
             queued.charged = False
             self.budget.adjust(queued.request.user_id, queued.cost - max(floor, copies))
+
+    async def _unknown_receivers(self, batch: list[_Queued], codes: list[int]) -> set[int]:
+        """The receivers of the batch's "not a friend" sends that are no user at all
+        (their ACK says so: code 6); one query, only when there are such sends."""
+        ids = {q.request.receiver_id for q, code in zip(batch, codes) if code == SEND_NOT_FRIEND}
+        if not ids:
+            return set()
+        try:
+            users = await self.accounts.get_users(sorted(ids))
+        except CancelledError:
+            raise
+        except Exception:
+            log.failure("looking up the receivers of refused sends failed; answering code 2")
+            return set()
+        return ids - users.keys()
 
     def _finish(self, queued: _Queued, result: SendResult) -> None:
         if self.metrics is not None:

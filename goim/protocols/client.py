@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from goim.logs import debug_enabled, goim_observer
+from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import LogicPort
 from goim.protocols.codec import (
@@ -227,6 +227,7 @@ class ClientProtocol(TLVReceiver):
             return
         try:
             self._write_messages(pack_push(messages, cap=self.cap))
+            trace_pushed(self.log, messages, device_id=self.device_id, peer=self.peer)
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
 

@@ -34,7 +34,7 @@ from goim.resources.envelope import (
     text_field,
 )
 from goim.resources.openapi import openapi_document
-from goim.resources.ops import healthz_response, metrics_response
+from goim.resources.ops import Health, healthz_response, metrics_response
 from goim.storage.accounts import DeviceRow
 
 log = Logger(observer=goim_observer)
@@ -98,7 +98,7 @@ class GoimAPI:
         social: SocialService,
         *,
         metrics: Callable[[], bytes] | None = None,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Health | None = None,
     ) -> None:
         """
         Args:
@@ -283,8 +283,8 @@ class GoimAPI:
         return envelope(request, openapi_document())
 
     @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: Request) -> bytes:
-        return healthz_response(request, self._health)
+    async def healthz(self, request: Request) -> bytes:
+        return await healthz_response(request, self._health)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Request) -> bytes:

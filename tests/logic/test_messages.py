@@ -12,6 +12,7 @@ from goim.storage.database import Txn
 from goim.types import (
     SEND_INTERNAL_ERROR,
     SEND_INVALID,
+    SEND_NO_SUCH_USER,
     SEND_NOT_FRIEND,
     SEND_NOT_IN_GROUP,
     SEND_OK,
@@ -82,6 +83,18 @@ class MessageTests:
         self.assertEqual(result, SendResult(SEND_NOT_FRIEND))
         self.assertEqual(await self.all_messages(a), [])
         self.assertEqual(await self.all_messages(b), [])
+
+    async def test_unknown_user_gets_code_6(self: Any) -> None:
+        """Sending to a user id that names no user is refused with code 6 ("no such
+        user"), in the same batch as a send to a stranger that still gets code 2."""
+        s = await self.setup_services()
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        results = await defer.gatherResults(
+            [start(s.messages.send(to_user(a, da, b + 1000, 1))), start(s.messages.send(to_user(a, da, b, 2)))]
+        )
+        self.assertEqual([r.code for r in results], [SEND_NO_SUCH_USER, SEND_NOT_FRIEND])
+        self.assertEqual(await self.all_messages(a), [])
 
     async def test_deleted_friendship_takes_effect_at_once(self: Any) -> None:
         """After a friend is deleted the very next send is refused."""
