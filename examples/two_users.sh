@@ -1,7 +1,7 @@
 #!/bin/sh
 # Two users chat through a running goim server, with curl and examples/chat_client.py.
 #
-#   terminal 1:  twistd -n goim                 (client TCP on 50000, HTTP on 8080)
+#   terminal 1:  twistd -n --pidfile= goim      (client TCP on 50000, HTTP on 8080)
 #   terminal 2:  examples/two_users.sh
 #
 # GOIM_HTTP (default http://127.0.0.1:8080), GOIM_HOST and GOIM_TCP_PORT (default

@@ -14,6 +14,23 @@ from twisted.python import usage
 from goim.storage.database import DatabaseURL, DatabaseURLError
 
 
+#: goim 1.1 clients send a heartbeat every 240 s (docs/protocol.md section 3)
+GOIM11_HEARTBEAT = 240.0
+#: room for a late heartbeat (a slow network, a busy client)
+IDLE_MARGIN = 30.0
+
+
+def idle_timeout_warning(idle_timeout: float) -> str | None:
+    """The start-up warning for an idle timeout goim 1.1 clients cannot keep, or None."""
+    if idle_timeout > GOIM11_HEARTBEAT + IDLE_MARGIN:
+        return None
+    return (
+        f"idle-timeout {idle_timeout:g} s is not above goim 1.1 clients' {GOIM11_HEARTBEAT:g} s heartbeat "
+        f"plus a {IDLE_MARGIN:g} s margin: such clients will be disconnected while idle; "
+        f"set --idle-timeout above {GOIM11_HEARTBEAT + IDLE_MARGIN:g} (default 600)"
+    )
+
+
 @dataclass(frozen=True)
 class Setting:
     """One option: its flag name, default, parser and help text."""
@@ -155,6 +172,15 @@ class ServerOptions(usage.Options):
             ["config", None, None, "TOML file with the same keys as these options (flags win)"],
             *[[s.name, None, None, s.doc if s.default is None else f"{s.doc} [default: {s.default}]"] for s in cls.settings],
         ]
+
+    def opt_version(self) -> None:
+        """Print the goim version and exit."""
+        from twisted import __version__ as twisted_version
+
+        from goim import __version__
+
+        print(f"goim {__version__} (Twisted {twisted_version})")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         from_file = self._read_config_file()

@@ -7,9 +7,9 @@ message on hot paths) cost nothing unless asked for.
 """
 
 import sys
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, Sequence, TextIO, cast
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -17,7 +17,11 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
     jsonFileLogObserver,
+    Logger,
 )
+
+if TYPE_CHECKING:
+    from goim.types import StoredMessage
 
 LEVELS = ("debug", "info", "warn", "error")
 
@@ -67,3 +71,36 @@ class LoggingService(MultiService):
         super().setServiceParent(parent)
 
 
+
+
+class StartupWarning(Service):
+    """Logs one warning when the process starts (a child of the top service, so the
+    line goes through the log format the operator chose)."""
+
+    log = Logger(observer=goim_observer)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.warn("{text}", text=self.text)
+
+
+def trace_pushed(log: Logger, messages: "Sequence[StoredMessage]", *, device_id: int, peer: str) -> None:
+    """One debug event per message written to a connection as a live push, so that
+    a message id can be followed from send to store to every device (docs/operations.md).
+
+    Costs nothing unless ``--log-level debug``.
+    """
+    if not _debug:
+        return
+    for m in messages:
+        log.debug(
+            "pushed message {message_id} (seq {seq} of user {user_id}) to device {device_id} at {peer}",
+            message_id=m.message_id,
+            seq=m.seq,
+            user_id=m.user_id,
+            device_id=device_id,
+            peer=peer,
+        )

@@ -16,10 +16,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from goim.limits import Limits, with_backlog
 from goim.logic.accounts import AccountService
 from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
-from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE, MessageService
 from goim.logic.social import SocialService
 from goim.logs import LoggingService, goim_observer
 from goim.metrics import Metrics
@@ -46,12 +47,18 @@ class LogicStack:
         sessions: SessionPort,
         metrics: Metrics,
         max_content: int,
+        limits: Limits = Limits(),
+        send_rate: float = DEFAULT_SEND_RATE,
+        send_burst: float = DEFAULT_SEND_BURST,
+        sqlite_synchronous: str = "full",
     ) -> None:
-        self.db = Database(database, reactor, metrics=metrics)
+        self.db = Database(database, reactor, metrics=metrics, sqlite_synchronous=sqlite_synchronous)
         account_store = AccountStore(self.db)
         message_store = MessageStore(self.db)
-        self.accounts = AccountService(account_store, reactor, sessions=sessions)
-        self.social = SocialService(account_store, SocialStore(self.db), reactor)
+        self.accounts = AccountService(
+            account_store, reactor, sessions=sessions, limits=limits.accounts, metrics=metrics
+        )
+        self.social = SocialService(account_store, SocialStore(self.db), reactor, limits=limits.social)
         self.messages = MessageService(
             message_store,
             account_store,
@@ -59,6 +66,8 @@ class LogicStack:
             delivery,
             reactor,
             max_content=max_content,
+            send_rate=send_rate,
+            send_burst=send_burst,
             metrics=metrics,
         )
         self.logic = InProcessLogic(self.accounts, self.messages, metrics=metrics)
@@ -75,6 +84,8 @@ class LogicStack:
         found, now = await self.db.run("migrate", migrate_txn)
         if found != now:
             log.info("database schema migrated from version {found} to {now}", found=found, now=now)
+        for warning in await self.db.durability_warnings():
+            log.warn("durability: {warning}", warning=warning)
 
 
 class ServerService(LoggingService):
@@ -102,6 +113,8 @@ class ServerService(LoggingService):
         #: called with the exit status when the start failed; the default makes the
         #: process exit with it once twistd has shut down (tests replace it)
         self.exit_process: Callable[[int], None] = exit_after_shutdown
+        #: listen backlog added to every listener's endpoint string that takes one
+        self.backlog = Limits.backlog
 
     async def prepare(self) -> None:
         """Open what the listeners need (database, Redis, peers)."""
@@ -125,7 +138,9 @@ class ServerService(LoggingService):
             return
         for description, factory in self.listeners:
             try:
-                port = await endpoints.serverFromString(self.reactor, description).listen(factory)
+                port = await endpoints.serverFromString(self.reactor, with_backlog(description, self.backlog)).listen(
+                    factory
+                )
             except Exception as e:
                 # a server that cannot take clients stops instead of staying half up
                 self._fail(e, endpoint=description)

@@ -19,6 +19,8 @@ SEND_NOT_FRIEND = 2
 SEND_NOT_IN_GROUP = 3
 SEND_INVALID = 4
 SEND_RATE_LIMITED = 5
+#: the receiver user does not exist (goim 1.1 answered 2, "not a friend")
+SEND_NO_SUCH_USER = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +64,15 @@ class SendRequest:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What a MessageSendACK carries back: code, message id and the sender's own seq."""
+    """What a MessageSendACK carries back: code, message id and the sender's own seq.
+
+    ``retry_after_ms`` is set with code 5 (rate limited): when the send would be taken.
+    """
 
     code: int
     message_id: int = 0
     seq: int = 0
+    retry_after_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

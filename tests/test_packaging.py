@@ -36,6 +36,14 @@ class GeneratedCodeTests(SynchronousTestCase):
             )
 
 
+    def test_web_page_proto_is_current(self) -> None:
+        """The web page parses goim/resources/static/goim.proto: a copy of proto/goim.proto."""
+        self.assertTrue(
+            filecmp.cmp(ROOT / "proto" / "goim.proto", ROOT / "goim" / "resources" / "static" / "goim.proto", shallow=False),
+            "goim/resources/static/goim.proto is stale: copy proto/goim.proto there",
+        )
+
+
 class PluginTests(SynchronousTestCase):
     def test_installed_twistd_lists_the_goim_plugins(self) -> None:
         """twistd --help, run outside the checkout, lists goim from the installed package."""
@@ -66,3 +74,6 @@ class PluginTests(SynchronousTestCase):
         self.assertFalse((target / "twisted" / "plugins" / "__init__.py").exists())
         self.assertTrue((target / "goim" / "pb" / "goim_pb2.pyi").exists())
         self.assertTrue((target / "goim" / "py.typed").exists())
+        static = target / "goim" / "resources" / "static"
+        for name in ("index.html", "app.js", "style.css", "goim.proto", "vendor/protobuf.min.js", "vendor/protobuf.LICENSE"):
+            self.assertTrue((static / name).exists(), f"the web page's {name} is not installed")

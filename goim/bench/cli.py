@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from goim.bench import limits as limits_module, scenarios
+from goim.bench.durability import NO_BUDGET, durability
+from goim.bench.noisy import SERVER_ARGS as NOISY_SERVER_ARGS, noisy
 from goim.bench.common import Context, Settings
 from goim.bench.results import load_average, machine_info, write_plot, write_result
 from goim.bench.server import BenchServer, Server, TargetServer
@@ -33,10 +35,17 @@ SCENARIOS: dict[str, tuple[Scenario, bool]] = {
     "limits": (limits_module.limits, False),
     "sync": (scenarios.sync, True),
     "one-to-one": (scenarios.one_to_one, True),
+    "one-to-one-ws": (scenarios.one_to_one_ws, True),
     "group": (scenarios.group, True),
     "storm": (scenarios.storm, True),
     "idle": (scenarios.idle, True),
+    "noisy": (noisy, True),
+    "durability": (durability, False),
 }
+
+#: server options per scenario; the default lifts the per-user send budget
+#: (NO_BUDGET): the capacity scenarios measure the server, not the budget
+SERVER_ARGS: dict[str, tuple[str, ...]] = {"noisy": NOISY_SERVER_ARGS}
 
 #: ``--size`` keys and what they set
 SIZE_KEYS = {
@@ -60,6 +69,14 @@ SIZE_KEYS = {
     "ack_interval": "all: seconds between a device's cumulative MessageACKs (default 0.25)",
     "limits_seconds": "limits: seconds per throughput measurement",
     "limits_rows": "limits: rows to insert",
+    "noisy_pairs": "noisy: pairs of normal users chatting",
+    "noisy_rate": "noisy: sends/s per normal user",
+    "noisy_phase_s": "noisy: seconds of the quiet and of the attack phase",
+    "noisy_group": "noisy: members of the flooded group",
+    "noisy_flood_devices": "noisy: devices of the flooder",
+    "noisy_slow_http": "noisy: slow HTTP connections held",
+    "noisy_never_wait_s": "noisy: seconds to wait at the end for the server to drop the never-reader",
+    "durability_rounds": "durability: FULL/NORMAL rounds",
 }
 
 
@@ -94,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="goim-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed (~3 min)")
     parser.add_argument("--output", type=Path, default=Path("bench/results"), help="results directory")
     parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name "
                         "(a scratch database is created and dropped); default SQLite")  # fmt: skip
@@ -158,6 +175,7 @@ async def run_scenario(reactor: Any, settings: Settings, name: str) -> dict[str,
             cpus=settings.server_cpus,
             nofile=settings.server_nofile,
             backlog=settings.tcp_backlog,
+            extra_args=SERVER_ARGS.get(name, NO_BUDGET),
         )
     ctx = Context(reactor, settings, server, workdir, name)
     result = ctx.result
@@ -215,7 +233,7 @@ def headline(name: str, result: dict[str, Any]) -> str:
         if name == "idle":
             return (f"{m.get('connected_after_hold', 0):,} connections, {m.get('kib_per_connection')} KiB each, "
                     f"{m.get('sign_ins_per_s')} sign-ins/s")  # fmt: skip
-        if name == "one-to-one":
+        if name in ("one-to-one", "one-to-one-ws"):
             p50: dict[str, Any] = next((lv for lv in m.get("levels", []) if lv["fraction"] == 0.5), {})
             return (f"{m['max_sustained']['sends_per_s']:,.0f} sends/s max; at 50%: "
                     f"p99 {p50.get('latency_ms', {}).get('p99')} ms")  # fmt: skip
@@ -234,6 +252,15 @@ def headline(name: str, result: dict[str, Any]) -> str:
                     f"sqlite {m.get('sqlite_rows', {}).get('rows_per_s', 0):,.0f} rows/s, "
                     f"mysql {m.get('mysql_rows', {}).get('rows_per_s', 0):,.0f} rows/s, "
                     f"redis {m.get('redis_pubsub', {}).get('messages_per_s', 0):,.0f} msg/s")  # fmt: skip
+        if name == "noisy":
+            q, a, t = m["phases"]["quiet"], m["phases"]["attack"], m["targets"]
+            return (f"p99 {q['latency_ms'].get('p99')} ms quiet, {a['latency_ms'].get('p99')} ms under attack "
+                    f"(x{t['p99_attack_over_quiet']}); failed {t['failed_normal_requests']}; "
+                    f"RSS max {m['rss_mib']['quiet_max']} -> {m['rss_mib']['attack_max']} MiB; "
+                    f"p99 x quiet by attack: {t['p99_over_quiet']}")  # fmt: skip
+        if name == "durability":
+            return (f"SQLite FULL {m['full_sends_per_s']:,.0f} sends/s, NORMAL {m['normal_sends_per_s']:,.0f} "
+                    f"sends/s (x{m['normal_over_full']})")  # fmt: skip
     except (KeyError, TypeError, StopIteration):
         pass
     return ""
@@ -243,14 +270,21 @@ async def run(reactor: Any, settings: Settings, names: list[str]) -> int:
     """Run the scenarios one after the other; returns the exit status."""
     failed = []
     lines = []
+    results: dict[str, dict[str, Any]] = {}
     for name in names:
-        result = await run_scenario(reactor, settings, name)
+        result = results[name] = await run_scenario(reactor, settings, name)
         status = "ok" if result["verified"] else "FAILED"
         if not result["verified"]:
             failed.append(name)
         lines.append(f"{name:<11} {status:<7} {result['duration_s']:>7.1f} s  {headline(name, result)}")
         for problem in (result.get("errors", []) + result.get("verification", {}).get("problems", []))[:10]:
             lines.append(f"{'':<11} - {problem.splitlines()[0] if problem else problem}")
+    if "one-to-one" in results and "one-to-one-ws" in results:
+        from goim.bench.report import websocket_rows
+
+        tcp, ws = results["one-to-one"].get("metrics", {}), results["one-to-one-ws"].get("metrics", {})
+        lines.append("WebSocket beside TCP, same run:")
+        lines.extend(f"  {row.strip('|').strip()}" for row in websocket_rows(tcp, ws))
     print("\n".join(["", f"goim-bench results in {settings.output}/:"] + lines), flush=True)
     return 1 if failed else 0
 

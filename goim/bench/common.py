@@ -58,6 +58,8 @@ class Context:
     name: str
     result: dict[str, Any] = field(default_factory=dict)
     pools: list[LoadgenPool] = field(default_factory=list)
+    #: how load generators connect: "tcp" (the client port) or "ws" (/ws of the HTTP port)
+    transport: str = "tcp"
 
     def __post_init__(self) -> None:
         self.registrar = Registrar(self.server.http, concurrency=self.settings.registration_concurrency)
@@ -65,6 +67,10 @@ class Context:
         self.params: dict[str, Any] = self.result.setdefault("params", {})
         self.errors: list[str] = self.result.setdefault("errors", [])
         self.notes: list[str] = self.result.setdefault("notes", [])
+
+    def ws_url(self) -> str:
+        """The server's WebSocket: /ws of its HTTP listener."""
+        return self.server.http.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + "/ws"
 
     def loadgen_count(self, minimum: int = 1, wanted: int = 2) -> int:
         """How many load generators: the command line's choice, else ``wanted``, at least ``minimum``."""
@@ -80,6 +86,7 @@ class Context:
             max_seconds=max_seconds,
             content_size=content_size,
             ack_every=float(self.settings.size("ack_interval", 0.25, 0.25)),
+            ws_url=self.ws_url() if self.transport == "ws" else None,
         )
         self.pools.append(pool)
         return pool

@@ -173,8 +173,10 @@ class LoadgenPool:
         max_seconds: float = 3600.0,
         content_size: int = 64,
         ack_every: float = 0.25,
+        ws_url: str | None = None,
     ) -> None:
         self.reactor = reactor
+        self.ws_url = ws_url
         self.host = host
         self.port = port
         self.workdir = workdir
@@ -201,6 +203,7 @@ class LoadgenPool:
             job = {
                 "host": self.host,
                 "port": self.port,
+                "ws_url": self.ws_url,
                 "source": source_address(index),
                 "content_size": self.content_size,
                 "ack_every": self.ack_every,

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -251,6 +252,65 @@ class _Attempt(ClientFactory):
         self.gen.on_connect_failed(self.device, reason)
 
 
+class _WebSocketStream:
+    """What a :class:`Connection` writes to on a WebSocket: each write is one binary
+    message (writes are whole frames), closes go through the close handshake."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    def write(self, data: bytes) -> None:
+        if self.ws.state == self.ws.STATE_OPEN:
+            self.ws.sendMessage(data, isBinary=True)
+
+    def loseConnection(self) -> None:
+        if self.ws.state == self.ws.STATE_OPEN:
+            self.ws.sendClose(1000)
+        else:
+            self.ws.dropConnection(abort=True)
+
+    def abortConnection(self) -> None:
+        self.ws.dropConnection(abort=True)
+
+    def getPeer(self) -> Any:
+        return self.ws.transport.getPeer() if self.ws.transport is not None else None
+
+
+def _websocket_attempt(gen: LoadGenerator, device: Device, url: str) -> Any:
+    """An autobahn client factory for one connection attempt over WebSocket: the same
+    :class:`Connection` runs inside, fed with each binary message's frames."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+    class WebSocketConnection(WebSocketClientProtocol):
+        inner: Connection | None = None
+
+        def onOpen(self) -> None:
+            self.inner = Connection(gen, device)
+            self.inner.makeConnection(_WebSocketStream(self))
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            if self.inner is not None:
+                self.inner.dataReceived(payload)
+
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+            inner, self.inner = self.inner, None
+            if inner is not None:
+                inner.connectionLost(Failure(ConnectionDone()) if wasClean else Failure(ConnectionLost()))
+            else:
+                gen.on_connect_failed(device, Failure(ConnectionRefusedError(f"WebSocket handshake: {reason}")))
+
+    class Attempt(WebSocketClientFactory):
+        protocol = WebSocketConnection
+
+        def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+            gen.on_connect_failed(device, reason)
+
+    factory = Attempt(url)
+    # the goim heartbeat and the server's idle timeout do the liveness work
+    factory.setProtocolOptions(openHandshakeTimeout=20, closeHandshakeTimeout=2, tcpNoDelay=True)
+    return factory
+
+
 class _ConnectRun:
     """The state of one ``connect`` command."""
 
@@ -281,6 +341,8 @@ class LoadGenerator:
     def __init__(self, job: dict[str, Any], emit: Callable[[dict[str, Any]], None], clock: Any = None) -> None:
         self.host = job["host"]
         self.port = int(job["port"])
+        #: connect over WebSocket to this ws:// URL instead of TCP to host:port
+        self.ws_url: str | None = job.get("ws_url") or None
         self.source = job.get("source") or None
         self.content_size = int(job.get("content_size", 64))
         self.ack_every = float(job.get("ack_every", ACK_EVERY))
@@ -501,9 +563,12 @@ class LoadGenerator:
         run.active[device.index] = self.clock.callLater(run.attempt_timeout, self._attempt_timed_out, device)
         run.started_at[device.index] = _now()
         bind = (self.source, 0) if self.source else None
-        reactor.connectTCP(
-            self.host, self.port, _Attempt(self, device), timeout=run.attempt_timeout, bindAddress=bind
-        )
+        if self.ws_url:
+            factory: Any = _websocket_attempt(self, device, self.ws_url)
+            host, port = factory.host, factory.port
+        else:
+            factory, host, port = _Attempt(self, device), self.host, self.port
+        reactor.connectTCP(host, port, factory, timeout=run.attempt_timeout, bindAddress=bind)
 
     def _attempt_timed_out(self, device: Device) -> None:
         run = self._connect
@@ -625,7 +690,9 @@ class LoadGenerator:
         ``duration`` (s), ``window`` (per device), ``rate`` (sends/s of this
         process), ``count`` (sends per device, instead of or besides a duration),
         ``track_messages`` (record per-message fan-out for this phase),
-        ``drain_timeout`` (s to wait for the last ACKs).
+        ``drain_timeout`` (s to wait for the last ACKs), ``hostile`` (a send
+        answered code 5 is dropped at once instead of retried after its
+        ``retry_after_ms``, so a window keeps the server busy: a flooder).
         """
         mode = args.get("mode", "window")
         phase = str(args["phase"])
@@ -643,6 +710,8 @@ class LoadGenerator:
             "ack_latency": Reservoir(LATENCY_SAMPLES),
             "ack_buckets": {},
             "failed": 0,
+            "rate_limited": 0,
+            "hostile": bool(args.get("hostile", False)),
         }
         self._sending = state
         only = args.get("only_receiver")
@@ -690,6 +759,8 @@ class LoadGenerator:
             "acked": state["acked"],
             "unacked": unacked,
             "failed": state["failed"],
+            "rate_limited": state["rate_limited"],
+            "failures": dict(self.send_failures),
             "retries": self.retries,
             "start": start,
             "end_sending": end_sending,
@@ -765,10 +836,15 @@ class LoadGenerator:
         if entry is None:
             return
         state = self._sending
-        if ack.code in RETRY_CODES and entry[2] < MAX_SEND_TRIES:
+        if ack.code == 5 and state is not None:
+            state["rate_limited"] += 1
+        hostile = state is not None and state["hostile"]
+        if ack.code in RETRY_CODES and entry[2] < MAX_SEND_TRIES and not (hostile and ack.code == 5):
             entry[2] += 1
             self.retries += 1
-            self.clock.callLater(0.05 * entry[2], self._resend, device, ack.send_sequence)
+            # the server's hint (code 5) when it gave one, else a growing back-off
+            delay = max(0.05 * entry[2], ack.retry_after_ms / 1000.0 if ack.code == 5 else 0.0)
+            self.clock.callLater(delay, self._resend, device, ack.send_sequence)
             return
         del device.pending[ack.send_sequence]
         now = _now()

@@ -75,7 +75,7 @@ def plot_one_to_one(figure: Any, result: dict[str, Any]) -> None:
     else:
         _empty(right)
     right.set_title("latency at fixed fractions of the max")
-    _title(figure, result, "one-to-one")
+    _title(figure, result, "one-to-one over WebSocket" if result.get("params", {}).get("transport") == "ws" else "one-to-one")
 
 
 def plot_group(figure: Any, result: dict[str, Any]) -> None:
@@ -185,9 +185,55 @@ def plot_limits(figure: Any, result: dict[str, Any]) -> None:
     _title(figure, result, "limits")
 
 
+def plot_noisy(figure: Any, result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    left, right = figure.subplots(1, 2)
+    by_phase = m.get("phases", {})
+    phases = list(by_phase)
+    if phases:
+        for i, key in enumerate(("p50", "p99")):
+            values = [by_phase[p]["latency_ms"].get(key) or 0 for p in phases]
+            left.bar([x + 0.4 * i for x in range(len(phases))], values, width=0.4, label=key)
+        left.set_xticks([x + 0.2 for x in range(len(phases))], phases)
+        left.set_ylabel("normal users' send -> push (ms)")
+        left.legend()
+    else:
+        _empty(left)
+    series = result.get("series", {})
+    rss = series.get("rss") or []
+    if rss:
+        right.plot([r[0] for r in rss], [r[1] / 1024 for r in rss])
+        for i, (begin, end) in enumerate(series.get("attacks", [])):
+            right.axvspan(begin, end, alpha=0.15, color="red", label="under attack" if i == 0 else None)
+        right.set_xlabel("s")
+        right.set_ylabel("server RSS (MiB)")
+        right.set_ylim(bottom=0)
+    else:
+        _empty(right)
+    _title(figure, result, "noisy neighbour")
+
+
+def plot_durability(figure: Any, result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    ax = figure.subplots()
+    runs = m.get("runs", {})
+    if runs:
+        for mode, entries in runs.items():
+            ax.plot(range(1, len(entries) + 1), [r["sends_per_s"] for r in entries], marker="o", label=f"synchronous={mode}")
+        ax.set_xlabel("round")
+        ax.set_ylabel("closed-loop one-to-one sends/s")
+        ax.legend()
+    else:
+        _empty(ax)
+    _title(figure, result, "SQLite durability cost")
+
+
 PLOTS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "noisy": plot_noisy,
+    "durability": plot_durability,
     "idle": plot_idle,
     "one-to-one": plot_one_to_one,
+    "one-to-one-ws": plot_one_to_one,
     "group": plot_group,
     "sync": plot_sync,
     "storm": plot_storm,

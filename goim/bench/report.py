@@ -46,6 +46,28 @@ def _vs(value: float | None, target: float, higher_is_better: bool = True) -> st
     return f"{'met' if met else 'missed'} ({ratio:.0%} of target)"
 
 
+def websocket_rows(tcp: dict[str, Any], ws: dict[str, Any]) -> list[str]:
+    """one-to-one over WebSocket beside TCP: sends/s and p99 at 50 %, as ratios to TCP."""
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f} × TCP" if a and b else ""
+
+    def p99_at_half(m: dict[str, Any]) -> float | None:
+        level = next((lv for lv in m.get("levels", []) if lv["fraction"] == 0.5), None)
+        return level["latency_ms"].get("p99") if level else None
+
+    closed = ws.get("closed_loop", {}).get("sends_per_s")
+    sustained = ws.get("max_sustained", {}).get("sends_per_s")
+    p99 = p99_at_half(ws)
+    return [
+        f"| one-to-one over WebSocket | closed-loop sends/s | {_n(closed)} | "
+        f"{ratio(closed, tcp.get('closed_loop', {}).get('sends_per_s'))} |",
+        f"| one-to-one over WebSocket | max sustained sends/s | {_n(sustained)} | "
+        f"{ratio(sustained, tcp.get('max_sustained', {}).get('sends_per_s'))} |",
+        f"| one-to-one over WebSocket | send→push p99 ms at 50 % | {_n(p99, 1)} | {ratio(p99, p99_at_half(tcp))} |",
+    ]
+
+
 def render(results: dict[str, dict[str, Any]]) -> str:
     """The markdown for one results directory."""
     lines = ["| scenario | measure | result | target |", "|---|---|---|---|"]
@@ -67,6 +89,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 f"{_n(level['acked_per_s'])}/s ACKed) | p50 {_n(lat.get('p50'), 1)} / p90 {_n(lat.get('p90'), 1)} / "
                 f"p99 {_n(lat.get('p99'), 1)} / max {_n(lat.get('max'), 1)} | {target} |"
             )
+    ws = results.get("one-to-one-ws", {}).get("metrics", {})
+    if ws:
+        lines.extend(websocket_rows(one, ws))
     for entry in results.get("group", {}).get("metrics", {}).get("groups", []):
         for phase, label in (("saturate", "saturated"), ("paced_50", "at 50 %")):
             g = entry[phase]

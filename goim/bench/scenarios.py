@@ -278,6 +278,7 @@ async def one_to_one(ctx: Context) -> None:
     devices, p99 send -> push below 500 ms. That rate is the max sustained one.
     """
     s = ctx.settings
+    ctx.params["transport"] = ctx.transport
     pairs = int(s.size("pairs", 2, 50))
     saturate = float(s.size("saturate_s", 2.0, 15.0))
     step_s = float(s.size("step_s", 1.0, 5.0))
@@ -374,6 +375,12 @@ async def one_to_one(ctx: Context) -> None:
     ctx.result["series"] = {"saturate_acks": rate_series(sat["buckets"], sat["start"])}
     await verify_pool(ctx, pool, {})
     await pool.all("disconnect", timeout=60.0)
+
+
+async def one_to_one_ws(ctx: Context) -> None:
+    """``one_to_one`` with every client on WebSocket (``/ws`` of the HTTP port)."""
+    ctx.transport = "ws"
+    await one_to_one(ctx)
 
 
 # --- group ---------------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ class TerminalInput(LineReceiver):
         self.on_close()
 
 
-async def run_chat(reactor: Any, client: GoimClient, directory: Directory, *, json_mode: bool, tcp: tuple[str, int]) -> None:
+async def run_chat(reactor: Any, client: GoimClient, directory: Directory, *, json_mode: bool, address: str) -> None:
     """Run the chat on standard input and output until ``/quit`` or end of input."""
     lines: list[str] = []
     terminal: TerminalInput | None = None
@@ -275,7 +275,7 @@ async def run_chat(reactor: Any, client: GoimClient, directory: Directory, *, js
         else:
             lines.append(text)
 
-    chat = Chat(client, directory, write, json_mode=json_mode, address=f"{tcp[0]}:{tcp[1]}", clock=reactor)
+    chat = Chat(client, directory, write, json_mode=json_mode, address=address, clock=reactor)
     def input_closed() -> None:
         Deferred.fromCoroutine(chat.quit())
 

@@ -28,12 +28,13 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from goim import __version__
 from goim.client.api import Contact, Group
 from goim.client.client import GoimClient
 from goim.client.directory import Directory
-from goim.client.errors import APIError, GoimClientError
+from goim.client.errors import APIError, GoimClientError, SendFailed
 from goim.client.history import MessageLog, message_to_json
-from goim.client.session import SendAck, SessionConfig
+from goim.client.session import SendAck, SessionConfig, failover_connector
 from goim.client.state import JSONStateStore, ProfileLock
 from goim.types import RECEIVER_GROUP, RECEIVER_USER
 
@@ -63,6 +64,20 @@ def parse_tcp(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
+
+
+def parse_tcp_list(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]``: one or more connect nodes, in the order to try.
+
+    Raises:
+        argparse.ArgumentTypeError: an item is not ``HOST:PORT``.
+    """
+    return [parse_tcp(item.strip()) for item in text.split(",")]
+
+
+def format_tcp(addresses: Sequence[tuple[str, int]]) -> str:
+    """The addresses as ``--tcp`` takes them."""
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
 
 
 def profile_name(text: str) -> str:
@@ -119,12 +134,19 @@ class Output:
         self.stdout.write((json.dumps(data, ensure_ascii=False) if self.json_mode else text) + "\n")
         self.stdout.flush()
 
-    def error(self, message: str, code: int | None = None) -> None:
-        """An error on stderr (a JSON object ``{"error": ..., "code": ...}`` with ``--json``)."""
+    def error(self, message: str, code: int | None = None, *, kind: str | None = None) -> None:
+        """An error on stderr.
+
+        With ``--json`` it is one object ``{"error": TEXT, "code": N, "kind": K}``:
+        ``kind`` ``"http"`` for an HTTP API envelope code (docs/http-api.md), ``"send"``
+        for a MessageSendACK code (docs/protocol.md); errors goim-cli finds itself
+        (no server answer, a timeout, a profile problem) have ``"code": null`` and
+        ``"kind": "client"``.
+        """
+        if kind is None:
+            kind = "client" if code is None else "http"
         if self.json_mode:
-            data: dict[str, Any] = {"error": message}
-            if code is not None:
-                data["code"] = code
+            data: dict[str, Any] = {"error": message, "code": code, "kind": kind}
             self.stderr.write(json.dumps(data, ensure_ascii=False) + "\n")
         else:
             self.stderr.write(f"goim-cli: {message}" + (f" (code {code})" if code is not None else "") + "\n")
@@ -151,7 +173,7 @@ class Context:
                 reactor=self.reactor,
                 http_url=self.args.http,
                 store=JSONStateStore(self.profile.state_path),
-                tcp=self.args.tcp,
+                connect=failover_connector(self.reactor, self.args.tcp),
                 config=SessionConfig(),
             )
             self._client.add_observer(self.log)
@@ -389,7 +411,7 @@ async def cmd_chat(ctx: Context) -> None:
 
     client = ctx.require_user()
     ctx.lock.acquire()
-    await run_chat(ctx.reactor, client, ctx.directory(), json_mode=ctx.out.json_mode, tcp=ctx.args.tcp)
+    await run_chat(ctx.reactor, client, ctx.directory(), json_mode=ctx.out.json_mode, address=format_tcp(ctx.args.tcp))
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -401,8 +423,8 @@ def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
     parser.add_argument("--http", metavar="URL", default=default(DEFAULT_HTTP), help=f"HTTP API base URL (default {DEFAULT_HTTP})")
     parser.add_argument(
-        "--tcp", metavar="HOST:PORT", type=parse_tcp, default=default(parse_tcp(DEFAULT_TCP)),
-        help=f"client TCP address (default {DEFAULT_TCP})",
+        "--tcp", metavar="HOST:PORT[,HOST:PORT...]", type=parse_tcp_list, default=default(parse_tcp_list(DEFAULT_TCP)),
+        help=f"connect node address(es); with several, reconnects go round them in turn (default {DEFAULT_TCP})",
     )
     parser.add_argument(
         "--profile", metavar="NAME", type=profile_name, default=default(DEFAULT_PROFILE),
@@ -421,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, defaults=False)
     parser = argparse.ArgumentParser(prog="goim-cli", description="A terminal client for goim.")
+    parser.add_argument("--version", action="version", version=f"goim-cli {__version__}", help="print the version and exit")
     _common_options(parser, defaults=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="what to do")
 
     def command(parent: Any, name: str, handler: Callable[[Context], Awaitable[None]], help: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=help)
@@ -430,49 +453,49 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command(commands, "register", cmd_register, "register a user (and this profile's device)")
-    p.add_argument("number")
-    p.add_argument("nickname")
-    p.add_argument("--password", required=True)
+    p.add_argument("number", help="the new user's sign-in name (phone number, e-mail, handle), unique")
+    p.add_argument("nickname", help="the name others see")
+    p.add_argument("--password", required=True, help="6 to 128 characters")
     p = command(commands, "login", cmd_login, "sign in an existing user on this profile's device")
-    p.add_argument("number")
-    p.add_argument("--password", required=True)
+    p.add_argument("number", help="the user's sign-in name")
+    p.add_argument("--password", required=True, help="the user's password")
     command(commands, "whoami", cmd_whoami, "show the signed-in user")
     command(commands, "friends", cmd_friends, "list friends")
 
     friend = commands.add_parser("friend", help="add or remove a friend").add_subparsers(
-        dest="friend_command", metavar="ACTION", required=True
+        dest="friend_command", metavar="ACTION", required=True, help="add or rm"
     )
     p = command(friend, "add", cmd_friend_add, "befriend a user (both ways)")
-    p.add_argument("user_id", type=int)
-    p.add_argument("--label", default="")
+    p.add_argument("user_id", type=int, metavar="USER_ID", help="the other user's id")
+    p.add_argument("--label", default="", help="your own name for the friend (default: none)")
     p = command(friend, "rm", cmd_friend_rm, "remove a friend (both ways)")
-    p.add_argument("user_id", type=int)
+    p.add_argument("user_id", type=int, metavar="USER_ID", help="the friend's user id")
 
     command(commands, "groups", cmd_groups, "list your groups")
     group = commands.add_parser("group", help="create, change or show a group").add_subparsers(
-        dest="group_command", metavar="ACTION", required=True
+        dest="group_command", metavar="ACTION", required=True, help="create, add, rm or show"
     )
     p = command(group, "create", cmd_group_create, "create a group (you own it and are a member)")
-    p.add_argument("name")
-    p.add_argument("user_ids", type=int, nargs="*", metavar="USER_ID")
+    p.add_argument("name", help="the group's name")
+    p.add_argument("user_ids", type=int, nargs="*", metavar="USER_ID", help="members to add besides you")
     p = command(group, "add", cmd_group_add, "add members to a group")
-    p.add_argument("group_id", type=int, metavar="GID")
-    p.add_argument("user_ids", type=int, nargs="+", metavar="USER_ID")
+    p.add_argument("group_id", type=int, metavar="GID", help="the group's id")
+    p.add_argument("user_ids", type=int, nargs="+", metavar="USER_ID", help="users to add")
     p = command(group, "rm", cmd_group_rm, "remove members from a group")
-    p.add_argument("group_id", type=int, metavar="GID")
-    p.add_argument("user_ids", type=int, nargs="+", metavar="USER_ID")
+    p.add_argument("group_id", type=int, metavar="GID", help="the group's id")
+    p.add_argument("user_ids", type=int, nargs="+", metavar="USER_ID", help="members to remove (only the owner removes others)")
     p = command(group, "show", cmd_group_show, "show a group and its members")
-    p.add_argument("group_id", type=int, metavar="GID")
+    p.add_argument("group_id", type=int, metavar="GID", help="the group's id")
 
     send = commands.add_parser("send", help="send a message and wait for the server's ACK").add_subparsers(
-        dest="kind", metavar="user|group", required=True
+        dest="kind", metavar="user|group", required=True, help="to a user or to a group"
     )
     p = command(send, "user", cmd_send, "send a message to a user (a friend)")
-    p.add_argument("receiver_id", type=int, metavar="USER_ID")
-    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("receiver_id", type=int, metavar="USER_ID", help="the friend's user id")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the message (several words are joined by spaces)")
     p = command(send, "group", cmd_send, "send a message to a group")
-    p.add_argument("receiver_id", type=int, metavar="GID")
-    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("receiver_id", type=int, metavar="GID", help="the group's id")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the message (several words are joined by spaces)")
 
     p = command(commands, "history", cmd_history, "sync and print the messages held, each once")
     p.add_argument("--since", type=int, default=0, metavar="SEQ", help="only messages after this seq")
@@ -498,7 +521,10 @@ async def run(reactor: Any, argv: Sequence[str] | None = None) -> None:
     try:
         await args.handler(ctx)
     except APIError as e:
-        out.error(e.message, e.code)
+        out.error(e.message, e.code, kind="http")
+        code = 1
+    except SendFailed as e:
+        out.error(str(e), e.code, kind="send")
         code = 1
     except (CommandError, GoimClientError) as e:
         out.error(str(e))

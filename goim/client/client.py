@@ -74,12 +74,13 @@ class GoimClient:
             await self._new_device()
         return self.state.device_id
 
-    async def _new_device(self) -> None:
+    async def _new_device(self, *, save: bool = True) -> None:
         credentials = await self.api.register_device(self.device_info)
         dropped = self.state.set_device(credentials.id, credentials.token)
         self._log_dropped(dropped)
         self.api.set_credentials(credentials.id, credentials.token)
-        self.store.save(self.state)
+        if save:
+            self.store.save(self.state)
         self.log.info("registered device {device_id}", device_id=credentials.id)
 
     async def register(self, number: str, nickname: str, password: str, *, sex: int = 0, avatar: str = "") -> UserSession:
@@ -99,17 +100,33 @@ class GoimClient:
         return await self._bind(lambda: self.api.sign_in(number, password))
 
     async def _bind(self, call: Callable[[], Any]) -> UserSession:
+        """Run the registration or sign-in ``call`` with a device; the state is saved
+        only when it succeeds, so a refused sign-in leaves the stored state as it was
+        (a device registered for the attempt is forgotten, never stored)."""
         if self.session.status not in (Status.STOPPED, Status.KICKED, Status.REFUSED):
             raise RuntimeError("stop the session before signing in again")
-        await self.ensure_device()
+        before = ClientState.from_json(self.state.to_json())
         try:
-            session: UserSession = await call()
-        except APIError as e:
-            if e.code != WRONG_DEVICE_OR_TOKEN:
-                raise
-            # The server does not know the device any more (e.g. a new database).
-            await self._new_device()
-            session = await call()
+            if not self.state.has_device:
+                await self._new_device(save=False)
+            try:
+                session: UserSession = await call()
+            except APIError as e:
+                if e.code != WRONG_DEVICE_OR_TOKEN:
+                    raise
+                # The server does not know the device any more (e.g. a new database).
+                await self._new_device(save=False)
+                session = await call()
+        except BaseException:
+            if self.state.device_id != before.device_id:
+                self.log.info(
+                    "forgetting device {device_id}: it was registered for a sign-in that failed",
+                    device_id=self.state.device_id,
+                )
+            for name in ClientState.__slots__:  # the session shares this object
+                setattr(self.state, name, getattr(before, name))
+            self.api.set_credentials(self.state.device_id, self.state.token)
+            raise
         dropped = self.state.start_epoch(
             user_id=session.user_id, send_sequence=session.send_sequence, sync_sequence=session.sync_sequence
         )

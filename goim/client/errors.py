@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from goim.types import SEND_INVALID, SEND_NOT_FRIEND, SEND_NOT_IN_GROUP
+from goim.types import SEND_INVALID, SEND_NO_SUCH_USER, SEND_NOT_FRIEND, SEND_NOT_IN_GROUP
 
 if TYPE_CHECKING:
     from goim.client.state import OutgoingMessage
@@ -14,6 +14,7 @@ SEND_FAILURE_TEXT = {
     SEND_NOT_FRIEND: "not a friend",
     SEND_NOT_IN_GROUP: "not in the group",
     SEND_INVALID: "invalid message (receiver type, empty or oversize content)",
+    SEND_NO_SUCH_USER: "no such user",
 }
 
 
@@ -39,7 +40,7 @@ class APIError(GoimClientError):
 
 
 class SendFailed(GoimClientError):
-    """The server refused a send for good (MessageSendACK code 2, 3, 4 or unknown).
+    """The server refused a send for good (MessageSendACK code 2, 3, 4, 6 or unknown).
 
     Attributes:
         code: the MessageSendACK code.

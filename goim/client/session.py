@@ -82,6 +82,38 @@ def tcp_connector(reactor: Any, host: str, port: int, *, timeout: float = 30.0) 
     return endpoint_connector(cast(IStreamClientEndpoint, HostnameEndpoint(reactor, host, port, timeout=timeout)))
 
 
+def failover_connector(
+    reactor: Any, addresses: Sequence[tuple[str, int]], *, timeout: float = 30.0
+) -> Connector:
+    """A connector over several connect nodes: the first attempt goes to the first
+    address, and every later attempt (the session makes one only after an attempt
+    failed or a connection was lost) to the next one, round the list. The session's
+    jittered back-off spaces the attempts as it does for one address.
+
+    Args:
+        reactor: the reactor (``IReactorTCP`` and ``IReactorTime``).
+        addresses: ``(host, port)`` of each connect node, at least one.
+        timeout: seconds a connection attempt may take.
+    """
+    return round_robin([tcp_connector(reactor, host, port, timeout=timeout) for host, port in addresses])
+
+
+def round_robin(connectors: Sequence[Connector]) -> Connector:
+    """A connector that uses ``connectors`` in turn, one per attempt (see
+    ``failover_connector``)."""
+    if not connectors:
+        raise ValueError("name at least one connect node address")
+    calls = 0
+
+    def connect(listener: ConnectionListener) -> Deferred[ClientConnection]:
+        nonlocal calls
+        index = calls % len(connectors)
+        calls += 1
+        return connectors[index](listener)
+
+    return connect
+
+
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Timings of a session; the defaults are what a goim 1.1 app does.

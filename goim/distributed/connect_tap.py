@@ -8,6 +8,7 @@ from goim.config import (
     choice,
     endpoint,
     host_ports,
+    idle_timeout_warning,
     node_id,
     optional,
     positive_float,
@@ -16,8 +17,10 @@ from goim.config import (
     secret_file,
     text,
 )
+from goim.protocols.websocket import parse_origins
 from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
-from goim.logs import LEVELS
+from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
+from goim.logs import LEVELS, StartupWarning
 
 
 class Options(ServerOptions):
@@ -27,6 +30,8 @@ class Options(ServerOptions):
     longdesc = "goim connect node: client TCP connections, PB to logic nodes, deliveries from Redis."
     settings = [
         Setting("tcp", "tcp:50000", endpoint, "client TCP listener (Twisted endpoint string)"),
+        Setting("ws", "", optional(endpoint), "client WebSocket listener (path /ws); empty for none"),
+        Setting("ws-origins", "", parse_origins, "web page origins allowed to open a WebSocket besides the same origin, ORIGIN[,ORIGIN...] or *"),
         Setting("http", "", optional(endpoint), "listener for /healthz and /metrics; empty for none"),
         Setting("logic", "127.0.0.1:50100", host_ports, "logic nodes' PB addresses, HOST:PORT[,HOST:PORT...]"),
         Setting("redis", "redis://127.0.0.1:6379/0", redis_url, "Redis URL"),
@@ -37,6 +42,8 @@ class Options(ServerOptions):
         Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *LISTEN_SETTINGS,
+        *HTTP_SETTINGS,
     ]
 
     def config(self) -> ConnectNodeConfig:
@@ -46,6 +53,8 @@ class Options(ServerOptions):
             secret=self["secret-file"],
             logic=self["logic"],
             tcp=self["tcp"],
+            ws=self["ws"],
+            ws_origins=self["ws-origins"],
             redis=self["redis"],
             redis_prefix=self["redis-prefix"],
             signin_timeout=self["signin-timeout"],
@@ -53,6 +62,7 @@ class Options(ServerOptions):
             http=self["http"],
             log_format=self["log-format"],
             log_level=self["log-level"],
+            limits=limits_from_options(self),
         )
 
 
@@ -60,4 +70,8 @@ def makeService(options: Options) -> MultiService:
     """Build a connect node (nothing runs until the reactor starts it)."""
     from twisted.internet import reactor
 
-    return ConnectNodeService(options.config(), reactor)
+    service = ConnectNodeService(options.config(), reactor)
+    warning = idle_timeout_warning(options["idle-timeout"])
+    if warning:
+        StartupWarning(warning).setServiceParent(service)
+    return service

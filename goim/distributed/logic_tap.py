@@ -12,13 +12,16 @@ from goim.config import (
     database_url,
     endpoint,
     node_id,
+    positive_float,
     redis_url,
     required,
     secret_file,
     text,
 )
+from goim.protocols.websocket import parse_ws_url
 from goim.distributed.nodes import LogicNodeConfig, LogicNodeService
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import LEVELS
 from goim.storage.database import DatabaseURL
 from goim.tap import max_content
@@ -38,8 +41,14 @@ class Options(ServerOptions):
         Setting("secret-file", None, required(secret_file), "file holding the secret shared with connect nodes"),
         Setting("node-id", f"logic-{socket.gethostname()}", node_id, "this node's name in logs"),
         Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
+        Setting("web-ws-url", "/ws", parse_ws_url, "where the web page at / opens its WebSocket: a connect node's --ws as ws[s]://HOST:PORT/ws, or a path on the page's origin"),
+        Setting("send-rate", DEFAULT_SEND_RATE, positive_float, "stored copies a second each user may send on average (per logic node)"),
+        Setting("send-burst", DEFAULT_SEND_BURST, positive_float, "stored copies each user may send at once (per logic node)"),
         Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
         Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *LISTEN_SETTINGS,
+        *HTTP_SETTINGS,
+        *API_SETTINGS,
     ]
 
     def check(self) -> None:
@@ -60,8 +69,12 @@ class Options(ServerOptions):
             redis=self["redis"],
             redis_prefix=self["redis-prefix"],
             max_content=self["max-content"],
+            web_ws_url=self["web-ws-url"],
+            send_rate=self["send-rate"],
+            send_burst=self["send-burst"],
             log_format=self["log-format"],
             log_level=self["log-level"],
+            limits=limits_from_options(self),
         )
 
 

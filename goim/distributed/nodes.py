@@ -1,11 +1,11 @@
 """The two processes of distributed mode: ``twistd goim-logic`` and ``twistd goim-connect``."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Coroutine
 
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 import goim
 from goim.distributed.bus import NodeSubscriber, RedisDelivery
@@ -13,12 +13,16 @@ from goim.distributed.pb_client import PBLogicClient
 from goim.distributed.pb_server import LogicRealm, pb_factory
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis, RedisURL
-from goim.logic.messages import DEFAULT_MAX_CONTENT
+from goim.limits import Limits
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.protocols.client import ClientFactory, ConnectionTable
+from goim.protocols.websocket import GoimWebSocketFactory, OriginPolicy
 from goim.resources.api import GoimAPI
+from goim.resources.http import GuardedSite
 from goim.resources.ops import OpsAPI
+from goim.resources.web import WebRoot
 from goim.server import LogicStack, ServerService, redact
 from goim.util import run_in_background
 
@@ -37,8 +41,13 @@ class LogicNodeConfig:
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     max_content: int = DEFAULT_MAX_CONTENT
+    #: where the web page served at / opens its WebSocket (a connect node's --ws)
+    web_ws_url: str = "/ws"
+    send_rate: float = DEFAULT_SEND_RATE
+    send_burst: float = DEFAULT_SEND_BURST
     log_format: str = "text"
     log_level: str = "info"
+    limits: Limits = Limits()
 
 
 class LogicNodeService(ServerService):
@@ -49,7 +58,7 @@ class LogicNodeService(ServerService):
         self.config = config
         self.database_url = redact(config.database)
         self.redis_url = redact(config.redis)
-        self.metrics = Metrics()
+        self.metrics = Metrics("logic")
         self.redis = Redis(RedisURL.parse(config.redis), reactor, metrics=self.metrics)
         self.presence = RedisPresence(self.redis, Keys(config.redis_prefix))
         self.delivery = RedisDelivery(self.presence)
@@ -60,14 +69,50 @@ class LogicNodeService(ServerService):
             sessions=self.delivery,
             metrics=self.metrics,
             max_content=config.max_content,
+            limits=config.limits,
+            send_rate=config.send_rate,
+            send_burst=config.send_burst,
         )
+        self.backlog = config.limits.backlog
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
         realm = LogicRealm(self.stack.logic, self.presence, self.delivery)
-        self.listeners = [(config.http, Site(api.app.resource())), (config.pb, pb_factory(config.secret, realm))]
+        root = WebRoot(api.app.resource(), ws_url=config.web_ws_url)
+        site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
+        self.listeners = [(config.http, site), (config.pb, pb_factory(config.secret, realm))]
 
-    def health(self) -> dict[str, Any]:
-        """What ``/healthz`` shows."""
-        return {"mode": "logic", "node": self.config.node_id, "version": goim.__version__, "database": "mysql"}
+    #: seconds /healthz waits for the database and for Redis
+    HEALTH_TIMEOUT = 3.0
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/healthz`` shows: the node, and whether the database and Redis
+        answer right now (``SELECT 1`` and ``PING``, each within HEALTH_TIMEOUT)."""
+        database, redis = await gatherResults(
+            [
+                Deferred.fromCoroutine(self._probe(self.stack.db.run("healthz", lambda txn: txn.query("SELECT 1")))),
+                Deferred.fromCoroutine(self._probe(self.redis.call("ping"))),
+            ]
+        )
+        data: dict[str, Any] = {"mode": "logic", "node": self.config.node_id, "version": goim.__version__}
+        data.update(database="mysql", database_ok=database is None, redis_ok=redis is None)
+        if database is not None:
+            data["database_error"] = database
+        if redis is not None:
+            data["redis_error"] = redis
+        return data
+
+    async def _probe(self, work: Coroutine[Any, Any, Any]) -> str | None:
+        """None when ``work`` finishes within HEALTH_TIMEOUT, else why not."""
+        d = Deferred.fromCoroutine(work)
+        d.addTimeout(self.HEALTH_TIMEOUT, self.reactor)
+        try:
+            await d
+        except TimeoutError:
+            return f"no answer within {self.HEALTH_TIMEOUT:g} s"
+        except CancelledError:
+            raise
+        except Exception as e:
+            return repr(e)[:200]
+        return None
 
     def describe(self) -> str:
         return (
@@ -94,6 +139,10 @@ class ConnectNodeConfig:
     secret: bytes
     logic: tuple[str, ...] = ("127.0.0.1:50100",)
     tcp: str = "tcp:50000"
+    #: client WebSocket listener (path /ws); empty: none
+    ws: str = ""
+    #: page origins allowed to open a WebSocket besides the same origin ("*": any)
+    ws_origins: tuple[str, ...] = ()
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     signin_timeout: float = 10.0
@@ -102,6 +151,7 @@ class ConnectNodeConfig:
     http: str = ""
     log_format: str = "text"
     log_level: str = "info"
+    limits: Limits = Limits()
 
 
 class ConnectNodeService(ServerService):
@@ -118,7 +168,7 @@ class ConnectNodeService(ServerService):
         self.redis_url = redact(config.redis)
         keys = Keys(config.redis_prefix)
         url = RedisURL.parse(config.redis)
-        self.metrics = Metrics()
+        self.metrics = Metrics("connect")
         self.table = ConnectionTable()
         self.metrics.track_connections(lambda: len(self.table))
         self.logic = PBLogicClient(reactor, list(config.logic), node=config.node_id, secret=config.secret)
@@ -136,10 +186,17 @@ class ConnectNodeService(ServerService):
         self._beats = 0
         self._beat = LoopingCall(self._beat_once)
         self._beat.clock = reactor
+        self.backlog = config.limits.backlog
         self.listeners = [(config.tcp, self.client_factory)]
+        if config.ws:
+            ws_factory = GoimWebSocketFactory(
+                self.client_factory, origins=OriginPolicy(config.ws_origins), reactor=reactor
+            )
+            self.listeners.append((config.ws, ws_factory))
         if config.http:
             ops = OpsAPI(health=self.health, metrics=self.metrics.render)
-            self.listeners.append((config.http, Site(ops.app.resource())))
+            site = GuardedSite(ops.app.resource(), clock=reactor, limits=config.limits.http, metrics=self.metrics)
+            self.listeners.append((config.http, site))
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows."""
@@ -154,7 +211,9 @@ class ConnectNodeService(ServerService):
 
     def describe(self) -> str:
         return (
-            f"goim {goim.__version__} connect node {self.config.node_id}: clients on {self.config.tcp}, "
+            f"goim {goim.__version__} connect node {self.config.node_id}: clients on {self.config.tcp}"
+            + (f" and WebSocket {self.config.ws}" if self.config.ws else "")
+            + ", "
             f"logic at {', '.join(self.config.logic)}, Redis {redact(self.config.redis)}"
         )
 

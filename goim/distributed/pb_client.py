@@ -315,7 +315,7 @@ class PBLogicClient:
     async def _send_batch(self, batch: list[tuple[str, SendRequest, Deferred[SendResult]]]) -> None:
         payload = [(conn, r.device_id, r.user_id, encode_message_send(r)) for conn, r, _ in batch]
         conns = {conn for conn, _, _ in batch}
-        results: list[tuple[int, int, int]] = []
+        results: list[tuple[int, ...]] = []
         unknown = False
         try:
             results = await self._call("send", payload, send=True)
@@ -339,8 +339,12 @@ class PBLogicClient:
             for _, _, waiter in batch:
                 waiter.errback(SendOutcomeUnknown("no logic node answered"))
         else:
-            for (_, _, waiter), (code, message_id, seq) in zip(batch, results):
-                waiter.callback(SendResult(int(code), int(message_id), int(seq)))
+            for (_, _, waiter), result in zip(batch, results):
+                # (code, message_id, seq[, retry_after_ms]): a logic node older than
+                # the send budget answers three fields
+                code, message_id, seq, *rest = result
+                retry_after_ms = int(rest[0]) if rest else 0
+                waiter.callback(SendResult(int(code), int(message_id), int(seq), retry_after_ms))
         if self._queued:
             self._schedule_flush()
 

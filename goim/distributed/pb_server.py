@@ -160,10 +160,11 @@ class ConnectNodePerspective(pb.Avatar):
                 log.warn("could not kick device {device_id} on node {node}: {error!r}", device_id=device_id, node=previous.node, error=e)
         return True, "", result.epoch
 
-    def perspective_send(self, batch: Any) -> Deferred[list[tuple[int, int, int]]]:
+    def perspective_send(self, batch: Any) -> Deferred[list[tuple[int, ...]]]:
         return Deferred.fromCoroutine(self._send(batch))
 
-    async def _send(self, batch: Any) -> list[tuple[int, int, int]]:
+    async def _send(self, batch: Any) -> list[tuple[int, ...]]:
+        """``(code, message_id, seq, retry_after_ms)`` of each send, in batch order."""
         if not isinstance(batch, list) or len(batch) > MAX_SEND_BATCH:
             raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
         # A malformed entry refuses the whole batch (the node is broken); a connection
@@ -198,14 +199,14 @@ class ConnectNodePerspective(pb.Avatar):
                 continue
             request = send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)
             sends.append(Deferred.fromCoroutine(self.logic.send(request)))
-        results = []
+        results: list[tuple[int, ...]] = []
         for d in sends:
             if d is None:
                 results.append((SEND_INTERNAL_ERROR, 0, 0))
                 continue
             try:
                 result = await d
-                results.append((result.code, result.message_id, result.seq))
+                results.append((result.code, result.message_id, result.seq, result.retry_after_ms))
             except Exception:
                 log.failure("send failed")
                 results.append((SEND_INTERNAL_ERROR, 0, 0))

@@ -14,6 +14,14 @@ USER_NOT_FOUND = 1004
 GROUP_NOT_FOUND = 1005
 NOT_GROUP_MEMBER = 1006
 PERMISSION_DENIED = 1007
+GROUP_FULL = 1008
+TOO_MANY_GROUPS = 1009
+TOO_MANY_FRIENDS = 1010
+TOO_MANY_DEVICES = 1011
+SIGN_IN_THROTTLED = 1012
+REGISTRATION_THROTTLED = 1013
+TOKEN_EXPIRED = 1014
+DEVICE_NOT_FOUND = 1015
 
 _STATUS = {
     UNAUTHORIZED: HTTPStatus.UNAUTHORIZED,
@@ -27,16 +35,30 @@ _STATUS = {
     GROUP_NOT_FOUND: HTTPStatus.NOT_FOUND,
     NOT_GROUP_MEMBER: HTTPStatus.FORBIDDEN,
     PERMISSION_DENIED: HTTPStatus.FORBIDDEN,
+    GROUP_FULL: HTTPStatus.CONFLICT,
+    TOO_MANY_GROUPS: HTTPStatus.CONFLICT,
+    TOO_MANY_FRIENDS: HTTPStatus.CONFLICT,
+    TOO_MANY_DEVICES: HTTPStatus.CONFLICT,
+    SIGN_IN_THROTTLED: HTTPStatus.TOO_MANY_REQUESTS,
+    REGISTRATION_THROTTLED: HTTPStatus.TOO_MANY_REQUESTS,
+    TOKEN_EXPIRED: HTTPStatus.UNAUTHORIZED,
+    DEVICE_NOT_FOUND: HTTPStatus.NOT_FOUND,
 }
 
 
 class GoimError(Exception):
     """A request the service refuses, with a code clients can act on."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, *, retry_after: float | None = None) -> None:
+        """
+        Args:
+            retry_after: seconds after which the same request may succeed (429s:
+                sent as ``Retry-After``).
+        """
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
     @property
     def http_status(self) -> int:

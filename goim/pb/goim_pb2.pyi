@@ -49,16 +49,18 @@ class MessageSend(_message.Message):
     def __init__(self, receiver_type: _Optional[int] = ..., receiver_id: _Optional[int] = ..., type: _Optional[int] = ..., content: _Optional[str] = ..., send_sequence: _Optional[int] = ..., send_time: _Optional[int] = ...) -> None: ...
 
 class MessageSendACK(_message.Message):
-    __slots__ = ("send_sequence", "code", "message_id", "sync_sequence")
+    __slots__ = ("send_sequence", "code", "message_id", "sync_sequence", "retry_after_ms")
     SEND_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SYNC_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     send_sequence: int
     code: int
     message_id: int
     sync_sequence: int
-    def __init__(self, send_sequence: _Optional[int] = ..., code: _Optional[int] = ..., message_id: _Optional[int] = ..., sync_sequence: _Optional[int] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, send_sequence: _Optional[int] = ..., code: _Optional[int] = ..., message_id: _Optional[int] = ..., sync_sequence: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class MessageItem(_message.Message):
     __slots__ = ("message_id", "sender_type", "sender_id", "sender_device_id", "receiver_type", "receiver_id", "type", "content", "sync_sequence", "send_time")

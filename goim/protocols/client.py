@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from goim.logs import debug_enabled, goim_observer
+from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import LogicPort
 from goim.protocols.codec import (
@@ -56,6 +56,7 @@ from goim.protocols.codec import (
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
 from goim.types import (
     SEND_INTERNAL_ERROR,
+    SEND_RATE_LIMITED,
     SendOutcomeUnknown,
     SendRequest,
     SendResult,
@@ -71,6 +72,13 @@ SUPERSEDED = "a newer connection of this device signed in"
 
 _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
+_HOLD_OUTBOUND = "unsent output"
+_HOLD_BUDGET = "over the send budget"
+#: after a send refused with code 5 the connection is not read for its retry hint
+#: (this long when there is none), at most MAX_BUDGET_PAUSE: a pipelined flood then
+#: waits in the client's socket instead of costing the server a refusal per frame
+BUDGET_PAUSE = 0.1
+MAX_BUDGET_PAUSE = 5.0
 
 
 def _cancel(timer: DelayedCall | None) -> None:
@@ -93,10 +101,14 @@ class SyncProducer:
         self._waiters: list[Deferred[None]] = []
         #: called when the transport resumes the producer
         self.on_resume: Callable[[], None] | None = None
+        #: called when the transport pauses the producer
+        self.on_pause: Callable[[], None] | None = None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: hold further sync pages."""
-        self.paused = True
+        was_paused, self.paused = self.paused, True
+        if not was_paused and self.on_pause is not None:
+            self.on_pause()
 
     def resumeProducing(self) -> None:
         """The transport drained: let a waiting sync fetch its next page."""
@@ -175,6 +187,10 @@ class ClientProtocol(TLVReceiver):
         self._lost_waiters: list[Deferred[None]] = []
         self.producer = SyncProducer()
         self.producer.on_resume = self._resumed
+        self.producer.on_pause = self._outbound_full
+        self._grace_call: DelayedCall | None = None
+        self._budget_call: DelayedCall | None = None
+        self._budget_until = 0.0
         self._producer_registered = False
         # while the transport is paused pushes are not written; a catch-up sync from
         # just below the first one skipped runs when it resumes
@@ -211,10 +227,38 @@ class ClientProtocol(TLVReceiver):
             return
         try:
             self._write_messages(pack_push(messages, cap=self.cap))
+            trace_pushed(self.log, messages, device_id=self.device_id, peer=self.peer)
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
 
+    def _outbound_full(self) -> None:
+        # The transport's unsent bytes passed its bound (64 KiB on TCP): read no more
+        # frames (they would only add replies), skip pushes, and give the client
+        # write_grace seconds to read before the connection is aborted.
+        if not self._writable():
+            return
+        self._hold(_HOLD_OUTBOUND)
+        if self._grace_call is None:
+            self._grace_call = self._later(self.factory.write_grace, self._write_grace_over)
+
+    def _write_grace_over(self) -> None:
+        self._grace_call = None
+        if not self._writable() or not self.producer.paused:
+            return
+        self.log.info(
+            "aborting the connection of device {device_id} at {peer}: it has not read its data for {grace} s",
+            device_id=self.device_id,
+            peer=self.peer,
+            grace=self.factory.write_grace,
+        )
+        self.closeConnection()
+        _cancel(self._abort_call)  # no flush to wait for: abort now
+        self._abort()
+
     def _resumed(self) -> None:
+        _cancel(self._grace_call)
+        self._grace_call = None
+        self._release(_HOLD_OUTBOUND)
         if self._missed_after is not None and self.signed_in and self._writable():
             after, self._missed_after = self._missed_after, None
             self.log.info(
@@ -479,10 +523,27 @@ class ClientProtocol(TLVReceiver):
                 )
             if self._writable():
                 self.sendFrame(MESSAGE_SEND_ACK, encode_send_ack(request.send_sequence, result))
+                if result.code == SEND_RATE_LIMITED:
+                    self._over_budget(result.retry_after_ms)
         finally:
             self._in_flight -= 1
             if self._in_flight < self.factory.max_in_flight:
                 self._release(_HOLD_SENDS)
+
+    def _over_budget(self, retry_after_ms: int) -> None:
+        delay = min(retry_after_ms / 1000.0, MAX_BUDGET_PAUSE) if retry_after_ms > 0 else BUDGET_PAUSE
+        until = self._clock.seconds() + delay
+        if self._budget_call is not None and self._budget_call.active():
+            if until <= self._budget_until:
+                return
+            self._budget_call.cancel()
+        self._budget_until = until
+        self._hold(_HOLD_BUDGET)
+        self._budget_call = self._later(delay, self._budget_refilled)
+
+    def _budget_refilled(self) -> None:
+        self._budget_call = None
+        self._release(_HOLD_BUDGET)
 
     async def _ack(self, seq: int) -> None:
         await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq, conn=self.conn_id)
@@ -648,8 +709,12 @@ class ClientProtocol(TLVReceiver):
     def _cancel_timers(self) -> None:
         _cancel(self._signin_call)
         _cancel(self._idle_call)
+        _cancel(self._grace_call)
+        _cancel(self._budget_call)
         self._signin_call = None
         self._idle_call = None
+        self._grace_call = None
+        self._budget_call = None
 
     def _later(self, delay: float, function: Callable[[], None]) -> DelayedCall:
         return self._clock.callLater(delay, function)
@@ -858,6 +923,9 @@ class ClientFactory(Factory[ClientProtocol]):
         rate_limit: frames per second a connection may send on average.
         rate_burst: frames a connection may send at once (token bucket size).
         close_timeout: seconds a closing connection gets to flush before it is aborted.
+        write_grace: seconds a connection whose unsent bytes passed the transport's
+            bound (it stopped reading) gets to read before it is aborted; meanwhile
+            its frames are not read and pushes to it are skipped.
         max_frame_length: the largest frame value accepted from a client; a longer
             frame closes the connection (default and hard maximum 65,535).
         node_id: this node's id, the first part of every connection id.
@@ -880,6 +948,7 @@ class ClientFactory(Factory[ClientProtocol]):
         max_frame_length: int = MAX_VALUE_LENGTH,
         node_id: str = "standalone",
         boot: str | None = None,
+        write_grace: float = 60.0,
     ) -> None:
         for name, number in (
             ("signin_timeout", signin_timeout),
@@ -889,6 +958,7 @@ class ClientFactory(Factory[ClientProtocol]):
             ("rate_limit", rate_limit),
             ("rate_burst", rate_burst),
             ("close_timeout", close_timeout),
+            ("write_grace", write_grace),
         ):
             if number <= 0:
                 raise ValueError(f"{name} must be positive, not {number}")
@@ -907,6 +977,7 @@ class ClientFactory(Factory[ClientProtocol]):
         self.rate_burst = rate_burst
         self.close_timeout = close_timeout
         self.max_frame_length = max_frame_length
+        self.write_grace = write_grace
         self.node_id = node_id
         self.boot = boot if boot is not None else secrets.token_hex(6)
         self._serial = 0

@@ -58,6 +58,24 @@ DEFAULT_MAX_FRAME: Final = 4092  # goim 1.1 clients read into a 4,096-byte buffe
 MIN_MAX_FRAME: Final = 512  # floor for a tiny announced max_frame
 MAX_MAX_FRAME: Final = 0xFFFF  # the TLV length field's maximum
 
+# Packing for clients that announce no max_frame (goim 1.1 clients). Their read buffer
+# (4,096 bytes) panics when a read fills it and the decoder is left with only 2 or 3
+# bytes of the next frame's 4-byte header at the buffer's end, i.e. when a frame
+# starts 4,093 or 4,094 bytes after the start of the buffer window. Such a window
+# always starts at a frame boundary, so the stream is safe when no two frame
+# boundaries are 4,093 or 4,094 bytes apart (docs/protocol.md section 1).
+LEGACY_BUFFER: Final = 4096
+LEGACY_BAD_SPANS: Final = frozenset({LEGACY_BUFFER - 3, LEGACY_BUFFER - 2})
+#: value bytes a legacy frame is packed to: a whole frame (4-byte header) stays
+#: below 4,093 bytes, also right after the 6-byte SignInACK (6 + 4,086 = 4,092)
+LEGACY_PACK_TARGET: Final = 4082
+#: a page's last frame is topped up to this many bytes (header included) when the
+#: page allows it, so that it cannot pair with its neighbours into a bad span
+LEGACY_MIN_TAIL: Final = 2048
+#: the frames a goim 1.1 client has read just before the first sync frame:
+#: SignInACK{code: 1} (4 + 2 bytes)
+LEGACY_LEAD: Final = 6
+
 # Longest text put into SignInACK.message and Kicked.reason.
 MAX_TEXT_BYTES: Final = 256
 
@@ -222,6 +240,7 @@ def encode_send_ack(send_sequence: int, result: SendResult) -> bytes:
         code=result.code,
         message_id=result.message_id,
         sync_sequence=result.seq,
+        retry_after_ms=result.retry_after_ms,
     ).SerializeToString()
 
 
@@ -313,11 +332,19 @@ def pack_items(
     cap: int,
     more: bool,
     more_on_last: bool,
+    legacy: bool | None = None,
 ) -> list[bytes]:
-    """Pack serialised MessageItems greedily, in order, into Message values.
+    """Pack serialised MessageItems, in order, into Message values.
 
     Each value is at most ``cap`` bytes, except that an item too big to fit ``cap``
     on its own travels alone in a value that exceeds it (the caller may log that).
+
+    For a client that announced no ``max_frame`` (``cap`` 4,092, ``legacy``) the
+    values are cut so that the goim 1.1 read buffer cannot panic on them (see
+    ``LEGACY_BAD_SPANS``): at most 4,082 bytes each, no two frame boundaries of the
+    page (nor the SignInACK before it) 4,093 or 4,094 bytes apart, and the last
+    frame topped up to half a buffer when the page allows it. Otherwise frames are
+    filled greedily up to ``cap``.
 
     Args:
         items: ``MessageItem`` serialisations, in the order to send them.
@@ -325,33 +352,154 @@ def pack_items(
         cap: the largest value the client accepts.
         more: ``Message.more`` of every value but the last.
         more_on_last: ``Message.more`` of the last value.
+        legacy: pack for the goim 1.1 buffer; default: ``cap == 4092``.
 
     Returns:
         The values, at least one: no items give one value with no messages.
     """
+    if legacy is None:
+        legacy = cap == DEFAULT_MAX_FRAME
     header = _TAG_TYPE + _varint(message_type) if message_type else b""
     # Room for the "more" field is always kept, so a value fits whatever its flag.
-    budget = cap - len(header) - len(_MORE_TRUE)
-    groups: list[list[bytes]] = []
-    current: list[bytes] = []
-    size = 0
-    for item in items:
-        entry_size = 1 + len(_varint(len(item))) + len(item)
-        if current and size + entry_size > budget:
-            groups.append(current)
-            current = []
-            size = 0
-        current.append(_TAG_ITEM)
-        current.append(_varint(len(item)))
-        current.append(item)
-        size += entry_size
-    groups.append(current)
+    overhead = len(header) + len(_MORE_TRUE)
+    entries = [_TAG_ITEM + _varint(len(item)) + item for item in items]
+    if legacy:
+        # frames but the last carry ``more``: that decides their size on the wire
+        flag_bytes = len(_MORE_TRUE) if more else 0
+        groups = _legacy_groups([len(e) for e in entries], header=len(header), flag=flag_bytes)
+    else:
+        groups = _greedy_groups([len(e) for e in entries], cap - overhead)
     last = len(groups) - 1
     values: list[bytes] = []
-    for index, group in enumerate(groups):
+    for index, (start, end) in enumerate(groups):
         flag = more_on_last if index == last else more
-        values.append(header + b"".join(group) + (_MORE_TRUE if flag else b""))
+        values.append(header + b"".join(entries[start:end]) + (_MORE_TRUE if flag else b""))
     return values
+
+
+def _greedy_groups(sizes: Sequence[int], budget: int, *, offset: int = 0) -> list[tuple[int, int]]:
+    """Cut ``sizes`` into ``[start, end)`` runs of total at most ``budget`` (a lone
+    oversize entry makes its own run); at least one run. Indexes start at ``offset``."""
+    groups: list[tuple[int, int]] = []
+    start = 0
+    size = 0
+    for index, entry in enumerate(sizes):
+        if index > start and size + entry > budget:
+            groups.append((offset + start, offset + index))
+            start, size = index, 0
+        size += entry
+    groups.append((offset + start, offset + len(sizes)))
+    return groups
+
+
+def _legacy_groups(sizes: Sequence[int], *, header: int, flag: int) -> list[tuple[int, int]]:
+    """Cut ``sizes`` (item entries) into runs for a goim 1.1 client.
+
+    Frame sizes on the wire count the 4-byte frame header, ``header`` (the type
+    field) and ``flag`` (the bytes of ``more`` in these frames); every value keeps
+    room for ``more`` whatever its flag, so that the last one may differ. Boundaries are frame starts in the stream; position 0 is the page's
+    first frame and ``-LEGACY_LEAD`` the SignInACK that may precede it. Each frame
+    takes as many items as fit, fewer when its end would be 4,093 or 4,094 bytes
+    after an earlier boundary; when no cut of a frame avoids that, the search goes
+    back to the frames before it (depth-first, iterative). After a bounded number
+    of tries it settles for the fullest cut of every remaining frame.
+    """
+    if not sizes:
+        return [(0, 0)]
+    budget = LEGACY_PACK_TARGET - header - len(_MORE_TRUE)
+    frame = 4 + header + flag  # bytes of a frame beyond its entries
+    prefix = [0]
+    for size in sizes:
+        prefix.append(prefix[-1] + size)
+    count = len(sizes)
+
+    def candidates(start: int) -> list[int]:
+        """Where a frame starting at item ``start`` may end, fullest first."""
+        end = start + 1
+        while end < count and prefix[end + 1] - prefix[start] <= budget:
+            end += 1
+        return list(range(end, start, -1))
+
+    def bad(position: int, bounds: list[int]) -> bool:
+        for b in reversed(bounds):
+            span = position - b
+            if span > LEGACY_BUFFER:
+                return False
+            if span in LEGACY_BAD_SPANS:
+                return True
+        return False
+
+    steps = 0
+    groups: list[tuple[int, int]] = []
+    bounds = [-LEGACY_LEAD, 0]
+    tried: list[list[int]] = []  # per placed frame: the cuts not tried yet
+    start = 0
+    pending = candidates(0)
+    while start < count:
+        while pending:
+            end = pending.pop(0)
+            steps += 1
+            position = bounds[-1] + frame + prefix[end] - prefix[start]
+            if steps < _LEGACY_STEPS and bad(position, bounds):
+                continue
+            tried.append(pending)
+            groups.append((start, end))
+            bounds.append(position)
+            start, pending = end, candidates(end)
+            break
+        else:
+            if not tried or steps >= _LEGACY_STEPS:
+                # nothing left to go back to: take the fullest cuts from here on
+                steps = _LEGACY_STEPS
+                pending = candidates(start)
+                continue
+            pending = tried.pop()
+            start = groups.pop()[0]
+            bounds.pop()
+    return _top_up_tail(groups, sizes, frame, budget)
+
+
+#: how many cuts the legacy packing search tries per page before it settles
+_LEGACY_STEPS: Final = 2000
+
+
+def _top_up_tail(
+    groups: list[tuple[int, int]], sizes: Sequence[int], frame: int, budget: int
+) -> list[tuple[int, int]]:
+    """Re-cut the last two frames when the last is under ``LEGACY_MIN_TAIL`` bytes:
+    the cut that makes the smaller of the two largest, unless it makes a bad span.
+
+    A small last frame could pair with the next page's first frame (which this
+    call cannot see) into a bad span; two frames of half a buffer or more cannot.
+    """
+    if len(groups) < 2:
+        return groups
+
+    def total(start: int, end: int) -> int:
+        return frame + sum(sizes[start:end])
+
+    (a, b), (_, c) = groups[-2], groups[-1]
+    if total(b, c) >= LEGACY_MIN_TAIL:
+        return groups
+    head = [-LEGACY_LEAD, 0]
+    for g in groups[:-2]:
+        head.append(head[-1] + total(*g))
+    best, best_key = b, (min(total(a, b), total(b, c)), total(b, c))
+    for cut in range(b - 1, a, -1):
+        first, second = total(a, cut), total(cut, c)
+        if second - frame > budget:
+            break
+        key = (min(first, second), second)
+        if key <= best_key:
+            continue
+        # only the two boundaries that move can make a new bad span
+        middle, end = head[-1] + first, head[-1] + first + second
+        if any(middle - q in LEGACY_BAD_SPANS for q in head) or any(
+            end - q in LEGACY_BAD_SPANS for q in (*head, middle)
+        ):
+            continue
+        best, best_key = cut, key
+    return groups[:-2] + [(a, best), (best, c)]
 
 
 def pack_sync(messages: Sequence[StoredMessage], *, cap: int, last: bool) -> list[bytes]:

@@ -6,6 +6,7 @@ method and wraps the result in the envelope. Errors of every kind — the servic
 envelope with the matching HTTP status.
 """
 
+import math
 from dataclasses import asdict
 from typing import Any, Callable
 
@@ -18,30 +19,72 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.accounts import AccountService
 from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
-from goim.logic.social import Contact, GroupInfo, SocialService
+from goim.logic.social import FRIEND_PAGE, GROUP_PAGE, MEMBER_PAGE, Contact, GroupInfo, Page, SocialService
 from goim.logs import goim_observer
 from goim.resources.envelope import (
+    client_address,
     credentials,
     envelope,
     id_list_field,
     int_field,
     path_id,
+    query_cursor,
+    query_limit,
     read_json,
     text_field,
 )
 from goim.resources.openapi import openapi_document
-from goim.resources.ops import healthz_response, metrics_response
+from goim.resources.ops import Health, healthz_response, metrics_response
 from goim.storage.accounts import DeviceRow
 
 log = Logger(observer=goim_observer)
 
 
 def _contact(c: Contact) -> dict[str, Any]:
-    return asdict(c)
+    # not dataclasses.asdict: it deep-copies every field and was 80% of a 1,000-contact page
+    return {
+        "user_id": c.user_id,
+        "label": c.label,
+        "number": c.number,
+        "nickname": c.nickname,
+        "sex": c.sex,
+        "avatar": c.avatar,
+    }
 
 
 def _group(g: GroupInfo) -> dict[str, Any]:
-    return {"id": g.id, "name": g.name, "owner_id": g.owner_id, "users": [_contact(u) for u in g.users]}
+    return {
+        "id": g.id,
+        "name": g.name,
+        "owner_id": g.owner_id,
+        "users": [_contact(u) for u in g.users],
+        "member_count": g.member_count,
+        "members_next_cursor": _cursor(g.members_next),
+    }
+
+
+def _cursor(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+#: the response header that carries the next page's cursor
+NEXT_CURSOR_HEADER = b"Goim-Next-Cursor"
+
+
+def _page(request: Request, page: Page, render: Callable[[Any], dict[str, Any]], cursor: int | None) -> bytes:
+    """A list route's answer.
+
+    Without a ``cursor`` query parameter (goim 1.1 clients), ``data`` is the
+    first page as a plain list, as in goim 1.1; with one (``cursor=`` for the
+    first page), ``data`` is ``{items, next_cursor}``. Either way the
+    ``Goim-Next-Cursor`` header names the next page while there is one.
+    """
+    items = [render(item) for item in page.items]
+    if page.next is not None:
+        request.setHeader(NEXT_CURSOR_HEADER, str(page.next).encode())
+    if cursor is None:
+        return envelope(request, items)
+    return envelope(request, {"items": items, "next_cursor": _cursor(page.next)})
 
 
 class GoimAPI:
@@ -55,7 +98,7 @@ class GoimAPI:
         social: SocialService,
         *,
         metrics: Callable[[], bytes] | None = None,
-        health: Callable[[], dict[str, Any]] | None = None,
+        health: Health | None = None,
     ) -> None:
         """
         Args:
@@ -74,9 +117,11 @@ class GoimAPI:
         return await self.accounts.authenticate(device_id, token)
 
     async def _user(self, request: Request) -> int:
+        return (await self._user_device(request)).user_id
+
+    async def _user_device(self, request: Request) -> DeviceRow:
         device_id, token = credentials(request)
-        device = await self.accounts.authenticate_user(device_id, token)
-        return device.user_id
+        return await self.accounts.authenticate_user(device_id, token)
 
     # --- devices and users
 
@@ -89,8 +134,33 @@ class GoimAPI:
             model=text_field(body, "model"),
             system_version=text_field(body, "system_version"),
             app_version=text_field(body, "app_version"),
+            client=client_address(request),
         )
         return envelope(request, {"id": device_id, "token": token})
+
+    @app.route("/device/token", methods=["POST"])
+    async def refresh_token(self, request: Request) -> bytes:
+        device = await self._device(request)
+        new = await self.accounts.refresh_token(device)
+        return envelope(request, {"token": new.token, "expires_at": new.expires_at})
+
+    @app.route("/device/all", methods=["GET"])
+    async def list_devices(self, request: Request) -> bytes:
+        device = await self._user_device(request)
+        devices = await self.accounts.list_devices(device.user_id)
+        return envelope(request, [{**asdict(d), "current": d.id == device.id} for d in devices])
+
+    @app.route("/device/<int(signed=True):device_id>", methods=["DELETE"])
+    async def delete_device(self, request: Request, device_id: int) -> bytes:
+        user_id = await self._user(request)
+        await self.accounts.delete_device(user_id, path_id(device_id, "device_id"))
+        return envelope(request)
+
+    @app.route("/user/signout", methods=["POST"])
+    async def sign_out(self, request: Request) -> bytes:
+        device = await self._device(request)
+        await self.accounts.sign_out(device)
+        return envelope(request)
 
     @app.route("/user", methods=["POST"])
     async def register_user(self, request: Request) -> bytes:
@@ -103,6 +173,7 @@ class GoimAPI:
             sex=int_field(body, "sex", default=0),
             avatar=text_field(body, "avatar", default=""),
             password=text_field(body, "password"),
+            client=client_address(request),
         )
         return envelope(request, asdict(session))
 
@@ -111,7 +182,10 @@ class GoimAPI:
         device = await self._device(request)
         body = read_json(request)
         session = await self.accounts.sign_in_user(
-            device.id, number=text_field(body, "number"), password=text_field(body, "password")
+            device.id,
+            number=text_field(body, "number"),
+            password=text_field(body, "password"),
+            client=client_address(request),
         )
         return envelope(request, asdict(session))
 
@@ -126,7 +200,9 @@ class GoimAPI:
     @app.route("/friend/all", methods=["GET"])
     async def list_friends(self, request: Request) -> bytes:
         user_id = await self._user(request)
-        return envelope(request, [_contact(c) for c in await self.social.list_friends(user_id)])
+        cursor, limit = query_cursor(request), query_limit(request, maximum=FRIEND_PAGE)
+        page = await self.social.list_friends(user_id, after=cursor or 0, limit=limit)
+        return _page(request, page, _contact, cursor)
 
     @app.route("/friend", methods=["POST"])
     async def add_friend(self, request: Request) -> bytes:
@@ -148,7 +224,16 @@ class GoimAPI:
     @app.route("/group/all", methods=["GET"])
     async def list_groups(self, request: Request) -> bytes:
         user_id = await self._user(request)
-        return envelope(request, [_group(g) for g in await self.social.list_groups(user_id)])
+        cursor, limit = query_cursor(request), query_limit(request, maximum=GROUP_PAGE)
+        page = await self.social.list_groups(user_id, after=cursor or 0, limit=limit)
+        return _page(request, page, _group, cursor)
+
+    @app.route("/group/members/<int(signed=True):group_id>", methods=["GET"])
+    async def group_members(self, request: Request, group_id: int) -> bytes:
+        user_id = await self._user(request)
+        cursor, limit = query_cursor(request), query_limit(request, maximum=MEMBER_PAGE)
+        page = await self.social.group_members(user_id, path_id(group_id, "group_id"), after=cursor or 0, limit=limit)
+        return _page(request, page, _contact, cursor)
 
     @app.route("/group/one/<int(signed=True):group_id>", methods=["GET"])
     async def get_group(self, request: Request, group_id: int) -> bytes:
@@ -198,8 +283,8 @@ class GoimAPI:
         return envelope(request, openapi_document())
 
     @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: Request) -> bytes:
-        return healthz_response(request, self._health)
+    async def healthz(self, request: Request) -> bytes:
+        return await healthz_response(request, self._health)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Request) -> bytes:
@@ -219,6 +304,8 @@ class GoimAPI:
             code=error.code,
             message=error.message,
         )
+        if error.retry_after is not None:
+            request.setHeader(b"Retry-After", str(max(1, math.ceil(error.retry_after))).encode())
         return envelope(request, code=error.code, message=error.message, status=error.http_status)
 
     @app.handle_errors(NotFound)

@@ -5,6 +5,7 @@ shape of the input (types, presence, sizes); the services judge its meaning.
 """
 
 import json
+import re
 from typing import Any, Mapping
 
 from twisted.web.server import Request
@@ -15,6 +16,10 @@ from goim.logic.errors import UNAUTHORIZED, GoimError, bad_request
 MAX_BODY_BYTES = 64 * 1024
 #: the most ids one request may list (group members)
 MAX_IDS = 2000
+#: the deepest nesting of arrays and objects a request body may have
+MAX_DEPTH = 16
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def envelope(request: Request, data: Any = None, *, code: int = 0, message: str = "ok", status: int = 200) -> bytes:
@@ -44,9 +49,39 @@ def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str,
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise bad_request(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
+    check_json_text(body)
     return body
+
+
+def check_json_text(value: Any) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and strings that are not valid Unicode.
+
+    JSON may spell lone UTF-16 surrogates (``"\\ud800"``); Python decodes them
+    into strings that no UTF-8 encoder (database drivers, our own responses)
+    accepts, so they are refused here, in keys and values alike. Iterative, so
+    that no nesting can exhaust the stack.
+
+    Raises:
+        GoimError: code 2.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise bad_request("strings must be valid Unicode (no lone surrogates)")
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
 
 
 def text_field(body: Mapping[str, Any], name: str, *, default: str | None = None) -> str:
@@ -83,10 +118,12 @@ def id_list_field(body: Mapping[str, Any], name: str, *, allow_empty: bool = Tru
     if len(value) > MAX_IDS:
         raise bad_request(f"{name} lists more than {MAX_IDS} ids")
     ids: list[int] = []
+    seen: set[int] = set()  # a set: 2,000 ids must not cost 2,000² comparisons on the reactor
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 2**63:
             raise bad_request(f"{name} must contain positive integer ids")
-        if item not in ids:
+        if item not in seen:
+            seen.add(item)
             ids.append(item)
     if not ids and not allow_empty:
         raise bad_request(f"{name} must not be empty")
@@ -98,6 +135,43 @@ def path_id(value: int, name: str) -> int:
     if not 0 < value < 2**63:
         raise bad_request(f"{name} must be a positive integer")
     return value
+
+
+def query_cursor(request: Request) -> int | None:
+    """The ``cursor`` query parameter: None when absent, 0 when empty (the first page).
+
+    Raises:
+        GoimError: code 2 for a cursor that is not one this API returned.
+    """
+    values = (request.args or {}).get(b"cursor")
+    if values is None:
+        return None
+    raw = values[-1]
+    if raw == b"":
+        return 0
+    if not raw.isdigit() or len(raw) > 19 or not 0 < int(raw) < 2**63:
+        raise bad_request("cursor must be the next_cursor of a previous page")
+    return int(raw)
+
+
+def query_limit(request: Request, *, maximum: int) -> int:
+    """The ``limit`` query parameter (page size), ``maximum`` when absent.
+
+    Raises:
+        GoimError: code 2 for a limit outside 1..maximum.
+    """
+    values = (request.args or {}).get(b"limit")
+    if values is None:
+        return maximum
+    raw = values[-1]
+    if not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= maximum:
+        raise bad_request(f"limit must be an integer from 1 to {maximum}")
+    return int(raw)
+
+
+def client_address(request: Request) -> str:
+    """The address of the client at the other end of the connection (no proxy headers trusted)."""
+    return str(getattr(request.getClientAddress(), "host", "") or "")
 
 
 def credentials(request: Request) -> tuple[int, str]:

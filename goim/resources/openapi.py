@@ -23,7 +23,56 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 _CONTACT = _object(
     {"user_id": _INT, "label": _STRING, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING}
 )
-_GROUP = _object({"id": _INT, "name": _STRING, "owner_id": _INT, "users": {"type": "array", "items": _CONTACT}})
+_GROUP = _object(
+    {
+        "id": _INT,
+        "name": _STRING,
+        "owner_id": _INT,
+        "users": {"type": "array", "items": _CONTACT},
+        "member_count": _INT,
+        "members_next_cursor": {"type": "string", "nullable": True},
+    }
+)
+_DEVICE = _object(
+    {
+        "id": _INT,
+        "type": _INT,
+        "brand": _STRING,
+        "model": _STRING,
+        "system_version": _STRING,
+        "app_version": _STRING,
+        "created_at": _INT,
+        "current": {"type": "boolean"},
+    }
+)
+
+
+def _list(item: dict[str, Any]) -> dict[str, Any]:
+    """A paginated list: a plain array without ``cursor``, ``{items, next_cursor}`` with it."""
+    array = {"type": "array", "items": item}
+    return {"oneOf": [array, _object({"items": array, "next_cursor": {"type": "string", "nullable": True}})]}
+
+
+#: query parameters of every paginated route
+PAGE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "empty for the first page, then the previous page's next_cursor; absent: data is a plain list",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "page size, at most the route's maximum (the default)",
+    },
+]
+PAGED = {"/friend/all", "/group/all", "/group/members/{group_id}"}
+#: operations that may answer 429 with Retry-After
+THROTTLED = {("post", "/device"), ("post", "/user"), ("post", "/user/signin")}
 _SESSION = _object({"user_id": _INT, "send_sequence": _INT, "sync_sequence": _INT})
 _USER = _object({"id": _INT, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING})
 
@@ -65,9 +114,13 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]
         _object({"number": _STRING, "password": _STRING}, ["number", "password"]),
         _SESSION,
     ),
+    ("post", "/device/token", "device", "Replace the device's token with a new one (refresh)", None, _object({"token": _STRING, "expires_at": _INT})),
+    ("get", "/device/all", "user", "The devices bound to the signed-in user", None, {"type": "array", "items": _DEVICE}),
+    ("delete", "/device/{device_id}", "user", "Sign one of the user's devices out: revoke its token, end its connection", None, None),
+    ("post", "/user/signout", "device", "Sign this device out: revoke its token, end its connection", None, None),
     ("get", "/user/info", "user", "The signed-in user's profile", None, _USER),
     ("post", "/user/info", "user", "The signed-in user's profile", None, _USER),
-    ("get", "/friend/all", "user", "Friends with their profiles", None, {"type": "array", "items": _CONTACT}),
+    ("get", "/friend/all", "user", "One page of friends with their profiles", None, _list(_CONTACT)),
     (
         "post",
         "/friend",
@@ -77,8 +130,9 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]
         None,
     ),
     ("delete", "/friend/{friend_id}", "user", "End a friendship in both directions", None, None),
-    ("get", "/group/all", "user", "The user's groups with members", None, {"type": "array", "items": _GROUP}),
-    ("get", "/group/one/{group_id}", "member", "One group with members", None, _GROUP),
+    ("get", "/group/all", "user", "One page of the user's groups, each with its first members", None, _list(_GROUP)),
+    ("get", "/group/one/{group_id}", "member", "One group with its first members", None, _GROUP),
+    ("get", "/group/members/{group_id}", "member", "One page of a group's members", None, _list(_CONTACT)),
     (
         "post",
         "/group",
@@ -131,11 +185,17 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": _envelope(data)}}},
                 "default": {
-                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1007 (docs/http-api.md)",
+                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1015 (docs/http-api.md)",
                     "content": {"application/json": {"schema": _envelope(None)}},
                 },
             },
         }
+        if (method, path) in THROTTLED:
+            operation["responses"]["429"] = {
+                "description": "throttled (code 1012 sign-in, 1013 registration): retry after Retry-After seconds",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                "content": {"application/json": {"schema": _envelope(None)}},
+            }
         if auth != "none":
             operation["security"] = [{"device_id": [], "token": []}]
             operation["x-goim-auth"] = auth
@@ -143,9 +203,11 @@ def openapi_document() -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-            for name in ("friend_id", "group_id")
+            for name in ("friend_id", "group_id", "device_id")
             if "{" + name + "}" in path
         ]
+        if path in PAGED:
+            parameters += PAGE_PARAMETERS
         if parameters:
             operation["parameters"] = parameters
         paths.setdefault(path, {})[method] = operation

@@ -4,7 +4,8 @@ The full API serves them beside its routes; a connect node, which has no API,
 serves them alone with ``OpsAPI`` (``twistd goim-connect --http ENDPOINT``).
 """
 
-from typing import Any, Callable
+import inspect
+from typing import Any, Awaitable, Callable
 
 from klein import Klein
 from twisted.python.failure import Failure
@@ -14,13 +15,18 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from goim.logic.errors import BAD_REQUEST
 from goim.resources.envelope import envelope
 
-Health = Callable[[], dict[str, Any]]
+#: what ``/healthz`` shows: a dict, or an awaitable of one when it probes dependencies
+Health = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 MetricsText = Callable[[], bytes]
 
 
-def healthz_response(request: Request, health: Health | None) -> bytes:
-    """The envelope of ``/healthz``."""
-    return envelope(request, health() if health else {})
+async def healthz_response(request: Request, health: Health | None) -> bytes:
+    """The envelope of ``/healthz`` (status 200 while the process serves; the data
+    says what works)."""
+    data = health() if health else {}
+    if inspect.isawaitable(data):
+        data = await data
+    return envelope(request, data)
 
 
 def metrics_response(request: Request, metrics: MetricsText | None) -> bytes:
@@ -45,8 +51,8 @@ class OpsAPI:
         self._metrics = metrics
 
     @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: Request) -> bytes:
-        return healthz_response(request, self._health)
+    async def healthz(self, request: Request) -> bytes:
+        return await healthz_response(request, self._health)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Request) -> bytes:

@@ -1,5 +1,6 @@
 """The database handle: URL parsing, the adbapi pool, transactions with retries."""
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -131,11 +132,19 @@ def in_clause(values: Sequence[Any]) -> str:
     return "(" + ", ".join("?" * len(values)) + ")"
 
 
+#: ``PRAGMA synchronous`` values offered for SQLite. ``full`` (the default) syncs the
+#: WAL at every commit, so a commit (and the ACK that follows it) survives power
+#: loss; ``normal`` syncs only at checkpoints: faster, but a power cut or OS crash
+#: can lose the last commits (a crash of goim alone loses nothing either way).
+SQLITE_SYNCHRONOUS = ("full", "normal")
+SQLITE_SYNCHRONOUS_PRAGMA = {"full": "FULL", "normal": "NORMAL"}
+
+
 class Database:
     """An adbapi pool for one database URL, with retried transactions.
 
-    SQLite gets a single connection in WAL mode (SQLite serialises writers anyway);
-    MySQL gets up to ``max_connections`` with ``cp_reconnect`` so a lost server
+    SQLite gets a single connection in WAL mode (SQLite serialises writers anyway)
+    with ``synchronous=FULL`` unless told otherwise; MySQL gets up to ``max_connections`` with ``cp_reconnect`` so a lost server
     connection is replaced on the next transaction.
     """
 
@@ -143,7 +152,14 @@ class Database:
     MAX_ATTEMPTS = 5
 
     def __init__(
-        self, url: str, reactor: Any, *, max_connections: int = 10, pool: Any = None, metrics: Metrics | None = None
+        self,
+        url: str,
+        reactor: Any,
+        *,
+        max_connections: int = 10,
+        pool: Any = None,
+        metrics: Metrics | None = None,
+        sqlite_synchronous: str = "full",
     ) -> None:
         """
         Args:
@@ -153,7 +169,11 @@ class Database:
             pool: an adbapi ``ConnectionPool`` to use instead of building one
                 from the URL (tests run transactions synchronously this way).
             metrics: where transaction times are recorded.
+            sqlite_synchronous: ``full`` or ``normal`` (see ``SQLITE_SYNCHRONOUS``).
         """
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}")
+        self.sqlite_synchronous = sqlite_synchronous
         self.url = DatabaseURL.parse(url)
         self.dialect = self.url.dialect
         self._reactor = reactor
@@ -168,7 +188,7 @@ class Database:
                 "sqlite3",
                 cp_min=1,
                 cp_max=1,
-                cp_openfun=_open_sqlite,
+                cp_openfun=functools.partial(_open_sqlite, synchronous=self.sqlite_synchronous),
                 cp_reactor=reactor,
                 **kwargs,
             )
@@ -224,6 +244,25 @@ class Database:
                 )
                 await deferLater(self._reactor, delay, lambda: None)
 
+    async def durability_warnings(self) -> list[str]:
+        """What makes a commit (and so an ACK) less durable than a power cut requires.
+
+        SQLite: the ``normal`` mode. MySQL/MariaDB: ``innodb_flush_log_at_trx_commit``
+        other than 1, or binary logging with ``sync_binlog`` other than 1.
+        """
+        if self.url.is_sqlite:
+            if self.sqlite_synchronous == "normal":
+                return ["SQLite runs synchronous=NORMAL (--sqlite-synchronous normal): "
+                        "a power cut or OS crash can lose the last ACKed messages"]  # fmt: skip
+            return []
+
+        def read(txn: Txn) -> tuple[Any, ...]:
+            rows = txn.query("SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin")
+            return rows[0]
+
+        flush, sync_binlog, log_bin = await self.run("durability settings", read)
+        return mysql_durability_warnings(int(flush), int(sync_binlog), bool(int(log_bin)))
+
     def _interaction(self, cursor: Any, func: Callable[..., T], *args: Any) -> T:
         return func(Txn(cursor, self.dialect), *args)
 
@@ -232,9 +271,21 @@ class Database:
         self._pool.close()
 
 
-def _open_sqlite(connection: Any) -> None:
+def mysql_durability_warnings(flush_log_at_trx_commit: int, sync_binlog: int, log_bin: bool) -> list[str]:
+    """Warnings for InnoDB settings under which a committed (ACKed) batch can be lost."""
+    warnings = []
+    if flush_log_at_trx_commit != 1:
+        warnings.append(f"innodb_flush_log_at_trx_commit={flush_log_at_trx_commit}: a crash or power cut can "
+                        "lose about a second of ACKed messages (set it to 1)")  # fmt: skip
+    if log_bin and sync_binlog != 1:
+        warnings.append(f"binary logging is on with sync_binlog={sync_binlog}: a power cut can lose "
+                        "committed transactions from the binary log (set it to 1)")  # fmt: skip
+    return warnings
+
+
+def _open_sqlite(connection: Any, synchronous: str = "full") -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_PRAGMA[synchronous]}")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()

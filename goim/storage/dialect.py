@@ -56,6 +56,9 @@ class Dialect:
         """True for errors after which the whole transaction may be run again."""
         raise NotImplementedError
 
+    #: whether DDL takes part in transactions (else each statement commits at once)
+    transactional_ddl = False
+
     @contextlib.contextmanager
     def migration_lock(self, txn: Any) -> Iterator[None]:
         """Hold a lock so that two processes never migrate the same database at once."""
@@ -79,6 +82,14 @@ class SQLiteDialect(Dialect):
 
     name = "sqlite"
     dbapi_name = "sqlite3"
+    transactional_ddl = True
+
+    @contextlib.contextmanager
+    def migration_lock(self, txn: Any) -> Iterator[None]:
+        # the database's write lock, held until the migration's transaction ends
+        # (another process waits for it through busy_timeout)
+        txn.execute("BEGIN IMMEDIATE")
+        yield
 
     def ddl(self, statement: str) -> str:
         return (

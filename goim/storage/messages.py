@@ -189,6 +189,21 @@ class MessageStore:
 
         return await self.db.run("sync_page", sync_page_txn)
 
+    async def group_sizes(self, group_ids: Sequence[int]) -> dict[int, int]:
+        """``{group_id: member count}`` of the groups that exist among ``group_ids``."""
+
+        def group_sizes_txn(txn: Txn) -> dict[int, int]:
+            ids = sorted(set(group_ids))
+            rows = txn.query(
+                f"SELECT group_id, COUNT(*) FROM group_members WHERE group_id IN {in_clause(ids)} GROUP BY group_id",
+                ids,
+            )
+            return {int(r[0]): int(r[1]) for r in rows}
+
+        if not group_ids:
+            return {}
+        return await self.db.run("group_sizes", group_sizes_txn)
+
     async def max_seq(self, user_id: int) -> int:
         """The user's latest sequence (0 before the first message)."""
 

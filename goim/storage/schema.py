@@ -93,6 +93,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ){table_options}""",
         ],
     ),
+    (
+        2,
+        [
+            # token lifetime (issue 11): 0 means the token never expires
+            "ALTER TABLE devices ADD COLUMN token_expires_at {bigint} NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -133,9 +140,9 @@ def migrate_txn(txn: Txn) -> tuple[int, int]:
     """Bring the schema up to ``LATEST_VERSION``.
 
     Any number of processes may run this at once against the same database: the
-    dialect's migration lock serialises them, and each version's row is committed
-    before the lock is released, so the next holder sees it and applies nothing
-    twice. Every step is idempotent (``apply_ddl_txn``), so a migration cut off
+    dialect's migration lock serialises them (MySQL ``GET_LOCK``, SQLite ``BEGIN
+    IMMEDIATE``), and each version's row is committed before the lock is released,
+    so the next holder sees it and applies nothing twice. Every step is idempotent (``apply_ddl_txn``), so a migration cut off
     half-way is completed by the next start.
 
     Returns:
@@ -163,6 +170,8 @@ def migrate_txn(txn: Txn) -> tuple[int, int]:
             for statement in statements:
                 apply_ddl_txn(txn, statement)
             txn.execute(dialect.insert_ignore("schema_version", ["version"]), (version,))
-            # visible to the next lock holder before the lock is released
-            txn.commit()
+            if not dialect.transactional_ddl:
+                # MySQL: visible to the next lock holder before the lock is released
+                # (SQLite keeps its lock, and every step, until the whole commits)
+                txn.commit()
         return found, LATEST_VERSION

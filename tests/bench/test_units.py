@@ -174,3 +174,23 @@ class ResultFileTests(SynchronousTestCase):
         info = machine_info()
         for key in ("nproc", "memory_kib", "cpu_model", "python", "twisted", "load_average"):
             self.assertIn(key, info)
+
+
+class WebSocketReportTests(SynchronousTestCase):
+    def test_websocket_rows_are_ratios_to_tcp(self) -> None:
+        """one-to-one over WebSocket is reported beside TCP of the same run, as ratios."""
+        from goim.bench.report import websocket_rows
+
+        def metrics(closed: float, sustained: float, p99: float) -> dict[str, object]:
+            return {
+                "closed_loop": {"sends_per_s": closed},
+                "max_sustained": {"sends_per_s": sustained},
+                "levels": [{"fraction": 0.25, "latency_ms": {"p99": 1.0}}, {"fraction": 0.5, "latency_ms": {"p99": p99}}],
+            }
+
+        rows = websocket_rows(metrics(1000, 800, 10.0), metrics(500, 600, 15.0))
+        self.assertEqual(len(rows), 3)
+        self.assertIn("0.50 × TCP", rows[0])
+        self.assertIn("0.75 × TCP", rows[1])
+        self.assertIn("1.50 × TCP", rows[2])
+        self.assertTrue(websocket_rows({}, metrics(1, 1, 1))[0].endswith("|  |"))

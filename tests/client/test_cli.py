@@ -121,7 +121,9 @@ class CommandTests(CLITestCase):
         await self.cli("b", "friend", "rm", str(a_id))
         code, _, err = await self.cli("b", "--json", "send", "user", str(a_id), "x", ok=False)
         self.assertEqual(code, 1)
-        self.assertIn("not a friend", json.loads(err.strip().splitlines()[-1])["error"])
+        error = json.loads(err.strip().splitlines()[-1])
+        self.assertIn("not a friend", error["error"])
+        self.assertEqual((error["code"], error["kind"]), (2, "send"))
 
     async def test_errors_print_the_server_message_and_exit_non_zero(self) -> None:
         """A wrong password, a taken number, an unknown group and a missing login exit 1 with the reason."""
@@ -151,6 +153,23 @@ class CommandTests(CLITestCase):
         await self.cli("a", "send", "user", str(b_id), "on time")
         history = await self.cli_json("b", "history")
         self.assertEqual([m["content"] for m in history], ["late", "on time"])
+
+    async def test_tcp_list_fails_over_to_the_next_connect_node(self) -> None:
+        """--tcp DEAD,LIVE: the first attempt is refused, the next one goes to the live
+        node and the send is ACKed; a send to a user id that names no user says so."""
+        from tests.support.server import free_port
+
+        await self.serve()
+        _, b_id = await self.two_friends()
+        dead = free_port()
+        tcp = f"127.0.0.1:{dead},127.0.0.1:{self.server.tcp_port}"
+        _, out, _ = await self.cli("a", "send", "user", str(b_id), "via", "failover", "--tcp", tcp)
+        self.assertIn("sent: message", out)
+        history = await self.cli_json("b", "history")
+        self.assertEqual([m["content"] for m in history], ["via failover"])
+        code, _, err = await self.cli("a", "--json", "send", "user", str(b_id + 1000), "anyone?", ok=False)
+        self.assertEqual(code, 1)
+        self.assertEqual(json.loads(err.strip().splitlines()[-1])["code"], 6)
 
 
 class ChatTests(CLITestCase):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
@@ -52,13 +53,41 @@ class ArgumentTests(SynchronousTestCase):
         """Defaults match a local twistd -n goim; --json/--profile work before or after the command."""
         parser = build_parser()
         args = parser.parse_args(["whoami"])
-        self.assertEqual((args.http, args.tcp, args.profile, args.json), ("http://127.0.0.1:8080", ("127.0.0.1", 50000), "default", False))
+        self.assertEqual((args.http, args.tcp, args.profile, args.json), ("http://127.0.0.1:8080", [("127.0.0.1", 50000)], "default", False))
         args = parser.parse_args(["--profile", "a", "send", "user", "7", "hello", "there", "--json"])
         self.assertEqual((args.profile, args.json, args.kind, args.receiver_id, args.text), ("a", True, "user", 7, ["hello", "there"]))
         args = parser.parse_args(["group", "create", "devs", "2", "3"])
         self.assertEqual((args.name, args.user_ids), ("devs", [2, 3]))
         args = parser.parse_args(["history", "--since", "5"])
         self.assertEqual(args.since, 5)
+        args = parser.parse_args(["--tcp", "10.0.0.1:50000,[::1]:50001", "whoami"])
+        self.assertEqual(args.tcp, [("10.0.0.1", 50000), ("::1", 50001)])
+
+    def test_every_argument_has_help(self) -> None:
+        """Every option and positional argument of every (sub)command has a help text."""
+        missing = []
+
+        def walk(parser: argparse.ArgumentParser, path: str) -> None:
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for name, sub in action.choices.items():
+                        walk(sub, f"{path} {name}")
+                    if not action.help:
+                        missing.append(f"{path} {action.metavar}")
+                elif not isinstance(action, argparse._HelpAction) and not action.help:
+                    missing.append(f"{path} {action.dest}")
+
+        walk(build_parser(), "goim-cli")
+        self.assertEqual(missing, [])
+
+    def test_version(self) -> None:
+        """--version prints goim's version and exits 0."""
+        from goim import __version__
+
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as exit:
+            build_parser().parse_args(["--version"])
+        self.assertEqual((exit.exception.code, out.getvalue().strip()), (0, f"goim-cli {__version__}"))
 
     def test_output_text_and_json(self) -> None:
         """Results: text or one JSON object per line; errors go to stderr in the same style."""
@@ -68,7 +97,7 @@ class ArgumentTests(SynchronousTestCase):
         Output(json_mode=False, stdout=out, stderr=err).error("nope", 1003)
         self.assertEqual(out.getvalue(), '{"a": "ü"}\n')
         lines = err.getvalue().splitlines()
-        self.assertEqual(json.loads(lines[0]), {"error": "nope", "code": 1003})
+        self.assertEqual(json.loads(lines[0]), {"error": "nope", "code": 1003, "kind": "http"})
         self.assertEqual(lines[1], "goim-cli: nope (code 1003)")
 
 

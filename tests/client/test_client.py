@@ -73,15 +73,28 @@ class AccountFlowTests(ClientTestCase):
         self.assertNotEqual(store.load().device_id, 999)
         self.assertTrue(store.load().signed_in)
 
-    def test_wrong_password_raises_and_leaves_the_user_unbound(self) -> None:
-        """login() with a wrong password raises APIError 1003; the state has a device but no user."""
+    def test_wrong_password_raises_and_leaves_no_device_behind(self) -> None:
+        """login() with a wrong password raises APIError 1003; a fresh profile stays without
+        a device (nothing saved), and a later good login works."""
         self.run_(self.client().register("dave", "Dave", "secret-pw"))
         store = MemoryStateStore()
         client = self.client(store)
         error = self.failureResultOf(Deferred.fromCoroutine(client.login("dave", "nope-nope")), APIError).value
         self.assertEqual(getattr(error, "code", None), 1003)
-        self.assertTrue(store.load().has_device)
-        self.assertFalse(store.load().signed_in)
+        self.assertEqual(store.saves, 0)
+        self.assertFalse(client.state.has_device)
+        self.run_(client.login("dave", "secret-pw"))
+        self.assertTrue(store.load().signed_in)
+
+    def test_failed_login_keeps_the_previous_device_and_user(self) -> None:
+        """A failed login on a signed-in profile leaves device, user and sequences as they were."""
+        self.run_(self.client().register("gina", "Gina", "secret-pw"))
+        store = MemoryStateStore()
+        client = self.client(store)
+        self.run_(client.register("hank", "Hank", "secret-pw"))
+        before = client.state.to_json()
+        self.failureResultOf(Deferred.fromCoroutine(client.login("gina", "wrong-pw")), APIError)
+        self.assertEqual((client.state.to_json(), store.load().to_json()), (before, before))
 
     def test_session_signs_in_with_the_registered_credentials(self) -> None:
         """start() after register() signs in over TCP as the new device and user."""

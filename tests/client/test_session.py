@@ -435,3 +435,45 @@ class ConfiguredHeartbeatTests(SessionTestCase):
         server.heartbeat_ack()
         self.clock.advance(30)
         self.assertEqual(len(server.of(codec.HEARTBEAT)), 2)
+
+
+class FailoverTests(SynchronousTestCase):
+    def test_attempts_go_round_the_addresses_with_the_backoff(self) -> None:
+        """With two connect nodes, a refused attempt moves to the other node after the
+        jittered back-off; a lost connection moves on too, and a sign-in resets the back-off."""
+        from goim.client.session import round_robin
+
+        clock = Clock()
+        first, second = FakeConnector(), FakeConnector()
+        session = Session(
+            state=ClientState(device_id=DEVICE_ID, token="tok", user_id=USER_ID),
+            store=MemoryStateStore(),
+            connect=round_robin([first, second]),
+            clock=clock,
+            random=lambda: 0.5,
+        )
+        events = Recorder()
+        session.add_observer(events)
+        session.start()
+        self.assertEqual((len(first.attempts), len(second.attempts)), (1, 0))
+        first.refuse()
+        self.assertEqual(events.of("reconnecting")[-1], 0.75)
+        clock.advance(0.75)
+        self.assertEqual((len(first.attempts), len(second.attempts)), (0, 1))
+        second.refuse()
+        self.assertEqual(events.of("reconnecting")[-1], 1.5)
+        clock.advance(1.5)
+        server = first.accept()
+        server.sign_in_ok()
+        server.sync([])
+        self.assertIs(session.status, Status.CONNECTED)
+        server.drop()
+        self.assertEqual(events.of("reconnecting")[-1], 0.75)
+        clock.advance(0.75)
+        self.assertEqual((len(first.attempts), len(second.attempts)), (0, 1))
+
+    def test_no_addresses_is_an_error(self) -> None:
+        """An empty address list is refused at once."""
+        from goim.client.session import round_robin
+
+        self.assertRaises(ValueError, round_robin, [])

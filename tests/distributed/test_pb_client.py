@@ -176,6 +176,15 @@ class PBLogicClientTests(SynchronousTestCase):
             [SendResult(0, 101, 1), SendResult(2, 0, 0), SendResult(0, 105, 9)],
         )
 
+    def test_rate_limit_hint_reaches_the_connection(self) -> None:
+        """A code-5 result's retry_after_ms (the fourth field) is handed to the sender's connection."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        [d] = self.send(client, 1)
+        reactor.advance(0)
+        p.answer(0, [(5, 0, 0, 250)])
+        self.assertEqual(self.successResultOf(d), SendResult(5, 0, 0, 250))
+
     def test_send_carries_every_field(self) -> None:
         """The batch entry holds the connection id, and its MessageSend bytes the request's fields."""
         client, reactor, [link] = self.client("a")

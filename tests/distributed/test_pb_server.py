@@ -28,7 +28,7 @@ from goim.distributed.pb_client import PBLogicClient
 from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2
-from goim.types import SEND_INVALID, SEND_NOT_FRIEND, SEND_OK, SendRequest, connection_id
+from goim.types import SEND_INVALID, SEND_NO_SUCH_USER, SEND_NOT_FRIEND, SEND_OK, SendRequest, connection_id
 from tests.support.db import SQLiteBackend
 from tests.support.redis import ChannelRecorder, RedisTestMixin, wait_until
 from tests.support.services import Services
@@ -552,7 +552,7 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         self.assertEqual(first[2] + 1, second[2])
         self.assertEqual(again, first)
         self.assertEqual(invalid[0], SEND_INVALID)
-        self.assertEqual(stranger[0], SEND_NOT_FRIEND)
+        self.assertEqual(stranger[0], SEND_NO_SUCH_USER)  # no user has that id
         # retried in a later batch: still the first attempt's ACK
         [retried] = await p.perspective_send([(c, device_id, user_id, send_bytes(bob_id, 2, "two"))])
         self.assertEqual(retried, second)

@@ -396,7 +396,7 @@ class StandaloneEndToEnd(_Base):
     # --- robustness ------------------------------------------------------------------------
 
     async def test_bad_input_closes_only_the_offending_connection(self) -> None:
-        """Garbage, malformed frames and a silent connection are closed, bad HTTP bodies get 400; the server keeps serving."""
+        """Garbage, malformed frames and a silent connection are closed, bad HTTP bodies get 400 (413 when too large); the server keeps serving."""
         server, api = await self.serve("--signin-timeout", "1")
         alice = await api.new_user("alice")
         bob = await api.new_user("bob")
@@ -426,7 +426,7 @@ class StandaloneEndToEnd(_Base):
         self.assertEqual((status, env["code"], env["data"]), (400, 2, None))
         self.assertIn("JSON", env["message"])
         status, env = await api.call("POST", "/device", raw=b"x" * (64 * 1024 + 1))
-        self.assertEqual((status, env["code"]), (400, 2))
+        self.assertEqual((status, env["code"]), (413, 2))  # refused by the listener before the body is read
         status, env = await api.call("POST", "/friend", {"friend_id": "2"}, auth=alice.auth)
         self.assertEqual((status, env["code"]), (400, 2))
         status, env = await api.call("GET", "/friend/all", auth=(alice.device_id, "wrong"))

@@ -1,14 +1,21 @@
 """AccountService on SQLite and on MariaDB/MySQL: devices, users, sign-in, acks."""
 
 import string
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from twisted.trial.unittest import TestCase
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from goim.logic.accounts import AccountLimits, AccountService
 from goim.logic.passwords import check_password
+from goim.logic.throttle import Backoff, TokenBucket, address_key
+from goim.metrics import Metrics
 from goim.storage.database import Txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
-from tests.support.services import Services, ServiceTests
+from tests.support.services import TEST_PASSWORD_COST, Services, ServiceTests
 
 if TYPE_CHECKING:
 
@@ -384,6 +391,257 @@ class AccountTests(ServiceTests, _Base):
         self.assertEqual(await acked(), 10)
         await s.account_store.ack(device_id, 11)
         self.assertEqual(await acked(), 11)
+
+    # limits, throttles and tokens (issue 11)
+
+    def limited(self, s: Services, **limits: Any) -> tuple[Clock, "RecordingSessions", Metrics]:
+        """Replace the service with one under ``limits`` on a fake clock; returns clock, sessions, metrics."""
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        sessions = RecordingSessions()
+        metrics = Metrics()
+        s.accounts = AccountService(
+            s.account_store,
+            clock,
+            password_cost=TEST_PASSWORD_COST,
+            run_in_thread=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
+            sessions=sessions,
+            limits=AccountLimits(**limits),
+            metrics=metrics,
+        )
+        return clock, sessions, metrics
+
+    async def test_devices_per_user_limit(self) -> None:
+        """Binding a device past devices_per_user gives 1011; re-signing in a bound device or after a deletion works."""
+        s = await self.services()
+        self.limited(s, devices_per_user=2)
+        d1, _ = await self.device(s)
+        user = (await self.register(s, d1, "alice")).user_id
+        d2, _ = await self.device(s)
+        await s.accounts.sign_in_user(d2, number="alice", password=PASSWORD)
+        d3, _ = await self.device(s)
+        await self.assert_code(s.accounts.sign_in_user(d3, number="alice", password=PASSWORD), 1011)
+        self.assertEqual((await s.account_store.get_device(d3)).user_id, 0)  # type: ignore[union-attr]
+        await s.accounts.sign_in_user(d1, number="alice", password=PASSWORD)
+        await s.accounts.delete_device(user, d2)
+        await s.accounts.sign_in_user(d3, number="alice", password=PASSWORD)
+        self.assertEqual([d.id for d in await s.accounts.list_devices(user)], [d1, d3])
+
+    async def test_sign_in_backs_off_per_account(self) -> None:
+        """After the free failures an account backs off exponentially, capped; attempts while blocked cost nothing."""
+        s = await self.services()
+        clock, _, metrics = self.limited(
+            s, sign_in_free_failures=2, sign_in_free_failures_per_address=100, sign_in_backoff=1.0, sign_in_backoff_max=4.0
+        )
+        owner, _ = await self.device(s)
+        await self.register(s, owner, "alice")
+        d, _ = await self.device(s)
+
+        async def attempt(password: str, code: int, client: str = "10.0.0.1") -> Any:
+            return await self.assert_code(s.accounts.sign_in_user(d, number="alice", password=password, client=client), code)
+
+        await attempt("wrong-1", 1003)
+        await attempt("wrong-2", 1003)
+        await attempt("wrong-3", 1003)  # the first failure past the free ones: blocked 1 s
+        error = await attempt(PASSWORD, 1012, client="10.0.0.2")  # every address: it is the account
+        self.assertEqual(error.retry_after, 1.0)
+        clock.advance(1)
+        await attempt("wrong-4", 1003)  # blocked 2 s
+        clock.advance(2)
+        await attempt("wrong-5", 1003)  # 4 s
+        clock.advance(4)
+        await attempt("wrong-6", 1003)  # still 4 s: capped
+        self.assertEqual((await attempt(PASSWORD, 1012)).retry_after, 4.0)
+        # the account's own device is exempt: the owner is never locked out
+        session = await s.accounts.sign_in_user(owner, number="alice", password=PASSWORD, client="10.0.0.3")
+        self.assertGreater(session.user_id, 0)
+        clock.advance(4)
+        await s.accounts.sign_in_user(d, number="alice", password=PASSWORD, client="10.0.0.1")
+        rendered = metrics.render().decode()
+        self.assertIn('goim_throttled_requests_total{throttle="sign-in account"} 2.0', rendered)
+        self.assertIn("goim_sign_in_failures_total 6.0", rendered)
+
+    async def test_throttle_log_lines_are_rate_limited(self) -> None:
+        """A flood of refused registrations logs one line per second, then says how many were not logged."""
+        from twisted.logger import globalLogPublisher
+
+        s = await self.services()
+        clock, _, metrics = self.limited(s, registrations_per_minute=1.0, registration_burst=1)
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if str(event.get("log_format", "")).startswith("throttled"):
+                lines.append(str(event["suppressed"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        await self.device(s, client="203.0.113.9")
+        for _ in range(50):
+            await self.assert_code(self.device(s, client="203.0.113.9"), 1013)
+        clock.advance(1)
+        await self.assert_code(self.device(s, client="203.0.113.9"), 1013)
+        self.assertEqual(lines, ["0", "49"])
+        self.assertIn('goim_throttled_requests_total{throttle="device registration"} 51.0', metrics.render().decode())
+
+    async def test_sign_in_backs_off_per_address(self) -> None:
+        """Failures from one address against any accounts (unknown ones too) block that address only."""
+        s = await self.services()
+        clock, _, _ = self.limited(
+            s, sign_in_free_failures=100, sign_in_free_failures_per_address=2, sign_in_backoff=10.0, sign_in_backoff_max=60.0
+        )
+        d, _ = await self.device(s)
+        await self.register(s, d, "alice")
+        other, _ = await self.device(s)
+        for number in ("alice", "bob", "carol"):
+            await self.assert_code(s.accounts.sign_in_user(other, number=number, password="nope-nope", client="2001:db8::1"), 1003)
+        error = await self.assert_code(
+            s.accounts.sign_in_user(other, number="alice", password=PASSWORD, client="2001:db8::2"), 1012
+        )
+        self.assertEqual(error.retry_after, 10.0)
+        await s.accounts.sign_in_user(other, number="alice", password=PASSWORD, client="192.0.2.1")
+        clock.advance(10)
+        await s.accounts.sign_in_user(other, number="alice", password=PASSWORD, client="2001:db8::1")
+
+    async def test_device_registration_rate_per_address(self) -> None:
+        """Registrations per address beyond the burst give 1013 with a retry hint until the bucket refills."""
+        s = await self.services()
+        clock, _, metrics = self.limited(s, registrations_per_minute=6.0, registration_burst=2)
+        for _ in range(2):
+            await self.device(s, client="198.51.100.7")
+        error = await self.assert_code(self.device(s, client="198.51.100.7"), 1013)
+        self.assertEqual(error.retry_after, 10.0)
+        await self.device(s, client="198.51.100.8")
+        clock.advance(10)
+        await self.device(s, client="198.51.100.7")
+        await self.assert_code(self.device(s, client="198.51.100.7"), 1013)
+        self.assertIn('goim_throttled_requests_total{throttle="device registration"} 2.0', metrics.render().decode())
+
+    async def test_user_registration_rate_per_address(self) -> None:
+        """POST /user is limited per address by its own bucket (each costs a password hash): 1013 past the burst."""
+        s = await self.services()
+        clock, _, _ = self.limited(s, registrations_per_minute=6.0, registration_burst=2)
+        d, _ = await self.device(s, client="198.51.100.7")
+        for number in ("u1", "u2"):
+            await self.register(s, d, number, client="198.51.100.7")
+        error = await self.assert_code(self.register(s, d, "u3", client="198.51.100.7"), 1013)
+        self.assertEqual(error.retry_after, 10.0)
+        await self.register(s, d, "u3", client="198.51.100.8")
+
+    async def test_sign_out_revokes_the_token_and_ends_the_connection(self) -> None:
+        """sign_out makes the token useless, unbinds the device and kicks its connection."""
+        s = await self.services()
+        _, sessions, _ = self.limited(s)
+        d, token = await self.device(s)
+        user = (await self.register(s, d, "alice")).user_id
+        await s.accounts.sign_out(await s.accounts.authenticate(d, token))
+        await self.assert_code(s.accounts.authenticate(d, token), 1001)
+        self.assertEqual(sessions.ended, [(d, user, "signed out")])
+        self.assertEqual(await s.accounts.list_devices(user), [])
+
+    async def test_list_and_delete_devices(self) -> None:
+        """A user lists its devices and deletes one (token revoked, connection ended); others' devices are 1015."""
+        s = await self.services()
+        _, sessions, _ = self.limited(s)
+        d1, _ = await self.device(s)
+        user = (await self.register(s, d1, "alice")).user_id
+        d2, token2 = await self.device(s, brand="Fairphone")
+        await s.accounts.sign_in_user(d2, number="alice", password=PASSWORD)
+        d3, _ = await self.device(s)
+        await self.register(s, d3, "bob")
+        self.assertEqual([(d.id, d.brand) for d in await s.accounts.list_devices(user)], [(d1, "Pixel"), (d2, "Fairphone")])
+        await self.assert_code(s.accounts.delete_device(user, d3), 1015)
+        await self.assert_code(s.accounts.delete_device(user, 0), 1015)
+        await s.accounts.delete_device(user, d2)
+        await self.assert_code(s.accounts.authenticate(d2, token2), 1001)
+        self.assertEqual(sessions.ended, [(d2, user, "device deleted")])
+        await self.assert_code(s.accounts.delete_device(user, d2), 1015)
+
+    async def test_token_lifetime_and_refresh(self) -> None:
+        """With a lifetime, tokens expire (1014); a refresh gives a new token, the old one stops working."""
+        s = await self.services()
+        clock, _, _ = self.limited(s, token_lifetime=60.0)
+        d, token = await self.device(s)
+        clock.advance(59)
+        device = await s.accounts.authenticate(d, token)
+        new = await s.accounts.refresh_token(device)
+        self.assertEqual(new.expires_at, int(clock.seconds() * 1000) + 60_000)
+        await self.assert_code(s.accounts.authenticate(d, token), 1001)
+        await self.assert_code(s.accounts.refresh_token(device), 1001)  # the old token is spent
+        clock.advance(59)
+        await s.accounts.authenticate(d, new.token)
+        clock.advance(1)
+        await self.assert_code(s.accounts.authenticate(d, new.token), 1014)
+
+    async def test_expired_or_revoked_token_cannot_sign_in_over_tcp(self) -> None:
+        """The TCP sign-in (InProcessLogic) refuses an expired token and a signed-out one."""
+        from goim.logic.local import InProcessLogic
+
+        s = await self.services()
+        clock, _, _ = self.limited(s, token_lifetime=10.0)
+        logic = InProcessLogic(s.accounts, s.messages)
+        d, token = await self.device(s)
+        user = (await self.register(s, d, "alice")).user_id
+        self.assertTrue((await logic.sign_in(device_id=d, user_id=user, token=token)).ok)
+        clock.advance(10)
+        result = await logic.sign_in(device_id=d, user_id=user, token=token)
+        self.assertEqual((result.ok, result.message), (False, "token expired: register the device again"))
+        d2, token2 = await self.device(s)
+        await s.accounts.sign_in_user(d2, number="alice", password=PASSWORD)
+        await s.accounts.sign_out(await s.accounts.authenticate(d2, token2))
+        self.assertFalse((await logic.sign_in(device_id=d2, user_id=user, token=token2)).ok)
+
+    async def test_tokens_never_expire_by_default(self) -> None:
+        """Without a lifetime a token works years later, and a refresh keeps expires_at 0."""
+        s = await self.services()
+        clock, _, _ = self.limited(s)
+        d, token = await self.device(s)
+        clock.advance(10 * 365 * 86400)
+        new = await s.accounts.refresh_token(await s.accounts.authenticate(d, token))
+        self.assertEqual(new.expires_at, 0)
+        await s.accounts.authenticate(d, new.token)
+
+
+class RecordingSessions:
+    """A SessionPort that remembers which sessions were ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[int, int, str]] = []
+
+    def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
+        self.ended.append((device_id, user_id, reason))
+
+
+class ThrottleTests(SynchronousTestCase):
+    def test_backoff_forgets_and_caps(self) -> None:
+        """Backoff doubles past the free failures up to the cap and forgets a quiet key."""
+        clock = Clock()
+        b = Backoff(clock, free=1, base=2.0, cap=5.0, forget=100.0)
+        self.assertEqual([b.failed("k") for _ in range(4)], [0.0, 2.0, 4.0, 5.0])
+        self.assertEqual(b.retry_after("k"), 5.0)
+        clock.advance(5)
+        self.assertEqual(b.retry_after("k"), 0.0)
+        clock.advance(100)
+        self.assertEqual(b.failed("k"), 0.0)
+        b.succeeded("k")
+        self.assertEqual(len(b), 0)
+
+    def test_backoff_and_bucket_are_bounded(self) -> None:
+        """Neither keeps more than max_keys keys, whatever the number of attackers."""
+        clock = Clock()
+        b = Backoff(clock, free=0, base=1.0, cap=1.0, max_keys=10)
+        t = TokenBucket(clock, rate=1.0, burst=1, max_keys=10)
+        for i in range(1000):
+            b.failed(str(i))
+            t.take(str(i))
+        self.assertEqual((len(b), len(t._keys)), (10, 10))
+
+    def test_address_key(self) -> None:
+        """IPv4 addresses count alone, IPv6 ones by /64, IPv4-mapped IPv6 as IPv4."""
+        self.assertEqual(address_key("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(address_key("2001:db8::1"), address_key("2001:db8::ffff:1"))
+        self.assertNotEqual(address_key("2001:db8::1"), address_key("2001:db8:0:1::1"))
+        self.assertEqual(address_key("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertEqual(address_key("unix"), "unix")
 
 
 class AccountSQLiteTests(AccountTests, SQLiteBackend, TestCase):

@@ -3,15 +3,20 @@
 from typing import Any, Coroutine
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from goim.logic.messages import MessageService, SendBudget
 
 from goim.storage.database import Txn
 from goim.types import (
     SEND_INTERNAL_ERROR,
     SEND_INVALID,
+    SEND_NO_SUCH_USER,
     SEND_NOT_FRIEND,
     SEND_NOT_IN_GROUP,
     SEND_OK,
+    SEND_RATE_LIMITED,
     SendRequest,
     SendResult,
     StoredMessage,
@@ -78,6 +83,18 @@ class MessageTests:
         self.assertEqual(result, SendResult(SEND_NOT_FRIEND))
         self.assertEqual(await self.all_messages(a), [])
         self.assertEqual(await self.all_messages(b), [])
+
+    async def test_unknown_user_gets_code_6(self: Any) -> None:
+        """Sending to a user id that names no user is refused with code 6 ("no such
+        user"), in the same batch as a send to a stranger that still gets code 2."""
+        s = await self.setup_services()
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        results = await defer.gatherResults(
+            [start(s.messages.send(to_user(a, da, b + 1000, 1))), start(s.messages.send(to_user(a, da, b, 2)))]
+        )
+        self.assertEqual([r.code for r in results], [SEND_NO_SUCH_USER, SEND_NOT_FRIEND])
+        self.assertEqual(await self.all_messages(a), [])
 
     async def test_deleted_friendship_takes_effect_at_once(self: Any) -> None:
         """After a friend is deleted the very next send is refused."""
@@ -362,9 +379,206 @@ class MessageTests:
         self.assertEqual(len(set(first + taken + more)), 136)
 
 
+class SendBudgetTests(SynchronousTestCase):
+    """The token bucket alone, on a task.Clock."""
+
+    def test_refill_cap_and_retry_time(self) -> None:
+        clock = Clock()
+        budget = SendBudget(rate=10, burst=20, clock=clock)
+        self.assertEqual(budget.take(1, 15), 0.0)
+        self.assertAlmostEqual(budget.take(1, 10), 0.5)  # 5 left, 10 needed, 10 a second
+        self.assertEqual(budget.tokens(1), 5)
+        clock.advance(0.5)
+        self.assertEqual(budget.take(1, 10), 0.0)
+        clock.advance(100)
+        self.assertEqual(budget.tokens(1), 20, "never more than the burst")
+        budget.adjust(1, -30)
+        self.assertEqual(budget.tokens(1), -10)
+        self.assertAlmostEqual(budget.take(1, 1), 1.1)
+
+    def test_a_cost_over_the_burst_needs_a_full_bucket(self) -> None:
+        clock = Clock()
+        budget = SendBudget(rate=1, burst=5, clock=clock)
+        self.assertEqual(budget.take(1, 50), 0.0)
+        self.assertEqual(budget.tokens(1), -45)
+        self.assertAlmostEqual(budget.take(1, 50), 50.0)
+
+    def test_full_buckets_are_forgotten(self) -> None:
+        """Memory follows active senders: buckets that refilled are dropped when the table grows."""
+        clock = Clock()
+        budget = SendBudget(rate=1000, burst=10, clock=clock)
+        for user in range(1024):
+            budget.take(user, 10)
+        self.assertEqual(len(budget), 1024)
+        clock.advance(1)
+        budget.take(5000, 10)
+        self.assertEqual(len(budget), 1)
+
+    def test_refuses_nonsense(self) -> None:
+        with self.assertRaises(ValueError):
+            SendBudget(rate=0, burst=10, clock=Clock())
+
+
+class FairnessTests:
+    """Send budgets and the fair writer, mixed into one TestCase per backend."""
+
+    services: Services
+
+    async def setup(self: Any, **options: Any) -> tuple[Services, Clock]:
+        """Services whose message service has ``options`` and a task.Clock for its budget."""
+        s = self.services = Services(await self.make_database(), reactor)
+        clock = Clock()
+        s.messages = MessageService(s.message_store, s.account_store, s.ids, s.delivery, clock, **options)
+        return s, clock
+
+    async def copies_of(self, user_id: int) -> list[StoredMessage]:
+        return (await self.services.messages.sync_page(user_id, 0, 1000)).messages
+
+    async def group_of(self, s: Services, size: int) -> tuple[int, int, int]:
+        """A group of ``size`` members; returns ``(owner, owner's device, group_id)``."""
+        owner, device, _ = await s.new_user("owner")
+        others = [(await s.new_user(f"member{i}"))[0] for i in range(size - 1)]
+        return owner, device, await s.social.create_group(owner, "g", others)
+
+    async def test_pipelined_flood_is_refused_at_the_door(self: Any) -> None:
+        """15 sends at once against a budget of 20 copies: 10 stored, 5 answered code 5 with a retry hint."""
+        s, clock = await self.setup(send_rate=10, send_burst=20)
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+        results = await defer.gatherResults([start(s.messages.send(to_user(a, da, b, n))) for n in range(1, 16)])
+        self.assertEqual([r.code for r in results], [SEND_OK] * 10 + [SEND_RATE_LIMITED] * 5)
+        # 2 copies needed, none left, 10 copies a second: 200 ms
+        self.assertEqual({r.retry_after_ms for r in results[10:]}, {200})
+        self.assertEqual({(r.message_id, r.seq) for r in results[10:]}, {(0, 0)})
+        self.assertEqual(len(await self.copies_of(b)), 10)
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 16))).code, SEND_RATE_LIMITED)
+        clock.advance(0.2)
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 17))).code, SEND_OK)
+        # another user's budget is untouched
+        self.assertEqual((await s.messages.send(to_user(b, (await s.new_device("b")), a, 1))).code, SEND_OK)
+
+    async def test_refused_send_is_answered_again_after_the_wait(self: Any) -> None:
+        """A send refused with code 5 and retried with the same send_sequence later is stored once."""
+        s, clock = await self.setup(send_rate=10, send_burst=2)
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_OK)
+        refused = await s.messages.send(to_user(a, da, b, 2))
+        self.assertEqual((refused.code, refused.retry_after_ms), (SEND_RATE_LIMITED, 200))
+        clock.advance(refused.retry_after_ms / 1000)
+        first = await s.messages.send(to_user(a, da, b, 2))
+        self.assertEqual((first.code, first.seq), (SEND_OK, 2))
+        clock.advance(1)
+        self.assertEqual(await s.messages.send(to_user(a, da, b, 2)), first)
+        self.assertEqual([m.seq for m in await self.copies_of(b)], [1, 2])
+
+    async def test_group_sends_cost_one_copy_per_member(self: Any) -> None:
+        """A budget of 12 copies takes two sends to a 5-member group, not three."""
+        s, _ = await self.setup(send_rate=1, send_burst=12)
+        owner, device, group_id = await self.group_of(s, 5)
+        results = await defer.gatherResults([start(s.messages.send(to_group(owner, device, group_id, n))) for n in (1, 2, 3)])
+        self.assertEqual([r.code for r in results], [SEND_OK, SEND_OK, SEND_RATE_LIMITED])
+        self.assertEqual(results[2].retry_after_ms, 3000)  # 5 needed, 2 left, 1 a second
+        self.assertEqual(s.messages.budget.tokens(owner), 2)
+
+    async def test_refused_and_duplicate_sends_cost_one_copy(self: Any) -> None:
+        """Sends that store nothing (not in the group, a retry of a stored send) give back all but one copy."""
+        s, _ = await self.setup(send_rate=1, send_burst=100)
+        owner, device, group_id = await self.group_of(s, 5)
+        outsider, outsider_device, _ = await s.new_user("outsider")
+        self.assertEqual((await s.messages.send(to_group(outsider, outsider_device, group_id, 1))).code, SEND_NOT_IN_GROUP)
+        self.assertEqual(s.messages.budget.tokens(outsider), 99)
+        first = await s.messages.send(to_group(owner, device, group_id, 1))
+        self.assertEqual(s.messages.budget.tokens(owner), 95)
+        s.messages._group_sizes.clear()
+        self.assertEqual(await s.messages.send(to_group(owner, device, group_id, 1)), first)
+        self.assertEqual(s.messages.budget.tokens(owner), 94)
+
+    async def test_a_failed_batch_is_refunded_in_full(self: Any) -> None:
+        """A batch that fails answers code 1 and gives every copy back: the retry is not charged twice."""
+        s, _ = await self.setup(send_rate=1, send_burst=10)
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+
+        def fail(txn: Txn) -> None:
+            raise RuntimeError("disk on fire")
+
+        s.message_store.fault_hook = fail
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_INTERNAL_ERROR)
+        self.assertEqual(s.messages.budget.tokens(a), 10)
+        self.flushLoggedErrors(RuntimeError)
+        s.message_store.fault_hook = None
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).code, SEND_OK)
+        self.assertEqual(s.messages.budget.tokens(a), 8)
+
+    async def test_a_send_bigger_than_the_bucket_waits_for_a_full_bucket(self: Any) -> None:
+        """A group larger than the burst can still be sent to, once the bucket is full, and leaves a debt."""
+        s, clock = await self.setup(send_rate=1, send_burst=3)
+        owner, device, group_id = await self.group_of(s, 5)
+        self.assertEqual((await s.messages.send(to_group(owner, device, group_id, 1))).code, SEND_OK)
+        refused = await s.messages.send(to_group(owner, device, group_id, 2))
+        self.assertEqual((refused.code, refused.retry_after_ms), (SEND_RATE_LIMITED, 5000))
+        clock.advance(5)
+        self.assertEqual((await s.messages.send(to_group(owner, device, group_id, 2))).code, SEND_OK)
+
+    async def test_a_flooding_sender_delays_another_by_at_most_one_batch(self: Any) -> None:
+        """A backlog of 40 group sends: another user's send goes into the batch after the one being written."""
+        s, _ = await self.setup(max_batch_copies=10)
+        owner, device, group_id = await self.group_of(s, 5)
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+        await s.messages.send(to_group(owner, device, group_id, 1))  # the group's size is known now
+
+        batches: list[list[int]] = []
+        gate: defer.Deferred[None] = defer.Deferred()
+        entered: defer.Deferred[None] = defer.Deferred()
+        store_sends = s.message_store.store_sends
+
+        async def held(sends: Any, decide: Any, now_ms: int) -> Any:
+            batches.append([p.request.user_id for p in sends])
+            if len(batches) == 1:
+                entered.callback(None)
+                await gate
+            return await store_sends(sends, decide, now_ms)
+
+        s.message_store.store_sends = held  # type: ignore[method-assign]
+        flood = [start(s.messages.send(to_group(owner, device, group_id, n))) for n in range(2, 42)]
+        await entered  # the first batch is being written, the rest of the flood queued
+        self.assertEqual(s.messages.queued, 40 - len(batches[0]))
+        other = start(s.messages.send(to_user(a, da, b, 1)))
+        gate.callback(None)
+        results = await defer.gatherResults([*flood, other])
+        self.assertEqual({r.code for r in results}, {SEND_OK})
+        self.assertIn(a, batches[1], "the other sender's send is in the next batch")
+        self.assertEqual(sum(len(batch) for batch in batches), 41)
+        for batch in batches:
+            self.assertLessEqual(5 * batch.count(owner) + 2 * batch.count(a), 10, "batches are bounded by copies")
+        # the flood is stored in order
+        self.assertEqual([m.seq for m in await self.copies_of(owner)], list(range(1, 42)))
+
+    async def test_a_send_bigger_than_a_batch_is_written_alone(self: Any) -> None:
+        """A send of more copies than max_batch_copies is its own batch; others are not held back."""
+        s, _ = await self.setup(max_batch_copies=3)
+        owner, device, group_id = await self.group_of(s, 5)
+        results = await defer.gatherResults([start(s.messages.send(to_group(owner, device, group_id, n))) for n in (1, 2, 3)])
+        self.assertEqual([r.seq for r in results], [1, 2, 3])
+
+
 class MessageSQLiteTests(MessageTests, SQLiteBackend, TestCase):
     pass
 
 
 class MessageMySQLTests(MessageTests, MySQLBackend, TestCase):
+    pass
+
+
+class FairnessSQLiteTests(FairnessTests, SQLiteBackend, TestCase):
+    pass
+
+
+class FairnessMySQLTests(FairnessTests, MySQLBackend, TestCase):
     pass

@@ -4,7 +4,10 @@ from typing import TYPE_CHECKING
 
 from twisted.trial.unittest import TestCase
 
-from goim.logic.social import Contact, GroupInfo
+from twisted.internet import reactor
+
+from goim.logic import social as social_module
+from goim.logic.social import Contact, GroupInfo, SocialLimits, SocialService
 from goim.storage.database import Txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
 from tests.support.services import Services, ServiceTests
@@ -39,6 +42,18 @@ class SocialTests(ServiceTests, _Base):
         """The Contact expected for a user registered by ``user``."""
         return Contact(user_id, label, number, f"Nick {number}", sex, avatar)
 
+    def member(self, user_id: int, number: str, label: str = "", *, sex: int = 0, avatar: str = "") -> Contact:
+        """The Contact of a group member who is not the viewer's friend: no number."""
+        return Contact(user_id, label, "", f"Nick {number}", sex, avatar)
+
+    async def friends(self, s: Services, user_id: int) -> list[Contact]:
+        """The first page of the user's friends."""
+        return (await s.social.list_friends(user_id)).items
+
+    async def groups(self, s: Services, user_id: int) -> list[GroupInfo]:
+        """The first page of the user's groups."""
+        return (await s.social.list_groups(user_id)).items
+
     async def friend_rows(self, s: Services) -> list[tuple[int, int, str]]:
         """Every ``(user_id, friend_id, label)`` row of ``friends``."""
 
@@ -70,10 +85,10 @@ class SocialTests(ServiceTests, _Base):
         b = await self.user(s, "bob", sex=1, avatar="https://a.example/bob.png")
         await s.social.add_friend(a, b, "Bobby")
         self.assertEqual(
-            await s.social.list_friends(a), [self.contact(b, "bob", "Bobby", sex=1, avatar="https://a.example/bob.png")]
+            await self.friends(s, a), [self.contact(b, "bob", "Bobby", sex=1, avatar="https://a.example/bob.png")]
         )
         self.assertEqual(
-            await s.social.list_friends(b), [self.contact(a, "alice", "", sex=2, avatar="https://a.example/alice.png")]
+            await self.friends(s, b), [self.contact(a, "alice", "", sex=2, avatar="https://a.example/alice.png")]
         )
 
     async def test_add_friend_is_idempotent(self) -> None:
@@ -85,8 +100,8 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_friend(a, b, "Bob")
         await s.social.add_friend(a, b, "Bob")
         self.assertEqual(await self.friend_rows(s), sorted([(a, b, "Bob"), (b, a, "Ally")]))
-        self.assertEqual(await s.social.list_friends(a), [self.contact(b, "bob", "Bob")])
-        self.assertEqual(await s.social.list_friends(b), [self.contact(a, "alice", "Ally")])
+        self.assertEqual(await self.friends(s, a), [self.contact(b, "bob", "Bob")])
+        self.assertEqual(await self.friends(s, b), [self.contact(a, "alice", "Ally")])
 
     async def test_add_friend_back_keeps_the_other_label(self) -> None:
         """When the friend adds the caller back, the caller's label for the friend is kept."""
@@ -121,12 +136,12 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_friend(a, c, "C")
         await s.social.add_friend(c, b, "B")
         await s.social.delete_friend(b, a)
-        self.assertEqual(await s.social.list_friends(a), [self.contact(c, "carol", "C")])
-        self.assertEqual(await s.social.list_friends(b), [self.contact(c, "carol", "")])
+        self.assertEqual(await self.friends(s, a), [self.contact(c, "carol", "C")])
+        self.assertEqual(await self.friends(s, b), [self.contact(c, "carol", "")])
         self.assertEqual(await self.friend_rows(s), sorted([(a, c, "C"), (c, a, ""), (c, b, "B"), (b, c, "")]))
         await s.social.delete_friend(a, c)
         await s.social.delete_friend(a, c)
-        self.assertEqual(await s.social.list_friends(a), [])
+        self.assertEqual(await self.friends(s, a), [])
         self.assertEqual(await self.friend_rows(s), sorted([(c, b, "B"), (b, c, "")]))
 
     async def test_list_friends_order_and_profiles(self) -> None:
@@ -136,11 +151,11 @@ class SocialTests(ServiceTests, _Base):
         b = await self.user(s, "bob", sex=1, avatar="b.png")
         c = await self.user(s, "carol", sex=2, avatar="c.png")
         d = await self.user(s, "dave")
-        self.assertEqual(await s.social.list_friends(a), [])
+        self.assertEqual(await self.friends(s, a), [])
         await s.social.add_friend(a, d, "D")
         await s.social.add_friend(a, b, "B")
         await s.social.add_friend(c, a, "A")
-        friends = await s.social.list_friends(a)
+        friends = await self.friends(s, a)
         self.assertEqual(
             friends,
             [
@@ -149,7 +164,7 @@ class SocialTests(ServiceTests, _Base):
                 self.contact(d, "dave", "D"),
             ],
         )
-        self.assertEqual(await s.social.list_friends(d), [self.contact(a, "alice")])
+        self.assertEqual(await self.friends(s, d), [self.contact(a, "alice")])
 
     # groups
 
@@ -162,7 +177,7 @@ class SocialTests(ServiceTests, _Base):
         group = await s.social.get_group(b, group_id)
         self.assertEqual((group.id, group.name, group.owner_id), (group_id, "team", b))
         self.assertEqual(
-            group.users, [self.contact(a, "alice"), self.contact(b, "bob"), self.contact(c, "carol")]
+            group.users, [self.member(a, "alice"), self.contact(b, "bob"), self.member(c, "carol")]
         )
         solo = await s.social.create_group(a, "solo", [])
         self.assertNotEqual(solo, group_id)
@@ -176,7 +191,7 @@ class SocialTests(ServiceTests, _Base):
         a, b = await self.users(s, "alice", "bob")
         await self.assert_code(s.social.create_group(a, "team", [b, b + 100]), 1004)
         self.assertEqual(await self.group_count(s), 0)
-        self.assertEqual(await s.social.list_groups(a), [])
+        self.assertEqual(await self.groups(s, a), [])
 
     async def test_create_group_bad_input(self) -> None:
         """An empty, blank or over-long name, or a non-positive member id, gives code 2."""
@@ -234,7 +249,7 @@ class SocialTests(ServiceTests, _Base):
         await s.social.add_members(b, group_id, [b, c])
         after = await s.social.get_group(a, group_id)
         self.assertEqual(
-            after.users, [self.contact(a, "alice"), self.contact(b, "bob", "bee"), self.contact(c, "carol")]
+            after.users, [self.contact(a, "alice"), self.member(b, "bob", "bee"), self.member(c, "carol")]
         )
 
     async def test_owner_removes_anyone(self) -> None:
@@ -246,7 +261,7 @@ class SocialTests(ServiceTests, _Base):
         self.assertEqual(await self.member_ids(s, a, group_id), [a, c])
         await self.assert_code(s.social.get_group(b, group_id), 1006)
         await self.assert_code(s.social.add_members(d, group_id, [d]), 1006)
-        self.assertEqual([g.id for g in await s.social.list_groups(b)], [])
+        self.assertEqual([g.id for g in await self.groups(s, b)], [])
 
     async def test_owner_leaving_passes_the_group_on(self) -> None:
         """An owner who leaves hands ownership to the remaining member with the lowest id."""
@@ -300,9 +315,9 @@ class SocialTests(ServiceTests, _Base):
         await s.social.set_label(a, g1, "chief")
         self.assertEqual(
             (await s.social.get_group(b, g1)).users,
-            [self.contact(a, "alice", "chief"), self.contact(b, "bob", "Bee 🐝")],
+            [self.member(a, "alice", "chief"), self.contact(b, "bob", "Bee 🐝")],
         )
-        self.assertEqual((await s.social.get_group(a, g2)).users, [self.contact(a, "alice"), self.contact(b, "bob")])
+        self.assertEqual((await s.social.get_group(a, g2)).users, [self.contact(a, "alice"), self.member(b, "bob")])
         await s.social.set_label(b, g1, "")
         self.assertEqual((await s.social.get_group(a, g1)).users[1].label, "")
         await self.assert_code(s.social.set_label(c, g1, "intruder"), 1006)
@@ -325,10 +340,11 @@ class SocialTests(ServiceTests, _Base):
                 "Ωmega team",
                 c,
                 [
-                    self.contact(a, "alice", "Al", sex=2, avatar="alice.png"),
+                    self.member(a, "alice", "Al", sex=2, avatar="alice.png"),
                     self.contact(b, "bob", sex=1),
-                    self.contact(c, "carol"),
+                    self.member(c, "carol"),
                 ],
+                3,
             ),
         )
 
@@ -349,20 +365,156 @@ class SocialTests(ServiceTests, _Base):
         g2 = await s.social.create_group(c, "two", [a])
         g3 = await s.social.create_group(c, "three", [])
         g4 = await s.social.create_group(b, "four", [c])
-        groups = await s.social.list_groups(a)
+        groups = await self.groups(s, a)
         self.assertEqual(
             groups,
             [
-                GroupInfo(g1, "one", a, [self.contact(a, "alice"), self.contact(b, "bob")]),
-                GroupInfo(g2, "two", c, [self.contact(a, "alice"), self.contact(c, "carol")]),
+                GroupInfo(g1, "one", a, [self.contact(a, "alice"), self.member(b, "bob")], 2),
+                GroupInfo(g2, "two", c, [self.contact(a, "alice"), self.member(c, "carol")], 2),
             ],
         )
-        self.assertEqual([g.id for g in await s.social.list_groups(c)], [g2, g3, g4])
-        self.assertEqual([g.id for g in await s.social.list_groups(b)], [g1, g4])
+        self.assertEqual([g.id for g in await self.groups(s, c)], [g2, g3, g4])
+        self.assertEqual([g.id for g in await self.groups(s, b)], [g1, g4])
         await s.social.remove_members(c, g2, [a])
-        self.assertEqual([g.id for g in await s.social.list_groups(a)], [g1])
+        self.assertEqual([g.id for g in await self.groups(s, a)], [g1])
         d = await self.user(s, "dave")
-        self.assertEqual(await s.social.list_groups(d), [])
+        self.assertEqual(await self.groups(s, d), [])
+
+    # limits (issue 11)
+
+    def limit(self, s: Services, **limits: int) -> None:
+        """Replace the service with one under the given limits."""
+        s.social = SocialService(s.account_store, s.social_store, reactor, limits=SocialLimits(**limits))
+
+    async def test_group_size_limit(self) -> None:
+        """Creating or growing a group past group_size gives 1008 and changes nothing."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        self.limit(s, group_size=3)
+        await self.assert_code(s.social.create_group(a, "big", [b, c, d]), 1008)
+        self.assertEqual(await self.group_count(s), 0)
+        group_id = await s.social.create_group(a, "team", [b])
+        await s.social.add_members(a, group_id, [b, c])
+        await self.assert_code(s.social.add_members(a, group_id, [d]), 1008)
+        await self.assert_code(s.social.add_members(a, group_id, [b, d]), 1008)
+        self.assertEqual(await self.member_ids(s, a, group_id), [a, b, c])
+        await s.social.add_members(a, group_id, [a, b, c])  # nobody new: still allowed
+
+    async def test_groups_per_user_limit(self) -> None:
+        """A user in groups_per_user groups cannot create, be put in or be added to another (1009)."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        self.limit(s, groups_per_user=2)
+        g1 = await s.social.create_group(a, "one", [])
+        await s.social.create_group(b, "two", [a])
+        await self.assert_code(s.social.create_group(a, "three", []), 1009)
+        error = await self.assert_code(s.social.create_group(c, "four", [a]), 1009)
+        self.assertIn(f"user {a}", error.message)
+        g5 = await s.social.create_group(c, "five", [b])
+        await self.assert_code(s.social.add_members(c, g5, [a]), 1009)
+        self.assertEqual(await self.member_ids(s, c, g5), [b, c])
+        await s.social.remove_members(a, g1, [a])
+        await s.social.add_members(c, g5, [a])
+        self.assertEqual(await self.member_ids(s, c, g5), [a, b, c])
+
+    async def test_friends_per_user_limit(self) -> None:
+        """A new friendship past friends_per_user on either side gives 1010; relabelling a friend does not count."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        self.limit(s, friends_per_user=2)
+        await s.social.add_friend(a, b, "")
+        await s.social.add_friend(a, c, "")
+        await self.assert_code(s.social.add_friend(a, d, ""), 1010)
+        error = await self.assert_code(s.social.add_friend(d, a, ""), 1010)
+        self.assertIn(f"user {a}", error.message)
+        await s.social.add_friend(a, b, "again")
+        self.assertEqual([f.user_id for f in await self.friends(s, a)], [b, c])
+        await s.social.delete_friend(a, c)
+        await s.social.add_friend(d, a, "")
+        self.assertEqual([f.user_id for f in await self.friends(s, a)], [b, d])
+
+    async def test_limits_hold_under_concurrent_requests(self) -> None:
+        """Concurrent befriendings and additions cannot overshoot the limits (the check is inside the transaction)."""
+        from twisted.internet.defer import Deferred, DeferredList
+
+        s = await self.services()
+        a, *others = await self.users(s, "alice", "u1", "u2", "u3", "u4", "u5", "u6")
+        self.limit(s, friends_per_user=3, group_size=4)
+
+        async def outcomes(calls: list) -> list[bool]:  # type: ignore[type-arg]
+            results = await DeferredList([Deferred.fromCoroutine(c) for c in calls], consumeErrors=True)
+            return [ok for ok, _ in results]
+
+        befriended = await outcomes([s.social.add_friend(a, u, "") for u in others])
+        self.assertEqual(sum(befriended), 3)
+        self.assertEqual(len(await self.friends(s, a)), 3)
+        group_id = await s.social.create_group(a, "team", [])
+        added = await outcomes([s.social.add_members(a, group_id, [u]) for u in others])
+        self.assertEqual(sum(added), 3)
+        self.assertEqual(len(await self.member_ids(s, a, group_id)), 4)
+
+    async def test_friend_pages(self) -> None:
+        """list_friends pages by user id with a cursor; the page size is capped at FRIEND_PAGE."""
+        s = await self.services()
+        a, *others = await self.users(s, "alice", "u1", "u2", "u3", "u4", "u5")
+        for u in others:
+            await s.social.add_friend(a, u, "")
+        first = await s.social.list_friends(a, limit=2)
+        self.assertEqual(([f.user_id for f in first.items], first.next), (others[:2], others[1]))
+        second = await s.social.list_friends(a, after=first.next or 0, limit=2)
+        third = await s.social.list_friends(a, after=second.next or 0, limit=2)
+        self.assertEqual([f.user_id for f in second.items + third.items], others[2:])
+        self.assertIsNone(third.next)
+        self.patch(social_module, "FRIEND_PAGE", 3)
+        capped = await s.social.list_friends(a, limit=10**6)
+        self.assertEqual((len(capped.items), capped.next), (3, others[2]))
+
+    async def test_group_pages_and_member_pages(self) -> None:
+        """list_groups pages groups; members past MEMBER_PAGE come from group_members by cursor."""
+        s = await self.services()
+        a, b, c, d = await self.users(s, "alice", "bob", "carol", "dave")
+        groups = [await s.social.create_group(a, f"g{i}", [b, c, d]) for i in range(3)]
+        page = await s.social.list_groups(a, limit=2)
+        self.assertEqual(([g.id for g in page.items], page.next), (groups[:2], groups[1]))
+        rest = await s.social.list_groups(a, after=page.next or 0)
+        self.assertEqual(([g.id for g in rest.items], rest.next), (groups[2:], None))
+        self.patch(social_module, "MEMBER_PAGE", 2)
+        group = await s.social.get_group(a, groups[0])
+        self.assertEqual(([u.user_id for u in group.users], group.member_count, group.members_next), ([a, b], 4, b))
+        members = await s.social.group_members(a, groups[0], after=group.members_next or 0)
+        self.assertEqual(([u.user_id for u in members.items], members.next), ([c, d], None))
+        await self.assert_code(s.social.group_members(d + 100, groups[0]), 1006)
+
+    async def test_group_page_member_budget(self) -> None:
+        """A page of groups ends before the member entries would pass GROUP_PAGE_MEMBERS (one group at least)."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        g1 = await s.social.create_group(a, "big", [b, c])
+        g2 = await s.social.create_group(a, "pair", [b])
+        g3 = await s.social.create_group(a, "solo", [])
+        self.patch(social_module, "GROUP_PAGE_MEMBERS", 4)
+        page = await s.social.list_groups(a)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g1], g1))
+        page = await s.social.list_groups(a, after=g1)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g2, g3], None))
+        self.patch(social_module, "GROUP_PAGE_MEMBERS", 1)
+        page = await s.social.list_groups(a)
+        self.assertEqual(([g.id for g in page.items], page.next), ([g1], g1))
+
+    async def test_numbers_only_for_friends(self) -> None:
+        """Group members see each other's numbers only when friends; friend lists show numbers."""
+        s = await self.services()
+        a, b, c = await self.users(s, "alice", "bob", "carol")
+        group_id = await s.social.create_group(a, "team", [b, c])
+        await s.social.add_friend(a, b, "")
+        numbers = {u.user_id: u.number for u in (await s.social.get_group(a, group_id)).users}
+        self.assertEqual(numbers, {a: "alice", b: "bob", c: ""})
+        numbers = {u.user_id: u.number for u in (await s.social.get_group(c, group_id)).users}
+        self.assertEqual(numbers, {a: "", b: "", c: "carol"})
+        [listed] = await self.groups(s, b)
+        self.assertEqual({u.user_id: u.number for u in listed.users}, {a: "alice", b: "bob", c: ""})
+        page = await s.social.group_members(c, group_id)
+        self.assertEqual([u.number for u in page.items], ["", "", "carol"])
 
 
 class SocialSQLiteTests(SocialTests, SQLiteBackend, TestCase):

@@ -861,3 +861,110 @@ class LoopbackTests(SynchronousTestCase):
         self.assertEqual(len(factory.table), 0)
         self.assertEqual(logic.offlines, [dict(device_id=1, user_id=2)])
         self.assertIsInstance(server, ClientProtocol)
+
+
+class RateLimitAckTests(SynchronousTestCase):
+    def test_code_5_carries_the_retry_hint_and_keeps_the_connection(self) -> None:
+        """A send answered code 5 gets its ACK with retry_after_ms; the connection stays open and usable."""
+        conn = Conn()
+        conn.signed_in()
+        conn.feed(message_send(1), message_send(2))
+        conn.logic.sends[0].deferred.callback(SendResult(code=5, retry_after_ms=250))
+        ack = parse(pb.MessageSendACK, conn.take()[0].value)
+        self.assertEqual((ack.send_sequence, ack.code, ack.retry_after_ms, ack.message_id), (1, 5, 250, 0))
+        self.assertFalse(conn.closed)
+        # the send already in flight completes; new frames wait for the hint's 250 ms
+        conn.logic.sends[1].deferred.callback(SendResult(code=0, message_id=7, seq=3))
+        conn.feed(message_send(1), heartbeat())
+        self.assertEqual(len(conn.logic.sends), 2)
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.25)
+        self.assertEqual(conn.transport.producerState, "producing")
+        conn.logic.sends[2].deferred.callback(SendResult(code=0, message_id=8, seq=4))
+        frames = conn.take()
+        acks = [parse(pb.MessageSendACK, f.value) for f in frames if f.type == codec.MESSAGE_SEND_ACK]
+        self.assertEqual([(a.send_sequence, a.code, a.retry_after_ms) for a in acks], [(2, 0, 0), (1, 0, 0)])
+        self.assertIn(codec.HEARTBEAT_ACK, [f.type for f in frames])
+        self.assertFalse(conn.closed)
+
+    def test_code_5_without_a_hint_pauses_briefly_and_long_hints_are_capped(self) -> None:
+        """No hint: 0.1 s without reading; a 60 s hint: at most 5 s, so heartbeats keep flowing."""
+        conn = Conn()
+        conn.signed_in()
+        conn.feed(message_send(1))
+        conn.logic.sends[0].deferred.callback(SendResult(code=5))
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.1)
+        self.assertEqual(conn.transport.producerState, "producing")
+        conn.feed(message_send(2))
+        conn.logic.sends[1].deferred.callback(SendResult(code=5, retry_after_ms=60_000))
+        conn.clock.advance(4.9)
+        self.assertEqual(conn.transport.producerState, "paused")
+        conn.clock.advance(0.1)
+        self.assertEqual(conn.transport.producerState, "producing")
+        conn.lose()
+        self.assertEqual(conn.clock.getDelayedCalls(), [])
+
+
+class OutboundBoundTests(SynchronousTestCase):
+    """A client that does not read: its unsent bytes pass the transport's bound."""
+
+    def make(self, **settings: Any) -> tuple[Conn, FlowControlTransport]:
+        transport = FlowControlTransport(high_water=1000)
+        conn = Conn(transport=transport, write_grace=60.0, **settings)
+        conn.signed_in(user_id=2)
+        return conn, transport
+
+    def test_heartbeat_replies_fill_the_bound_then_reading_stops(self) -> None:
+        """Heartbeats never read back: past the bound no further frame is handled, so nothing more is written."""
+        conn, transport = self.make()
+        conn.feed(heartbeat() * 300)  # 300 HeartbeatACKs of 4 bytes: past 1,000 bytes at the 251st
+        self.assertTrue(conn.proto.producer.paused)
+        self.assertEqual(transport.producerState, "paused")
+        size = len(transport.value())
+        self.assertEqual(size, 251 * 4, "frames after the one that crossed the bound wait unread")
+        conn.feed(heartbeat() * 1000)
+        conn.proto.push([make_message(2, seq) for seq in range(1, 500)])
+        self.assertEqual(len(transport.value()), size, "memory stays flat for a client that never reads")
+        self.assertFalse(conn.closed)
+
+    def test_aborted_after_the_grace_period(self) -> None:
+        """Still unread after write_grace seconds: the connection is aborted (and logged)."""
+        events = capture_logs(self)
+        conn, transport = self.make()
+        conn.feed(heartbeat() * 300)
+        conn.clock.advance(59.9)
+        self.assertFalse(conn.closed)
+        conn.clock.advance(0.1)
+        self.assertTrue(conn.closed)
+        self.assertTrue(transport.disconnected, "aborted, not waiting for a flush that will never come")
+        self.assertTrue(any("has not read its data for 60.0 s" in t for t in log_texts(events)))
+        conn.lose()
+        self.assertEqual(conn.clock.getDelayedCalls(), [])
+
+    def test_reading_again_within_the_grace_period(self) -> None:
+        """The client reads again in time: the held frames are handled, the timer is off, pushes skipped meanwhile are synced."""
+        conn, transport = self.make()
+        conn.feed(heartbeat() * 300)
+        conn.proto.push([make_message(2, 5)])
+        conn.clock.advance(30)
+        received = transport.drain()
+        self.assertEqual(len(frames_of(received)), 251)
+        # the 49 held heartbeats are answered now; the skipped push starts a sync
+        self.assertEqual([f.type for f in conn.take()], [codec.HEARTBEAT_ACK] * 49)
+        self.assertEqual([c.args["after_seq"] for c in conn.logic.sync_pages], [4])
+        conn.clock.advance(60)
+        self.assertFalse(conn.closed)
+
+    def test_send_acks_count_towards_the_bound(self) -> None:
+        """MessageSendACKs of sends still in flight fill the buffer too: reading stops, then the grace period runs."""
+        conn, transport = self.make()
+        conn.feed(*[message_send(n, "x" * 10) for n in range(1, 101)])
+        self.assertEqual(len(conn.logic.sends), 100)
+        for call in conn.logic.sends:
+            call.deferred.callback(SendResult(code=0, message_id=10**12, seq=10**6))
+        self.assertTrue(conn.proto.producer.paused)
+        conn.feed(message_send(101))
+        self.assertEqual(len(conn.logic.sends), 100, "no frame is read while the output is over the bound")
+        conn.clock.advance(60)
+        self.assertTrue(conn.closed)

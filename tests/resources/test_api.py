@@ -233,3 +233,149 @@ class OpsAPITests(SynchronousTestCase):
         response = self.successResultOf(stub.get("http://goim.test/user/info"))
         self.assertEqual(response.code, 404)
         self.assertEqual(json.loads(self.successResultOf(response.content()))["code"], 2)
+
+
+class InputHygieneTests(APITestCase):
+    def test_lone_surrogates_are_400_in_every_text_field(self) -> None:
+        """A JSON-escaped lone surrogate in any text field or key is 400 code 2, never 500, and nothing is stored."""
+        _, auth = self.user("alice")
+        cases = [
+            ("POST", "/device", {**DEVICE, "brand": "\ud800"}, None),
+            ("POST", "/device", {**DEVICE, "\udc00": 1}, None),
+            ("POST", "/user", {"number": "x\udfff", "nickname": "n", "password": "secret-pw"}, auth),
+            ("POST", "/user", {"number": "carol", "nickname": "\ud83d", "password": "secret-pw"}, auth),
+            ("POST", "/user/signin", {"number": "alice", "password": "\ud800secret"}, auth),
+            ("POST", "/group", {"name": "\udbff team"}, auth),
+            ("POST", "/friend", {"friend_id": 1, "label": "\udc00"}, auth),
+            ("PUT", "/group/user/label", {"group_id": 1, "label": "\ud800"}, auth),
+        ]
+        for method, path, body, who in cases:
+            raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as \udXXX
+            status, env = self.call(method, path, raw=raw, auth=who)
+            self.assertEqual((status, env["code"]), (400, 2), path)
+            self.assertIn("Unicode", env["message"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_deep_nesting_is_400(self) -> None:
+        """Nesting past 16 levels, or deep enough to exhaust the parser, is 400 code 2."""
+        for raw in (b"[" * 100_000, b'{"a":' * 17 + b"1" + b"}" * 17, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+            status, env = self.call("POST", "/device", raw=raw)
+            self.assertEqual((status, env["code"]), (400, 2))
+        status, env = self.call("POST", "/device", raw=json.dumps({**DEVICE, "x": [[[[1]]]]}).encode())
+        self.assertEqual(status, 200)
+
+    def test_bad_query_parameters_are_400(self) -> None:
+        """A cursor or limit that is not a page parameter is 400 code 2."""
+        _, auth = self.user("alice")
+        for query in ("cursor=abc", "cursor=-1", "cursor=99999999999999999999", "limit=0", "limit=1001", "limit=x"):
+            status, env = self.call("GET", "/friend/all?" + query, auth=auth)
+            self.assertEqual((status, env["code"]), (400, 2), query)
+
+
+class PageTests(APITestCase):
+    def raw_call(self, path: str, auth: tuple[int, str]) -> tuple[Any, dict[str, Any]]:
+        headers = {b"device_id": [str(auth[0]).encode()], b"token": [auth[1].encode()]}
+        response = self.successResultOf(self.stub.get("http://goim.test" + path, headers=headers))
+        return response, json.loads(self.successResultOf(response.content()))
+
+    def test_friend_pages_keep_the_goim_1_1_shape_without_a_cursor(self) -> None:
+        """Without cursor: a plain list plus Goim-Next-Cursor; with cursor: {items, next_cursor}, page by page."""
+        alice, auth = self.user("alice")
+        friends = [self.user(f"f{i}")[0] for i in range(5)]
+        for f in friends:
+            self.call("POST", "/friend", {"friend_id": f}, auth=auth)
+        response, env = self.raw_call("/friend/all?limit=2", auth)
+        self.assertEqual([c["user_id"] for c in env["data"]], friends[:2])
+        self.assertEqual(response.headers.getRawHeaders(b"goim-next-cursor"), [str(friends[1]).encode()])
+        response, env = self.raw_call("/friend/all", auth)
+        self.assertEqual([c["user_id"] for c in env["data"]], friends)
+        self.assertIsNone(response.headers.getRawHeaders(b"goim-next-cursor"))
+        seen, cursor = [], ""
+        while cursor is not None:
+            _, env = self.raw_call(f"/friend/all?cursor={cursor}&limit=2", auth)
+            seen += [c["user_id"] for c in env["data"]["items"]]
+            cursor = env["data"]["next_cursor"]
+        self.assertEqual(seen, friends)
+
+    def test_group_routes_page_members(self) -> None:
+        """Groups carry member_count and members_next_cursor; GET /group/members pages the rest."""
+        from goim.logic import social
+
+        alice, auth = self.user("alice")
+        others = [self.user(f"m{i}")[0] for i in range(3)]
+        _, env = self.call("POST", "/group", {"name": "team", "user_ids": others}, auth=auth)
+        group_id = env["data"]["id"]
+        self.patch(social, "MEMBER_PAGE", 2)
+        _, env = self.call("GET", "/group/all", auth=auth)
+        [group] = env["data"]
+        self.assertEqual((len(group["users"]), group["member_count"]), (2, 4))
+        cursor = group["members_next_cursor"]
+        _, env = self.call("GET", f"/group/members/{group_id}?cursor={cursor}", auth=auth)
+        self.assertEqual([u["user_id"] for u in env["data"]["items"]], others[1:])
+        self.assertIsNone(env["data"]["next_cursor"])
+        _, env = self.call("GET", f"/group/one/{group_id}", auth=auth)
+        self.assertEqual(env["data"]["members_next_cursor"], cursor)
+
+    def test_numbers_are_hidden_from_co_members(self) -> None:
+        """A group member who is not a friend sees "" as a co-member's number; a friend sees it."""
+        alice, alice_auth = self.user("alice")
+        bob, bob_auth = self.user("bob")
+        carol, carol_auth = self.user("carol")
+        _, env = self.call("POST", "/group", {"name": "team", "user_ids": [bob, carol]}, auth=alice_auth)
+        group_id = env["data"]["id"]
+        self.call("POST", "/friend", {"friend_id": bob}, auth=alice_auth)
+        _, env = self.call("GET", f"/group/one/{group_id}", auth=carol_auth)
+        self.assertEqual({u["user_id"]: u["number"] for u in env["data"]["users"]}, {alice: "", bob: "", carol: "carol"})
+        _, env = self.call("GET", f"/group/one/{group_id}", auth=bob_auth)
+        self.assertEqual({u["user_id"]: u["number"] for u in env["data"]["users"]}, {alice: "alice", bob: "bob", carol: ""})
+
+
+class ThrottleAndTokenRouteTests(APITestCase):
+    def test_throttled_sign_in_is_429_with_retry_after(self) -> None:
+        """After the free failures a sign-in is 429 code 1012 with a Retry-After header."""
+        self.user("alice")
+        auth = self.device()
+        headers = {b"device_id": [str(auth[0]).encode()], b"token": [auth[1].encode()]}
+        body = json.dumps({"number": "alice", "password": "wrong-pw"}).encode()
+        codes = []
+        for _ in range(7):
+            response = self.successResultOf(self.stub.post("http://goim.test/user/signin", data=body, headers=headers))
+            codes.append(json.loads(self.successResultOf(response.content()))["code"])
+        self.assertEqual(codes, [1003] * 6 + [1012])
+        self.assertEqual(response.code, 429)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"1"])
+
+    def test_sign_out_devices_and_token_refresh(self) -> None:
+        """POST /user/signout revokes the token; GET /device/all lists; DELETE /device/{id}; POST /device/token rotates."""
+        alice, auth = self.user("alice")
+        second = self.device()
+        self.assertEqual(self._code("POST", "/user/signin", {"number": "alice", "password": "secret-pw"}, second), (200, 0))
+        _, env = self.call("GET", "/device/all", auth=auth)
+        self.assertEqual([(d["id"], d["current"]) for d in env["data"]], [(auth[0], True), (second[0], False)])
+        status, env = self.call("POST", "/device/token", auth=second)
+        self.assertEqual(status, 200)
+        renewed = (second[0], env["data"]["token"])
+        self.assertEqual(env["data"]["expires_at"], 0)
+        self.assertEqual(self._code("GET", "/user/info", None, second), (401, 1001))
+        self.assertEqual(self._code("GET", "/user/info", None, renewed), (200, 0))
+        self.assertEqual(self._code("DELETE", f"/device/{renewed[0]}", None, auth), (200, 0))
+        self.assertEqual(self._code("GET", "/user/info", None, renewed), (401, 1001))
+        self.assertEqual(self._code("DELETE", f"/device/{renewed[0]}", None, auth), (404, 1015))
+        self.assertEqual(self._code("POST", "/user/signout", None, auth), (200, 0))
+        self.assertEqual(self._code("GET", "/user/info", None, auth), (401, 1001))
+
+    def test_limit_codes_over_http(self) -> None:
+        """A group over the size limit is 409 code 1008 (the limit's code and status reach the client)."""
+        from goim.logic.social import SocialLimits, SocialService
+
+        self.api.social = SocialService(
+            self.services.account_store, self.services.social_store, reactor, limits=SocialLimits(group_size=2)
+        )
+        _, auth = self.user("alice")
+        bob, _ = self.user("bob")
+        carol, _ = self.user("carol")
+        self.assertEqual(self._code("POST", "/group", {"name": "t", "user_ids": [bob, carol]}, auth), (409, 1008))
+
+    def _code(self, method: str, path: str, body: Any, auth: tuple[int, str]) -> tuple[int, int]:
+        status, env = self.call(method, path, body, auth=auth)
+        return status, env["code"]

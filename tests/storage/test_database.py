@@ -13,7 +13,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from goim.storage.database import Database, DatabaseURL, DatabaseURLError, Txn, in_clause
+from goim.storage.database import (
+    Database,
+    DatabaseURL,
+    DatabaseURLError,
+    Txn,
+    in_clause,
+    mysql_durability_warnings,
+)
 from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
 from goim.storage.schema import LATEST_VERSION, MIGRATIONS, SchemaTooNewError, migrate_txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend, SynchronousPool
@@ -395,9 +402,31 @@ class DatabaseTests(_Base):
 
         ran = await db.run("again", again_txn)
         statements = [statement for _, statements in MIGRATIONS for statement in statements]
-        # only CREATE TABLE IF NOT EXISTS statements run again (a no-op); indexes are skipped
+        # only CREATE TABLE IF NOT EXISTS statements run again (a no-op); indexes and columns are skipped
         for statement, did_run in zip(statements, ran):
-            self.assertEqual(did_run, "CREATE INDEX" not in statement, statement)
+            self.assertEqual(did_run, "CREATE TABLE IF NOT EXISTS" in statement, statement)
+
+    async def test_token_expiry_migration_keeps_existing_devices(self) -> None:
+        """A version-1 database migrates to the token_expires_at column; existing devices get 0 (never expire)."""
+        db = self.open_database()
+
+        def version_one_txn(t: Txn) -> None:
+            t.execute(t.dialect.ddl("CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY){table_options}"))
+            for statement in MIGRATIONS[0][1]:
+                t.execute(t.dialect.ddl(statement))
+            t.execute("INSERT INTO schema_version (version) VALUES (1)")
+            t.execute(
+                "INSERT INTO devices (type, brand, model, system_version, app_version, token_hash, created_at)"
+                " VALUES (1, 'b', 'm', 's', 'a', 'h', 5)"
+            )
+
+        await db.run("version_one", version_one_txn)
+        self.assertEqual(await db.run("migrate", migrate_txn), (1, LATEST_VERSION))
+
+        def expiry_txn(t: Txn) -> list[tuple[Any, ...]]:
+            return t.query("SELECT token_hash, token_expires_at FROM devices")
+
+        self.assertEqual(await db.run("expiry", expiry_txn), [("h", 0)])
 
     async def test_schema_newer_than_code_refuses(self) -> None:
         """A schema_version above LATEST_VERSION makes migration fail with SchemaTooNewError asking for an upgrade."""
@@ -587,10 +616,74 @@ class DatabaseTests(_Base):
         self.assertEqual(updated, 2)
 
 
-class DatabaseSQLiteTests(DatabaseTests, SQLiteBackend, TestCase):
+class DurabilityWarningTests:
+    """The startup check of the settings an ACK's durability depends on."""
+
+    async def test_warnings_follow_the_server_settings(self: Any) -> None:
+        """SQLite FULL: nothing; MySQL: exactly what its live settings call for."""
+        db = await self.make_database()
+        expected: list[str] = []
+        if not db.url.is_sqlite:
+
+            def read(txn: Txn) -> tuple[Any, ...]:
+                return txn.query("SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin")[0]
+
+            flush, sync_binlog, log_bin = await db.run("read", read)
+            expected = mysql_durability_warnings(int(flush), int(sync_binlog), bool(int(log_bin)))
+        self.assertEqual(await db.durability_warnings(), expected)
+
+    def test_mysql_settings(self: Any) -> None:
+        self.assertEqual(mysql_durability_warnings(1, 0, False), [])
+        self.assertEqual(mysql_durability_warnings(1, 1, True), [])
+        [flush] = mysql_durability_warnings(2, 1, True)
+        self.assertIn("innodb_flush_log_at_trx_commit=2", flush)
+        [binlog] = mysql_durability_warnings(1, 0, True)
+        self.assertIn("sync_binlog=0", binlog)
+
+
+class DatabaseSQLiteTests(DatabaseTests, DurabilityWarningTests, SQLiteBackend, TestCase):
     pass
 
 
-class DatabaseMySQLTests(DatabaseTests, MySQLBackend, TestCase):
+class DatabaseMySQLTests(DatabaseTests, DurabilityWarningTests, MySQLBackend, TestCase):
     pass
 
+
+
+class SQLiteDurabilityTests(TestCase):
+    """The pragmas of the SQLite connection: every commit (so every ACK) survives power loss by default."""
+
+    async def pragmas(self, **options: Any) -> tuple[int, str]:
+        from twisted.internet import reactor
+
+        db = Database(f"sqlite:{self.mktemp()}.db", reactor, **options)
+        self.addCleanup(db.close)
+
+        def read(txn: Txn) -> tuple[int, str]:
+            (synchronous,) = txn.query("PRAGMA synchronous")[0]
+            (journal_mode,) = txn.query("PRAGMA journal_mode")[0]
+            return int(synchronous), str(journal_mode)
+
+        return await db.run("pragmas", read)
+
+    async def test_default_is_wal_with_synchronous_full(self) -> None:
+        """By default the WAL is synced at every commit (synchronous=FULL is 2)."""
+        self.assertEqual(await self.pragmas(), (2, "wal"))
+
+    async def test_normal_is_an_explicit_option(self) -> None:
+        """sqlite_synchronous='normal' gives synchronous=NORMAL (1): syncs at checkpoints only."""
+        self.assertEqual(await self.pragmas(sqlite_synchronous="normal"), (1, "wal"))
+
+    async def test_normal_is_warned_about(self) -> None:
+        from twisted.internet import reactor
+
+        db = Database(f"sqlite:{self.mktemp()}.db", reactor, sqlite_synchronous="normal")
+        self.addCleanup(db.close)
+        [warning] = await db.durability_warnings()
+        self.assertIn("power cut", warning)
+
+    def test_other_values_are_refused(self) -> None:
+        from twisted.internet import reactor
+
+        with self.assertRaises(ValueError):
+            Database("sqlite:x.db", reactor, sqlite_synchronous="off")
