@@ -376,7 +376,7 @@ def _log_events(text: str, port: int) -> list[tuple[float, str]]:
 ALLOWED_CLOSES = ("failed: closing", "did not advance: closing", "close timed out", "outcome unknown")
 #: allowed too, but they mean the soak's client misbehaved or the node stalled: noted
 CLIENT_FAULT_CLOSES = ("frame rate limit exceeded", "before sign-in", "not signed in within", "idle for",
-                      "malformed", "too long", "longer than")
+                      "malformed", "too long", "longer than", "has not read its data")
 
 
 def check_sessions(history: History, logs: dict[str, str], verdict: Verdict) -> None:
