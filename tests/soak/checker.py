@@ -50,6 +50,10 @@ Properties, in the order they are reported (the first violated one is named):
     read, §7; a send whose outcome is unknown, §5). A Kicked frame needs a cause:
     a later sign-in of the same device (TCP or HTTP).
 
+``one-connection``
+    One connection per device (docs/protocol.md §6): when a device signs in again
+    (TCP, on either node, or HTTP), its older connection gets Kicked within 20 s.
+
 ``health``
     After the faults stop every node's ``/healthz`` answers 200, every connect node
     has both logic nodes and its Redis subscription, and accepts a sign-in.
@@ -69,7 +73,8 @@ from typing import Iterable
 
 from tests.soak.history import Conn, History, Send
 
-PROPERTIES = ["harness", "exactly-once", "order", "dense", "online-complete", "session-lost", "health", "acks", "protocol"]
+PROPERTIES = ["harness", "exactly-once", "order", "dense", "online-complete", "session-lost", "one-connection",
+              "health", "acks", "protocol"]
 
 #: how many examples of each violated property are printed
 EXAMPLES = 5

@@ -228,7 +228,7 @@ class SoakDevice:
     def later(self, delay: float, function: Callable[..., object], *args: Any) -> None:
         def fire() -> None:
             self._timers.discard(call)
-            if self.running or function == self._close_superseded:
+            if self.running:
                 function(*args)
 
         call = _reactor.callLater(delay, fire)
@@ -311,15 +311,17 @@ class SoakDevice:
         self.backoff = 0.5
         if old is not None and old.open and old is not proto:
             old.conn.superseded = True
-            self.later(SUPERSEDED_GRACE, self._close_superseded, old)
+            self.later(SUPERSEDED_GRACE, self._close_superseded, old,
+                       f"the device signed in again on {proto.conn.node} (conn {proto.conn.serial})")
         self.flush_pending(all_pending=True)
         return proto
 
-    def _close_superseded(self, proto: SoakProtocol) -> None:
+    def _close_superseded(self, proto: SoakProtocol, why: str) -> None:
         if proto.open:
-            self.history.notes.append(
-                f"conn {proto.conn.serial} of device {self.device_id} on {proto.conn.node} was not kicked "
-                f"{SUPERSEDED_GRACE:.0f} s after a newer sign-in of the device; closed by the client")
+            self.history.violation(
+                "one-connection",
+                f"conn {proto.conn.serial} of device {self.device_id} (user {self.user_id}) on {proto.conn.node} was "
+                f"still open {SUPERSEDED_GRACE:.0f} s after {why}, without a Kicked frame (closed by the client)")
             proto.close("superseded and not kicked")
 
     def lost(self, proto: SoakProtocol) -> None:
@@ -355,204 +357,6 @@ class SoakDevice:
             proto.heartbeat_at = None
         else:
             self.history.notes.append(f"conn {conn.serial}: unexpected frame code {code}")
-
-    def _send_ack(self) -> None:
-        held = self.device.contiguous
-        if held > self.ack_sent and self.open and self.conn.signed_in:
-            self.ack_sent = held
-            self.write(message_ack_frame(held))
-
-
-class SoakDevice:
-    """One device of one user, driven by the soak.
-
-    Args:
-        history: where everything is recorded.
-        number: the user's number (for HTTP sign-in).
-        ports: the connect nodes' TCP ports (index 0 is c1).
-        http: the HTTP API.
-        rng: this device's seeded random source.
-        directory: ``(receiver_type, receiver_id) -> recipient user ids`` it may send to.
-    """
-
-    def __init__(self, history: History, *, device_id: int, token: str, user_id: int, number: str,
-                 ports: list[int], http: HttpClient, rng: random.Random,
-                 directory: dict[tuple[int, int], frozenset[int]], log: Callable[[str], None]) -> None:
-        self.history = history
-        self.device_id = device_id
-        self.token = token
-        self.user_id = user_id
-        self.number = number
-        self.ports = ports
-        self.http = http
-        self.rng = rng
-        self.directory = directory
-        self.targets = sorted(directory)
-        self.log = log
-        self.store: dict[int, int] = {}  # seq -> message_id: what the device holds
-        self.contiguous = 0
-        self.epoch = 0
-        self.next_sequence = 1
-        self.pending: dict[int, Send] = {}  # send_sequence -> send not yet answered 0 (this epoch)
-        self.retry_due: set[int] = set()
-        self.current: SoakProtocol | None = None
-        self.connecting = False
-        self.running = True
-        self.quiet = False  # no new sends or churn (draining)
-        self.http_busy = False
-        self.backoff = 0.5
-        self.node = rng.randrange(len(ports))
-        self.protocols: list[SoakProtocol] = []
-        self.sends: list[Send] = []  # every send of this device, all epochs
-        self._timers: set[Any] = set()  # delayed calls and sleeps, cancelled by stop()
-
-    # --- timers (all cancelled by stop(), so a run leaves the reactor clean) ----------
-
-    def later(self, delay: float, function: Callable[..., object], *args: Any) -> None:
-        def fire() -> None:
-            self._timers.discard(call)
-            if self.running or function == self._close_superseded:
-                function(*args)
-
-        call = _reactor.callLater(delay, fire)
-        self._timers.add(call)
-
-    async def sleep(self, seconds: float) -> None:
-        d = deferLater(reactor, seconds, lambda: None)
-        self._timers.add(d)
-        try:
-            await d
-        finally:
-            self._timers.discard(d)
-
-    def spawn(self, coroutine: Any) -> None:
-        """Run a coroutine in the background; a cancellation by stop() ends it quietly."""
-        def done(failure: Failure) -> None:
-            if not failure.check(CancelledError):
-                self.history.violation("harness", f"device {self.device_id}: {failure.getTraceback()[-1500:]}")
-
-        Deferred.fromCoroutine(coroutine).addErrback(done)
-
-    # --- connecting -------------------------------------------------------------------
-
-    def ensure_connected(self, delay: float = 0.0) -> None:
-        """Connect (after ``delay``) unless connected, connecting or stopped."""
-        if self.connecting or not self.running or self.http_busy:
-            return
-        if self.current is not None and self.current.open:
-            return
-        self.connecting = True
-        self.spawn(self._connect_loop(delay))
-
-    async def _connect_loop(self, delay: float) -> None:
-        """Connect with jittered back-off until signed in (one loop at a time)."""
-        try:
-            await self.sleep(delay)
-            while self.running and not self.http_busy and not (self.current is not None and self.current.open):
-                if await self._connect(self.node) is not None:
-                    return
-                if self.rng.random() < 0.5:
-                    self.node = self.rng.randrange(len(self.ports))
-                await self.sleep(self.backoff * (0.5 + self.rng.random()))
-                self.backoff = min(self.backoff * 2, 4.0)
-        finally:
-            self.connecting = False
-
-    async def _connect(self, node: int) -> SoakProtocol | None:
-        """Open a connection to ``node``, sign in, sync and resend what is pending.
-
-        Returns:
-            The signed-in connection (now the device's current one), or None.
-        """
-        conn = self.history.new_conn(self.device_id, self.user_id, f"c{node + 1}")
-        proto = SoakProtocol(self, conn)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ports[node], timeout=5)
-        try:
-            await connectProtocol(endpoint, proto)
-        except Exception as e:
-            conn.closed_at = time.time()
-            conn.closed_by_client = f"connect failed: {type(e).__name__}"
-            return None
-        self.protocols.append(proto)
-        base = self.contiguous
-        conn.base = base
-        conn.signin_at = self.history.tick()
-        self.history.tcp_signins.setdefault(self.device_id, []).append(conn.signin_at)
-        # goim 1.1 style: SyncTrigger right behind SignIn, without waiting
-        proto.write(sign_in_frame(self.device_id, self.user_id, self.token), sync_frame(base))
-        proto.sync_pending_since = time.monotonic()
-        deadline = time.monotonic() + SIGNIN_TIMEOUT
-        while conn.signin_code is None and proto.open and time.monotonic() < deadline:
-            await self.sleep(0.05)
-        if conn.signin_code is None:
-            proto.close("no SignInACK in time")
-        if not conn.signed_in:
-            return None
-        old = self.current
-        self.current = proto
-        self.node = node
-        self.backoff = 0.5
-        if old is not None and old.open and old is not proto:
-            old.conn.superseded = True
-            self.later(SUPERSEDED_GRACE, self._close_superseded, old)
-        self.flush_pending(all_pending=True)
-        return proto
-
-    def _close_superseded(self, proto: SoakProtocol) -> None:
-        if proto.open:
-            self.history.notes.append(
-                f"conn {proto.conn.serial} of device {self.device_id} on {proto.conn.node} was not kicked "
-                f"{SUPERSEDED_GRACE:.0f} s after a newer sign-in of the device; closed by the client")
-            proto.close("superseded and not kicked")
-
-    def lost(self, proto: SoakProtocol) -> None:
-        """A connection closed: every send unanswered on it will be resent on the next one."""
-        for seq, send in self.pending.items():
-            last = send.attempts[-1] if send.attempts else None
-            if last is not None and last.conn == proto.conn.serial and last.code is None:
-                self.retry_due.add(seq)
-        if proto is self.current:
-            self.current = None
-            if self.running and not self.http_busy:
-                kicked_elsewhere = any(r == "signed in elsewhere" for r in proto.conn.kicked)
-                self.ensure_connected(0.2 if not kicked_elsewhere else 0.5)
-
-    # --- frames -----------------------------------------------------------------------
-
-    def frame(self, proto: SoakProtocol, code: int, value: bytes) -> None:
-        conn = proto.conn
-        if code == SIGN_IN_ACK:
-            ack = decode(pb.SignInACK, code, value)
-            if conn.signin_code is None:
-                conn.signin_code = ack.code
-                if ack.code == 1:
-                    conn.signed_in_at = self.history.tick()
-        elif code == MESSAGE_SEND_ACK:
-            self._send_ack(proto, decode(pb.MessageSendACK, code, value))
-        elif code == MESSAGE:
-            self._messages(proto, decode(pb.Message, code, value))
-        elif code == KICKED:
-            kicked = decode(pb.Kicked, code, value)
-            conn.kicked.append(kicked.reason)
-        elif code == HEARTBEAT_ACK:
-            proto.heartbeat_at = None
-        else:
-            self.history.notes.append(f"conn {conn.serial}: unexpected frame code {code}")
-
-    def _judge_kick(self, proto: SoakProtocol, reason: str) -> None:
-        """A kick must have a cause: a later sign-in of this device (TCP or HTTP), or a shutdown."""
-        conn = proto.conn
-        if reason == "server shutting down":
-            return
-        later_tcp = [t for t in self.history.tcp_signins.get(self.device_id, []) if t > conn.signin_at]
-        later_http = [t for t in self.history.http_signins.get(self.device_id, []) if t > conn.signin_at]
-        if later_tcp or later_http:
-            return
-        self.history.violation(
-            "session-lost",
-            f"conn {conn.serial} of device {self.device_id} (user {self.user_id}) on {conn.node} got "
-            f"Kicked({reason!r}) although the device signed in nowhere else after it (stale kick)",
-        )
 
     def _send_ack(self, proto: SoakProtocol, ack: pb.MessageSendACK) -> None:
         now_tick = self.history.tick()
@@ -734,7 +538,7 @@ class SoakDevice:
             old = self.current
             if old is not None and old.open:
                 old.conn.superseded = True
-                self.later(SUPERSEDED_GRACE, self._close_superseded, old)
+                self.later(SUPERSEDED_GRACE, self._close_superseded, old, "the device signed in over HTTP")
             # a connection signed in after the HTTP sign-in has the new epoch
             self.current = None
         except RuntimeError:
