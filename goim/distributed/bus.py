@@ -208,12 +208,21 @@ class NodeSubscriber:
         try:
             await self.presence.beat(self.node)
             connections = [(c.user_id, c.device_id, c.conn_id, c.epoch) for c in self.table.connections()]
-            restored = await self.presence.restore(self.node, connections)
+            restored, lost = await self.presence.restore(self.node, connections)
         except Exception as e:
             log.warn("could not restore presence of node {node}: {error!r}", node=self.node, error=e)
             return
         if restored:
             log.info("restored {count} presence entries of node {node}", count=restored, node=self.node)
+        # the device signed in elsewhere while presence was gone: nobody could kick
+        # this connection then, so it goes now (one connection per device)
+        for device_id, conn in lost:
+            if self.table.kick_connection(device_id, conn, "signed in elsewhere"):
+                log.info(
+                    "kicked connection {conn} of device {device_id}: it signed in elsewhere while Redis was down",
+                    conn=conn,
+                    device_id=device_id,
+                )
 
     def _received(self, message: Any) -> None:
         if isinstance(message, str):

@@ -67,6 +67,28 @@ end
 return 0
 """
 
+# Write back a connection's entry after Redis lost its data (ARGV: device, entry,
+# "user:device", "<node>/<boot>/", serial, connection id). Written when absent or
+# naming an older connection of the same node boot; kept when it names this
+# connection; otherwise another connection signed in meanwhile and this one lost:
+# returns 'lost' (its node closes it), 'restored' or 'kept'.
+_RESTORE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  if string.sub(old, 1, #ARGV[6] + 1) == ARGV[6] .. '|' then
+    redis.call('SADD', KEYS[2], ARGV[3])
+    return 'kept'
+  end
+  local prefix, serial = string.match(old, '^(.*/)(%d+)|')
+  if prefix == nil or prefix ~= ARGV[4] or tonumber(serial) > tonumber(ARGV[5]) then
+    return 'lost'
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 'restored'
+"""
+
 # Mark a node alive for ARGV[1] seconds; return whether it was alive already.
 _BEAT = """
 local was = redis.call('EXISTS', KEYS[1])
@@ -174,22 +196,36 @@ class RedisPresence:
         values = await self.redis.call("mget", [self.keys.node_alive(n) for n in nodes])
         return {n for n, v in zip(nodes, values) if v is not None}
 
-    async def restore(self, node: str, connections: Sequence[tuple[int, int, str, int]]) -> int:
+    async def restore(
+        self, node: str, connections: Sequence[tuple[int, int, str, int]]
+    ) -> tuple[int, list[tuple[int, str]]]:
         """Write back the entries of ``(user_id, device_id, conn, epoch)`` signed in
-        through ``node``.
+        through ``node``, for a Redis that lost its data (restarted without persistence).
 
-        For a Redis that lost its data (restarted without persistence): an entry
-        that exists is left alone, since it may name a newer sign-in elsewhere.
+        An entry that names another connection of the device (a sign-in elsewhere
+        while the entries were gone) is left alone, and that connection of ours has
+        lost: the caller closes it, so that a device never keeps two connections.
 
         Returns:
-            How many entries were written back.
+            ``(restored, lost)``: how many entries were written back, and the
+            ``(device_id, conn)`` of the connections that lost.
         """
         restored = 0
+        lost: list[tuple[int, str]] = []
         for user_id, device_id, conn, epoch in connections:
-            if await self.redis.call("hsetnx", self.keys.presence(user_id), str(device_id), Entry(conn, epoch).encode()):
+            prefix, _, serial = conn.rpartition("/")
+            outcome = await self.redis.call(
+                "eval",
+                _RESTORE,
+                [self.keys.presence(user_id), self.keys.node_devices(node)],
+                [str(device_id), Entry(conn, epoch).encode(), f"{user_id}:{device_id}", prefix + "/", serial, conn],
+            )
+            outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+            if outcome == "restored":
                 restored += 1
-            await self.redis.call("sadd", self.keys.node_devices(node), f"{user_id}:{device_id}")
-        return restored
+            elif outcome == "lost":
+                lost.append((device_id, conn))
+        return restored, lost
 
     async def beat(self, node: str) -> bool:
         """Mark ``node`` alive for another ``node_ttl`` seconds.

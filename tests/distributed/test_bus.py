@@ -438,6 +438,25 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         await wait_until(lambda: node.transports[10].value(), "the push")
         self.assertEqual(node.pushed(10), ids(message))
 
+    async def test_resubscribing_closes_a_connection_that_signed_in_elsewhere_meanwhile(self) -> None:
+        """A device that signed in on another node while Redis had lost presence finds its old connection
+        here kicked when this node writes its presence back (one connection per device)."""
+        node, presence, subscriber = await self.start()
+        proto = node.sign_in(device_id=10, user_id=1)
+        stays = node.sign_in(device_id=11, user_id=1)
+        # Redis lost its data, then the device signed in on node c2 (nobody could kick this one)
+        await presence.online(device_id=10, user_id=1, conn=connection_id("c2", "boot", 1), epoch=0)
+        factory: Any = subscriber._factory
+        [connection] = factory.pool
+        connection.transport.abortConnection()
+        await wait_until(lambda: node.closed(10), "the kick of the connection that lost")
+        kicks = [value.reason for code, value in node.written(10) if code == codec.KICKED]
+        self.assertEqual(kicks, ["signed in elsewhere"])
+        self.assertFalse(node.closed(11))
+        self.assertEqual(await presence.entry(device_id=10, user_id=1), Entry(connection_id("c2", "boot", 1), 0))
+        self.assertEqual((await presence.entry(device_id=11, user_id=1)).conn, stays.conn_id)  # type: ignore[union-attr]
+        del proto
+
     async def test_resubscribing_restores_presence_and_catches_up(self) -> None:
         """After its subscription drops, the node writes back lost presence and syncs every connection."""
         node, presence, subscriber = await self.start()

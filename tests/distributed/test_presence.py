@@ -225,21 +225,35 @@ class PresenceTests(RedisTestMixin, TestCase):
         self.assertEqual(await p.clear_node("empty"), 0)
 
     async def test_restore_writes_back_missing_entries_only(self) -> None:
-        """restore writes back missing entries (HSETNX) and leaves an existing entry, even one naming another node."""
+        """restore writes back missing entries and older ones of the same node boot, keeps its own, and reports
+        the connections whose device signed in elsewhere meanwhile (another node, or a newer connection here)."""
         p = self.presence()
-        elsewhere, mine_before = conn("elsewhere"), conn("me", 12)
+        elsewhere, mine_before, mine_newer = conn("elsewhere"), conn("me", 12), conn("me", 31)
         await p.online(device_id=11, user_id=1, conn=elsewhere, epoch=1)
         await p.online(device_id=12, user_id=1, conn=mine_before, epoch=1)
-        restored = await p.restore(
+        await p.online(device_id=13, user_id=1, conn=mine_newer, epoch=1)
+        await p.online(device_id=14, user_id=1, conn=conn("me", 14), epoch=5)
+        restored, lost = await p.restore(
             "me",
-            [(1, 10, conn("me", 10), 5), (1, 11, conn("me", 11), 5), (1, 12, conn("me", 13), 5), (2, 20, conn("me", 20), 6)],
+            [
+                (1, 10, conn("me", 10), 5),
+                (1, 11, conn("me", 11), 5),
+                (1, 12, conn("me", 13), 5),
+                (1, 13, conn("me", 30), 5),
+                (1, 14, conn("me", 14), 5),
+                (2, 20, conn("me", 20), 6),
+            ],
         )
-        self.assertEqual(restored, 2)
+        self.assertEqual(restored, 3)
+        self.assertEqual(sorted(lost), [(11, conn("me", 11)), (13, conn("me", 30))])
         self.assertEqual(await p.entry(device_id=10, user_id=1), Entry(conn("me", 10), 5))
         self.assertEqual(await p.entry(device_id=11, user_id=1), Entry(elsewhere, 1))
-        self.assertEqual(await p.entry(device_id=12, user_id=1), Entry(mine_before, 1))
+        self.assertEqual(await p.entry(device_id=12, user_id=1), Entry(conn("me", 13), 5))
+        self.assertEqual(await p.entry(device_id=13, user_id=1), Entry(mine_newer, 1))
+        self.assertEqual(await p.entry(device_id=14, user_id=1), Entry(conn("me", 14), 5))
         self.assertEqual(await p.entry(device_id=20, user_id=2), Entry(conn("me", 20), 6))
-        self.assertEqual(await self.members(p, "me"), {"1:10", "1:11", "1:12", "2:20"})
+        # a lost device is not added to the node's set (1:13 is there from its newer connection here)
+        self.assertEqual(await self.members(p, "me"), {"1:10", "1:12", "1:13", "1:14", "2:20"})
         # the restored entries are cleared with the node like any other
         await p.clear_node("me")
         self.assertEqual(await p.entry(device_id=11, user_id=1), Entry(elsewhere, 1))
