@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -197,3 +198,29 @@ class Cluster:
     def logs(self) -> str:
         """Every process's log, for failure messages."""
         return "\n".join(f"===== {p.plugin} {p.args[-1]}\n{p.log_text()[-6000:]}" for p in [*self.logic, *self.connect])
+
+
+def kill_database_connections(url: str) -> int:
+    """KILL every server connection to the database of ``url`` (as a MySQL restart would drop them)."""
+    import pymysql
+
+    parts = urlsplit(url)
+    admin = pymysql.connect(
+        host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
+        password=parts.password or "", autocommit=True,
+    )
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (parts.path.lstrip("/"),),
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            for connection_id in ids:
+                try:
+                    cursor.execute(f"KILL {int(connection_id)}")
+                except pymysql.err.OperationalError:
+                    pass  # gone already
+        return len(ids)
+    finally:
+        admin.close()

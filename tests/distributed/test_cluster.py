@@ -8,14 +8,13 @@ exactly once, in the sender's order.
 import shutil
 import subprocess
 import sys
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SkipTest, TestCase
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols.codec import MESSAGE_SEND_ACK
-from tests.distributed.harness import Cluster, MariaDBServer
+from tests.distributed.harness import Cluster, MariaDBServer, kill_database_connections
 from tests.e2e.httpapi import Device, HttpApi
 from tests.e2e.wire import WireClient, connect, items, parse, send_frame, wait_until
 from tests.support.db import MySQLBackend
@@ -48,32 +47,6 @@ async def send_reliably(client: WireClient, receiver_id: int, sequences: range, 
         if pending - acked.keys():
             await pause(0.2)
         pending -= acked.keys()
-
-
-def kill_database_connections(url: str) -> int:
-    """KILL every server connection to the database of ``url`` (as a MySQL restart would drop them)."""
-    import pymysql
-
-    parts = urlsplit(url)
-    admin = pymysql.connect(
-        host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-        password=parts.password or "", autocommit=True,
-    )
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                (parts.path.lstrip("/"),),
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-            for connection_id in ids:
-                try:
-                    cursor.execute(f"KILL {int(connection_id)}")
-                except pymysql.err.OperationalError:
-                    pass  # gone already
-        return len(ids)
-    finally:
-        admin.close()
 
 
 def received_ids(client: WireClient) -> set[int]:

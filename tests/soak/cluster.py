@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import treq
 
-from tests.distributed.harness import Cluster, MariaDBServer
+from tests.distributed.harness import Cluster, MariaDBServer, kill_database_connections
 from tests.support.db import _mysql_admin
 
 
@@ -160,28 +160,7 @@ class SoakCluster:
 
     def kill_database_connections(self) -> int:
         """KILL every MySQL connection to the scratch database (as a MySQL restart would)."""
-        import pymysql
-
-        parts = urlsplit(self.database)
-        admin = pymysql.connect(
-            host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-            password=parts.password or "", autocommit=True,
-        )
-        try:
-            with admin.cursor() as cursor:
-                cursor.execute(
-                    "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                    (parts.path.lstrip("/"),),
-                )
-                ids = [row[0] for row in cursor.fetchall()]
-                for connection_id in ids:
-                    try:
-                        cursor.execute(f"KILL {int(connection_id)}")
-                    except pymysql.err.OperationalError:
-                        pass  # gone already
-            return len(ids)
-        finally:
-            admin.close()
+        return kill_database_connections(self.database)
 
     async def health(self) -> dict[str, tuple[int, Any]]:
         """``/healthz`` of every node with an HTTP listener: name -> (status, data or error)."""
