@@ -75,7 +75,7 @@ class LogicNodeService(ServerService):
         )
         self.backlog = config.limits.backlog
         api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
-        realm = LogicRealm(self.stack.logic, self.presence, self.delivery)
+        realm = LogicRealm(self.stack.logic, self.presence, self.delivery, reactor)
         root = WebRoot(api.app.resource(), ws_url=config.web_ws_url)
         site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
         self.listeners = [(config.http, site), (config.pb, pb_factory(config.secret, realm))]

@@ -277,7 +277,11 @@ class PBLogicClient:
                 raise NoLogicNode(f"{method}: every attempt was interrupted")
 
     async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str) -> SignInResult:
-        ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn)
+        # past this instant this node has given up on the call: a logic node that
+        # only gets to it later (paused, overloaded) must not write presence for it
+        # (the nodes' clocks must agree to well within call_timeout; run NTP)
+        deadline_ms = int((self._clock.seconds() + self._call_timeout) * 1000)
+        ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn, deadline_ms)
         return SignInResult(bool(ok), str(message), int(epoch))
 
     async def send(self, request: SendRequest, *, conn: str) -> SendResult:

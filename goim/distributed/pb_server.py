@@ -23,6 +23,7 @@ from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message, send_request
 from goim.types import SEND_INTERNAL_ERROR, SendResult, SignInResult, connection_node
+from goim.util import Clock
 
 log = Logger(observer=goim_observer)
 
@@ -77,11 +78,23 @@ def _conn(value: Any, node: str) -> str:
 class ConnectNodePerspective(pb.Avatar):
     """What one connect node may ask of this logic node."""
 
-    def __init__(self, node: str, logic: InProcessLogic, presence: RedisPresence, delivery: RedisDelivery) -> None:
+    def __init__(
+        self,
+        node: str,
+        logic: InProcessLogic,
+        presence: RedisPresence,
+        delivery: RedisDelivery,
+        clock: Clock | None = None,
+    ) -> None:
+        """
+        Args:
+            clock: checks sign-in deadlines (without one, deadlines are not checked).
+        """
         self.node = node
         self.logic = logic
         self.presence = presence
         self.delivery = delivery
+        self.clock = clock
         # connection id -> (device, user, send_sequence epoch) of connections known
         # to be signed in through this node (checked against presence; the epoch is
         # the device's at that connection's sign-in, part of each send's dedupe key).
@@ -124,18 +137,33 @@ class ConnectNodePerspective(pb.Avatar):
         while len(self._trusted) > MAX_TRUSTED:
             self._trusted.popitem(last=False)
 
-    def perspective_sign_in(self, device_id: Any, user_id: Any, token: Any, conn: Any) -> Deferred[tuple[bool, str, int]]:
-        return Deferred.fromCoroutine(self._sign_in(device_id, user_id, token, conn))
+    def perspective_sign_in(
+        self, device_id: Any, user_id: Any, token: Any, conn: Any, deadline_ms: Any = 0
+    ) -> Deferred[tuple[bool, str, int]]:
+        return Deferred.fromCoroutine(self._sign_in(device_id, user_id, token, conn, deadline_ms))
 
-    async def _sign_in(self, device_id: Any, user_id: Any, token: Any, conn: Any) -> tuple[bool, str, int]:
+    async def _sign_in(
+        self, device_id: Any, user_id: Any, token: Any, conn: Any, deadline_ms: Any
+    ) -> tuple[bool, str, int]:
         device_id = _int(device_id, "device_id")
         user_id = _int(user_id, "user_id")
         conn = _conn(conn, self.node)
+        deadline_ms = _int(deadline_ms, "deadline_ms")
         if not isinstance(token, str) or len(token) > 256:
             raise BadArgument("token must be a string")
         result: SignInResult = await self.logic.sign_in(device_id=device_id, user_id=user_id, token=token)
         if not result.ok:
             return False, result.message, 0
+        if deadline_ms and self.clock is not None and self.clock.seconds() * 1000 > deadline_ms:
+            # The connect node gave up on this sign-in (this process was paused or
+            # overloaded): writing presence now would name a closed connection and
+            # kick the device's newer connection elsewhere. A late event must not.
+            log.warn(
+                "sign-in of device {device_id} on connection {conn} finished after its deadline: dropped",
+                device_id=device_id,
+                conn=conn,
+            )
+            return False, "sign-in took too long, try again", 0
         try:
             taken, previous = await self.presence.online(
                 device_id=device_id, user_id=user_id, conn=conn, epoch=result.epoch
@@ -250,17 +278,20 @@ class ConnectNodePerspective(pb.Avatar):
 class LogicRealm:
     """Hands each connect node its perspective."""
 
-    def __init__(self, logic: InProcessLogic, presence: RedisPresence, delivery: RedisDelivery) -> None:
+    def __init__(
+        self, logic: InProcessLogic, presence: RedisPresence, delivery: RedisDelivery, clock: Clock | None = None
+    ) -> None:
         self.logic = logic
         self.presence = presence
         self.delivery = delivery
+        self.clock = clock
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if pb.IPerspective not in interfaces:
             raise NotImplementedError("only PB perspectives")
         node = avatar_id.decode("utf-8", "replace") if isinstance(avatar_id, bytes) else str(avatar_id)
         log.info("connect node {node} logged in", node=node)
-        perspective = ConnectNodePerspective(node, self.logic, self.presence, self.delivery)
+        perspective = ConnectNodePerspective(node, self.logic, self.presence, self.delivery, self.clock)
 
         def logout() -> None:
             log.info("connect node {node} disconnected", node=node)

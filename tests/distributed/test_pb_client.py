@@ -458,7 +458,7 @@ class PBLogicClientTests(SynchronousTestCase):
         reactor.advance(1)
         p = b.connect()
         [(method, args, _)] = p.calls
-        self.assertEqual((method, args), ("sign_in", (10, 1, "t", A)))
+        self.assertEqual((method, args), ("sign_in", (10, 1, "t", A, int(CALL_TIMEOUT * 1000))))
         p.answer(0, (False, "wrong token", 0))
         self.assertEqual(self.successResultOf(d), SignInResult(False, "wrong token", 0))
         # the deadline timer was cancelled with the wait
@@ -531,12 +531,14 @@ class PBLogicClientTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(gone))
 
     def test_sign_in_passes_the_connection_and_returns_the_epoch(self) -> None:
-        """sign_in sends (device, user, token, conn) and returns ok, message and the epoch."""
+        """sign_in sends (device, user, token, conn, deadline in ms: now + call_timeout) and returns ok,
+        message and the epoch."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
+        reactor.advance(100)
         d = Deferred.fromCoroutine(client.sign_in(device_id=10, user_id=1, token="t", conn=B))
         [(method, args, _)] = p.calls
-        self.assertEqual((method, args), ("sign_in", (10, 1, "t", B)))
+        self.assertEqual((method, args), ("sign_in", (10, 1, "t", B, int((100 + CALL_TIMEOUT) * 1000))))
         p.answer(0, (True, "", 7))
         self.assertEqual(self.successResultOf(d), SignInResult(True, "", 7))
 
@@ -563,7 +565,7 @@ class Avatar(pb.Avatar):
             return Deferred()  # a logic node that never answers
         return [(0, 1000 + i + 1, i + 1) for i in range(len(batch))]
 
-    def perspective_sign_in(self, device_id: int, user_id: int, token: str, conn: str) -> Any:
+    def perspective_sign_in(self, device_id: int, user_id: int, token: str, conn: str, deadline_ms: int = 0) -> Any:
         self.sign_ins.append((device_id, user_id, token, conn))
         if token == "hang":
             return Deferred()  # a logic node that never answers

@@ -193,6 +193,30 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         [kick] = event.kicks
         self.assertEqual((kick.device_id, kick.conn, kick.new_node), (device_id, conn("c1", 7), "c2"))
 
+    async def test_sign_in_finished_after_its_deadline_changes_nothing(self) -> None:
+        """A sign-in this logic node finishes after the connect node's deadline (the node was paused) is refused:
+        it neither names its connection in presence nor kicks the device's newer connection elsewhere."""
+        from twisted.internet.task import Clock
+
+        f = await self.fixture()
+        user_id, device_id, token = f.alice
+        recorder = await self.open_recorder(f.presence.keys.channel("c2"))
+        await self.signed_in(f, f.alice, "c2", serial=4)
+        clock = Clock()
+        clock.advance(1000)
+        late = ConnectNodePerspective("c1", f.services.logic, f.presence, f.delivery, clock)
+        ok, message, _ = await late.perspective_sign_in(device_id, user_id, token, conn("c1", 9), 999_000)
+        self.assertEqual((ok, message), (False, "sign-in took too long, try again"))
+        self.assertEqual(await self.present(f, f.alice), conn("c2", 4))
+        # in time, the same sign-in takes over and kicks the connection on c2
+        ok, _, _ = await late.perspective_sign_in(device_id, user_id, token, conn("c1", 10), 1_001_000)
+        self.assertTrue(ok)
+        self.assertEqual(await self.present(f, f.alice), conn("c1", 10))
+        await wait_until(lambda: recorder.messages, "the kick on c2")
+        event = internal_pb2.NodeEvent()
+        event.ParseFromString(recorder.messages[0][1])
+        self.assertEqual([k.conn for k in event.kicks], [conn("c2", 4)])
+
     async def test_sign_in_again_on_the_same_node_kicks_nobody(self) -> None:
         """A newer connection signing in through the same node publishes no kick (the node's table handles it)."""
         f = await self.fixture()
