@@ -61,8 +61,10 @@ class Clock:
         """Call ``f(*args, **kwargs)`` after ``delay`` seconds; cancel with ``.cancel()``."""
         return self._reactor.callLater(delay, f, *args, **kwargs)
 
-    # Twisted's spelling, for Twisted APIs that take an IReactorTime
-    callLater = call_later
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> DelayedCall:
+        """``call_later`` in Twisted's spelling, for Twisted APIs (and ``goim.util.Clock``
+        users) that take an ``IReactorTime``."""
+        return self.call_later(delay, callable, *args, **kw)
 
     def sleep(self, seconds: float) -> "Deferred[None]":
         """A Deferred that fires after ``seconds``; cancelling it cancels the timer."""

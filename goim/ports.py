@@ -1,11 +1,17 @@
 """The interfaces (ports) between layers.
 
+``Connection`` and ``ConnectionRegistry`` sit between the server side of a client
+connection (``goim.protocols.connection``) and the connection table that holds it
+(``goim.connect.table``): neither package imports the other.
+
 Each port has an in-process implementation (the standalone server) and a networked
 one (distributed mode: Perspective Broker or Redis). Business logic and protocols
 depend only on these protocols, never on an implementation.
 """
 
 from typing import Protocol, Sequence
+
+from twisted.internet.defer import Deferred
 
 from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
 
@@ -64,3 +70,51 @@ class DeliveryPort(Protocol):
         Delivery is best effort by design: a device that misses a push catches up
         through sync. Implementations must not raise.
         """
+
+
+class Connection(Protocol):
+    """One client connection as the connection table sees it
+    (``goim.protocols.connection.ClientConnection`` provides it)."""
+
+    #: the device signed in on the connection (0 before sign-in)
+    device_id: int
+    #: the user signed in on the connection (0 before sign-in)
+    user_id: int
+    #: the connection's number on its node: newer connections have higher ones
+    serial: int
+    #: the connection's id, unique across nodes and restarts (``goim.types.connection_id``)
+    conn_id: str
+    #: the device's send_sequence epoch at sign-in
+    epoch: int
+
+    @property
+    def in_flight(self) -> int:
+        """How many sends are waiting for the logic layer."""
+
+    def push(self, messages: Sequence[StoredMessage]) -> None:
+        """Write live-pushed messages (best effort, never raises)."""
+
+    def kick(self, reason: str) -> None:
+        """Write a Kicked frame, then close."""
+
+    def catch_up(self) -> None:
+        """Sync from the highest seq the client acknowledged."""
+
+    def when_lost(self) -> "Deferred[None]":
+        """A Deferred that fires once the connection is lost."""
+
+    def pauseProducing(self) -> None:
+        """Stop reading frames from the client."""
+
+
+class ConnectionRegistry(Protocol):
+    """What a client connection asks of its node's connection table."""
+
+    def register(self, conn: Connection) -> bool:
+        """Add a signed-in connection (False: a newer one of its device is registered)."""
+
+    def unregister(self, conn: Connection) -> bool:
+        """Remove a connection if the table still maps its device to it."""
+
+    def kick_if_early(self, conn: Connection) -> None:
+        """Kick a just-registered connection whose kick arrived before its sign-in finished."""

@@ -1,9 +1,9 @@
-"""What every goim process that serves storage shares: the logic stack and the lifecycle.
+"""What every goim process shares: the lifecycle of its top service.
 
-``LogicStack`` builds the database, stores and services once; the standalone
-server and logic nodes differ only in the delivery port they plug in.
-``ServerService`` opens the database (migrating it) before any listener starts,
-and on stop closes the listeners first, then drains, then releases resources.
+``ServerService`` prepares (opens the database, migrating it; connects to Redis
+and peers) before any listener starts, and on stop closes the listeners first,
+then drains, then releases resources. The components themselves come from the
+process's container (``goim.container``).
 """
 
 import atexit
@@ -17,75 +17,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from goim.limits import Limits, with_backlog
-from goim.logic.accounts import AccountService
-from goim.logic.ids import SegmentAllocator
-from goim.logic.local import InProcessLogic
-from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE, MessageService
-from goim.logic.social import SocialService
 from goim.logs import LoggingService, goim_observer
-from goim.metrics import Metrics
-from goim.ports import DeliveryPort, SessionPort
-from goim.storage.accounts import AccountStore
-from goim.storage.database import Database
-from goim.storage.messages import MessageStore
-from goim.storage.schema import migrate_txn
-from goim.storage.social import SocialStore
 from goim.startup import explain
 
 log = Logger(observer=goim_observer)
-
-
-class LogicStack:
-    """Database, stores and services of one process."""
-
-    def __init__(
-        self,
-        *,
-        database: str,
-        reactor: Any,
-        delivery: DeliveryPort,
-        sessions: SessionPort,
-        metrics: Metrics,
-        max_content: int,
-        limits: Limits = Limits(),
-        send_rate: float = DEFAULT_SEND_RATE,
-        send_burst: float = DEFAULT_SEND_BURST,
-        sqlite_synchronous: str = "full",
-    ) -> None:
-        self.db = Database(database, reactor, metrics=metrics, sqlite_synchronous=sqlite_synchronous)
-        account_store = AccountStore(self.db)
-        message_store = MessageStore(self.db)
-        self.accounts = AccountService(
-            account_store, reactor, sessions=sessions, limits=limits.accounts, metrics=metrics
-        )
-        self.social = SocialService(account_store, SocialStore(self.db), reactor, limits=limits.social)
-        self.messages = MessageService(
-            message_store,
-            account_store,
-            SegmentAllocator(message_store),
-            delivery,
-            reactor,
-            max_content=max_content,
-            send_rate=send_rate,
-            send_burst=send_burst,
-            metrics=metrics,
-        )
-        self.logic = InProcessLogic(self.accounts, self.messages, metrics=metrics)
-        if max_content > DEFAULT_MAX_CONTENT:
-            log.warn(
-                "max-content {max_content} exceeds {default}: goim 1.1 clients cannot receive "
-                "messages over one 4,092-byte frame",
-                max_content=max_content,
-                default=DEFAULT_MAX_CONTENT,
-            )
-
-    async def open(self) -> None:
-        """Migrate the schema (refuses a schema newer than this code)."""
-        found, now = await self.db.run("migrate", migrate_txn)
-        if found != now:
-            log.info("database schema migrated from version {found} to {now}", found=found, now=now)
-        for warning in await self.db.durability_warnings():
-            log.warn("durability: {warning}", warning=warning)
 
 
 class ServerService(LoggingService):

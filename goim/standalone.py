@@ -10,16 +10,18 @@ from typing import Any
 from twisted.logger import Logger
 
 import goim
+from goim.connect.container import ConnectContainer
+from goim.connect.table import ConnectionTable
+from goim.container import component
 from goim.limits import Limits
+from goim.logic.container import LogicContainer
 from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
-from goim.metrics import Metrics
-from goim.protocols.client import ClientFactory, ConnectionTable
 from goim.protocols.websocket import GoimWebSocketFactory, GoimWebSocketResource, OriginPolicy
 from goim.resources.api import GoimAPI
 from goim.resources.http import GuardedSite
 from goim.resources.web import WebRoot
-from goim.server import LogicStack, ServerService, redact
+from goim.server import ServerService, redact
 
 log = Logger(observer=goim_observer)
 
@@ -45,40 +47,47 @@ class StandaloneConfig:
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
+    #: the first part of every connection id
+    node_id: str = "standalone"
+
+
+class StandaloneContainer(LogicContainer, ConnectContainer):
+    """The logic and connect sides in one process: the connection table is the
+    delivery and session port, in-process logic (``LogicContainer.get_logic``, first
+    in the method order) the connections' logic port."""
+
+    config: StandaloneConfig
+
+    @component
+    def get_delivery(self) -> ConnectionTable:
+        return self.get_connection_table()
+
+    @component
+    def get_sessions(self) -> ConnectionTable:
+        return self.get_connection_table()
 
 
 class StandaloneService(ServerService):
     """Every part of a goim server in one process."""
 
-    def __init__(self, config: StandaloneConfig, reactor: Any) -> None:
+    def __init__(self, config: StandaloneConfig, reactor: Any, *, container: StandaloneContainer | None = None) -> None:
+        """
+        Args:
+            config: what the operator chose.
+            reactor: for the listeners and the database pool.
+            container: the components (default: built from ``config`` on ``reactor``).
+        """
         super().__init__(reactor, config.log_format, config.log_level)
         self.database_url = redact(config.database)
         self.config = config
-        self.metrics = Metrics()
-        self.table = ConnectionTable()
-        self.metrics.track_connections(lambda: len(self.table))
-        self.stack = LogicStack(
-            database=config.database,
-            reactor=reactor,
-            delivery=self.table,
-            sessions=self.table,
-            metrics=self.metrics,
-            max_content=config.max_content,
-            limits=config.limits,
-            send_rate=config.send_rate,
-            send_burst=config.send_burst,
-            sqlite_synchronous=config.sqlite_synchronous,
-        )
+        self.container = container or StandaloneContainer(config, reactor)
+        c = self.container
+        self.metrics = c.get_metrics()
+        self.table = c.get_connection_table()
         self.backlog = config.limits.backlog
-        self.client_factory = ClientFactory(
-            logic=self.stack.logic,
-            clock=reactor,
-            table=self.table,
-            signin_timeout=config.signin_timeout,
-            idle_timeout=config.idle_timeout,
-            write_grace=config.write_grace,
-        )
-        self.api = GoimAPI(self.stack.accounts, self.stack.social, metrics=self.metrics.render, health=self.health)
+        self.client_factory = c.get_client_factory()
+        self.logic = c.get_logic()
+        self.api = GoimAPI(c.get_accounts(), c.get_social(), metrics=self.metrics.render, health=self.health)
         origins = OriginPolicy(config.ws_origins)
         ws_resource = GoimWebSocketResource(
             GoimWebSocketFactory(self.client_factory, origins=origins, path=None, reactor=reactor)
@@ -96,7 +105,7 @@ class StandaloneService(ServerService):
         return {
             "mode": "standalone",
             "version": goim.__version__,
-            "database": self.stack.db.dialect.name,
+            "database": self.container.get_database().dialect.name,
             "connections": len(self.table),
         }
 
@@ -109,13 +118,13 @@ class StandaloneService(ServerService):
         )
 
     async def prepare(self) -> None:
-        await self.stack.open()
+        await self.container.open_database()
 
     async def shutdown(self) -> None:
         # stop reading from clients, let the sends already taken finish and be ACKed,
         # then say goodbye to every client and release the database
         for conn in self.table.connections():
             conn.pauseProducing()
-        await self.stack.messages.drain()
+        await self.container.get_messages().drain()
         await self.table.close_all()
-        self.stack.db.close()
+        self.container.get_database().close()

@@ -14,7 +14,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim import tap
-from goim.distributed import connect_tap, logic_tap
+from goim.connect import tap as connect_tap
+from goim.distributed import logic_tap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ROLES: dict[str, tuple[type[Any], str]] = {

@@ -70,7 +70,7 @@ class LimitOptionTests(SynchronousTestCase):
 
     def test_distributed_plugins_take_their_limit_options(self) -> None:
         """goim-logic takes the API and HTTP limits; goim-connect the HTTP guards and the backlog only."""
-        from goim.distributed.connect_tap import Options as ConnectOptions
+        from goim.connect.tap import Options as ConnectOptions
         from goim.distributed.logic_tap import Options as LogicOptions
 
         secret = self.mktemp()

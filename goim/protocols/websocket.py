@@ -1,15 +1,15 @@
 """The client protocol over WebSocket (DESIGN section 9).
 
 One protocol implementation, two transports: a WebSocket connection runs the very
-same :class:`goim.protocols.client.ClientProtocol` as a TCP connection, with the
+same :class:`goim.protocols.connection.ClientConnection` as a TCP connection, with the
 same codes, limits, timers, rate limit, flow control and kick rules. autobahn does
 the RFC 6455 part (handshake, framing, masking, ping/pong, close handshake); this
 module only adapts:
 
 * :class:`GoimWebSocketProtocol` (an autobahn server protocol) accepts binary
   messages, checks that each carries whole TLV frames (one or several) and feeds
-  their bytes to the ``ClientProtocol``'s ``dataReceived``;
-* :class:`WebSocketTransport` is what the ``ClientProtocol`` sees as its transport:
+  their bytes to the ``ClientConnection``'s ``dataReceived``;
+* :class:`WebSocketTransport` is what the ``ClientConnection`` sees as its transport:
   a write of frames becomes one binary message, ``loseConnection`` the WebSocket
   close handshake, and flow control (``pauseProducing``/``resumeProducing`` of the
   reading side, ``registerProducer`` of the sync producer) goes straight to the
@@ -39,7 +39,7 @@ from twisted.web.server import Request
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from goim.logs import goim_observer
-from goim.protocols.client import ClientFactory, ClientProtocol
+from goim.protocols.connection import ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import HEADER, HEADER_SIZE, describe_peer
 
 log = Logger(observer=goim_observer)
@@ -197,9 +197,9 @@ def parse_ws_url(value: Any) -> str:
 
 @implementer(ITransport, IConsumer, IPushProducer)
 class WebSocketTransport:
-    """The transport a :class:`ClientProtocol` sees on a WebSocket connection.
+    """The transport a :class:`ClientConnection` sees on a WebSocket connection.
 
-    Writes are whole frames (``ClientProtocol`` writes a frame or a sequence of
+    Writes are whole frames (``ClientConnection`` writes a frame or a sequence of
     frames at a time); each write goes out as one binary message. Should a write
     ever end inside a frame, the partial tail waits for the rest so that no message
     splits a frame. Producer calls go to the stream transport under the WebSocket.
@@ -309,10 +309,10 @@ class WebSocketTransport:
 
 
 class GoimWebSocketProtocol(WebSocketServerProtocol):
-    """One client WebSocket: autobahn's server protocol around a ``ClientProtocol``."""
+    """One client WebSocket: autobahn's server protocol around a ``ClientConnection``."""
 
     factory: GoimWebSocketFactory
-    client: ClientProtocol | None = None
+    client: ClientConnection | None = None
     _adapter: WebSocketTransport | None = None
     _close_code: int = CLOSE_NORMAL
     _close_reason: str | None = None
@@ -418,10 +418,10 @@ class GoimWebSocketProtocol(WebSocketServerProtocol):
 
 
 class GoimWebSocketFactory(WebSocketServerFactory):
-    """Builds goim WebSocket connections around a :class:`ClientFactory`'s protocols.
+    """Builds goim WebSocket connections around a :class:`ClientConnectionFactory`'s protocols.
 
     Args:
-        client_factory: builds the ``ClientProtocol`` of each connection (and holds
+        client_factory: builds the ``ClientConnection`` of each connection (and holds
             the connection table, timeouts and limits shared with TCP).
         origins: which web pages may connect.
         path: the only request path accepted (None: any path, as under a resource
@@ -440,7 +440,7 @@ class GoimWebSocketFactory(WebSocketServerFactory):
 
     def __init__(
         self,
-        client_factory: ClientFactory,
+        client_factory: ClientConnectionFactory,
         *,
         origins: OriginPolicy | None = None,
         path: str | None = WS_PATH,

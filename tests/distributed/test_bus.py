@@ -10,13 +10,15 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import provider  # type: ignore[import-untyped]
 
-from goim.distributed.bus import NodeSubscriber, RedisDelivery, apply_event
+from goim.connect.subscriber import NodeSubscriber, apply_event
+from goim.distributed.bus import RedisDelivery
 from goim.distributed.presence import Entry, RedisPresence
 from goim.distributed.redis import Redis, RedisURL
 from goim.pb import goim_pb2 as pb
 from goim.pb import internal_pb2
 from goim.protocols import codec
-from goim.protocols.client import ClientFactory, ClientProtocol, ConnectionTable
+from goim.connect.table import ConnectionTable
+from goim.protocols.connection import ClientConnection, ClientConnectionFactory
 from goim.protocols.codec import encode_item
 from goim.types import SignInResult, StoredMessage, connection_id
 from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
@@ -47,21 +49,21 @@ class Node:
         self.clock = Clock()
         self.logic = logic if logic is not None else FakeLogic(auto_sign_in=True)
         self.table = ConnectionTable()
-        self.factory = ClientFactory(logic=self.logic, clock=self.clock, table=self.table, node_id=node_id)
+        self.factory = ClientConnectionFactory(logic=self.logic, clock=self.clock, table=self.table, node_id=node_id)
         self.transports: dict[int, StringTransport] = {}
 
-    def connect(self) -> ClientProtocol:
+    def connect(self) -> ClientConnection:
         """A new connection, not signed in yet (its ``conn_id`` is set)."""
         proto = self.factory.buildProtocol(None)
         proto.makeConnection(StringTransport())
         return proto
 
-    def start_sign_in(self, proto: ClientProtocol, *, device_id: int, user_id: int) -> None:
+    def start_sign_in(self, proto: ClientConnection, *, device_id: int, user_id: int) -> None:
         """Send the connection's SignIn frame."""
         signin = pb.SignIn(device_id=device_id, user_id=user_id, token="t")
         proto.dataReceived(frame(codec.SIGN_IN, signin.SerializeToString()))
 
-    def sign_in(self, *, device_id: int, user_id: int) -> ClientProtocol:
+    def sign_in(self, *, device_id: int, user_id: int) -> ClientConnection:
         """A connection of ``device_id`` signed in as ``user_id``, its SignInACK taken."""
         proto = self.connect()
         self.start_sign_in(proto, device_id=device_id, user_id=user_id)

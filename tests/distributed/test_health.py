@@ -34,7 +34,7 @@ class LogicHealthTests(MySQLBackend, TestCase):
             reactor,
         )
         service.HEALTH_TIMEOUT = 1.0
-        self.addCleanup(service.stack.db.close)
+        self.addCleanup(service.container.get_database().close)
         self.addCleanup(service.redis.close)
         data = await service.health()
         self.assertEqual(

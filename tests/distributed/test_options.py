@@ -8,8 +8,10 @@ from typing import Any
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.distributed import connect_tap, logic_tap
-from goim.distributed.nodes import ConnectNodeConfig, LogicNodeConfig
+from goim.connect import tap as connect_tap
+from goim.distributed import logic_tap
+from goim.connect.node import ConnectNodeConfig
+from goim.distributed.nodes import LogicNodeConfig
 
 SECRET = "a-shared-secret-of-32-characters"
 MYSQL = "mysql://goim:pw@127.0.0.1:3306/goim"

@@ -24,7 +24,7 @@ from goim.distributed.pb_server import (
     SharedSecretChecker,
     pb_factory,
 )
-from goim.distributed.pb_client import PBLogicClient
+from goim.connect.logic_client import PBLogicClient
 from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2

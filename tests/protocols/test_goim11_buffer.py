@@ -82,7 +82,7 @@ def frame(code: int, value: bytes) -> bytes:
 
 def sync_stream(messages: list[StoredMessage], *, cap: int, legacy: bool | None = None) -> list[bytes]:
     """The frames a connection writes for a sync of ``messages``, page by page as
-    ``ClientProtocol._sync`` does (200 per page)."""
+    ``ClientConnection._sync`` does (200 per page)."""
     frames = []
     for first in range(0, max(len(messages), 1), PAGE):
         page = messages[first : first + PAGE]

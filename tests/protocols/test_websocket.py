@@ -1,7 +1,7 @@
 """The client protocol over WebSocket: autobahn on both ends, in memory (iosim).
 
 The server side is the real ``GoimWebSocketFactory`` around a real
-``ClientFactory`` (FakeLogic behind it, a task.Clock for its timers); the client
+``ClientConnectionFactory`` (FakeLogic behind it, a task.Clock for its timers); the client
 is autobahn's WebSocket client protocol. autobahn's own handshake timers are
 turned off so nothing runs on the global reactor.
 """
@@ -27,7 +27,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
-from goim.protocols.client import ClientFactory, ClientProtocol, ConnectionTable
+from goim.connect.table import ConnectionTable
+from goim.protocols.connection import ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import Frame, decode_frames, encode_frame
 from goim.protocols.websocket import (
     GoimWebSocketFactory,
@@ -120,7 +121,7 @@ class Conn:
         self.clock = Clock()
         self.logic = FakeLogic(**logic)
         self.table = ConnectionTable()
-        self.client_factory = ClientFactory(logic=self.logic, clock=self.clock, table=self.table, max_frame_length=4096)
+        self.client_factory = ClientConnectionFactory(logic=self.logic, clock=self.clock, table=self.table, max_frame_length=4096)
         self.ws_factory = GoimWebSocketFactory(
             self.client_factory,
             origins=origins,
@@ -147,7 +148,7 @@ class Conn:
         return browser
 
     @property
-    def client(self) -> ClientProtocol:
+    def client(self) -> ClientConnection:
         assert self.server.client is not None
         return self.server.client
 
@@ -162,10 +163,10 @@ class Conn:
 
 class HandshakeTests(SynchronousTestCase):
     def test_open_starts_the_goim_protocol(self) -> None:
-        """After the handshake a ClientProtocol runs with the WebSocket adapter as its transport."""
+        """After the handshake a ClientConnection runs with the WebSocket adapter as its transport."""
         conn = Conn()
         self.assertTrue(conn.browser.opened)
-        self.assertIsInstance(conn.client, ClientProtocol)
+        self.assertIsInstance(conn.client, ClientConnection)
         # its sign-in timer runs on the injected clock
         self.assertEqual([c.getTime() for c in conn.clock.getDelayedCalls()], [10.0])
 
@@ -473,7 +474,7 @@ class RealSocketTests(TestCase):
 
         logic = FakeLogic(auto_sign_in=True)
         table = ConnectionTable()
-        client_factory = ClientFactory(logic=logic, clock=reactor, table=table)
+        client_factory = ClientConnectionFactory(logic=logic, clock=reactor, table=table)
         ws_factory = GoimWebSocketFactory(client_factory, path=None, open_handshake_timeout=0, close_handshake_timeout=0)
         site = Site(WebRoot(Resource(), ws=GoimWebSocketResource(ws_factory)), timeout=0.2)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -553,8 +554,8 @@ class OptionTests(TestCase):
             bad.parseOptions(["--ws-origins", "a.example"])
 
     def test_connect_node(self) -> None:
-        """twistd goim-connect --ws adds a WebSocket listener around the node's ClientFactory."""
-        from goim.distributed import connect_tap
+        """twistd goim-connect --ws adds a WebSocket listener around the node's ClientConnectionFactory."""
+        from goim.connect import tap as connect_tap
 
         options = connect_tap.Options()
         options.parseOptions(["--node-id", "c1", "--secret-file", self.secret, "--ws", "tcp:50080", "--ws-origins", "*"])
@@ -565,10 +566,10 @@ class OptionTests(TestCase):
         self.assertEqual((plain.config().ws, plain.config().ws_origins), ("", ()))
 
     async def test_connect_node_listeners(self) -> None:
-        """A connect node with --ws listens with a WebSocket factory around its ClientFactory."""
+        """A connect node with --ws listens with a WebSocket factory around its ClientConnectionFactory."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+        from goim.connect.node import ConnectNodeConfig, ConnectNodeService
 
         config = ConnectNodeConfig(node_id="c1", secret=b"x" * 32, ws="tcp:50080", ws_origins=("*",))
         service = ConnectNodeService(config, MemoryReactorClock())
@@ -638,7 +639,7 @@ class TLSTests(TestCase):
         directory.mkdir(parents=True)
         key, cert = self_signed(directory)
         table = ConnectionTable()
-        client_factory = ClientFactory(logic=FakeLogic(auto_sign_in=True), clock=reactor, table=table)
+        client_factory = ClientConnectionFactory(logic=FakeLogic(auto_sign_in=True), clock=reactor, table=table)
         site = Site(WebRoot(Resource(), ws=GoimWebSocketResource(
             GoimWebSocketFactory(client_factory, path=None, open_handshake_timeout=0, close_handshake_timeout=0))))
         bare = GoimWebSocketFactory(client_factory, open_handshake_timeout=0, close_handshake_timeout=0)  # fmt: skip

@@ -1,21 +1,21 @@
-"""The logic layer's services wired to a test database, with a recording delivery port."""
+"""The logic layer's services wired to a test database, with a recording delivery port.
+
+Built through the same container as the servers (``goim.logic.container``), with
+the test's database, clock, delivery port and cheap password hashing given to it.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Sequence
 
 from twisted.internet import defer, reactor
 
-from goim.logic.accounts import AccountService
+from goim.clock import Clock
+from goim.logic.container import LogicContainer
 from goim.logic.errors import GoimError
 from goim.logic.ids import SegmentAllocator
-from goim.logic.local import InProcessLogic
-from goim.logic.messages import MessageService
 from goim.logic.passwords import ScryptCost
-from goim.logic.social import SocialService
-from goim.storage.accounts import AccountStore
+from goim.standalone import StandaloneConfig
 from goim.storage.database import Database
-from goim.storage.messages import MessageStore
-from goim.storage.social import SocialStore
 from goim.types import RECEIVER_GROUP, RECEIVER_USER, SendRequest, StoredMessage
 
 #: cheap scrypt parameters: tests check behaviour, not hashing cost
@@ -41,21 +41,27 @@ class Services:
             synchronous: run password hashing at once on the calling thread (with
                 a ``SynchronousPool`` database, every call then completes at once).
         """
-        self.db = db
-        self.account_store = AccountStore(db)
-        self.social_store = SocialStore(db)
-        self.message_store = MessageStore(db)
         self.delivery = RecordingDelivery()
-        self.accounts = AccountService(
-            self.account_store,
+        self.container = container = LogicContainer(
+            StandaloneConfig(),
             reactor,
+            clock=Clock(reactor),
+            database=db,
+            delivery=self.delivery,
+            sessions=None,  # no connections to end
             password_cost=TEST_PASSWORD_COST,
             run_in_thread=defer.maybeDeferred if synchronous else None,
         )
-        self.social = SocialService(self.account_store, self.social_store, reactor)
-        self.ids = SegmentAllocator(self.message_store, step=id_step)
-        self.messages = MessageService(self.message_store, self.account_store, self.ids, self.delivery, reactor)
-        self.logic = InProcessLogic(self.accounts, self.messages)
+        container.override("id_allocator", SegmentAllocator(container.get_message_store(), step=id_step))
+        self.db = container.get_database()
+        self.account_store = container.get_account_store()
+        self.social_store = container.get_social_store()
+        self.message_store = container.get_message_store()
+        self.accounts = container.get_accounts()
+        self.social = container.get_social()
+        self.ids = container.get_id_allocator()
+        self.messages = container.get_messages()
+        self.logic = container.get_logic()
 
     async def new_user(self, number: str, nickname: str = "") -> tuple[int, int, str]:
         """Register a device and a user on it; returns ``(user_id, device_id, token)``."""

@@ -21,7 +21,7 @@ goim_logic = ServiceMaker(
 
 goim_connect = ServiceMaker(
     "goim-connect",
-    "goim.distributed.connect_tap",
+    "goim.connect.tap",
     "goim connect node: client connections, PB to logic, deliveries from Redis (distributed mode)",
     "goim-connect",
 )

@@ -16,7 +16,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from goim.distributed.pb_client import NoLogicNode, PBLogicClient, decode_page
+from goim.connect.logic_client import NoLogicNode, PBLogicClient, decode_page
 from goim.distributed.pb_server import SharedSecretChecker
 from goim.pb import goim_pb2 as gpb
 from goim.protocols.codec import encode_message

@@ -18,7 +18,7 @@ from goim.config import (
     text,
 )
 from goim.protocols.websocket import parse_origins
-from goim.distributed.nodes import ConnectNodeConfig, ConnectNodeService
+from goim.connect.node import ConnectNodeConfig, ConnectNodeService
 from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
 from goim.logs import LEVELS, StartupWarning
 

@@ -1,30 +1,30 @@
-"""The server side of one client TCP connection (DESIGN section 3).
+"""The server side of one client connection (DESIGN section 3).
 
-:class:`ClientProtocol` runs the sign-in gate, timers, rate limit, pipelined sends,
-acks, flow-controlled sync and live pushes of one connection. It talks to the logic
-layer only through :class:`goim.ports.LogicPort` and to time only through the
-injected clock. :class:`ClientFactory` builds it; :class:`ConnectionTable` keeps the
-signed-in connections of a connect node by device and by user, and is the node's
-:class:`goim.ports.DeliveryPort`.
+:class:`ClientConnection` runs the sign-in gate, timers, rate limit, pipelined sends,
+acks and live pushes of one connection; its frame budget is a
+:class:`goim.protocols.budget.TokenBucket` and its syncs a
+:class:`goim.protocols.sync.SyncStream`. It talks to the logic layer only through
+:class:`goim.ports.LogicPort`, to its node's connection table only through
+:class:`goim.ports.ConnectionRegistry` (``goim.connect.table`` implements it) and to
+time only through the injected clock. :class:`ClientConnectionFactory` builds it.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from typing import Any, Callable, Coroutine
 from typing import Sequence
 
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer  # type: ignore[import-untyped]
 
 from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
-from goim.ports import LogicPort
+from goim.ports import ConnectionRegistry, LogicPort
+from goim.protocols.budget import TokenBucket
 from goim.protocols.codec import (
     DEFAULT_MAX_FRAME,
     HEARTBEAT,
@@ -50,10 +50,10 @@ from goim.protocols.codec import (
     encode_sign_in_ack,
     frame_cap,
     pack_push,
-    pack_sync,
     send_request,
 )
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
+from goim.protocols.sync import SyncProducer, SyncStream
 from goim.types import (
     SEND_INTERNAL_ERROR,
     SEND_RATE_LIMITED,
@@ -66,8 +66,6 @@ from goim.types import (
 )
 from goim.util import Clock, DelayedCall
 
-KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
-KICK_SHUTDOWN = "server shutting down"
 SUPERSEDED = "a newer connection of this device signed in"
 
 _HOLD_SIGN_IN = "sign-in"
@@ -86,58 +84,7 @@ def _cancel(timer: DelayedCall | None) -> None:
         timer.cancel()
 
 
-@implementer(IPushProducer)
-class SyncProducer:
-    """The push producer a connection registers on its transport for sync streaming.
-
-    The transport pauses it when its write buffer fills; a running sync fetches no
-    further page until the transport resumes it, so a slow client never makes the
-    server buffer a whole history.
-    """
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.stopped = False
-        self._waiters: list[Deferred[None]] = []
-        #: called when the transport resumes the producer
-        self.on_resume: Callable[[], None] | None = None
-        #: called when the transport pauses the producer
-        self.on_pause: Callable[[], None] | None = None
-
-    def pauseProducing(self) -> None:
-        """The transport's buffer is full: hold further sync pages."""
-        was_paused, self.paused = self.paused, True
-        if not was_paused and self.on_pause is not None:
-            self.on_pause()
-
-    def resumeProducing(self) -> None:
-        """The transport drained: let a waiting sync fetch its next page."""
-        self.paused = False
-        self._wake()
-        if self.on_resume is not None:
-            self.on_resume()
-
-    def stopProducing(self) -> None:
-        """The connection is going away: wake any waiting sync so it can stop."""
-        self.stopped = True
-        self.paused = False
-        self._wake()
-
-    def wait_for_resume(self) -> Deferred[None]:
-        """A Deferred that fires once the producer is not paused (now, if it is not)."""
-        if not self.paused:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-
-class ClientProtocol(TLVReceiver):
+class ClientConnection(TLVReceiver):
     """The server side of one client connection.
 
     Frames are handled strictly in arrival order. Handling may start asynchronous
@@ -158,7 +105,7 @@ class ClientProtocol(TLVReceiver):
 
     log = Logger(observer=goim_observer)
 
-    def __init__(self, factory: ClientFactory) -> None:
+    def __init__(self, factory: ClientConnectionFactory) -> None:
         self.factory = factory
         self.MAX_LENGTH = factory.max_frame_length
         self._logic = factory.logic
@@ -179,15 +126,20 @@ class ClientProtocol(TLVReceiver):
         self._idle_call: DelayedCall | None = None
         self._abort_call: DelayedCall | None = None
         self._last_frame_at = 0.0
-        self._tokens = float(factory.rate_burst)
-        self._tokens_at = 0.0
+        self._budget = TokenBucket(rate=factory.rate_limit, burst=factory.rate_burst)
         self._in_flight = 0
-        self._sync_running = False
-        self._pending_sync: int | None = None
         self._lost_waiters: list[Deferred[None]] = []
         self.producer = SyncProducer()
         self.producer.on_resume = self._resumed
         self.producer.on_pause = self._outbound_full
+        self._sync = SyncStream(
+            self,
+            logic=self._logic,
+            producer=self.producer,
+            page_size=factory.sync_page_size,
+            run=self._run,
+            log=self.log,
+        )
         self._grace_call: DelayedCall | None = None
         self._budget_call: DelayedCall | None = None
         self._budget_until = 0.0
@@ -206,7 +158,7 @@ class ClientProtocol(TLVReceiver):
     @property
     def syncing(self) -> bool:
         """Whether a sync is streaming."""
-        return self._sync_running
+        return self._sync.running
 
     def push(self, messages: Sequence[StoredMessage]) -> None:
         """Write live-pushed messages as type-2 Message frames packed to the cap.
@@ -218,7 +170,7 @@ class ClientProtocol(TLVReceiver):
         Args:
             messages: copies stored for this connection's user.
         """
-        if not self.signed_in or not self._writable() or not messages:
+        if not self.signed_in or not self.writable() or not messages:
             return
         if self.producer.paused:
             # The client is not reading fast enough: buffer nothing more for it.
@@ -226,7 +178,7 @@ class ClientProtocol(TLVReceiver):
             self._missed_after = lowest if self._missed_after is None else min(self._missed_after, lowest)
             return
         try:
-            self._write_messages(pack_push(messages, cap=self.cap))
+            self.write_messages(pack_push(messages, cap=self.cap))
             trace_pushed(self.log, messages, device_id=self.device_id, peer=self.peer)
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
@@ -235,7 +187,7 @@ class ClientProtocol(TLVReceiver):
         # The transport's unsent bytes passed its bound (64 KiB on TCP): read no more
         # frames (they would only add replies), skip pushes, and give the client
         # write_grace seconds to read before the connection is aborted.
-        if not self._writable():
+        if not self.writable():
             return
         self._hold(_HOLD_OUTBOUND)
         if self._grace_call is None:
@@ -243,7 +195,7 @@ class ClientProtocol(TLVReceiver):
 
     def _write_grace_over(self) -> None:
         self._grace_call = None
-        if not self._writable() or not self.producer.paused:
+        if not self.writable() or not self.producer.paused:
             return
         self.log.info(
             "aborting the connection of device {device_id} at {peer}: it has not read its data for {grace} s",
@@ -259,7 +211,7 @@ class ClientProtocol(TLVReceiver):
         _cancel(self._grace_call)
         self._grace_call = None
         self._release(_HOLD_OUTBOUND)
-        if self._missed_after is not None and self.signed_in and self._writable():
+        if self._missed_after is not None and self.signed_in and self.writable():
             after, self._missed_after = self._missed_after, None
             self.log.info(
                 "device {device_id} at {peer} reads again: syncing the pushes skipped after seq {after}",
@@ -275,7 +227,7 @@ class ClientProtocol(TLVReceiver):
         Used after the delivery path was interrupted so a client that never sends a
         SyncTrigger on its own still receives every message.
         """
-        if not self.signed_in or not self._writable():
+        if not self.signed_in or not self.writable():
             return
         self._request_sync(self.acked_seq, from_client=False)
 
@@ -285,7 +237,7 @@ class ClientProtocol(TLVReceiver):
         Args:
             reason: the text for the client, clipped to 256 bytes.
         """
-        if not self._writable():
+        if not self.writable():
             return
         self.log.info(
             "kicking device {device_id} of user {user_id} at {peer}: {reason}",
@@ -309,8 +261,7 @@ class ClientProtocol(TLVReceiver):
 
     def connectionMade(self) -> None:
         """Register the sync producer and start the sign-in timer."""
-        now = self._clock.seconds()
-        self._tokens_at = now
+        self._budget.restart(self._clock.seconds())
         self._transport.registerProducer(self.producer, True)
         self._producer_registered = True
         self._signin_call = self._later(
@@ -362,7 +313,7 @@ class ClientProtocol(TLVReceiver):
         if self._closing or self._lost:
             return
         now = self._clock.seconds()
-        if not self._take_token(now):
+        if not self._budget.take(now):
             self._close("frame rate limit exceeded")
             return
         try:
@@ -443,7 +394,7 @@ class ClientProtocol(TLVReceiver):
                     peer=self.peer,
                 )
                 result = SignInResult(ok=False, message="internal error")
-        if not self._writable():
+        if not self.writable():
             # Closed meanwhile (timeout, peer gone): undo a successful sign-in (only
             # this connection's presence: a newer one of the device is left alone).
             if result.ok:
@@ -521,7 +472,7 @@ class ClientProtocol(TLVReceiver):
                     message_id=result.message_id,
                     seq=result.seq,
                 )
-            if self._writable():
+            if self.writable():
                 self.sendFrame(MESSAGE_SEND_ACK, encode_send_ack(request.send_sequence, result))
                 if result.code == SEND_RATE_LIMITED:
                     self._over_budget(result.retry_after_ms)
@@ -552,87 +503,16 @@ class ClientProtocol(TLVReceiver):
         await self._logic.offline(device_id=self.device_id, user_id=self.user_id, conn=self.conn_id)
 
     def _request_sync(self, after: int, *, from_client: bool) -> None:
-        if self._sync_running:
-            # Coalesce: a client's trigger replaces the queued one; a catch-up keeps the
-            # lower of the two so nothing is skipped.
-            if from_client or self._pending_sync is None:
-                self._pending_sync = after
-            else:
-                self._pending_sync = min(self._pending_sync, after)
-            return
-        self._sync_running = True
-        self._run(self._sync_loop(after), "sync")
-
-    async def _sync_loop(self, after: int) -> None:
-        try:
-            next_after: int | None = after
-            while next_after is not None and self._writable():
-                await self._sync(next_after)
-                next_after, self._pending_sync = self._pending_sync, None
-        finally:
-            self._sync_running = False
-            self._pending_sync = None
-
-    async def _sync(self, after: int) -> None:
-        cursor = after
-        pages = 0
-        count = 0
-        while True:
-            await self.producer.wait_for_resume()
-            if not self._writable():
-                return
-            try:
-                page = await self._logic.sync_page(
-                    device_id=self.device_id,
-                    user_id=self.user_id,
-                    after_seq=cursor,
-                    limit=self.factory.sync_page_size,
-                    conn=self.conn_id,
-                )
-            except CancelledError:
-                raise
-            except Exception:
-                # The client waits for more=False; closing makes it reconnect and retry.
-                self.log.failure(
-                    "sync of user {user_id} after seq {after} for {peer} failed: closing",
-                    user_id=self.user_id,
-                    after=cursor,
-                    peer=self.peer,
-                )
-                self.closeConnection()
-                return
-            if not self._writable():
-                return
-            messages = page.messages
-            pages += 1
-            count += len(messages)
-            last = not page.more or not messages
-            self._write_messages(pack_sync(messages, cap=self.cap, last=last))
-            if last:
-                break
-            if messages[-1].seq <= cursor:
-                self.log.error(
-                    "sync page of user {user_id} after seq {after} did not advance: closing",
-                    user_id=self.user_id,
-                    after=cursor,
-                )
-                self.closeConnection()
-                return
-            cursor = messages[-1].seq
-        self.log.debug(
-            "synced {count} messages in {pages} pages after seq {after} to {peer}",
-            count=count,
-            pages=pages,
-            after=after,
-            peer=self.peer,
-        )
+        self._sync.request(after, from_client=from_client)
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _writable(self) -> bool:
+    def writable(self) -> bool:
+        """Whether the connection is neither closing nor lost."""
         return not (self._closing or self._lost)
 
-    def _write_messages(self, values: list[bytes]) -> None:
+    def write_messages(self, values: list[bytes]) -> None:
+        """Write Message frame values, each in its own frame (over the cap: logged)."""
         frames: list[bytes] = []
         for value in values:
             if len(value) > self.cap:
@@ -655,7 +535,7 @@ class ClientProtocol(TLVReceiver):
             self._transport.writeSequence(frames)
 
     def _close(self, reason: str) -> None:
-        if not self._writable():
+        if not self.writable():
             return
         self.log.info("closing the connection from {peer}: {reason}", peer=self.peer, reason=reason)
         self.closeConnection()
@@ -669,20 +549,8 @@ class ClientProtocol(TLVReceiver):
         if reason not in self._holds:
             return
         self._holds.discard(reason)
-        if not self._holds and self._writable():
+        if not self._holds and self.writable():
             self.resumeProducing()
-
-    def _take_token(self, now: float) -> bool:
-        factory = self.factory
-        tokens = self._tokens + (now - self._tokens_at) * factory.rate_limit
-        if tokens > factory.rate_burst:
-            tokens = float(factory.rate_burst)
-        self._tokens_at = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            return False
-        self._tokens = tokens - 1.0
-        return True
 
     def _signin_timed_out(self) -> None:
         self._signin_call = None
@@ -728,194 +596,23 @@ class ClientProtocol(TLVReceiver):
         )
 
 
-_HANDLERS: dict[int, Callable[[ClientProtocol, bytes], None]] = {
-    SIGN_IN: ClientProtocol._on_repeated_sign_in,
-    SYNC_TRIGGER: ClientProtocol._on_sync_trigger,
-    HEARTBEAT: ClientProtocol._on_heartbeat,
-    MESSAGE_SEND: ClientProtocol._on_message_send,
-    MESSAGE_ACK: ClientProtocol._on_message_ack,
+_HANDLERS: dict[int, Callable[[ClientConnection, bytes], None]] = {
+    SIGN_IN: ClientConnection._on_repeated_sign_in,
+    SYNC_TRIGGER: ClientConnection._on_sync_trigger,
+    HEARTBEAT: ClientConnection._on_heartbeat,
+    MESSAGE_SEND: ClientConnection._on_message_send,
+    MESSAGE_ACK: ClientConnection._on_message_ack,
 }
 
 
-class ConnectionTable:
-    """The signed-in client connections of one connect node, by device and by user.
-
-    One connection per device: registering a device that already has a connection
-    kicks the older one. The table is the node's :class:`goim.ports.DeliveryPort`.
-    """
-
-    log = Logger(observer=goim_observer)
-
-    #: kicks remembered for connections that have not registered yet
-    MAX_EARLY_KICKS = 4096
-
-    def __init__(self) -> None:
-        self._by_device: dict[int, ClientProtocol] = {}
-        self._by_user: dict[int, dict[int, ClientProtocol]] = {}
-        # connection id -> reason: a kick that arrived before its connection's
-        # sign-in finished here (kicks travel through Redis, sign-in answers through PB)
-        self._early_kicks: OrderedDict[str, str] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._by_device)
-
-    def connections(self) -> list[ClientProtocol]:
-        """Every registered connection."""
-        return list(self._by_device.values())
-
-    def register(self, conn: ClientProtocol) -> bool:
-        """Add a signed-in connection; kick an older connection of the same device.
-
-        Sign-ins of one device may finish out of order: a connection whose sign-in
-        finishes after a newer connection of the device registered is refused.
-
-        Args:
-            conn: the connection, with ``device_id`` and ``user_id`` set.
-
-        Returns:
-            False when a newer connection of the device is registered already.
-        """
-        old = self._by_device.get(conn.device_id)
-        if old is conn:
-            return True
-        if old is not None and old.serial > conn.serial:
-            return False
-        if old is not None:
-            self._remove_from_user(old)
-        self._by_device[conn.device_id] = conn
-        self._by_user.setdefault(conn.user_id, {})[conn.device_id] = conn
-        if old is not None:
-            old.kick(KICK_SIGNED_IN_ELSEWHERE)
-        return True
-
-    def kick_if_early(self, conn: ClientProtocol) -> None:
-        """Kick a just-registered connection whose kick arrived before its sign-in finished."""
-        reason = self._early_kicks.pop(conn.conn_id, None)
-        if reason is not None:
-            conn.kick(reason)
-
-    def unregister(self, conn: ClientProtocol) -> bool:
-        """Remove a connection if the table still maps its device to it.
-
-        Args:
-            conn: the connection.
-
-        Returns:
-            True when it was removed; False when it was not (or no longer) registered.
-        """
-        if self._by_device.get(conn.device_id) is not conn:
-            return False
-        del self._by_device[conn.device_id]
-        self._remove_from_user(conn)
-        return True
-
-    def get(self, device_id: int) -> ClientProtocol | None:
-        """The connection of a device, if it has one here."""
-        return self._by_device.get(device_id)
-
-    def connections_of(self, user_id: int) -> list[ClientProtocol]:
-        """The connections of every device of a user online here."""
-        devices = self._by_user.get(user_id)
-        return list(devices.values()) if devices else []
-
-    def kick(self, device_id: int, reason: str) -> bool:
-        """Kick a device's connection (Kicked frame, then close).
-
-        Args:
-            device_id: the device.
-            reason: the text for the client.
-
-        Returns:
-            Whether the device had a connection here.
-        """
-        conn = self._by_device.get(device_id)
-        if conn is None:
-            return False
-        conn.kick(reason)
-        return True
-
-    def kick_connection(self, device_id: int, conn_id: str, reason: str) -> bool:
-        """Kick one connection of a device, named by its id; never a newer one.
-
-        A kick for a connection that has not registered yet (its sign-in answer is
-        still on its way) is remembered and applied when it registers.
-
-        Returns:
-            Whether that connection was registered here.
-        """
-        conn = self._by_device.get(device_id)
-        if conn is not None and conn.conn_id == conn_id:
-            conn.kick(reason)
-            return True
-        # an older connection of the device is registered, or none: the named one
-        # may still be signing in (ids are unique, so a stale one is never matched)
-        self._early_kicks[conn_id] = reason
-        while len(self._early_kicks) > self.MAX_EARLY_KICKS:
-            self._early_kicks.popitem(last=False)
-        return False
-
-    def end_session(self, *, device_id: int, user_id: int, reason: str) -> None:
-        """Kick the device's connection here, whichever user it signed in as
-        (``goim.ports.SessionPort``)."""
-        self.kick(device_id, reason)
-
-    def deliver(self, messages: Sequence[StoredMessage]) -> None:
-        """Push each message to every connection of its user. Never raises.
-
-        Args:
-            messages: stored copies, each for its ``user_id``.
-        """
-        by_user: dict[int, list[StoredMessage]] = {}
-        for message in messages:
-            by_user.setdefault(message.user_id, []).append(message)
-        for user_id, user_messages in by_user.items():
-            for conn in self.connections_of(user_id):
-                try:
-                    conn.push(user_messages)
-                except Exception:
-                    self.log.failure("push to user {user_id} failed", user_id=user_id)
-
-    def catch_up_all(self) -> None:
-        """Sync every connection from what its client acknowledged (delivery resumed)."""
-        for conn in self.connections():
-            try:
-                conn.catch_up()
-            except Exception:
-                self.log.failure("catch-up of device {device_id} failed", device_id=conn.device_id)
-
-    def close_all(self, reason: str = KICK_SHUTDOWN) -> Deferred[None]:
-        """Kick every connection, e.g. at shutdown.
-
-        Args:
-            reason: the text for the clients.
-
-        Returns:
-            A Deferred that fires once all of them are closed.
-        """
-        conns = self.connections()
-        waiters = [conn.when_lost() for conn in conns]
-        for conn in conns:
-            conn.kick(reason)
-        return gatherResults(waiters).addCallback(lambda _: None)
-
-    def _remove_from_user(self, conn: ClientProtocol) -> None:
-        devices = self._by_user.get(conn.user_id)
-        if devices is None:
-            return
-        if devices.get(conn.device_id) is conn:
-            del devices[conn.device_id]
-        if not devices:
-            del self._by_user[conn.user_id]
-
-
-class ClientFactory(Factory[ClientProtocol]):
-    """Builds :class:`ClientProtocol` connections and holds what they share.
+class ClientConnectionFactory(Factory[ClientConnection]):
+    """Builds :class:`ClientConnection` connections and holds what they share.
 
     Args:
         logic: the logic layer.
         clock: time source for every timer (``IReactorTime``: the reactor, or a
             ``twisted.internet.task.Clock`` in tests).
-        table: the connection table (a new one by default).
+        table: the node's connection table (``goim.connect.table.ConnectionTable``).
         signin_timeout: seconds a connection may take to sign in.
         idle_timeout: seconds a signed-in connection may send nothing.
         sync_page_size: messages fetched per ``sync_page`` call.
@@ -937,7 +634,7 @@ class ClientFactory(Factory[ClientProtocol]):
         *,
         logic: LogicPort,
         clock: Clock,
-        table: ConnectionTable | None = None,
+        table: ConnectionRegistry,
         signin_timeout: float = 10.0,
         idle_timeout: float = 600.0,
         sync_page_size: int = 200,
@@ -968,7 +665,7 @@ class ClientFactory(Factory[ClientProtocol]):
             )
         self.logic = logic
         self.clock = clock
-        self.table = table if table is not None else ConnectionTable()
+        self.table = table
         self.signin_timeout = signin_timeout
         self.idle_timeout = idle_timeout
         self.sync_page_size = sync_page_size
@@ -987,6 +684,6 @@ class ClientFactory(Factory[ClientProtocol]):
         self._serial += 1
         return self._serial
 
-    def buildProtocol(self, addr: IAddress | None) -> ClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClientConnection:
         """Build the protocol of one accepted connection."""
-        return ClientProtocol(self)
+        return ClientConnection(self)

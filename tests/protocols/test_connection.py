@@ -1,4 +1,4 @@
-"""Tests for goim.protocols.client over StringTransport, a Clock and a fake LogicPort."""
+"""Tests for goim.protocols.connection over StringTransport, a Clock and a fake LogicPort."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from goim.pb import goim_pb2 as pb
 from goim.ports import DeliveryPort, LogicPort
 from goim.protocols import codec
-from goim.protocols.client import ClientFactory, ClientProtocol, ConnectionTable
+from goim.connect.table import ConnectionTable
+from goim.protocols.connection import ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import Frame, encode_frame
 from goim.types import SendResult, SignInResult
 from tests.protocols.fakes import (
@@ -77,7 +78,7 @@ class Conn:
         clock: Clock | None = None,
         table: ConnectionTable | None = None,
         transport: StringTransport | None = None,
-        factory: ClientFactory | None = None,
+        factory: ClientConnectionFactory | None = None,
         **settings: Any,
     ) -> None:
         self.clock = clock if clock is not None else Clock()
@@ -85,8 +86,8 @@ class Conn:
         if factory is not None:
             self.logic = cast(FakeLogic, factory.logic)
             self.clock = cast(Clock, factory.clock)
-        self.factory = factory or ClientFactory(
-            logic=self.logic, clock=self.clock, table=table, **settings
+        self.factory = factory or ClientConnectionFactory(
+            logic=self.logic, clock=self.clock, table=table if table is not None else ConnectionTable(), **settings
         )
         self.table = self.factory.table
         self.proto = self.factory.buildProtocol(None)
@@ -104,7 +105,7 @@ class Conn:
         self.transport.clear()
         return frames
 
-    def signed_in(self, device_id: int = 1, user_id: int = 2, max_frame: int = 0) -> ClientProtocol:
+    def signed_in(self, device_id: int = 1, user_id: int = 2, max_frame: int = 0) -> ClientConnection:
         """Sign in and clear the SignInACK."""
         self.feed(sign_in(device_id, user_id, max_frame=max_frame))
         if not self.logic.sign_ins[-1].deferred.called:
@@ -663,12 +664,12 @@ class ConnectionIdentityTests(SynchronousTestCase):
 
     def test_ids_are_unique_and_carried_on_every_call(self) -> None:
         """Each connection gets node/boot/serial; sign-in, send, sync, ack and offline all carry it."""
-        factory = ClientFactory(logic=FakeLogic(auto_send=True, auto_sync=True), clock=Clock(), node_id="c1")
+        factory = ClientConnectionFactory(logic=FakeLogic(auto_send=True, auto_sync=True), clock=Clock(), table=ConnectionTable(), node_id="c1")
         first = Conn(factory=factory)
         second = Conn(factory=factory)
         self.assertEqual(first.proto.conn_id, f"c1/{factory.boot}/1")
         self.assertEqual(second.proto.conn_id, f"c1/{factory.boot}/2")
-        self.assertNotEqual(factory.boot, ClientFactory(logic=FakeLogic(), clock=Clock(), node_id="c1").boot)
+        self.assertNotEqual(factory.boot, ClientConnectionFactory(logic=FakeLogic(), clock=Clock(), table=ConnectionTable(), node_id="c1").boot)
         first.signed_in()
         first.feed(message_send(1), sync_trigger(0), message_ack(1))
         first.lose()
@@ -681,7 +682,7 @@ class ConnectionIdentityTests(SynchronousTestCase):
         """Of two connections of one device, the older one's late sign-in is refused; the newer stays."""
         table = ConnectionTable()
         logic = FakeLogic()
-        factory = ClientFactory(logic=logic, clock=Clock(), table=table)
+        factory = ClientConnectionFactory(logic=logic, clock=Clock(), table=table)
         old = Conn(factory=factory)
         new = Conn(factory=factory)
         old.feed(sign_in(device_id=1, user_id=2))
@@ -700,7 +701,7 @@ class ConnectionIdentityTests(SynchronousTestCase):
     def test_kick_by_connection_id_spares_a_newer_connection(self) -> None:
         """A kick naming an old connection of a device never closes its newer connection."""
         table = ConnectionTable()
-        factory = ClientFactory(logic=FakeLogic(), clock=Clock(), table=table)
+        factory = ClientConnectionFactory(logic=FakeLogic(), clock=Clock(), table=table)
         old = Conn(factory=factory)
         old.signed_in(device_id=1)
         new = Conn(factory=factory)
@@ -716,7 +717,7 @@ class ConnectionIdentityTests(SynchronousTestCase):
         """A kick for a connection whose sign-in answer is still on its way closes it once it registers."""
         table = ConnectionTable()
         logic = FakeLogic()
-        conn = Conn(factory=ClientFactory(logic=logic, clock=Clock(), table=table))
+        conn = Conn(factory=ClientConnectionFactory(logic=logic, clock=Clock(), table=table))
         conn.feed(sign_in(device_id=1, user_id=2))
         self.assertFalse(table.kick_connection(1, conn.proto.conn_id, "signed in elsewhere"))
         logic.sign_ins[0].deferred.callback(SignInResult(ok=True))
@@ -812,16 +813,16 @@ class ErrorTests(SynchronousTestCase):
         conn = Conn()
         conn.lose()
         conn.lose()
-        proto = ClientFactory(logic=FakeLogic(), clock=Clock()).buildProtocol(None)
+        proto = ClientConnectionFactory(logic=FakeLogic(), clock=Clock(), table=ConnectionTable()).buildProtocol(None)
         proto.connectionLost()
 
     def test_factory_rejects_bad_settings(self) -> None:
         """Non-positive settings are refused when the factory is built."""
         self.assertRaises(
-            ValueError, ClientFactory, logic=FakeLogic(), clock=Clock(), idle_timeout=0
+            ValueError, ClientConnectionFactory, logic=FakeLogic(), clock=Clock(), table=ConnectionTable(), idle_timeout=0
         )
         self.assertRaises(
-            ValueError, ClientFactory, logic=FakeLogic(), clock=Clock(), max_frame_length=65536
+            ValueError, ClientConnectionFactory, logic=FakeLogic(), clock=Clock(), table=ConnectionTable(), max_frame_length=65536
         )
 
     def test_fake_is_a_logic_port(self) -> None:
@@ -837,7 +838,7 @@ class LoopbackTests(SynchronousTestCase):
         clock = Clock()
         logic = FakeLogic(auto_sign_in=True, auto_send=True, auto_sync=True)
         logic.store(2, 3)
-        factory = ClientFactory(logic=logic, clock=clock)
+        factory = ClientConnectionFactory(logic=logic, clock=clock, table=ConnectionTable())
         client, server, pump = connectedServerAndClient(
             lambda: factory.buildProtocol(None), RecordingClient, clock=clock
         )
@@ -860,7 +861,7 @@ class LoopbackTests(SynchronousTestCase):
         self.assertTrue(client.lost)
         self.assertEqual(len(factory.table), 0)
         self.assertEqual(logic.offlines, [dict(device_id=1, user_id=2)])
-        self.assertIsInstance(server, ClientProtocol)
+        self.assertIsInstance(server, ClientConnection)
 
 
 class RateLimitAckTests(SynchronousTestCase):
