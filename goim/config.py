@@ -3,15 +3,23 @@
 Precedence: a flag given on the command line, then the same key in the file named
 by ``--config``, then the built-in default. A bad value is a ``UsageError`` that
 names the option (and the file), never a traceback.
+
+Each option is declared once (a :class:`Setting`; the declarations several plugins
+share are in ``goim.limits``) and names the field of the plugin's config dataclass
+it fills: ``ServerOptions.build_config`` derives the config from the declarations.
+Pure: no storage, no Redis, no reactor.
 """
 
 import tomllib
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, fields
+from typing import Any, Callable, TypeVar
 
+from twisted.internet import endpoints
 from twisted.python import usage
 
-from goim.storage.database import DatabaseURL, DatabaseURLError
+from goim.urls import DatabaseURLError, RedisURL, RedisURLError, parse_database_url
+
+T = TypeVar("T")
 
 
 #: goim 1.1 clients send a heartbeat every 240 s (docs/protocol.md section 3)
@@ -33,21 +41,33 @@ def idle_timeout_warning(idle_timeout: float) -> str | None:
 
 @dataclass(frozen=True)
 class Setting:
-    """One option: its flag name, default, parser and help text."""
+    """One option: its flag name, default, parser and help text, and the config
+    field it fills."""
 
     name: str
     default: Any
     parse: Callable[[Any], Any]
     doc: str
+    #: the config dataclass field this option fills; None: the name with "_" for
+    #: "-"; "": none (the option feeds a derived value such as ``limits``)
+    field: str | None = None
+
+    @property
+    def field_name(self) -> str:
+        """The config field this option fills ("" for none)."""
+        return self.name.replace("-", "_") if self.field is None else self.field
+
+
+class _NoReactor:
+    """Stands in for the reactor while an endpoint string is parsed: parsing builds
+    an endpoint object and never calls its reactor."""
 
 
 def endpoint(value: Any) -> str:
     """A Twisted server endpoint string such as ``tcp:50000`` or ``tcp:8080:interface=127.0.0.1``."""
-    from twisted.internet import endpoints, reactor
-
     text = str(value)
     try:
-        endpoints.serverFromString(reactor, text)
+        endpoints.serverFromString(_NoReactor(), text)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"not a server endpoint string ({e})") from None
     return text
@@ -82,7 +102,7 @@ def choice(*allowed: str) -> Callable[[Any], str]:
 def database_url(value: Any) -> str:
     text = str(value)
     try:
-        DatabaseURL.parse(text)
+        parse_database_url(text)
     except DatabaseURLError as e:
         raise ValueError(str(e)) from None
     return text
@@ -125,8 +145,6 @@ def secret_file(value: Any) -> bytes:
 
 
 def redis_url(value: Any) -> str:
-    from goim.distributed.redis import RedisURL, RedisURLError
-
     text = str(value)
     try:
         RedisURL.parse(text)
@@ -200,6 +218,25 @@ class ServerOptions(usage.Options):
 
     def check(self) -> None:
         """Cross-checks between options; raise ``UsageError``."""
+
+    def derived(self) -> dict[str, Any]:
+        """Config fields computed from several options (after parsing)."""
+        return {}
+
+    def build_config(self, config_class: type[T]) -> T:
+        """The parsed options as a ``config_class`` dataclass: each setting fills the
+        field it names, ``derived`` the rest; fields no option fills keep their defaults.
+
+        Raises:
+            TypeError: a setting names a field ``config_class`` does not have.
+        """
+        known = {f.name for f in fields(config_class)}  # type: ignore[arg-type]
+        values = {s.field_name: self[s.name] for s in self.settings if s.field_name}
+        values.update(self.derived())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"{config_class.__name__} has no field for {', '.join(unknown)}")
+        return config_class(**values)
 
     def _read_config_file(self) -> dict[str, Any]:
         path = self["config"]

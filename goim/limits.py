@@ -1,16 +1,20 @@
-"""The abuse limits of one process, their options and the listen backlog.
+"""The option declarations the twistd plugins share, and the limits of one process.
 
 One ``Limits`` value carries every limit of issue 11 that the operator can set:
 social limits, account throttles and token lifetime, HTTP guards and the listen
-backlog. The three twistd plugins share the option definitions below.
+backlog. The settings below are declared once and listed by each plugin that takes
+them (``goim.tap``, ``goim.distributed.logic_tap``, ``goim.connect.tap``);
+``GoimOptions`` derives a plugin's config dataclass from them, ``limits`` included.
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from goim.config import Setting, positive_float, positive_int
+from goim.config import ServerOptions, Setting, choice, positive_float, positive_int
 from goim.logic.accounts import AccountLimits
+from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logic.social import SocialLimits
+from goim.logs import LEVELS
 from goim.resources.http import HTTPLimits
 
 #: a listen backlog well above the default of 50: bursts of reconnecting clients
@@ -50,7 +54,7 @@ def non_negative_float(value: Any) -> float:
 
 #: the listen backlog, for every plugin
 LISTEN_SETTINGS = [
-    Setting("listen-backlog", DEFAULT_BACKLOG, positive_int, "listen backlog of every listener (the kernel caps it at net.core.somaxconn)"),
+    Setting("listen-backlog", DEFAULT_BACKLOG, positive_int, "listen backlog of every listener (the kernel caps it at net.core.somaxconn)", field=""),
 ]
 
 def default_max_connections() -> int:
@@ -72,21 +76,21 @@ def default_max_connections() -> int:
 
 #: HTTP guards, for every plugin that serves HTTP
 HTTP_SETTINGS = [
-    Setting("http-header-timeout", 10.0, positive_float, "seconds a client has to send a request's headers, total, not per byte (then HTTP 408)"),
-    Setting("http-body-timeout", 30.0, positive_float, "seconds a client has to send a request's body after its headers (then HTTP 408)"),
-    Setting("http-max-connections", default_max_connections(), positive_int, "concurrent HTTP connections overall (more: HTTP 503)"),
-    Setting("http-max-connections-per-address", 64, positive_int, "concurrent HTTP connections per client address, IPv6 per /64 (more: HTTP 503)"),
+    Setting("http-header-timeout", 10.0, positive_float, "seconds a client has to send a request's headers, total, not per byte (then HTTP 408)", field=""),
+    Setting("http-body-timeout", 30.0, positive_float, "seconds a client has to send a request's body after its headers (then HTTP 408)", field=""),
+    Setting("http-max-connections", default_max_connections(), positive_int, "concurrent HTTP connections overall (more: HTTP 503)", field=""),
+    Setting("http-max-connections-per-address", 64, positive_int, "concurrent HTTP connections per client address, IPv6 per /64 (more: HTTP 503)", field=""),
 ]
 
 #: social and account limits, for the plugins that serve the API
 API_SETTINGS = [
-    Setting("max-group-size", 500, positive_int, "members of one group; every group message is stored once per member (over it: API code 1008)"),
-    Setting("max-groups-per-user", 200, positive_int, "groups one user may be a member of (API code 1009)"),
-    Setting("max-friends-per-user", 1000, positive_int, "friends one user may have (API code 1010)"),
-    Setting("max-devices-per-user", 10, positive_int, "devices bound to one user at a time (API code 1011)"),
-    Setting("signin-backoff-max", 300.0, positive_float, "longest back-off in seconds after failed password sign-ins (API code 1012, HTTP 429)"),
-    Setting("device-registrations-per-minute", 10.0, positive_float, "device registrations per client address and minute, bursts of twice that (API code 1013, HTTP 429)"),
-    Setting("token-lifetime", 0.0, non_negative_float, "seconds a device token lives, refreshed by POST /device/token (expired: API code 1014); 0: forever"),
+    Setting("max-group-size", 500, positive_int, "members of one group; every group message is stored once per member (over it: API code 1008)", field=""),
+    Setting("max-groups-per-user", 200, positive_int, "groups one user may be a member of (API code 1009)", field=""),
+    Setting("max-friends-per-user", 1000, positive_int, "friends one user may have (API code 1010)", field=""),
+    Setting("max-devices-per-user", 10, positive_int, "devices bound to one user at a time (API code 1011)", field=""),
+    Setting("signin-backoff-max", 300.0, positive_float, "longest back-off in seconds after failed password sign-ins (API code 1012, HTTP 429)", field=""),
+    Setting("device-registrations-per-minute", 10.0, positive_float, "device registrations per client address and minute, bursts of twice that (API code 1013, HTTP 429)", field=""),
+    Setting("token-lifetime", 0.0, non_negative_float, "seconds a device token lives, refreshed by POST /device/token (expired: API code 1014); 0: forever", field=""),
 ]
 
 
@@ -120,3 +124,49 @@ def limits_from_options(options: Any) -> Limits:
         max_connections_per_address=get("http-max-connections-per-address", HTTPLimits.max_connections_per_address),
     )
     return Limits(social=social, accounts=accounts, http=http, backlog=get("listen-backlog", DEFAULT_BACKLOG))
+
+
+#: content beyond this cannot fit a 65,535-byte frame with the item's other fields
+MAX_CONTENT_LIMIT = 65000
+
+
+def max_content(value: object) -> int:
+    number = positive_int(value)
+    if number > MAX_CONTENT_LIMIT:
+        raise ValueError(f"must be at most {MAX_CONTENT_LIMIT} bytes")
+    return number
+
+
+#: log output, for every plugin
+LOG_SETTINGS = [
+    Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
+    Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+]
+
+#: the timers of client connections, for the plugins that take them
+CONNECTION_SETTINGS = [
+    Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
+    Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
+]
+
+#: the largest message, for the plugins that store messages
+MAX_CONTENT_SETTING = Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes")
+
+
+def send_budget_settings(scope: str = "") -> list[Setting]:
+    """The per-user send budget, for the plugins that store messages.
+
+    Args:
+        scope: appended to the help texts (a logic node's budget is per node).
+    """
+    return [
+        Setting("send-rate", DEFAULT_SEND_RATE, positive_float, f"stored copies a second each user may send on average{scope}"),
+        Setting("send-burst", DEFAULT_SEND_BURST, positive_float, f"stored copies each user may send at once{scope}"),
+    ]
+
+
+class GoimOptions(ServerOptions):
+    """The options of a goim plugin: the config carries the ``Limits`` too."""
+
+    def derived(self) -> dict[str, Any]:
+        return {"limits": limits_from_options(self)}

@@ -2,35 +2,27 @@
 
 from twisted.application.service import MultiService
 
-from goim.config import (
-    ServerOptions,
-    Setting,
-    choice,
-    database_url,
-    endpoint,
-    idle_timeout_warning,
-    positive_float,
-    positive_int,
+from goim.config import Setting, choice, database_url, endpoint, idle_timeout_warning, optional, positive_float
+from goim.limits import (
+    API_SETTINGS,
+    CONNECTION_SETTINGS,
+    HTTP_SETTINGS,
+    LISTEN_SETTINGS,
+    LOG_SETTINGS,
+    MAX_CONTENT_LIMIT,
+    MAX_CONTENT_SETTING,
+    GoimOptions,
+    max_content,
+    send_budget_settings,
 )
-from goim.config import optional
-from goim.limits import API_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
+from goim.logs import StartupWarning
 from goim.protocols.websocket import parse_origins
-from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
-from goim.logs import LEVELS, StartupWarning
 from goim.standalone import StandaloneConfig, StandaloneService
 
-#: content beyond this cannot fit a 65,535-byte frame with the item's other fields
-MAX_CONTENT_LIMIT = 65000
+__all__ = ["MAX_CONTENT_LIMIT", "Options", "makeService", "max_content"]
 
 
-def max_content(value: object) -> int:
-    number = positive_int(value)
-    if number > MAX_CONTENT_LIMIT:
-        raise ValueError(f"must be at most {MAX_CONTENT_LIMIT} bytes")
-    return number
-
-
-class Options(ServerOptions):
+class Options(GoimOptions):
     """Options of ``twistd goim``."""
 
     synopsis = "[options]"
@@ -41,20 +33,17 @@ class Options(ServerOptions):
         Setting("ws", "", optional(endpoint), "extra client WebSocket listener (path /ws); the HTTP listener serves /ws too"),
         Setting("ws-origins", "", parse_origins, "web page origins allowed to open a WebSocket besides the same origin, ORIGIN[,ORIGIN...] or *"),
         Setting("database", "sqlite:goim.db", database_url, "sqlite:PATH or mysql://user:password@host:port/dbname"),
-        Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
-        Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
-        Setting("max-content", DEFAULT_MAX_CONTENT, max_content, "largest message content in UTF-8 bytes"),
+        *CONNECTION_SETTINGS,
+        MAX_CONTENT_SETTING,
         Setting("write-grace", 60.0, positive_float, "seconds a client that does not read what it is sent keeps its connection"),
-        Setting("send-rate", DEFAULT_SEND_RATE, positive_float, "stored copies a second each user may send on average"),
-        Setting("send-burst", DEFAULT_SEND_BURST, positive_float, "stored copies each user may send at once"),
+        *send_budget_settings(),
         Setting(
             "sqlite-synchronous",
             "full",
             choice("full", "normal"),
             "full: every ACKed commit survives power loss; normal: faster, a power cut may lose the last ones",
         ),
-        Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
-        Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *LOG_SETTINGS,
         *LISTEN_SETTINGS,
         *HTTP_SETTINGS,
         *API_SETTINGS,
@@ -62,23 +51,7 @@ class Options(ServerOptions):
 
     def config(self) -> StandaloneConfig:
         """The parsed options."""
-        return StandaloneConfig(
-            tcp=self["tcp"],
-            http=self["http"],
-            ws=self["ws"],
-            ws_origins=self["ws-origins"],
-            database=self["database"],
-            signin_timeout=self["signin-timeout"],
-            idle_timeout=self["idle-timeout"],
-            max_content=self["max-content"],
-            write_grace=self["write-grace"],
-            send_rate=self["send-rate"],
-            send_burst=self["send-burst"],
-            sqlite_synchronous=self["sqlite-synchronous"],
-            log_format=self["log-format"],
-            log_level=self["log-level"],
-            limits=limits_from_options(self),
-        )
+        return self.build_config(StandaloneConfig)
 
 
 def makeService(options: Options) -> MultiService:

@@ -41,3 +41,7 @@ class LayerTests(SynchronousTestCase):
     def test_connect_never_imports_logic_or_storage(self) -> None:
         """The connect side talks to logic only through LogicPort."""
         self.assertEqual(offences("goim.connect", ("goim.logic", "goim.storage")), [])
+    def test_config_is_pure(self) -> None:
+        """Option parsing imports no storage, Redis or reactor."""
+        forbidden = ("goim.storage", "goim.distributed", "goim.logic", "txredisapi", "twisted.internet.reactor")
+        self.assertEqual(offences("goim.config", forbidden), [])

@@ -3,27 +3,24 @@
 from twisted.application.service import MultiService
 
 from goim.config import (
-    ServerOptions,
     Setting,
-    choice,
     endpoint,
     host_ports,
     idle_timeout_warning,
     node_id,
     optional,
-    positive_float,
     redis_url,
     required,
     secret_file,
     text,
 )
-from goim.protocols.websocket import parse_origins
 from goim.connect.node import ConnectNodeConfig, ConnectNodeService
-from goim.limits import HTTP_SETTINGS, LISTEN_SETTINGS, limits_from_options
-from goim.logs import LEVELS, StartupWarning
+from goim.limits import CONNECTION_SETTINGS, HTTP_SETTINGS, LISTEN_SETTINGS, LOG_SETTINGS, GoimOptions
+from goim.logs import StartupWarning
+from goim.protocols.websocket import parse_origins
 
 
-class Options(ServerOptions):
+class Options(GoimOptions):
     """Options of ``twistd goim-connect``."""
 
     synopsis = "--node-id ID --secret-file PATH [options]"
@@ -36,34 +33,17 @@ class Options(ServerOptions):
         Setting("logic", "127.0.0.1:50100", host_ports, "logic nodes' PB addresses, HOST:PORT[,HOST:PORT...]"),
         Setting("redis", "redis://127.0.0.1:6379/0", redis_url, "Redis URL"),
         Setting("redis-prefix", "goim:", text, "prefix of every Redis key and channel"),
-        Setting("secret-file", None, required(secret_file), "file holding the secret shared with logic nodes"),
+        Setting("secret-file", None, required(secret_file), "file holding the secret shared with logic nodes", field="secret"),
         Setting("node-id", None, required(node_id), "this node's id, unique among connect nodes (required)"),
-        Setting("signin-timeout", 10.0, positive_float, "seconds a new connection has to sign in"),
-        Setting("idle-timeout", 600.0, positive_float, "seconds a signed-in connection may stay silent"),
-        Setting("log-format", "text", choice("text", "json"), "log lines as text or one JSON object per line"),
-        Setting("log-level", "info", choice(*LEVELS), "drop goim's log events below this level"),
+        *CONNECTION_SETTINGS,
+        *LOG_SETTINGS,
         *LISTEN_SETTINGS,
         *HTTP_SETTINGS,
     ]
 
     def config(self) -> ConnectNodeConfig:
         """The parsed options."""
-        return ConnectNodeConfig(
-            node_id=self["node-id"],
-            secret=self["secret-file"],
-            logic=self["logic"],
-            tcp=self["tcp"],
-            ws=self["ws"],
-            ws_origins=self["ws-origins"],
-            redis=self["redis"],
-            redis_prefix=self["redis-prefix"],
-            signin_timeout=self["signin-timeout"],
-            idle_timeout=self["idle-timeout"],
-            http=self["http"],
-            log_format=self["log-format"],
-            log_level=self["log-level"],
-            limits=limits_from_options(self),
-        )
+        return self.build_config(ConnectNodeConfig)
 
 
 def makeService(options: Options) -> MultiService:

@@ -2,50 +2,16 @@
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import txredisapi
 from twisted.logger import Logger
 
 from goim.logs import goim_observer
 from goim.metrics import Metrics
+from goim.urls import RedisURL, RedisURLError
 from goim.util import Clock
 
 log = Logger(observer=goim_observer)
-
-
-class RedisURLError(ValueError):
-    """A Redis URL goim cannot use."""
-
-
-@dataclass(frozen=True)
-class RedisURL:
-    """``redis://[:password@]host[:port][/db]``."""
-
-    host: str
-    port: int = 6379
-    db: int = 0
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> "RedisURL":
-        """Parse a Redis URL.
-
-        Raises:
-            RedisURLError: not a redis:// URL, or a bad port or database number.
-        """
-        parts = urlsplit(url)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise RedisURLError(f"{url!r}: expected redis://host:port/db")
-        try:
-            port = parts.port or 6379
-            db = int(parts.path.lstrip("/") or 0)
-        except ValueError:
-            raise RedisURLError(f"{url!r}: bad port or database number") from None
-        if db < 0:
-            raise RedisURLError(f"{url!r}: the database number must be 0 or more")
-        password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, db, password)
 
 
 class Keys:

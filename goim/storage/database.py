@@ -3,7 +3,6 @@
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
 from twisted.internet.task import deferLater
@@ -12,14 +11,11 @@ from twisted.logger import Logger
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
+from goim.urls import DatabaseURLError, parse_database_url
 
 T = TypeVar("T")
 
 log = Logger(observer=goim_observer)
-
-
-class DatabaseURLError(ValueError):
-    """A database URL that goim cannot use."""
 
 
 @dataclass(frozen=True)
@@ -41,33 +37,8 @@ class DatabaseURL:
         Raises:
             DatabaseURLError: the URL has an unknown scheme or misses a part.
         """
-        if url.startswith("sqlite:"):
-            path = url[len("sqlite:") :]
-            if path.startswith("//"):
-                path = path[2:]
-            if not path:
-                raise DatabaseURLError(f"{url!r}: sqlite URLs need a path, e.g. sqlite:goim.db")
-            return cls(SQLiteDialect(), {"database": path, "check_same_thread": False})
-        if url.startswith("mysql://"):
-            parts = urlsplit(url)
-            dbname = parts.path.lstrip("/")
-            if not parts.hostname or not dbname:
-                raise DatabaseURLError(f"{url!r}: expected mysql://user:password@host:port/dbname")
-            try:
-                port = parts.port or 3306
-            except ValueError as e:
-                raise DatabaseURLError(f"{url!r}: bad port") from e
-            return cls(
-                MySQLDialect(),
-                {
-                    "host": parts.hostname,
-                    "port": port,
-                    "user": unquote(parts.username or "root"),
-                    "password": unquote(parts.password or ""),
-                    "database": dbname,
-                },
-            )
-        raise DatabaseURLError(f"{url!r}: the database URL must start with sqlite: or mysql://")
+        address = parse_database_url(url)
+        return cls(SQLiteDialect() if address.is_sqlite else MySQLDialect(), address.connect_kwargs)
 
 
 class Txn:
