@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
@@ -97,8 +98,10 @@ class ServerService(LoggingService):
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        # the children (start-up warnings) stop at once; the log level stays in
+        # force until the drain and the release finished
+        MultiService.stopService(self)
+        return Deferred.fromCoroutine(self._stop()).addBoth(self.release_level)
 
     async def _stop(self) -> None:
         if self._started is not None:

@@ -98,8 +98,10 @@ class ConnectNodeContainerTests(SynchronousTestCase):
     def test_connect_wiring(self) -> None:
         """A connect node's connections talk to the PB logic client; its subscriber feeds its table."""
         config = ConnectNodeConfig(node_id="c1", secret=b"x" * 32)
-        c = ConnectNodeContainer(config, MemoryReactorClock())
+        # a stand-in Redis: the real pool would connect on the global reactor at once
+        c = ConnectNodeContainer(config, MemoryReactorClock(), redis=object())
         self.assertIs(c.get_client_factory().logic, c.get_logic_client())
         self.assertIs(c.get_subscriber().table, c.get_connection_table())
+        self.assertIs(c.get_subscriber().presence, c.get_presence())
         self.assertEqual(c.get_client_factory().node_id, "c1")
         self.assertEqual(c.get_metrics().role, "connect")
