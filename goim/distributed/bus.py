@@ -10,7 +10,7 @@ from typing import Sequence
 from twisted.logger import Logger
 
 from goim.distributed.presence import RedisPresence
-from goim.distributed.redis import Keys, Redis, RedisURL
+from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
 from goim.pb import internal_pb2
 from goim.protocols.codec import encode_item
