@@ -152,7 +152,7 @@ class Batcher(Generic[K, V, R]):
 
     Args:
         name: names the batcher in log lines.
-        clock: schedules delayed runs.
+        clock: schedules delayed runs (needed only with ``delay``).
         process: ``process(key, values)`` handles one batch and returns one result
             per value, in order. If it raises (or returns the wrong number of
             results), every waiter of that batch gets the error; the run goes on
@@ -171,7 +171,7 @@ class Batcher(Generic[K, V, R]):
     def __init__(
         self,
         name: str,
-        clock: Clock,
+        clock: Clock | None,
         process: Callable[[K, list[V]], Awaitable[Sequence[R]]],
         *,
         queue: Callable[[], BatchQueue[V, R]] | None = None,
@@ -179,6 +179,8 @@ class Batcher(Generic[K, V, R]):
         delay: float | None = None,
         after: Callable[[K, list[V], Sequence[R]], None] | None = None,
     ) -> None:
+        if delay is not None and clock is None:
+            raise ValueError("a Batcher with a delay needs a clock")
         self.name = name
         self._clock = clock
         self._process = process
@@ -207,6 +209,7 @@ class Batcher(Generic[K, V, R]):
             if self._delay is None:
                 self._start(key)
             else:
+                assert self._clock is not None
                 self._clock.call_later(self._delay, self._start, key)
         return waiter
 
