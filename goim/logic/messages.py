@@ -173,6 +173,14 @@ class _Queued:
     charged: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """One send of a written batch: its ACK and the copies it stored."""
+
+    result: SendResult
+    stored: Sequence[StoredMessage] = ()
+
+
 class MessageService:
     """Sends, syncs and acks of stored messages.
 
@@ -211,8 +219,6 @@ class MessageService:
         self.max_batch_copies = max_batch_copies
         self.budget = SendBudget(send_rate, send_burst, clock)
         self.metrics = metrics
-        # the stored copies of the batch just written, for _deliver
-        self._to_deliver: list[StoredMessage] = []
         # (device_id, epoch, send_sequence) -> the queued or in-flight send: a retry
         # that arrives before the first attempt finished waits for its result.
         self._pending: dict[tuple[int, int, int], _Queued] = {}
@@ -224,7 +230,7 @@ class MessageService:
         batch_clock = clock if isinstance(clock, ReactorClock) else ReactorClock(clock)
         # the writer: one FIFO per sender; senders that were idle are served first
         # (in arrival order), busy ones round-robin; ACKs before delivery
-        self._writer: Batcher[None, _Queued, SendResult] = Batcher(
+        self._writer: Batcher[None, _Queued, _Written] = Batcher(
             "message writer",
             batch_clock,
             self._write_batch,
@@ -387,14 +393,18 @@ class MessageService:
 
     def _enqueue(self, queued: _Queued) -> None:
         self._writer.add(queued, key=None).addCallbacks(
-            lambda result: self._finish(queued, result),
+            lambda written: self._finish(queued, written.result),
             lambda failure: self._failed(queued, failure),
         )
 
     def _failed(self, queued: _Queued, failure: Any) -> None:
-        # _write_batch answers its own errors; this is a bug, not a database fault
-        log.failure("writing send {key} failed; answering code 1", failure,
-                    key=(queued.request.device_id, queued.request.epoch, queued.request.send_sequence))
+        # _write_batch answers its own errors: this is a bug, not a database fault
+        log.failure(
+            "writing send {send_sequence} of device {device_id} failed; answering code 1",
+            failure,
+            send_sequence=queued.request.send_sequence,
+            device_id=queued.request.device_id,
+        )
         self._settle(queued, 0, floor=0)
         self._finish(queued, SendResult(SEND_INTERNAL_ERROR))
 
@@ -403,8 +413,9 @@ class MessageService:
         """Sends admitted and waiting for a batch."""
         return self._writer.queued()
 
-    async def _write_batch(self, _: None, batch: list[_Queued]) -> list[SendResult]:
-        """Store one batch; its ACKs, in order (delivery follows in ``_deliver``)."""
+    async def _write_batch(self, _: None, batch: list[_Queued]) -> list["_Written"]:
+        """Store one batch: each send's ACK and stored copies, in order (the Batcher
+        answers the sends, then ``_deliver`` hands the copies to delivery)."""
         if self.metrics is not None:
             self.metrics.send_batch.observe(len(batch))
         try:
@@ -415,10 +426,9 @@ class MessageService:
             log.failure("storing a batch of {count} sends failed; answering code 1", count=len(batch))
             for q in batch:
                 self._settle(q, 0, floor=0)
-            return [SendResult(SEND_INTERNAL_ERROR)] * len(batch)
+            return [_Written(SendResult(SEND_INTERNAL_ERROR))] * len(batch)
         missing = await self._unknown_receivers(batch, [o.code for o in outcomes])
-        stored: list[StoredMessage] = []
-        results: list[SendResult] = []
+        written: list[_Written] = []
         for q, send, outcome in zip(batch, sends, outcomes):
             if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
                 outcome = SendOutcome(SEND_NO_SUCH_USER)
@@ -433,14 +443,12 @@ class MessageService:
                         copies=len(outcome.stored),
                     )
             self._settle(q, len(outcome.stored))
-            stored.extend(outcome.stored)
-            results.append(SendResult(outcome.code, outcome.message_id, outcome.seq))
-        self._to_deliver = stored
-        return results
+            written.append(_Written(SendResult(outcome.code, outcome.message_id, outcome.seq), outcome.stored))
+        return written
 
-    def _deliver(self, _: None, batch: list[_Queued], results: Sequence[SendResult]) -> None:
+    def _deliver(self, _: None, batch: list[_Queued], written: Sequence["_Written"]) -> None:
         """Hand the batch's stored copies to delivery, once its ACKs are out."""
-        stored, self._to_deliver = self._to_deliver, []
+        stored = [m for w in written for m in w.stored]
         if stored:
             if self.metrics is not None:
                 self.metrics.deliveries.inc(len(stored))
