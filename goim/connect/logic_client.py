@@ -9,6 +9,7 @@ one batch per client connection at a time (per-sender order).
 
 import random
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
@@ -19,6 +20,8 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.flavors import NoSuchMethod
 
+from goim.batching import Batcher, FifoQueue
+from goim.clock import Clock as ReactorClock
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message_send, stored_from_item
@@ -171,12 +174,14 @@ class PBLogicClient:
         self._send_deadline = send_deadline
         self._max_batch = max_batch
         self._next = 0
-        # connection id -> its sends not yet sent, in the order they were read
-        self._queued: dict[str, list[tuple[SendRequest, Deferred[SendResult]]]] = {}
-        # connections with a batch in flight
-        self._busy: set[str] = set()
+        batch_clock = ReactorClock(reactor)
+        # per connection: one batch in flight, its later sends queued behind it
+        self._sends: Batcher[str, SendRequest, SendResult] = Batcher(
+            "send batch", batch_clock, self._send_batch, queue=lambda: FifoQueue(max_batch), delay=0
+        )
+        # per reactor turn: the batches of every connection share remote calls
+        self._calls: Batcher[None, _Part, _Answer] = Batcher("send call", batch_clock, self._dispatch, delay=0)
         self._broken: OrderedDict[str, None] = OrderedDict()
-        self._flush_call: Any = None
 
     def start(self) -> None:
         for link in self.links:
@@ -287,78 +292,81 @@ class PBLogicClient:
     async def send(self, request: SendRequest, *, conn: str) -> SendResult:
         if conn in self._broken:
             raise SendOutcomeUnknown(f"an earlier send of connection {conn} has no known outcome")
-        waiter: Deferred[SendResult] = Deferred()
-        self._queued.setdefault(conn, []).append((request, waiter))
-        self._schedule_flush()
-        return await waiter
+        return await self._sends.add(request, key=conn)
 
-    def _schedule_flush(self) -> None:
-        if self._flush_call is None:
-            # everything sent during this reactor turn goes in one remote call
-            self._flush_call = self._clock.callLater(0, self._flush)
+    async def drain(self) -> None:
+        """Wait until every send taken so far is answered (or has failed)."""
+        await self._sends.drain()
 
-    def _flush(self) -> None:
-        self._flush_call = None
-        batch: list[tuple[str, SendRequest, Deferred[SendResult]]] = []
-        for conn in list(self._queued):
-            if conn in self._busy:
-                continue  # its batch in flight must be answered first
-            queued = self._queued.pop(conn)
-            room = self._max_batch - len(batch)
-            take, rest = queued[:room], queued[room:]
-            if rest:
-                self._queued[conn] = rest  # next time: never two batches of one connection
-            self._busy.add(conn)
-            batch.extend((conn, request, waiter) for request, waiter in take)
-            if len(batch) >= self._max_batch:
-                run_in_background(self._send_batch(batch), "send batch")
-                batch = []
-        if batch:
-            run_in_background(self._send_batch(batch), "send batch")
-
-    async def _send_batch(self, batch: list[tuple[str, SendRequest, Deferred[SendResult]]]) -> None:
-        payload = [(conn, r.device_id, r.user_id, encode_message_send(r)) for conn, r, _ in batch]
-        conns = {conn for conn, _, _ in batch}
-        results: list[tuple[int, ...]] = []
-        unknown = False
+    async def _send_batch(self, conn: str, requests: list[SendRequest]) -> list[SendResult]:
+        """One batch of one connection: it shares a remote call with other
+        connections' batches of the same reactor turn."""
+        if conn in self._broken:
+            # an earlier batch of this connection has no known outcome
+            raise SendOutcomeUnknown("an earlier send of this connection has no known outcome")
+        answer = await self._calls.add(_Part(conn, requests), key=None)
         try:
-            results = await self._call("send", payload, send=True)
+            return await answer.results
         except _Unanswered:
-            unknown = True
+            self._break(conn)
+            raise SendOutcomeUnknown("no logic node answered") from None
+
+    async def _dispatch(self, _: None, parts: list["_Part"]) -> list["_Answer"]:
+        """Start the remote calls of one turn's batches, ``max_batch`` sends per call
+        at most; a connection's batch is never split between two calls."""
+        answers = [_Answer(Deferred()) for _ in parts]
+        call: list[tuple[_Part, _Answer]] = []
+        size = 0
+        for part, answer in zip(parts, answers):
+            if call and size + len(part.requests) > self._max_batch:
+                run_in_background(self._send_call(call), "send call")
+                call, size = [], 0
+            call.append((part, answer))
+            size += len(part.requests)
+        if call:
+            run_in_background(self._send_call(call), "send call")
+        return answers
+
+    async def _send_call(self, call: list[tuple["_Part", "_Answer"]]) -> None:
+        """One remote send call; every batch in it gets its slice of the answer."""
+        payload = [
+            (part.conn, r.device_id, r.user_id, encode_message_send(r)) for part, _ in call for r in part.requests
+        ]
+        count = len(payload)
+        try:
+            answered: list[tuple[int, ...]] = await self._call("send", payload, send=True)
+        except _Unanswered as e:
             log.error(
                 "a batch of {count} sends got no answer from any logic node: closing {conns} connections "
                 "(their clients send again after reconnecting)",
-                count=len(batch),
-                conns=len(conns),
+                count=count,
+                conns=len(call),
             )
+            for _, answer in call:
+                answer.results.errback(e)
+            return
         except Exception as e:
             # nothing was stored: no node was reachable, or the node refused the call
-            log.warn("a batch of {count} sends failed: {error!r}", count=len(batch), error=e)
-            results = [(SEND_INTERNAL_ERROR, 0, 0)] * len(batch)
-        finally:
-            self._busy.difference_update(conns)
-        if unknown:
-            for conn in conns:
-                self._break(conn)
-            for _, _, waiter in batch:
-                waiter.errback(SendOutcomeUnknown("no logic node answered"))
-        else:
-            for (_, _, waiter), result in zip(batch, results):
-                # (code, message_id, seq[, retry_after_ms]): a logic node older than
-                # the send budget answers three fields
-                code, message_id, seq, *rest = result
-                retry_after_ms = int(rest[0]) if rest else 0
-                waiter.callback(SendResult(int(code), int(message_id), int(seq), retry_after_ms))
-        if self._queued:
-            self._schedule_flush()
+            log.warn("a batch of {count} sends failed: {error!r}", count=count, error=e)
+            answered = [(SEND_INTERNAL_ERROR, 0, 0)] * count
+        results: list[SendResult] = []
+        for result in answered:
+            # (code, message_id, seq[, retry_after_ms]): a logic node older than
+            # the send budget answers three fields
+            code, message_id, seq, *rest = result
+            retry_after_ms = int(rest[0]) if rest else 0
+            results.append(SendResult(int(code), int(message_id), int(seq), retry_after_ms))
+        start = 0
+        for part, answer in call:
+            end = start + len(part.requests)
+            answer.results.callback(results[start:end])
+            start = end
 
     def _break(self, conn: str) -> None:
-        """Fail the connection's queued sends and refuse its later ones."""
+        """Refuse the connection's later sends (its queued ones fail as their batch comes up)."""
         self._broken[conn] = None
         while len(self._broken) > self.MAX_BROKEN:
             self._broken.popitem(last=False)
-        for _, waiter in self._queued.pop(conn, []):
-            waiter.errback(SendOutcomeUnknown("an earlier send of this connection has no known outcome"))
 
     async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str) -> SyncPage:
         payload = await self._call("sync_page", device_id, user_id, after_seq, limit, conn)
@@ -371,6 +379,22 @@ class PBLogicClient:
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
         await self._call("offline", device_id, user_id, conn)
+
+
+@dataclass
+class _Part:
+    """The sends of one connection's batch, on their way into a remote call."""
+
+    conn: str
+    requests: list[SendRequest]
+
+
+@dataclass
+class _Answer:
+    """Where a batch's results arrive once its remote call is answered (a holder:
+    a Deferred cannot be the result of another)."""
+
+    results: "Deferred[list[SendResult]]"
 
 
 class _Unanswered(Exception):

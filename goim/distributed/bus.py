@@ -9,6 +9,7 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
+from goim.batching import Batcher, shared
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
@@ -31,30 +32,31 @@ class RedisDelivery:
         self.presence = presence
         self.redis: Redis = presence.redis
         self.keys: Keys = presence.keys
-        self._queue: list[list[StoredMessage]] = []
-        self._running = False
+        # one deliver() call per batch, published one after the other in order
+        self._publisher: Batcher[None, list[StoredMessage], None] = Batcher(
+            "delivery publisher", None, self._publish_batch, max_batch=1
+        )
 
     def deliver(self, messages: Sequence[StoredMessage]) -> None:
         """Queue stored copies for publishing. Never raises."""
-        self._queue.append(list(messages))
-        if not self._running:
-            self._running = True
-            run_in_background(self._publish_queue(), "delivery publisher")
+        # the publisher answers every batch (a failure is logged there)
+        self._publisher.add(list(messages), key=None)
 
-    async def _publish_queue(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue.pop(0)
-                try:
-                    await self._publish(batch)
-                except Exception as e:
-                    log.warn(
-                        "could not publish {count} deliveries ({error!r}); devices catch up by sync",
-                        count=len(batch),
-                        error=e,
-                    )
-        finally:
-            self._running = False
+    async def drain(self) -> None:
+        """Wait until every delivery queued so far is published (or given up)."""
+        await self._publisher.drain()
+
+    async def _publish_batch(self, _: None, batches: list[list[StoredMessage]]) -> list[None]:
+        for batch in batches:
+            try:
+                await self._publish(batch)
+            except Exception as e:
+                log.warn(
+                    "could not publish {count} deliveries ({error!r}); devices catch up by sync",
+                    count=len(batch),
+                    error=e,
+                )
+        return shared(None, batches)
 
     async def _publish(self, messages: Sequence[StoredMessage]) -> None:
         by_user: dict[int, list[StoredMessage]] = {}

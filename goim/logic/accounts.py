@@ -27,7 +27,7 @@ from goim.logic.throttle import Backoff, TokenBucket, address_key
 from goim.logs import goim_observer
 from goim.metrics import Metrics
 from goim.ports import SessionPort
-from goim.storage.accounts import AccountStore, DeviceInfo, DeviceRow, NumberTakenError, TooManyDevicesError, UserRow
+from goim.storage.accounts import AccountStore, DeviceRow, NumberTakenError, TooManyDevicesError
 from goim.util import now_ms
 
 T = TypeVar("T")
@@ -71,6 +71,43 @@ class AccountLimits:
     registration_burst: int = 20
     #: token lifetime in seconds; 0 for tokens that never expire
     token_lifetime: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """An authenticated device, as the service hands it to routes and ports."""
+
+    id: int
+    #: its user, 0 while it is bound to none
+    user_id: int
+    #: the current epoch of its send_sequence numbers
+    send_epoch: int
+    #: the hash of the token it authenticated with: a refresh replaces that one only
+    token_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    """A user's public profile (``GET /user/info``)."""
+
+    id: int
+    number: str
+    nickname: str
+    sex: int
+    avatar: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceListing:
+    """A device as its user sees it in the device list."""
+
+    id: int
+    type: int
+    brand: str
+    model: str
+    system_version: str
+    app_version: str
+    created_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +282,7 @@ class AccountService:
         lifetime = self.limits.token_lifetime
         return now_ms(self._reactor) + int(lifetime * 1000) if lifetime > 0 else 0
 
-    async def authenticate(self, device_id: int, token: str) -> DeviceRow:
+    async def authenticate(self, device_id: int, token: str) -> Device:
         """The device whose token this is.
 
         Raises:
@@ -257,9 +294,9 @@ class AccountService:
             raise GoimError(WRONG_DEVICE_OR_TOKEN, "wrong device id or token")
         if device.token_expires_at and now_ms(self._reactor) >= device.token_expires_at:
             raise GoimError(TOKEN_EXPIRED, "token expired: register the device again")
-        return device
+        return _device(device)
 
-    async def refresh_token(self, device: DeviceRow) -> NewToken:
+    async def refresh_token(self, device: Device) -> NewToken:
         """Give an authenticated device a new token (the old one stops working).
 
         With a token lifetime set, the new token lives that long from now.
@@ -274,15 +311,18 @@ class AccountService:
         log.info("device {device_id} refreshed its token", device_id=device.id)
         return NewToken(token, expires_at)
 
-    async def sign_out(self, device: DeviceRow) -> None:
+    async def sign_out(self, device: Device) -> None:
         """Revoke the device's token and unbind it; its open connection is ended."""
         await self.store.revoke_device(device.id, device.user_id)
         self._end(device.id, device.user_id, "signed out")
         log.info("device {device_id} of user {user_id} signed out", device_id=device.id, user_id=device.user_id)
 
-    async def list_devices(self, user_id: int) -> list[DeviceInfo]:
+    async def list_devices(self, user_id: int) -> list[DeviceListing]:
         """The devices bound to the user (at most ``devices_per_user``)."""
-        return await self.store.list_devices(user_id)
+        return [
+            DeviceListing(d.id, d.type, d.brand, d.model, d.system_version, d.app_version, d.created_at)
+            for d in await self.store.list_devices(user_id)
+        ]
 
     async def delete_device(self, user_id: int, device_id: int) -> None:
         """Sign one of the user's devices out (revoke its token, unbind it, end its connection).
@@ -299,7 +339,7 @@ class AccountService:
         if user_id and self._sessions is not None:
             self._sessions.end_session(device_id=device_id, user_id=user_id, reason=reason)
 
-    async def authenticate_user(self, device_id: int, token: str) -> DeviceRow:
+    async def authenticate_user(self, device_id: int, token: str) -> Device:
         """Like ``authenticate``, and the device must be bound to a user.
 
         Raises:
@@ -442,11 +482,12 @@ class AccountService:
         if previous and self._sessions is not None:
             self._sessions.end_session(device_id=device_id, user_id=previous, reason="signed in again")
 
-    async def device(self, device_id: int) -> DeviceRow | None:
-        """The device's row (its user and current send_sequence epoch), or None."""
-        return await self.store.get_device(device_id) if is_id(device_id) else None
+    async def device(self, device_id: int) -> Device | None:
+        """The device (its user and current send_sequence epoch), or None."""
+        row = await self.store.get_device(device_id) if is_id(device_id) else None
+        return _device(row) if row is not None else None
 
-    async def get_user(self, user_id: int) -> UserRow:
+    async def get_user(self, user_id: int) -> UserProfile:
         """The user's profile.
 
         Raises:
@@ -455,7 +496,12 @@ class AccountService:
         users = await self.store.get_users([user_id]) if is_id(user_id) else {}
         if user_id not in users:
             raise GoimError(USER_NOT_FOUND, f"user {user_id} not found")
-        return users[user_id]
+        u = users[user_id]
+        return UserProfile(u.id, u.number, u.nickname, u.sex, u.avatar)
+
+
+def _device(row: DeviceRow) -> Device:
+    return Device(row.id, row.user_id, row.send_epoch, row.token_hash)
 
 
 def _check_number(number: str) -> None:

@@ -1,6 +1,7 @@
-"""Errors the services raise, with the API code and HTTP status of DESIGN section 4."""
+"""Errors the services raise, with the API codes of DESIGN section 4.
 
-from http import HTTPStatus
+The HTTP status of each code belongs to the resources layer (goim/resources/status.py).
+"""
 
 OK = 0
 UNAUTHORIZED = 1
@@ -23,28 +24,6 @@ REGISTRATION_THROTTLED = 1013
 TOKEN_EXPIRED = 1014
 DEVICE_NOT_FOUND = 1015
 
-_STATUS = {
-    UNAUTHORIZED: HTTPStatus.UNAUTHORIZED,
-    BAD_REQUEST: HTTPStatus.BAD_REQUEST,
-    INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
-    DEVICE_NOT_BOUND: HTTPStatus.FORBIDDEN,
-    WRONG_DEVICE_OR_TOKEN: HTTPStatus.UNAUTHORIZED,
-    NUMBER_TAKEN: HTTPStatus.CONFLICT,
-    WRONG_NUMBER_OR_PASSWORD: HTTPStatus.UNAUTHORIZED,
-    USER_NOT_FOUND: HTTPStatus.NOT_FOUND,
-    GROUP_NOT_FOUND: HTTPStatus.NOT_FOUND,
-    NOT_GROUP_MEMBER: HTTPStatus.FORBIDDEN,
-    PERMISSION_DENIED: HTTPStatus.FORBIDDEN,
-    GROUP_FULL: HTTPStatus.CONFLICT,
-    TOO_MANY_GROUPS: HTTPStatus.CONFLICT,
-    TOO_MANY_FRIENDS: HTTPStatus.CONFLICT,
-    TOO_MANY_DEVICES: HTTPStatus.CONFLICT,
-    SIGN_IN_THROTTLED: HTTPStatus.TOO_MANY_REQUESTS,
-    REGISTRATION_THROTTLED: HTTPStatus.TOO_MANY_REQUESTS,
-    TOKEN_EXPIRED: HTTPStatus.UNAUTHORIZED,
-    DEVICE_NOT_FOUND: HTTPStatus.NOT_FOUND,
-}
-
 
 class GoimError(Exception):
     """A request the service refuses, with a code clients can act on."""
@@ -59,11 +38,6 @@ class GoimError(Exception):
         self.code = code
         self.message = message
         self.retry_after = retry_after
-
-    @property
-    def http_status(self) -> int:
-        """The HTTP status that goes with the code."""
-        return int(_STATUS.get(self.code, HTTPStatus.BAD_REQUEST))
 
     def __repr__(self) -> str:
         return f"GoimError({self.code}, {self.message!r})"

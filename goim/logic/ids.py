@@ -6,12 +6,13 @@ the database for an id. Ids are unique across processes and restarts; they grow
 within a process but, across processes, only roughly follow time.
 """
 
-from twisted.internet.defer import Deferred
+from typing import Any, Sequence
+
 from twisted.logger import Logger
 
+from goim.batching import Batcher, shared
 from goim.logs import goim_observer
 from goim.storage.messages import MessageStore
-from goim.util import run_in_background
 
 log = Logger(observer=goim_observer)
 
@@ -31,8 +32,9 @@ class SegmentAllocator:
         self._step = step
         self._low_water = max(1, step // 5)
         self._segments: list[range] = []
-        self._fetching = False
-        self._waiters: list[Deferred[None]] = []
+        # one segment per round trip; a value is the count of ids its taker needs
+        # (0: a prefetch at low water)
+        self._refill: Batcher[None, int, None] = Batcher("message id segment refill", None, self._fetch)
 
     def _available(self) -> int:
         return sum(len(s) for s in self._segments)
@@ -40,10 +42,7 @@ class SegmentAllocator:
     async def take(self, count: int) -> list[int]:
         """``count`` fresh ids, ascending."""
         while self._available() < count:
-            waiter: Deferred[None] = Deferred()
-            self._waiters.append(waiter)
-            self._start_fetch()
-            await waiter
+            await self._refill.add(count, key=None)
         ids: list[int] = []
         while len(ids) < count:
             segment = self._segments[0]
@@ -54,27 +53,19 @@ class SegmentAllocator:
             else:
                 self._segments[0] = segment[n:]
         if self._available() < self._low_water:
-            self._start_fetch()
+            # while a segment is on its way this asks nothing more of the database
+            self._refill.add(0, key=None).addErrback(self._prefetch_failed)
         return ids
 
-    def _start_fetch(self) -> None:
-        if not self._fetching:
-            self._fetching = True
-            run_in_background(self._fetch(), "message id segment refill")
+    def _prefetch_failed(self, failure: Any) -> None:
+        log.failure("message id segment refill failed", failure)
 
-    async def _fetch(self) -> None:
-        waiters: list[Deferred[None]] = []
-        try:
-            segment = await self._store.reserve_ids(self._name, self._step)
-            self._segments.append(segment)
-            log.debug("reserved ids {first}..{last}", first=segment[0], last=segment[-1])
-        except Exception as e:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                waiter.errback(e)
-            raise
-        finally:
-            self._fetching = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+    async def _fetch(self, _: None, needs: list[int]) -> Sequence[None]:
+        # takers that queued while the previous segment was on its way may be
+        # served by it already: no second round trip for them
+        if self._available() >= max(n if n > 0 else self._low_water for n in needs):
+            return shared(None, needs)
+        segment = await self._store.reserve_ids(self._name, self._step)
+        self._segments.append(segment)
+        log.debug("reserved ids {first}..{last}", first=segment[0], last=segment[-1])
+        return shared(None, needs)

@@ -17,10 +17,13 @@ by themselves.
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
+from goim.batching import Batcher, FairQueue, FifoQueue, shared
+from goim.clock import Clock as ReactorClock
 from goim.logic.ids import SegmentAllocator
 from goim.logs import debug_enabled, goim_observer
 from goim.metrics import Metrics
@@ -64,6 +67,8 @@ DEFAULT_SEND_BURST = 5000.0
 #: How long a group's member count is trusted for budgeting, and how many are kept.
 GROUP_SIZE_TTL = 60.0
 GROUP_SIZE_CACHE = 10_000
+#: the most acks one write transaction takes (before coalescing per device)
+MAX_ACK_BATCH = 10_000
 #: seconds between two log lines about the same user's refused sends
 LIMITED_LOG_EVERY = 10.0
 
@@ -168,6 +173,14 @@ class _Queued:
     charged: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """One send of a written batch: its ACK and the copies it stored."""
+
+    result: SendResult
+    stored: Sequence[StoredMessage] = ()
+
+
 class MessageService:
     """Sends, syncs and acks of stored messages.
 
@@ -214,20 +227,29 @@ class MessageService:
         # group_id -> (member count, when read), least recently used first
         self._group_sizes: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self._size_reads: dict[int, list[Deferred[int]]] = {}
-        # the write queue: one FIFO per sender; senders that were idle are served
-        # first (in arrival order), busy ones round-robin
-        self._queues: dict[int, deque[_Queued]] = {}
-        self._fresh: deque[int] = deque()
-        self._ring: deque[int] = deque()
-        self._writing = False
+        batch_clock = clock if isinstance(clock, ReactorClock) else ReactorClock(clock)
+        # the writer: one FIFO per sender; senders that were idle are served first
+        # (in arrival order), busy ones round-robin; ACKs before delivery
+        self._writer: Batcher[None, _Queued, _Written] = Batcher(
+            "message writer",
+            batch_clock,
+            self._write_batch,
+            queue=lambda: FairQueue(
+                lane=lambda q: q.request.user_id,
+                cost=lambda q: q.cost,
+                max_batch=self.max_batch,
+                max_cost=self.max_batch_copies,
+            ),
+            after=self._deliver,
+        )
         self._idle: list[Deferred[None]] = []
         # user -> (when their refusals were last logged, refusals since): a flood
         # logs a line per user every LIMITED_LOG_EVERY seconds, not one per send
         self._limited: dict[int, list[float]] = {}
-        # device -> highest seq acked and not yet written, and who waits for it
-        self._acks: dict[int, int] = {}
-        self._ack_waiters: list[Deferred[None]] = []
-        self._acking = False
+        # (device, seq) acks; each batch writes the highest seq per device
+        self._acks: Batcher[None, tuple[int, int], None] = Batcher(
+            "ack writer", batch_clock, self._write_acks, queue=lambda: FifoQueue(MAX_ACK_BATCH)
+        )
 
     def validate(self, request: SendRequest) -> int:
         """The ACK code for a malformed send (receiver type, receiver id, content), or 0."""
@@ -370,53 +392,30 @@ class MessageService:
     # --- the writer -------------------------------------------------------------------
 
     def _enqueue(self, queued: _Queued) -> None:
-        sender = queued.request.user_id
-        queue = self._queues.get(sender)
-        if queue is None:
-            self._queues[sender] = deque([queued])
-            self._fresh.append(sender)
-        else:
-            queue.append(queued)
-        if not self._writing:
-            self._writing = True
-            run_in_background(self._write_queue(), "message writer")
+        self._writer.add(queued, key=None).addCallbacks(
+            lambda written: self._finish(queued, written.result),
+            lambda failure: self._failed(queued, failure),
+        )
 
-    def _next_batch(self) -> list[_Queued]:
-        """Up to ``max_batch`` sends and ``max_batch_copies`` copies, one per sender in turn."""
-        batch: list[_Queued] = []
-        copies = 0
-        while len(batch) < self.max_batch:
-            source = self._fresh if self._fresh else self._ring
-            if not source:
-                break
-            sender = source[0]
-            queue = self._queues[sender]
-            if batch and copies + queue[0].cost > self.max_batch_copies:
-                break
-            source.popleft()
-            queued = queue.popleft()
-            batch.append(queued)
-            copies += queued.cost
-            if queue:
-                self._ring.append(sender)
-            else:
-                del self._queues[sender]
-        return batch
+    def _failed(self, queued: _Queued, failure: Any) -> None:
+        # _write_batch answers its own errors: this is a bug, not a database fault
+        log.failure(
+            "writing send {send_sequence} of device {device_id} failed; answering code 1",
+            failure,
+            send_sequence=queued.request.send_sequence,
+            device_id=queued.request.device_id,
+        )
+        self._settle(queued, 0, floor=0)
+        self._finish(queued, SendResult(SEND_INTERNAL_ERROR))
 
     @property
     def queued(self) -> int:
         """Sends admitted and waiting for a batch."""
-        return sum(len(q) for q in self._queues.values())
+        return self._writer.queued()
 
-    async def _write_queue(self) -> None:
-        try:
-            while self._queues:
-                await self._write_batch(self._next_batch())
-        finally:
-            self._writing = False
-            self._notify_idle()
-
-    async def _write_batch(self, batch: list[_Queued]) -> None:
+    async def _write_batch(self, _: None, batch: list[_Queued]) -> list["_Written"]:
+        """Store one batch: each send's ACK and stored copies, in order (the Batcher
+        answers the sends, then ``_deliver`` hands the copies to delivery)."""
         if self.metrics is not None:
             self.metrics.send_batch.observe(len(batch))
         try:
@@ -427,10 +426,9 @@ class MessageService:
             log.failure("storing a batch of {count} sends failed; answering code 1", count=len(batch))
             for q in batch:
                 self._settle(q, 0, floor=0)
-                self._finish(q, SendResult(SEND_INTERNAL_ERROR))
-            return
+            return [_Written(SendResult(SEND_INTERNAL_ERROR))] * len(batch)
         missing = await self._unknown_receivers(batch, [o.code for o in outcomes])
-        stored: list[StoredMessage] = []
+        written: list[_Written] = []
         for q, send, outcome in zip(batch, sends, outcomes):
             if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
                 outcome = SendOutcome(SEND_NO_SUCH_USER)
@@ -445,8 +443,12 @@ class MessageService:
                         copies=len(outcome.stored),
                     )
             self._settle(q, len(outcome.stored))
-            stored.extend(outcome.stored)
-            self._finish(q, SendResult(outcome.code, outcome.message_id, outcome.seq))
+            written.append(_Written(SendResult(outcome.code, outcome.message_id, outcome.seq), outcome.stored))
+        return written
+
+    def _deliver(self, _: None, batch: list[_Queued], written: Sequence["_Written"]) -> None:
+        """Hand the batch's stored copies to delivery, once its ACKs are out."""
+        stored = [m for w in written for m in w.stored]
         if stored:
             if self.metrics is not None:
                 self.metrics.deliveries.inc(len(stored))
@@ -497,7 +499,7 @@ class MessageService:
             waiter.callback(result)
 
     def _notify_idle(self) -> None:
-        if self._writing or self._admitting:
+        if self._admitting:
             return
         idle, self._idle = self._idle, []
         for d in idle:
@@ -505,10 +507,12 @@ class MessageService:
 
     async def drain(self) -> None:
         """Wait until every send accepted so far is written (for shutdown)."""
-        while self._writing or self._admitting:
-            d: Deferred[None] = Deferred()
-            self._idle.append(d)
-            await d
+        while self._admitting or not self._writer.idle:
+            if self._admitting:
+                d: Deferred[None] = Deferred()
+                self._idle.append(d)
+                await d
+            await self._writer.drain()
 
     async def sync_page(self, user_id: int, after_seq: int, limit: int) -> SyncPage:
         """Up to ``limit`` (at most 1,000) messages of the user with seq > ``after_seq``."""
@@ -524,26 +528,11 @@ class MessageService:
         in the next transaction (the highest seq per device), so a client acking
         every push does not cost a commit each.
         """
-        waiter: Deferred[None] = Deferred()
-        self._acks[device_id] = max(seq, self._acks.get(device_id, seq))
-        self._ack_waiters.append(waiter)
-        if not self._acking:
-            self._acking = True
-            run_in_background(self._write_acks(), "ack writer")
-        await waiter
+        await self._acks.add((device_id, seq), key=None)
 
-    async def _write_acks(self) -> None:
-        try:
-            while self._acks:
-                acks, self._acks = self._acks, {}
-                waiters, self._ack_waiters = self._ack_waiters, []
-                try:
-                    await self.accounts.ack_many(list(acks.items()))
-                except Exception as e:
-                    for waiter in waiters:
-                        waiter.errback(e)
-                else:
-                    for waiter in waiters:
-                        waiter.callback(None)
-        finally:
-            self._acking = False
+    async def _write_acks(self, _: None, batch: list[tuple[int, int]]) -> list[None]:
+        acks: dict[int, int] = {}
+        for device_id, seq in batch:
+            acks[device_id] = max(seq, acks.get(device_id, seq))
+        await self.accounts.ack_many(list(acks.items()))
+        return shared(None, batch)

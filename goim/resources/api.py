@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from goim.logic.accounts import AccountService
+from goim.logic.accounts import AccountService, Device
 from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
 from goim.logic.social import FRIEND_PAGE, GROUP_PAGE, MEMBER_PAGE, Contact, GroupInfo, Page, SocialService
 from goim.logs import goim_observer
@@ -34,8 +34,8 @@ from goim.resources.envelope import (
     text_field,
 )
 from goim.resources.openapi import openapi_document
+from goim.resources.status import http_status
 from goim.resources.ops import Health, healthz_response, metrics_response
-from goim.storage.accounts import DeviceRow
 
 log = Logger(observer=goim_observer)
 
@@ -112,14 +112,14 @@ class GoimAPI:
         self._metrics = metrics
         self._health = health
 
-    async def _device(self, request: Request) -> DeviceRow:
+    async def _device(self, request: Request) -> Device:
         device_id, token = credentials(request)
         return await self.accounts.authenticate(device_id, token)
 
     async def _user(self, request: Request) -> int:
         return (await self._user_device(request)).user_id
 
-    async def _user_device(self, request: Request) -> DeviceRow:
+    async def _user_device(self, request: Request) -> Device:
         device_id, token = credentials(request)
         return await self.accounts.authenticate_user(device_id, token)
 
@@ -300,13 +300,13 @@ class GoimAPI:
             "HTTP {method} {path}: {status} code {code}: {message}",
             method=_text(request.method),
             path=_text(request.path),
-            status=error.http_status,
+            status=http_status(error),
             code=error.code,
             message=error.message,
         )
         if error.retry_after is not None:
             request.setHeader(b"Retry-After", str(max(1, math.ceil(error.retry_after))).encode())
-        return envelope(request, code=error.code, message=error.message, status=error.http_status)
+        return envelope(request, code=error.code, message=error.message, status=http_status(error))
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:

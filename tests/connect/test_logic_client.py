@@ -302,6 +302,23 @@ class PBLogicClientTests(SynchronousTestCase):
         p.answer(1, [(0, 103, 3)])
         self.assertEqual(self.successResultOf(later[0]), SendResult(0, 103, 3))
 
+    def test_drain_waits_for_sends_in_flight_and_queued(self) -> None:
+        """drain() fires once every send taken so far is answered, a connection's queued later batch included."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(client.drain())))
+        first = self.send(client, 1)
+        reactor.advance(0)
+        later = self.send(client, 2)
+        drained = Deferred.fromCoroutine(client.drain())
+        reactor.advance(0)
+        p.answer(0, [(0, 101, 1)])
+        reactor.advance(0)
+        self.assertNoResult(drained)
+        p.answer(1, [(0, 102, 2)])
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual([self.successResultOf(d).message_id for d in first + later], [101, 102])
+
     # --- unanswered sends ----------------------------------------------------------------------
 
     def test_timed_out_batch_runs_again_on_another_link_and_drops_the_slow_one(self) -> None:

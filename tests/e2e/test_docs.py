@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from goim.logic import errors
 from goim.resources.api import GoimAPI
 from goim.resources.envelope import MAX_BODY_BYTES
+from goim.resources.status import status_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
 
@@ -46,7 +47,7 @@ class HTTPAPIDocTests(SynchronousTestCase):
         codes = {value for name, value in vars(errors).items() if name.isupper() and isinstance(value, int)}
         self.assertEqual(set(rows), {str(c) for c in codes})
         for code in codes - {errors.OK}:
-            self.assertEqual(rows[str(code)], str(errors.GoimError(code, "").http_status), f"code {code}")
+            self.assertEqual(rows[str(code)], str(status_of(code)), f"code {code}")
         self.assertEqual(rows["0"], "200")
 
     def test_body_limit_is_stated(self) -> None:

@@ -3,6 +3,7 @@
 from typing import Any, Coroutine
 
 from twisted.internet import defer, reactor
+from twisted.internet import task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -191,6 +192,28 @@ class MessageTests:
         self.assertEqual(batches[0], 1, "the first send does not wait for a batch to fill")
         self.assertLess(len(batches), 50)
 
+    async def test_ack_comes_before_delivery(self: Any) -> None:
+        """A send is answered before its batch's copies go to delivery (the sender's ACK leads the pushes)."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        seen: list[int] = []
+        d = start(s.messages.send(to_user(a, da, b, 1)))
+        d.addCallback(lambda result: seen.append(len(s.delivery.delivered)) or result)
+        self.assertEqual((await d).code, SEND_OK)
+        self.assertEqual(seen, [0])
+        await s.messages.drain()
+        self.assertEqual(len(s.delivery.delivered), 2)
+
+    async def test_drain_waits_for_queued_sends(self: Any) -> None:
+        """drain() returns once every send accepted before it is written."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        sends = [start(s.messages.send(to_user(a, da, b, n))) for n in range(1, 21)]
+        await s.messages.drain()
+        self.assertEqual(s.messages.queued, 0)
+        for d in sends:
+            self.assertEqual(self.successResultOf(d).code, SEND_OK)
+
     async def test_retry_is_answered_with_the_first_ack(self: Any) -> None:
         """A sequential retry of (device, send_sequence) stores nothing and returns the first ACK."""
         s = await self.setup_services()
@@ -364,6 +387,9 @@ class MessageTests:
         """Taking ids below the low-water mark starts a background refill."""
         s = await self.setup_services()
         first = await s.ids.take(1)
+        # take() resumed inside the refill's answer to its waiters; a take from
+        # there queues its prefetch behind that batch, so start from a fresh turn
+        await task.deferLater(reactor, 0, lambda: None)
         calls = []
         reserve = s.message_store.reserve_ids
 

@@ -1,7 +1,9 @@
 """The database layer: URL parsing, dialects, migrations and retried transactions.
 
-The URL and dialect tests need no database; the rest run on SQLite and on
-MariaDB/MySQL through the same code.
+The URL tests and the dialects' error classification need no database; what the
+dialects' statements do (types, placeholders, upsert, insert-ignore, transactions)
+is tested by executing them, with the rest, on SQLite and on MariaDB/MySQL through
+the same code.
 """
 
 import sqlite3
@@ -183,40 +185,11 @@ class SQLiteDialectTests(SynchronousTestCase):
 
     dialect = SQLiteDialect()
 
-    def test_sql_keeps_question_marks(self) -> None:
-        """sqlite3 takes ``?`` placeholders, so statements pass through unchanged."""
-        statement = "SELECT a FROM t WHERE b = ? AND c IN (?, ?)"
-        self.assertEqual(self.dialect.sql(statement), statement)
-
-    def test_ddl_expands_every_token(self) -> None:
-        """The portable type tokens become SQLite types and no token is left in any migration."""
-        self.assertEqual(self.dialect.ddl("{id}"), "INTEGER PRIMARY KEY AUTOINCREMENT")
-        self.assertEqual(self.dialect.ddl("{bigint}"), "INTEGER")
-        self.assertEqual(self.dialect.ddl("{text}"), "TEXT")
-        self.assertEqual(self.dialect.ddl("{blob}"), "BLOB")
-        self.assertEqual(self.dialect.ddl("CREATE TABLE t (a {bigint}){table_options}"), "CREATE TABLE t (a INTEGER)")
+    def test_ddl_leaves_no_token_in_any_migration(self) -> None:
+        """No portable type token is left in any migration (what they become is tested by executing them)."""
         for _, statements in MIGRATIONS:
             for statement in statements:
                 self.assertNotIn("{", self.dialect.ddl(statement))
-
-    def test_upsert(self) -> None:
-        """upsert is an INSERT ... ON CONFLICT (keys) DO UPDATE of the update columns from ``excluded``."""
-        self.assertEqual(
-            self.dialect.upsert("friends", ["user_id", "friend_id"], ["label", "created_at"], ["label"]),
-            "INSERT INTO friends (user_id, friend_id, label, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (user_id, friend_id) DO UPDATE SET label = excluded.label",
-        )
-        self.assertEqual(
-            self.dialect.upsert("t", ["k"], ["a", "b"], ["a", "b"]),
-            "INSERT INTO t (k, a, b) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET a = excluded.a, b = excluded.b",
-        )
-
-    def test_insert_ignore(self) -> None:
-        """insert_ignore is an INSERT OR IGNORE with one ``?`` per column."""
-        self.assertEqual(
-            self.dialect.insert_ignore("group_members", ["group_id", "user_id"]),
-            "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
-        )
 
     def test_is_duplicate_key(self) -> None:
         """Only sqlite3's UNIQUE/primary-key IntegrityError is a duplicate key."""
@@ -241,45 +214,11 @@ class MySQLDialectTests(SynchronousTestCase):
 
     dialect = MySQLDialect()
 
-    def test_sql_converts_placeholders(self) -> None:
-        """Every ``?`` becomes PyMySQL's ``%s``."""
-        self.assertEqual(
-            self.dialect.sql("SELECT a FROM t WHERE b = ? AND c IN (?, ?)"),
-            "SELECT a FROM t WHERE b = %s AND c IN (%s, %s)",
-        )
-        self.assertEqual(self.dialect.sql("SELECT 1"), "SELECT 1")
-
-    def test_ddl_expands_every_token(self) -> None:
-        """The portable type tokens become MySQL types, InnoDB and utf8mb4; no token is left in any migration."""
-        self.assertEqual(self.dialect.ddl("{id}"), "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY")
-        self.assertEqual(self.dialect.ddl("{bigint}"), "BIGINT")
-        self.assertEqual(self.dialect.ddl("{text}"), "TEXT")
-        self.assertEqual(self.dialect.ddl("{blob}"), "VARBINARY(255)")
-        options = self.dialect.ddl("{table_options}")
-        self.assertIn("ENGINE=InnoDB", options)
-        self.assertIn("utf8mb4", options)
+    def test_ddl_leaves_no_token_in_any_migration(self) -> None:
+        """No portable type token is left in any migration (what they become is tested by executing them)."""
         for _, statements in MIGRATIONS:
             for statement in statements:
                 self.assertNotIn("{", self.dialect.ddl(statement))
-
-    def test_upsert(self) -> None:
-        """upsert is an INSERT ... ON DUPLICATE KEY UPDATE of the update columns from VALUES()."""
-        self.assertEqual(
-            self.dialect.upsert("friends", ["user_id", "friend_id"], ["label", "created_at"], ["label"]),
-            "INSERT INTO friends (user_id, friend_id, label, created_at) VALUES (?, ?, ?, ?)"
-            " ON DUPLICATE KEY UPDATE label = VALUES(label)",
-        )
-        self.assertEqual(
-            self.dialect.upsert("t", ["k"], ["a", "b"], ["a", "b"]),
-            "INSERT INTO t (k, a, b) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE a = VALUES(a), b = VALUES(b)",
-        )
-
-    def test_insert_ignore(self) -> None:
-        """insert_ignore is an INSERT IGNORE with one ``?`` per column."""
-        self.assertEqual(
-            self.dialect.insert_ignore("group_members", ["group_id", "user_id"]),
-            "INSERT IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
-        )
 
     def test_is_duplicate_key(self) -> None:
         """Only MySQL error 1062 is a duplicate key."""
@@ -344,6 +283,123 @@ class DatabaseTests(_Base):
             return [(str(r[0]), int(r[1])) for r in t.query("SELECT name, max_id FROM id_segments ORDER BY name")]
 
         return await db.run("test_segments", txn)
+
+    # --- the dialect, executed -----------------------------------------------------------
+
+    def dialect_table(self) -> tuple[Database, Dialect]:
+        """A migrated database with a table ``t`` made of every portable type token."""
+        db, _ = self.clocked_database()
+        dialect = db.dialect
+
+        def create(t: Txn) -> None:
+            t.execute(
+                dialect.ddl(
+                    "CREATE TABLE t (id {id}, k {bigint} NOT NULL, name {text} NOT NULL, raw {blob},"
+                    " n {bigint} NOT NULL DEFAULT 0, UNIQUE (k)){table_options}"
+                )
+            )
+
+        self.successResultOf(Deferred.fromCoroutine(db.run("create_t", create)))
+        return db, dialect
+
+    def rows(self, db: Database) -> list[tuple[Any, ...]]:
+        """``(id, k, name, raw, n)`` of every row of ``t``, by ``k``."""
+
+        def txn(t: Txn) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in t.query("SELECT id, k, name, raw, n FROM t ORDER BY k")]
+
+        return self.successResultOf(Deferred.fromCoroutine(db.run("rows", txn)))
+
+    def run_txn(self, db: Database, txn: Any) -> Any:
+        return self.successResultOf(Deferred.fromCoroutine(db.run("test", txn)))
+
+    def test_ddl_types_hold_their_values(self) -> None:
+        """{id} numbers rows by itself, {bigint} holds 2**62, {text} holds any Unicode (also outside the BMP), {blob} bytes."""
+        db, _ = self.dialect_table()
+        name = "李雷 😀 " + "x" * 300
+
+        def insert(t: Txn) -> list[int]:
+            ids = []
+            for k in (2**62, -5):
+                t.execute("INSERT INTO t (k, name, raw) VALUES (?, ?, ?)", (k, name, b"\x00\xffab"))
+                ids.append(t.lastrowid)
+            return ids
+
+        first, second = self.run_txn(db, insert)
+        self.assertGreater(first, 0)
+        self.assertGreater(second, first)
+        self.assertEqual(
+            [(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in self.rows(db)],
+            [(second, -5, name, b"\x00\xffab", 0), (first, 2**62, name, b"\x00\xffab", 0)],
+        )
+
+    def test_placeholders_bind_values(self) -> None:
+        """Statements written with ``?`` run on the driver with their values bound, IN lists included."""
+        db, _ = self.dialect_table()
+        self.run_txn(
+            db, lambda t: t.executemany("INSERT INTO t (k, name) VALUES (?, ?)", [(k, f"n{k}") for k in range(1, 6)])
+        )
+
+        def select(t: Txn) -> list[tuple[Any, ...]]:
+            keys = [2, 4, 5]
+            return t.query(f"SELECT k, name FROM t WHERE k IN {in_clause(keys)} AND name <> ? ORDER BY k", (*keys, "n5"))
+
+        self.assertEqual([tuple(r) for r in self.run_txn(db, select)], [(2, "n2"), (4, "n4")])
+
+    def test_upsert_inserts_then_updates_only_the_update_columns(self) -> None:
+        """upsert inserts a new key, and on a clash sets only ``updates`` from the new row (executemany too)."""
+        db, dialect = self.dialect_table()
+        statement = dialect.upsert("t", ["k"], ["name", "n"], ["name"])
+        self.run_txn(db, lambda t: t.execute(statement, (1, "first", 10)))
+        self.run_txn(db, lambda t: t.executemany(statement, [(1, "second", 20), (2, "other", 30)]))
+        self.assertEqual([(r[1], r[2], r[4]) for r in self.rows(db)], [(1, "second", 10), (2, "other", 30)])
+
+    def test_upsert_of_several_update_columns(self) -> None:
+        """Every update column takes the new row's value; the row's id stays."""
+        db, dialect = self.dialect_table()
+        statement = dialect.upsert("t", ["k"], ["name", "n"], ["name", "n"])
+        self.run_txn(db, lambda t: t.execute(statement, (7, "a", 1)))
+        [(row_id, *_)] = self.rows(db)
+        self.run_txn(db, lambda t: t.execute(statement, (7, "b", 2)))
+        self.assertEqual([(r[0], r[1], r[2], r[4]) for r in self.rows(db)], [(row_id, 7, "b", 2)])
+
+    def test_insert_ignore_keeps_the_first_row(self) -> None:
+        """insert_ignore skips rows whose key exists (the first stays), inserts the others, raises nothing."""
+        db, dialect = self.dialect_table()
+        statement = dialect.insert_ignore("t", ["k", "name"])
+        self.run_txn(db, lambda t: t.execute(statement, (1, "first")))
+        self.run_txn(db, lambda t: t.executemany(statement, [(1, "again"), (2, "new")]))
+        self.assertEqual([(r[1], r[2]) for r in self.rows(db)], [(1, "first"), (2, "new")])
+
+    def test_table_options_make_tables_transactional(self) -> None:
+        """A table made with {table_options} takes part in transactions: a failed one leaves no row (InnoDB, not MyISAM)."""
+        db, _ = self.dialect_table()
+
+        def txn(t: Txn) -> None:
+            t.execute("INSERT INTO t (k, name) VALUES (?, ?)", (1, "a"))
+            raise ValueError("roll back")
+
+        self.failureResultOf(Deferred.fromCoroutine(db.run("rolled_back", txn)), ValueError)
+        self.assertEqual(self.rows(db), [])
+
+    def test_driver_errors_are_classified(self) -> None:
+        """A real duplicate key is is_duplicate_key and not retryable; a real NOT NULL violation is neither."""
+        db, dialect = self.dialect_table()
+        self.run_txn(db, lambda t: t.execute("INSERT INTO t (k, name) VALUES (?, ?)", (1, "a")))
+
+        def failing(statement: str, args: tuple[Any, ...]) -> BaseException:
+            def txn(t: Txn) -> None:
+                t.execute(statement, args)
+
+            d = Deferred.fromCoroutine(db.run("failing", txn))
+            return self.failureResultOf(d).value
+
+        duplicate = failing("INSERT INTO t (k, name) VALUES (?, ?)", (1, "b"))
+        self.assertTrue(dialect.is_duplicate_key(duplicate), repr(duplicate))
+        self.assertFalse(dialect.is_retryable(duplicate), repr(duplicate))
+        null = failing("INSERT INTO t (k, name) VALUES (?, ?)", (2, None))
+        self.assertFalse(dialect.is_duplicate_key(null), repr(null))
+        self.assertFalse(dialect.is_retryable(null), repr(null))
 
     async def test_migrations_apply_once(self) -> None:
         """Migrating a fresh database reports (0, LATEST), again reports (LATEST, LATEST), and the tables exist."""
