@@ -4,6 +4,7 @@ connections, PB to the logic nodes, deliveries from its Redis channel."""
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -180,9 +181,13 @@ class ConnectNodeService(ServerService):
         # stop reading from clients and give the sends already taken time to be ACKed
         for conn in self.table.connections():
             conn.pauseProducing()
-        deadline = self.clock.seconds() + self.DRAIN_TIMEOUT
-        while any(c.in_flight for c in self.table.connections()) and self.clock.seconds() < deadline:
-            await self.clock.sleep(0.05)
+        # the sends already taken are ACKed once the logic client's batches are answered
+        drained = Deferred.fromCoroutine(self.logic.drain())
+        drained.addTimeout(self.DRAIN_TIMEOUT, self.clock)  # type: ignore[arg-type]  # a Clock is structurally an IReactorTime
+        try:
+            await drained
+        except TimeoutError:
+            log.warn("sends still unanswered after {timeout} s at shutdown; closing anyway", timeout=self.DRAIN_TIMEOUT)
         await self.table.close_all()
         if self._beat is not None and self._beat.running:
             self._beat.stop()

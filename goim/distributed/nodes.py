@@ -149,5 +149,7 @@ class LogicNodeService(ServerService):
 
     async def shutdown(self) -> None:
         await self.container.get_messages().drain()
+        # publish what the writer handed to delivery before Redis closes
+        await self.delivery.drain()
         await self.redis.close()
         self.container.get_database().close()
