@@ -60,10 +60,8 @@ _E = TypeVar("_E", bound=IntEnum)
 def known_code(enum: type[_E], value: int) -> _E | int:
     """``value`` as a member of ``enum`` when it names one, else the plain number
     (a newer peer may send codes this version does not know)."""
-    try:
-        return enum(value)
-    except ValueError:
-        return value
+    member = enum._value2member_map_.get(value)
+    return value if member is None else member  # type: ignore[return-value]
 
 
 def describe_code(enum: type[IntEnum], value: int) -> str:

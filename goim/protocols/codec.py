@@ -370,7 +370,19 @@ class MessageItem:
     @classmethod
     def from_pb(cls, item: pb.MessageItem) -> MessageItem:
         """From the generated protobuf message."""
-        return cls(**{name: getattr(item, name) for name in _ITEM_FIELDS})
+        # positional and spelled out: a sync frame carries many items (hot in clients)
+        return cls(
+            item.message_id,
+            item.sender_type,
+            item.sender_id,
+            item.sender_device_id,
+            item.receiver_type,
+            item.receiver_id,
+            item.type,
+            item.content,
+            item.sync_sequence,
+            item.send_time,
+        )
 
     @classmethod
     def from_bytes(cls, value: bytes) -> MessageItem:
@@ -412,7 +424,7 @@ class Message(WireFrame):
     def _from_pb(cls, message: Any) -> Message:
         return cls(
             type=known_code(MessageType, message.type),
-            messages=tuple(MessageItem.from_pb(item) for item in message.messages),
+            messages=tuple(map(MessageItem.from_pb, message.messages)),
             more=message.more,
         )
 
