@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""A tiny goim TCP client: sign in, sync, print what arrives, optionally send one message.
+"""A tiny goim TCP client on the client library: sign in, sync, print what arrives,
+optionally send one message.
 
-It speaks the client protocol of docs/protocol.md with goim's own framing and codec
-(so it runs wherever goim is installed). Credentials come from the HTTP API: a
-device's id and token (POST /device) and the user the device is bound to (POST /user
-or POST /user/signin); examples/two_users.sh shows the whole sequence.
+It uses :class:`goim.client.Session` (docs/client.md), which speaks the client
+protocol of docs/protocol.md: heartbeats, acks, reconnects and exactly-once sends are
+the library's. Credentials come from the HTTP API: a device's id and token
+(POST /device) and the user the device is bound to (POST /user or POST /user/signin);
+examples/two_users.sh shows the whole sequence. ``goim-cli`` is the full client.
 
 Examples:
 
@@ -23,127 +25,50 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import LoopingCall, react
-from twisted.python.failure import Failure
+from twisted.internet.task import react
 
-from goim.pb import goim_pb2 as pb
-from goim.protocols.codec import (
-    HEARTBEAT,
-    KICKED,
-    MESSAGE,
-    MESSAGE_ACK,
-    MESSAGE_SEND,
-    MESSAGE_SEND_ACK,
-    MESSAGE_SYNC,
-    SIGN_IN,
-    SIGN_IN_ACK,
-    SYNC_TRIGGER,
-    decode,
+from goim.client import (
+    RECEIVER_GROUP,
+    ClientState,
+    MemoryStateStore,
+    SendFailed,
+    Session,
+    SessionObserver,
+    SessionStopped,
+    StoredMessage,
+    tcp_connector,
 )
-from goim.protocols.framing import decode_frames, encode_frame
-
-SEND_CODES = {0: "ok", 1: "internal error", 2: "not a friend", 3: "not in the group", 4: "invalid message", 5: "rate limited"}
-HEARTBEAT_SECONDS = 240  # what goim 1.1 clients do
 
 
-class ChatClient(Protocol):
-    """Prints every frame the server sends; ``done`` fires with the exit status."""
+class Printer(SessionObserver):
+    """Prints what the session reports."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.buffer = b""
-        self.done: Deferred[int] = Deferred()
-        self.held = args.sync_from  # highest seq printed, acknowledged with MessageACK
-        self.send_sequence = args.send_sequence or int(time.time() * 1000)
-        self.heartbeat = LoopingCall(self.write, HEARTBEAT, b"")
-        self.sent = False
 
-    def write(self, code: int, value: bytes) -> None:
-        transport: Any = self.transport
-        transport.write(encode_frame(code, value))
+    def connected(self) -> None:
+        print(f"signed in as user {self.args.user_id} on device {self.args.device_id}", flush=True)
 
-    def connectionMade(self) -> None:
-        a = self.args
-        # Like a goim 1.1 client: SignIn and SyncTrigger together, without waiting.
-        self.write(SIGN_IN, pb.SignIn(device_id=a.device_id, user_id=a.user_id, token=a.token).SerializeToString())
-        self.write(SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=a.sync_from).SerializeToString())
-
-    def dataReceived(self, data: bytes) -> None:
-        frames, self.buffer = decode_frames(self.buffer + data)
-        for code, value in frames:
-            self.frameReceived(code, value)
-
-    def frameReceived(self, code: int, value: bytes) -> None:
-        if code == SIGN_IN_ACK:
-            signed_in = decode(pb.SignInACK, code, value)
-            if signed_in.code != 1:
-                print(f"sign-in refused: {signed_in.message}", file=sys.stderr)
-                self.finish(1)
-                return
-            print(f"signed in as user {self.args.user_id} on device {self.args.device_id}")
-            self.heartbeat.start(HEARTBEAT_SECONDS, now=False)
-        elif code == MESSAGE:
-            message = decode(pb.Message, code, value)
-            kind = "sync" if message.type == MESSAGE_SYNC else "push"
-            for item in message.messages:
-                self.show(kind, item)
-            if message.messages:
-                self.held = max(self.held, max(i.sync_sequence for i in message.messages))
-                self.write(MESSAGE_ACK, pb.MessageACK(sync_sequence=self.held).SerializeToString())
-            if message.type == MESSAGE_SYNC and not message.more:
-                print(f"-- synced up to seq {self.held}")
-                if self.args.to is not None and self.args.text is not None:
-                    self.send_once()
-                elif self.args.exit:
-                    self.finish(0)
-        elif code == MESSAGE_SEND_ACK:
-            ack = decode(pb.MessageSendACK, code, value)
-            outcome = SEND_CODES.get(ack.code, f"code {ack.code}")
-            print(f"send {ack.send_sequence}: {outcome}" + (f", message {ack.message_id}, seq {ack.sync_sequence}" if ack.code == 0 else ""))
-            if self.args.exit:
-                self.finish(0 if ack.code == 0 else 2)
-        elif code == KICKED:
-            print(f"kicked: {decode(pb.Kicked, code, value).reason}", file=sys.stderr)
-
-    def show(self, kind: str, item: pb.MessageItem) -> None:
-        to = f"group {item.receiver_id}" if item.receiver_type == 2 else f"user {item.receiver_id}"
-        mine = " (this device)" if item.sender_device_id == self.args.device_id else ""
-        print(f"[{kind}] seq {item.sync_sequence} id {item.message_id} from user {item.sender_id}{mine} to {to}: {item.content}")
-
-    def send_once(self) -> None:
-        a = self.args
-        if self.sent:
-            return  # a later sync (there is none here) must not send again
-        self.sent = True
-        message = pb.MessageSend(
-            receiver_type=2 if a.group else 1,
-            receiver_id=a.to,
-            type=1,
-            content=a.text,
-            send_sequence=self.send_sequence,
-            send_time=int(time.time() * 1000),
+    def message_received(self, message: StoredMessage) -> None:
+        to = f"group {message.receiver_id}" if message.receiver_type == RECEIVER_GROUP else f"user {message.receiver_id}"
+        mine = " (this device)" if message.sender_device_id == self.args.device_id else ""
+        print(
+            f"seq {message.seq} id {message.message_id} from user {message.sender_id}{mine} to {to}: {message.content}",
+            flush=True,
         )
-        self.write(MESSAGE_SEND, message.SerializeToString())
 
-    def finish(self, status: int) -> None:
-        if not self.done.called:
-            self.done.callback(status)
-        transport: Any = self.transport
-        if transport is not None:
-            transport.loseConnection()
+    def synced(self, sync_sequence: int) -> None:
+        print(f"-- synced up to seq {sync_sequence}", flush=True)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.heartbeat.running:
-            self.heartbeat.stop()
-        if not self.done.called:
-            print("connection closed by the server", file=sys.stderr)
-            self.done.callback(3)
+    def kicked(self, reason: str) -> None:
+        print(f"kicked: {reason}", file=sys.stderr)
+
+    def sign_in_refused(self, message: str) -> None:
+        print(f"sign-in refused: {message}", file=sys.stderr)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="A tiny goim TCP client (docs/protocol.md).")
+    p = argparse.ArgumentParser(description="A tiny goim TCP client (docs/protocol.md, docs/client.md).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50000)
     p.add_argument("--device-id", type=int, required=True)
@@ -165,9 +90,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def main(reactor: Any, argv: list[str]) -> None:
     args = parse_args(argv)
-    client = ChatClient(args)
-    await connectProtocol(TCP4ClientEndpoint(reactor, args.host, args.port, timeout=10), client)
-    status = await client.done
+    # No state survives a run: the send is numbered by the clock (or --send-sequence),
+    # so that a later run's send is not taken for a retry of this one.
+    first = args.send_sequence or int(time.time() * 1000)
+    state = ClientState(
+        device_id=args.device_id, token=args.token, user_id=args.user_id, send_sequence=first - 1,
+        synced_seq=args.sync_from,
+    )
+    session = Session(
+        state=state, store=MemoryStateStore(state), connect=tcp_connector(reactor, args.host, args.port), clock=reactor
+    )
+    session.add_observer(Printer(args))
+    session.start()
+    status = 0
+    try:
+        await session.wait_synced()
+        if args.to is not None:
+            send = session.send_to_group if args.group else session.send_to_user
+            try:
+                ack = await send(args.to, args.text)
+                print(f"send {ack.send_sequence}: ok, message {ack.message_id}, seq {ack.sync_sequence}", flush=True)
+            except SendFailed as e:
+                print(f"send {e.outgoing.send_sequence}: {e.reason}", flush=True)
+                status = 2
+        if not args.exit:
+            await Deferred()  # until Ctrl-C
+    except SessionStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        await session.stop()
     if status:
         raise SystemExit(status)
 

@@ -5,6 +5,8 @@ can use them without importing another layer.
 """
 
 from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TypeVar
 
 # receiver_type / sender_type values (DESIGN section 3)
 RECEIVER_USER = 1
@@ -12,15 +14,72 @@ RECEIVER_GROUP = 2
 SENDER_USER = 1
 SENDER_SYSTEM = 2
 
-# MessageSendACK codes (DESIGN section 3)
-SEND_OK = 0
-SEND_INTERNAL_ERROR = 1
-SEND_NOT_FRIEND = 2
-SEND_NOT_IN_GROUP = 3
-SEND_INVALID = 4
-SEND_RATE_LIMITED = 5
-#: the receiver user does not exist (goim 1.1 answered 2, "not a friend")
-SEND_NO_SUCH_USER = 6
+class SignInCode(IntEnum):
+    """``SignInACK.code`` (DESIGN section 3).
+
+    Members compare equal to their numbers and format as numbers (``str``, f-strings,
+    JSON, metrics labels); ``repr`` and :meth:`describe` name them for logs.
+    """
+
+    OK = 1
+    FAILED = 2
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}({self.value})"
+
+    @classmethod
+    def describe(cls, value: int) -> str:
+        """``"2 (FAILED)"`` for a known code, ``"7"`` for any other number."""
+        return describe_code(cls, value)
+
+
+class SendCode(IntEnum):
+    """``MessageSendACK.code`` (DESIGN section 3); see :class:`SignInCode`."""
+
+    OK = 0
+    INTERNAL_ERROR = 1
+    NOT_FRIEND = 2
+    NOT_IN_GROUP = 3
+    INVALID = 4
+    RATE_LIMITED = 5
+    #: the receiver user does not exist (goim 1.1 answered 2, "not a friend")
+    NO_SUCH_USER = 6
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}({self.value})"
+
+    @classmethod
+    def describe(cls, value: int) -> str:
+        """``"2 (NOT_FRIEND)"`` for a known code, ``"7"`` for any other number."""
+        return describe_code(cls, value)
+
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def known_code(enum: type[_E], value: int) -> _E | int:
+    """``value`` as a member of ``enum`` when it names one, else the plain number
+    (a newer peer may send codes this version does not know)."""
+    member = enum._value2member_map_.get(value)
+    return value if member is None else member  # type: ignore[return-value]
+
+
+def describe_code(enum: type[IntEnum], value: int) -> str:
+    """A code for a log line: its number and, when ``enum`` knows it, its name."""
+    member = known_code(enum, value)
+    return f"{int(value)} ({member.name})" if isinstance(member, IntEnum) else str(int(value))
+
+
+# The module-level names predate the enums; both spell the same members.
+SIGN_IN_OK = SignInCode.OK
+SIGN_IN_FAILED = SignInCode.FAILED
+SEND_OK = SendCode.OK
+SEND_INTERNAL_ERROR = SendCode.INTERNAL_ERROR
+SEND_NOT_FRIEND = SendCode.NOT_FRIEND
+SEND_NOT_IN_GROUP = SendCode.NOT_IN_GROUP
+SEND_INVALID = SendCode.INVALID
+SEND_RATE_LIMITED = SendCode.RATE_LIMITED
+SEND_NO_SUCH_USER = SendCode.NO_SUCH_USER
 
 
 @dataclass(frozen=True, slots=True)

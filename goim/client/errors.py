@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from goim.client.state import OutgoingMessage
 
 #: what the MessageSendACK codes that end a send mean (docs/protocol.md section 2)
-SEND_FAILURE_TEXT = {
+SEND_FAILURE_TEXT: dict[int, str] = {
     SEND_NOT_FRIEND: "not a friend",
     SEND_NOT_IN_GROUP: "not in the group",
     SEND_INVALID: "invalid message (receiver type, empty or oversize content)",

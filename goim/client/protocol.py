@@ -2,10 +2,11 @@
 
 :class:`ClientConnection` frames and decodes what the server writes (with goim's own
 :mod:`goim.protocols.framing` and :mod:`goim.protocols.codec`) and hands each frame to
-a :class:`ConnectionListener` as a decoded protobuf message. It keeps no session
-state and no timers: reconnecting, syncing, acks and retries are the business of
-:class:`goim.client.session.Session`. The ``encode_*`` functions build the frames a
-client writes; they are pure.
+a :class:`ConnectionListener` as a typed frame of the codec (``codec.SignInAck``,
+``codec.Message`` …). It keeps no session state and no timers: reconnecting,
+syncing, acks and retries are the business of :class:`goim.client.session.Session`.
+The ``encode_*`` functions build the frames a client writes with the codec's typed
+frames; they are pure.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goim.client.state import OutgoingMessage
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
-from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
+from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver
 
 #: what a client announces in SignIn.max_frame: it reads frames of any size
 CLIENT_MAX_FRAME = MAX_VALUE_LENGTH
@@ -27,37 +27,34 @@ CLIENT_MAX_FRAME = MAX_VALUE_LENGTH
 
 def encode_sign_in(*, device_id: int, user_id: int, token: str, max_frame: int = CLIENT_MAX_FRAME) -> bytes:
     """The SignIn frame (code 1)."""
-    value = pb.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame)
-    return encode_frame(codec.SIGN_IN, value.SerializeToString())
+    return codec.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame).to_frame()
 
 
 def encode_sync_trigger(sync_sequence: int) -> bytes:
     """The SyncTrigger frame (code 3): send me every message after ``sync_sequence``."""
-    return encode_frame(codec.SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=sync_sequence).SerializeToString())
+    return codec.SyncTrigger(sync_sequence=sync_sequence).to_frame()
 
 
 def encode_heartbeat() -> bytes:
     """The Heartbeat frame (code 4)."""
-    return encode_frame(codec.HEARTBEAT, b"")
+    return codec.Heartbeat().to_frame()
 
 
 def encode_message_send(message: OutgoingMessage) -> bytes:
     """The MessageSend frame (code 6) of a queued send."""
-    value = pb.MessageSend(
+    return codec.MessageSend(
         receiver_type=message.receiver_type,
         receiver_id=message.receiver_id,
         type=message.type,
         content=message.content,
         send_sequence=message.send_sequence,
         send_time=message.send_time,
-    )
-    return encode_frame(codec.MESSAGE_SEND, value.SerializeToString())
+    ).to_frame()
 
 
 def encode_message_ack(*, message_id: int, sync_sequence: int, receive_time: int) -> bytes:
     """The MessageACK frame (code 9): the device holds everything up to ``sync_sequence``."""
-    value = pb.MessageACK(message_id=message_id, sync_sequence=sync_sequence, receive_time=receive_time)
-    return encode_frame(codec.MESSAGE_ACK, value.SerializeToString())
+    return codec.MessageAck(message_id=message_id, sync_sequence=sync_sequence, receive_time=receive_time).to_frame()
 
 
 class ConnectionListener(TypingProtocol):
@@ -66,13 +63,13 @@ class ConnectionListener(TypingProtocol):
     def connection_made(self, connection: ClientConnection) -> None:
         """The TCP connection is up; nothing has been written yet."""
 
-    def sign_in_answered(self, connection: ClientConnection, ack: pb.SignInACK) -> None:
+    def sign_in_answered(self, connection: ClientConnection, ack: codec.SignInAck) -> None:
         """A SignInACK (code 2) arrived."""
 
-    def messages_received(self, connection: ClientConnection, message: pb.Message) -> None:
+    def messages_received(self, connection: ClientConnection, message: codec.Message) -> None:
         """A Message frame (code 8, sync result or live push) arrived."""
 
-    def send_answered(self, connection: ClientConnection, ack: pb.MessageSendACK) -> None:
+    def send_answered(self, connection: ClientConnection, ack: codec.MessageSendAck) -> None:
         """A MessageSendACK (code 7) arrived."""
 
     def heartbeat_answered(self, connection: ClientConnection) -> None:
@@ -175,15 +172,15 @@ class ClientConnection(TLVReceiver):
         self.frames_received += 1
         try:
             if frame_type == codec.MESSAGE:
-                self.listener.messages_received(self, codec.decode(pb.Message, frame_type, value))
+                self.listener.messages_received(self, codec.Message.from_bytes(value))
             elif frame_type == codec.MESSAGE_SEND_ACK:
-                self.listener.send_answered(self, codec.decode(pb.MessageSendACK, frame_type, value))
+                self.listener.send_answered(self, codec.MessageSendAck.from_bytes(value))
             elif frame_type == codec.HEARTBEAT_ACK:
                 self.listener.heartbeat_answered(self)
             elif frame_type == codec.SIGN_IN_ACK:
-                self.listener.sign_in_answered(self, codec.decode(pb.SignInACK, frame_type, value))
+                self.listener.sign_in_answered(self, codec.SignInAck.from_bytes(value))
             elif frame_type == codec.KICKED:
-                self.listener.kicked(self, codec.decode(pb.Kicked, frame_type, value).reason)
+                self.listener.kicked(self, codec.Kicked.from_bytes(value).reason)
             else:
                 self.log.debug("ignoring {code} from {peer}", code=codec.code_name(frame_type), peer=self.peer)
         except codec.MalformedFrameError as e:

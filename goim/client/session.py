@@ -34,7 +34,6 @@ from goim.client.errors import SendFailed, SessionStopped
 from goim.client.inbox import Inbox
 from goim.client.protocol import CLIENT_MAX_FRAME, ClientConnection, ConnectionListener, encode_message_send
 from goim.client.state import ClientState, OutgoingMessage, StateStore
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from goim.types import (
     RECEIVER_GROUP,
@@ -43,6 +42,7 @@ from goim.types import (
     SEND_OK,
     SEND_RATE_LIMITED,
     SENDER_USER,
+    SendCode,
     StoredMessage,
 )
 from goim.util import Clock, DelayedCall, now_ms
@@ -477,7 +477,7 @@ class Session:
         self._trigger_sync()
         self._later("signin", self.config.signin_timeout, self._signin_timed_out, connection)
 
-    def sign_in_answered(self, connection: ClientConnection, ack: pb.SignInACK) -> None:
+    def sign_in_answered(self, connection: ClientConnection, ack: codec.SignInAck) -> None:
         """Code 1: connected, resend what is pending. Code 2: give up (a new token is needed)."""
         if connection is not self.connection or self.status is not Status.SIGNING_IN:
             return
@@ -502,18 +502,18 @@ class Session:
         self._emit("connected")
         self._resend_pending()
 
-    def messages_received(self, connection: ClientConnection, message: pb.Message) -> None:
+    def messages_received(self, connection: ClientConnection, message: codec.Message) -> None:
         """Take new messages in order; a sync ends with ``more`` false; a gap triggers a sync."""
         if connection is not self.connection:
             return
         user_id = self.state.user_id
-        self._accept([codec.stored_from_item(item, user_id=user_id) for item in message.messages])
+        self._accept(message.stored(user_id=user_id))
         if message.type == codec.MESSAGE_SYNC and not message.more:
             self._sync_finished()
         elif self._inbox.has_gap:
             self._trigger_sync()
 
-    def send_answered(self, connection: ClientConnection, ack: pb.MessageSendACK) -> None:
+    def send_answered(self, connection: ClientConnection, ack: codec.MessageSendAck) -> None:
         """Finish, retry or fail the send the ACK names."""
         if connection is not self.connection:
             return
@@ -530,7 +530,7 @@ class Session:
         waiters = self._send_waiters.pop(seq, [])
         if ack.code != SEND_OK:
             self._save()
-            self.log.info("send {seq} refused with code {code}", seq=seq, code=ack.code)
+            self.log.info("send {seq} refused with code {code}", seq=seq, code=SendCode.describe(ack.code))
             for d in waiters:
                 d.errback(SendFailed(ack.code, message))
             self._emit("send_failed", message, ack.code)
@@ -674,7 +674,10 @@ class Session:
             backoff = Backoff(initial=c.retry_initial, maximum=c.retry_max, random=self._random)
             self._retry_backoff[seq] = backoff
         delay = backoff.next_delay()
-        self.log.info("send {seq} answered with code {code}: retrying in {delay:.1f} s", seq=seq, code=code, delay=delay)
+        self.log.info(
+            "send {seq} answered with code {code}: retrying in {delay:.1f} s",
+            seq=seq, code=SendCode.describe(code), delay=delay,
+        )
         old = self._retry_timers.pop(seq, None)
         if old is not None and old.active():
             old.cancel()

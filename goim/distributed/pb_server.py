@@ -227,17 +227,18 @@ class ConnectNodePerspective(pb.Avatar):
                 continue
             request = send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)
             sends.append(Deferred.fromCoroutine(self.logic.send(request)))
+        # plain ints: PB's jelly refuses IntEnum members (codes are SendCode)
         results: list[tuple[int, ...]] = []
         for d in sends:
             if d is None:
-                results.append((SEND_INTERNAL_ERROR, 0, 0))
+                results.append((int(SEND_INTERNAL_ERROR), 0, 0))
                 continue
             try:
                 result = await d
-                results.append((result.code, result.message_id, result.seq, result.retry_after_ms))
+                results.append((int(result.code), result.message_id, result.seq, result.retry_after_ms))
             except Exception:
                 log.failure("send failed")
-                results.append((SEND_INTERNAL_ERROR, 0, 0))
+                results.append((int(SEND_INTERNAL_ERROR), 0, 0))
         return results
 
     def perspective_sync_page(

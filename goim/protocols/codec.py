@@ -1,32 +1,79 @@
-"""Frame codes and pure protobuf encoding and decoding of frame values.
+"""The client wire codec: frame codes and pure protobuf encoding and decoding of every
+frame value, in both directions.
 
 Everything here is bytes in, values out (or the reverse): no transport, no clock,
-no logging. Packing of ``Message`` frames (code 8) is done by hand from each item's
-serialised bytes so an item is serialised once however the frames are cut; the
-result is byte-for-byte what protobuf itself would produce.
+no logging. :mod:`goim.protocols.framing` is the TLV layer underneath.
+
+* Typed frames (:class:`SignIn` … :class:`Kicked`): one frozen dataclass per frame
+  code with ``to_bytes()`` / ``from_bytes()`` for its value and ``to_frame()`` for
+  the whole TLV frame; :func:`decode_frame` turns any ``(code, value)`` into one.
+  Servers, clients, tests and tools all build and read frames with them.
+* Server-side helpers: ``decode_*`` (client frames as protobuf messages, as the
+  server's connection uses them), ``encode_*`` and the ``Message`` packing for the
+  goim 1.1 read buffer (``pack_items``), done by hand from each item's serialised
+  bytes so an item is serialised once however the frames are cut; the result is
+  byte-for-byte what protobuf itself would produce.
 """
 
 from __future__ import annotations
 
-from typing import Final, Iterable, Sequence, TypeVar
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar, Final, Iterable, Sequence, TypeVar, Union
 
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as _PbMessage
 
 from goim.pb import goim_pb2 as pb
-from goim.types import SendRequest, SendResult, StoredMessage
+from goim.protocols.framing import encode_frame
+from goim.types import SIGN_IN_FAILED as SIGN_IN_FAILED
+from goim.types import SIGN_IN_OK as SIGN_IN_OK
+from goim.types import SendCode as SendCode
+from goim.types import SignInCode as SignInCode
+from goim.types import SendRequest, SendResult, StoredMessage, known_code
 
-# Frame codes (DESIGN section 3).
-SIGN_IN: Final = 1
-SIGN_IN_ACK: Final = 2
-SYNC_TRIGGER: Final = 3
-HEARTBEAT: Final = 4
-HEARTBEAT_ACK: Final = 5
-MESSAGE_SEND: Final = 6
-MESSAGE_SEND_ACK: Final = 7
-MESSAGE: Final = 8
-MESSAGE_ACK: Final = 9
-KICKED: Final = 10
+
+class FrameCode(IntEnum):
+    """Frame type codes (DESIGN section 3). Members compare equal to and format as
+    their numbers; ``repr`` and :func:`code_name` name them for logs."""
+
+    SIGN_IN = 1
+    SIGN_IN_ACK = 2
+    SYNC_TRIGGER = 3
+    HEARTBEAT = 4
+    HEARTBEAT_ACK = 5
+    MESSAGE_SEND = 6
+    MESSAGE_SEND_ACK = 7
+    MESSAGE = 8
+    MESSAGE_ACK = 9
+    KICKED = 10
+
+    def __repr__(self) -> str:
+        return f"FrameCode.{self.name}({self.value})"
+
+
+class MessageType(IntEnum):
+    """``Message.type``: a sync result or a live push."""
+
+    SYNC = 1
+    PUSH = 2
+
+    def __repr__(self) -> str:
+        return f"MessageType.{self.name}({self.value})"
+
+
+# The module-level names predate the enums; both spell the same members.
+SIGN_IN: Final = FrameCode.SIGN_IN
+SIGN_IN_ACK: Final = FrameCode.SIGN_IN_ACK
+SYNC_TRIGGER: Final = FrameCode.SYNC_TRIGGER
+HEARTBEAT: Final = FrameCode.HEARTBEAT
+HEARTBEAT_ACK: Final = FrameCode.HEARTBEAT_ACK
+MESSAGE_SEND: Final = FrameCode.MESSAGE_SEND
+MESSAGE_SEND_ACK: Final = FrameCode.MESSAGE_SEND_ACK
+MESSAGE: Final = FrameCode.MESSAGE
+MESSAGE_ACK: Final = FrameCode.MESSAGE_ACK
+KICKED: Final = FrameCode.KICKED
 
 CODE_NAMES: Final[dict[int, str]] = {
     SIGN_IN: "SignIn",
@@ -45,13 +92,9 @@ SERVER_CODES: Final = frozenset(
     {SIGN_IN_ACK, HEARTBEAT_ACK, MESSAGE_SEND_ACK, MESSAGE, KICKED}
 )
 
-# SignInACK codes.
-SIGN_IN_OK: Final = 1
-SIGN_IN_FAILED: Final = 2
-
 # Message.type values.
-MESSAGE_SYNC: Final = 1
-MESSAGE_PUSH: Final = 2
+MESSAGE_SYNC: Final = MessageType.SYNC
+MESSAGE_PUSH: Final = MessageType.PUSH
 
 # Frame value caps for what the server writes.
 DEFAULT_MAX_FRAME: Final = 4092  # goim 1.1 clients read into a 4,096-byte buffer
@@ -132,6 +175,324 @@ def clip_text(text: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     return raw[:max_bytes].decode("utf-8", errors="ignore")
 
 
+# --- typed frames (both directions) ------------------------------------------------
+
+_F = TypeVar("_F", bound="WireFrame")
+
+
+class WireFrame:
+    """One frame's value as a typed, immutable Python value.
+
+    Subclasses are frozen dataclasses whose fields are the protobuf fields of the
+    frame (same names, same defaults), so ``Cls.from_bytes(Cls(...).to_bytes())``
+    gives the value back and ``to_bytes`` is byte-for-byte what goim 1.1 writes.
+    """
+
+    __slots__ = ()
+
+    #: the frame code this value travels under
+    CODE: ClassVar[FrameCode]
+    #: the generated protobuf class of the value (None: the value is empty)
+    PROTO: ClassVar[type[_PbMessage] | None] = None
+
+    def to_bytes(self) -> bytes:
+        """The frame value (protobuf encoding; empty for Heartbeat and HeartbeatACK).
+
+        Raises:
+            ValueError: a field is out of its protobuf type's range.
+        """
+        if self.PROTO is None:
+            return b""
+        return self.PROTO(**self._fields()).SerializeToString()
+
+    def to_frame(self) -> bytes:
+        """The whole TLV frame: code, length, value."""
+        return encode_frame(self.CODE, self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls: type[_F], value: bytes) -> _F:
+        """Parse a frame value (unknown protobuf fields are ignored).
+
+        Raises:
+            MalformedFrameError: the value is not a valid encoding.
+        """
+        if cls.PROTO is None:
+            return cls()
+        return cls._from_pb(decode(cls.PROTO, cls.CODE, value))
+
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+    @classmethod
+    def _from_pb(cls: type[_F], message: Any) -> _F:
+        return cls(**{name: getattr(message, name) for name in _field_names(cls)})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass fields of a typed frame (ClassVars excluded), cached per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn(WireFrame):
+    """Code 1, client to server: authenticate this connection."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.SIGN_IN
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.SignIn
+
+    device_id: int = 0
+    user_id: int = 0
+    token: str = ""
+    #: the largest frame value the client reads (0: goim 1.1's 4,092)
+    max_frame: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignInAck(WireFrame):
+    """Code 2, server to client: the sign-in's outcome (``code`` a :class:`SignInCode`
+    when known)."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.SIGN_IN_ACK
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.SignInACK
+
+    code: int = 0
+    message: str = ""
+
+    @classmethod
+    def _from_pb(cls, message: Any) -> SignInAck:
+        return cls(code=known_code(SignInCode, message.code), message=message.message)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTrigger(WireFrame):
+    """Code 3, client to server: send every message after ``sync_sequence``."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.SYNC_TRIGGER
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.SyncTrigger
+
+    sync_sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(WireFrame):
+    """Code 4, client to server; empty value."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.HEARTBEAT
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck(WireFrame):
+    """Code 5, server to client; empty value."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.HEARTBEAT_ACK
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSend(WireFrame):
+    """Code 6, client to server: one message to store and deliver."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.MESSAGE_SEND
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.MessageSend
+
+    receiver_type: int = 0
+    receiver_id: int = 0
+    type: int = 0
+    content: str = ""
+    send_sequence: int = 0
+    send_time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSendAck(WireFrame):
+    """Code 7, server to client: a send's outcome (``code`` a :class:`SendCode` when
+    known)."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.MESSAGE_SEND_ACK
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.MessageSendACK
+
+    send_sequence: int = 0
+    code: int = 0
+    message_id: int = 0
+    sync_sequence: int = 0
+    retry_after_ms: int = 0
+
+    @classmethod
+    def _from_pb(cls, message: Any) -> MessageSendAck:
+        return cls(
+            send_sequence=message.send_sequence,
+            code=known_code(SendCode, message.code),
+            message_id=message.message_id,
+            sync_sequence=message.sync_sequence,
+            retry_after_ms=message.retry_after_ms,
+        )
+
+    @classmethod
+    def of_result(cls, send_sequence: int, result: SendResult) -> MessageSendAck:
+        """The ACK of a send's result (``seq`` travels as ``sync_sequence``)."""
+        return cls(
+            send_sequence=send_sequence,
+            code=result.code,
+            message_id=result.message_id,
+            sync_sequence=result.seq,
+            retry_after_ms=result.retry_after_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageItem:
+    """One message inside a :class:`Message` frame (not a frame of its own)."""
+
+    message_id: int = 0
+    sender_type: int = 0
+    sender_id: int = 0
+    sender_device_id: int = 0
+    receiver_type: int = 0
+    receiver_id: int = 0
+    type: int = 0
+    content: str = ""
+    sync_sequence: int = 0
+    send_time: int = 0
+
+    def to_pb(self) -> pb.MessageItem:
+        """The generated protobuf message."""
+        return pb.MessageItem(**{name: getattr(self, name) for name in _ITEM_FIELDS})
+
+    def to_bytes(self) -> bytes:
+        """The item's protobuf encoding."""
+        return self.to_pb().SerializeToString()
+
+    @classmethod
+    def from_pb(cls, item: pb.MessageItem) -> MessageItem:
+        """From the generated protobuf message."""
+        # positional and spelled out: a sync frame carries many items (hot in clients)
+        return cls(
+            item.message_id,
+            item.sender_type,
+            item.sender_id,
+            item.sender_device_id,
+            item.receiver_type,
+            item.receiver_id,
+            item.type,
+            item.content,
+            item.sync_sequence,
+            item.send_time,
+        )
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> MessageItem:
+        """Parse an item's encoding. Raises MalformedFrameError (code 8)."""
+        return cls.from_pb(decode(pb.MessageItem, MESSAGE, value))
+
+    @classmethod
+    def from_stored(cls, message: StoredMessage) -> MessageItem:
+        """The item of a stored copy (``seq`` -> ``sync_sequence``)."""
+        return cls.from_pb(item_from_stored(message))
+
+    def stored(self, *, user_id: int) -> StoredMessage:
+        """The copy stored for ``user_id`` that this item carries."""
+        return stored_from_item(self, user_id=user_id)
+
+
+_ITEM_FIELDS: Final = _field_names(MessageItem)
+
+
+@dataclass(frozen=True, slots=True)
+class Message(WireFrame):
+    """Code 8, server to client: a sync result (type 1) or a live push (type 2);
+    ``more`` is true while more sync frames follow."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.MESSAGE
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.Message
+
+    type: int = 0
+    messages: tuple[MessageItem, ...] = ()
+    more: bool = False
+
+    def to_bytes(self) -> bytes:
+        """The frame value (protobuf encoding)."""
+        return pb.Message(
+            type=self.type, messages=[item.to_pb() for item in self.messages], more=self.more
+        ).SerializeToString()
+
+    @classmethod
+    def _from_pb(cls, message: Any) -> Message:
+        return cls(
+            type=known_code(MessageType, message.type),
+            messages=tuple(map(MessageItem.from_pb, message.messages)),
+            more=message.more,
+        )
+
+    @classmethod
+    def of_stored(cls, message_type: int, messages: Iterable[StoredMessage], *, more: bool = False) -> Message:
+        """A Message carrying stored copies (no size limit applied)."""
+        return cls(type=message_type, messages=tuple(MessageItem.from_stored(m) for m in messages), more=more)
+
+    def stored(self, *, user_id: int) -> list[StoredMessage]:
+        """The copies for ``user_id`` the frame carries, in order."""
+        return [item.stored(user_id=user_id) for item in self.messages]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAck(WireFrame):
+    """Code 9, client to server: the device holds everything up to ``sync_sequence``."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.MESSAGE_ACK
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.MessageACK
+
+    message_id: int = 0
+    sync_sequence: int = 0
+    receive_time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked(WireFrame):
+    """Code 10, server to client: the server closes the connection next."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.KICKED
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.Kicked
+
+    reason: str = ""
+
+
+ClientFrame = Union[SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck]
+ServerFrame = Union[SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked]
+AnyFrame = Union[ClientFrame, ServerFrame]
+
+#: the typed frame of each code a client writes
+CLIENT_FRAMES: Final[dict[int, type[WireFrame]]] = {
+    cls.CODE: cls for cls in (SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck)
+}
+#: the typed frame of each code a server writes
+SERVER_FRAMES: Final[dict[int, type[WireFrame]]] = {
+    cls.CODE: cls for cls in (SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked)
+}
+FRAMES: Final[dict[int, type[WireFrame]]] = {**CLIENT_FRAMES, **SERVER_FRAMES}
+
+
+def decode_frame(code: int, value: bytes) -> WireFrame | None:
+    """The typed value of any frame, either direction.
+
+    Args:
+        code: the frame code.
+        value: the frame value.
+
+    Returns:
+        The typed frame, or None for a code this version does not know (the
+        protocol says to ignore those).
+
+    Raises:
+        MalformedFrameError: the value is not a valid encoding for its code.
+    """
+    cls = FRAMES.get(code)
+    return None if cls is None else cls.from_bytes(value)
+
+
 # --- decoding (client -> server) ---------------------------------------------------
 
 
@@ -207,14 +568,14 @@ def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch
 def encode_message_send(request: SendRequest) -> bytes:
     """The MessageSend value of a request (what a connect node forwards to logic);
     the inverse of ``send_request`` but for the connection's identity."""
-    return pb.MessageSend(
+    return MessageSend(
         receiver_type=request.receiver_type,
         receiver_id=request.receiver_id,
         type=request.type,
         content=request.content,
         send_sequence=request.send_sequence,
         send_time=request.send_time,
-    ).SerializeToString()
+    ).to_bytes()
 
 
 # --- encoding (server -> client) ---------------------------------------------------
@@ -222,7 +583,7 @@ def encode_message_send(request: SendRequest) -> bytes:
 
 def encode_sign_in_ack(code: int, message: str = "") -> bytes:
     """Encode a SignInACK (code 2) value; ``message`` is clipped to 256 bytes."""
-    return pb.SignInACK(code=code, message=clip_text(message)).SerializeToString()
+    return SignInAck(code=code, message=clip_text(message)).to_bytes()
 
 
 def encode_send_ack(send_sequence: int, result: SendResult) -> bytes:
@@ -235,18 +596,12 @@ def encode_send_ack(send_sequence: int, result: SendResult) -> bytes:
     Returns:
         The value bytes.
     """
-    return pb.MessageSendACK(
-        send_sequence=send_sequence,
-        code=result.code,
-        message_id=result.message_id,
-        sync_sequence=result.seq,
-        retry_after_ms=result.retry_after_ms,
-    ).SerializeToString()
+    return MessageSendAck.of_result(send_sequence, result).to_bytes()
 
 
 def encode_kicked(reason: str) -> bytes:
     """Encode a Kicked (code 10) value; ``reason`` is clipped to 256 bytes."""
-    return pb.Kicked(reason=clip_text(reason)).SerializeToString()
+    return Kicked(reason=clip_text(reason)).to_bytes()
 
 
 def item_from_stored(message: StoredMessage) -> pb.MessageItem:
@@ -265,7 +620,7 @@ def item_from_stored(message: StoredMessage) -> pb.MessageItem:
     )
 
 
-def stored_from_item(item: pb.MessageItem, *, user_id: int) -> StoredMessage:
+def stored_from_item(item: pb.MessageItem | MessageItem, *, user_id: int) -> StoredMessage:
     """Convert a MessageItem back to the copy stored for ``user_id``.
 
     Args:

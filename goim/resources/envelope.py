@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from twisted.web.server import Request
 
+from goim.logic.codes import ApiCode
 from goim.logic.errors import UNAUTHORIZED, GoimError, bad_request
 
 #: request bodies larger than this are refused with 400 code 2
@@ -22,11 +23,17 @@ MAX_DEPTH = 16
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def envelope(request: Request, data: Any = None, *, code: int = 0, message: str = "ok", status: int = 200) -> bytes:
-    """Write the status and content type; return the JSON envelope as bytes."""
+def envelope(
+    request: Request, data: Any = None, *, code: int = ApiCode.OK, message: str = "ok", status: int = 200
+) -> bytes:
+    """Write the status and content type; return the JSON envelope as bytes.
+
+    ``code`` is an :class:`~goim.logic.codes.ApiCode` (or any int); the JSON carries
+    its number.
+    """
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-    return json.dumps({"code": code, "message": message, "data": data}, ensure_ascii=False).encode("utf-8")
+    return json.dumps({"code": int(code), "message": message, "data": data}, ensure_ascii=False).encode("utf-8")
 
 
 def read_json(request: Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from google.protobuf.message import Message as _PbMessage
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -14,20 +13,9 @@ from twisted.python.failure import Failure
 from goim.client.protocol import ClientConnection, ConnectionListener
 from goim.client.session import SessionObserver, SendAck
 from goim.client.state import OutgoingMessage
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from goim.protocols.framing import Frame, decode_frames, encode_frame
 from goim.types import RECEIVER_USER, SENDER_USER, StoredMessage
-
-#: protobuf classes of the frames a client writes
-CLIENT_FRAMES: dict[int, type[_PbMessage] | None] = {
-    codec.SIGN_IN: pb.SignIn,
-    codec.SYNC_TRIGGER: pb.SyncTrigger,
-    codec.HEARTBEAT: None,
-    codec.MESSAGE_SEND: pb.MessageSend,
-    codec.MESSAGE_ACK: pb.MessageACK,
-}
-
 
 def message(seq: int, *, user_id: int = 1, sender_id: int = 2, sender_device_id: int = 20, content: str = "") -> StoredMessage:
     """A stored copy for ``user_id`` with this seq (message id 1000 + seq)."""
@@ -66,12 +54,8 @@ class FakeServer:
         return frames
 
     def decoded(self) -> list[tuple[int, Any]]:
-        """:meth:`frames` as ``(code, protobuf message or None)``."""
-        out: list[tuple[int, Any]] = []
-        for f in self.frames():
-            cls = CLIENT_FRAMES.get(f.type)
-            out.append((f.type, codec.decode(cls, f.type, f.value) if cls is not None else None))
-        return out
+        """:meth:`frames` as ``(code, typed frame)`` (the codec's client frames)."""
+        return [(f.type, codec.CLIENT_FRAMES[f.type].from_bytes(f.value)) for f in self.frames()]
 
     def of(self, code: int) -> list[Any]:
         """The messages of one code the client wrote since the last call (others are dropped)."""
@@ -79,39 +63,44 @@ class FakeServer:
 
     # --- what the server writes
 
-    def write(self, code: int, value: bytes = b"") -> None:
+    def write(self, frame: codec.WireFrame) -> None:
         """Deliver one frame to the client."""
+        self.protocol.dataReceived(frame.to_frame())
+
+    def write_raw(self, code: int, value: bytes = b"") -> None:
+        """Deliver one frame of any code and value (malformed or unknown ones too)."""
         self.protocol.dataReceived(encode_frame(code, value))
 
     def sign_in_ok(self) -> None:
         """SignInACK code 1."""
-        self.write(codec.SIGN_IN_ACK, codec.encode_sign_in_ack(codec.SIGN_IN_OK))
+        self.write(codec.SignInAck(code=codec.SignInCode.OK))
 
     def sign_in_failed(self, text: str = "wrong device id or token") -> None:
         """SignInACK code 2, then close."""
-        self.write(codec.SIGN_IN_ACK, codec.encode_sign_in_ack(codec.SIGN_IN_FAILED, text))
+        self.write(codec.SignInAck(code=codec.SignInCode.FAILED, message=text))
         self.close()
 
     def sync(self, messages: Sequence[StoredMessage], *, more: bool = False) -> None:
         """One type-1 Message frame."""
-        self.write(codec.MESSAGE, codec.encode_message(codec.MESSAGE_SYNC, messages, more))
+        self.write(codec.Message.of_stored(codec.MessageType.SYNC, messages, more=more))
 
     def push(self, *messages: StoredMessage) -> None:
         """One type-2 Message frame."""
-        self.write(codec.MESSAGE, codec.encode_message(codec.MESSAGE_PUSH, messages, False))
+        self.write(codec.Message.of_stored(codec.MessageType.PUSH, messages))
 
     def send_ack(self, send_sequence: int, code: int = 0, message_id: int = 0, seq: int = 0) -> None:
         """MessageSendACK."""
-        value = pb.MessageSendACK(send_sequence=send_sequence, code=code, message_id=message_id, sync_sequence=seq)
-        self.write(codec.MESSAGE_SEND_ACK, value.SerializeToString())
+        self.write(
+            codec.MessageSendAck(send_sequence=send_sequence, code=code, message_id=message_id, sync_sequence=seq)
+        )
 
     def heartbeat_ack(self) -> None:
         """HeartbeatACK."""
-        self.write(codec.HEARTBEAT_ACK)
+        self.write(codec.HeartbeatAck())
 
     def kick(self, reason: str) -> None:
         """Kicked, then close."""
-        self.write(codec.KICKED, codec.encode_kicked(reason))
+        self.write(codec.Kicked(reason=reason))
         self.close()
 
     def close(self) -> None:

@@ -17,7 +17,6 @@ from twisted.internet.utils import getProcessOutputAndValue
 from goim.client.protocol import ClientConnection, ConnectionListener
 from goim.client.session import SendAck, Status
 from goim.client.state import JSONStateStore
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from tests.client.live import PASSWORD, LiveTestCase, contents, wait_until
 from tests.support.db import SQLiteBackend
@@ -33,7 +32,7 @@ class AckDroppingConnection(ClientConnection):
 
     def frameReceived(self, frame_type: int, value: bytes) -> None:
         if frame_type == codec.MESSAGE_SEND_ACK and not AckDroppingConnection.dropped:
-            ack = codec.decode(pb.MessageSendACK, frame_type, value)
+            ack = codec.MessageSendAck.from_bytes(value)
             AckDroppingConnection.dropped.append((ack.send_sequence, ack.message_id))
             self.abort()
             return

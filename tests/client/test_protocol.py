@@ -10,7 +10,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.client.protocol import ClientConnection, encode_message_send, encode_sign_in, encode_sync_trigger
 from goim.client.state import OutgoingMessage
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from goim.protocols.framing import encode_frame
 from tests.client.fakes import message
@@ -25,13 +24,13 @@ class Listener:
     def connection_made(self, connection: ClientConnection) -> None:
         self.calls.append(("made", None))
 
-    def sign_in_answered(self, connection: ClientConnection, ack: pb.SignInACK) -> None:
+    def sign_in_answered(self, connection: ClientConnection, ack: codec.SignInAck) -> None:
         self.calls.append(("sign_in", (ack.code, ack.message)))
 
-    def messages_received(self, connection: ClientConnection, m: pb.Message) -> None:
+    def messages_received(self, connection: ClientConnection, m: codec.Message) -> None:
         self.calls.append(("messages", (m.type, [i.sync_sequence for i in m.messages], m.more)))
 
-    def send_answered(self, connection: ClientConnection, ack: pb.MessageSendACK) -> None:
+    def send_answered(self, connection: ClientConnection, ack: codec.MessageSendAck) -> None:
         self.calls.append(("send", (ack.send_sequence, ack.code, ack.message_id, ack.sync_sequence)))
 
     def heartbeat_answered(self, connection: ClientConnection) -> None:
@@ -56,9 +55,7 @@ class EncodingTests(SynchronousTestCase):
 
     def test_sign_in_announces_max_frame_65535_by_default(self) -> None:
         """The client reads frames of any size and says so."""
-        value = encode_sign_in(device_id=1, user_id=2, token="t")[4:]
-        sign_in = pb.SignIn()
-        sign_in.ParseFromString(value)
+        sign_in = codec.SignIn.from_bytes(encode_sign_in(device_id=1, user_id=2, token="t")[4:])
         self.assertEqual(sign_in.max_frame, 65535)
 
 
@@ -73,11 +70,11 @@ class ConnectionTests(SynchronousTestCase):
         """SignInACK, Message, MessageSendACK, HeartbeatACK and Kicked are decoded, in order."""
         data = b"".join(
             [
-                encode_frame(codec.SIGN_IN_ACK, codec.encode_sign_in_ack(1)),
-                encode_frame(codec.MESSAGE, codec.encode_message(1, [message(1), message(2)], True)),
-                encode_frame(codec.MESSAGE_SEND_ACK, pb.MessageSendACK(send_sequence=3, code=0, message_id=9, sync_sequence=4).SerializeToString()),
-                encode_frame(codec.HEARTBEAT_ACK, b""),
-                encode_frame(codec.KICKED, codec.encode_kicked("signed in elsewhere")),
+                codec.SignInAck(code=1).to_frame(),
+                codec.Message.of_stored(1, [message(1), message(2)], more=True).to_frame(),
+                codec.MessageSendAck(send_sequence=3, code=0, message_id=9, sync_sequence=4).to_frame(),
+                codec.HeartbeatAck().to_frame(),
+                codec.Kicked(reason="signed in elsewhere").to_frame(),
             ]
         )
         for i in range(len(data)):  # one byte at a time: fragmentation

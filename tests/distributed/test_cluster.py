@@ -12,7 +12,7 @@ import sys
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SkipTest, TestCase
 
-from goim.pb import goim_pb2 as pb
+from goim.protocols import codec
 from goim.protocols.codec import MESSAGE_SEND_ACK
 from tests.distributed.harness import Cluster, MariaDBServer, kill_database_connections
 from tests.e2e.httpapi import Device, HttpApi
@@ -33,10 +33,10 @@ async def send_reliably(client: WireClient, receiver_id: int, sequences: range, 
         start = len(client.of_code(MESSAGE_SEND_ACK))
         client.write(*[send_frame(receiver_id, f"m{s}", s) for s in sorted(pending)])
 
-        def answered() -> dict[int, pb.MessageSendACK] | None:
+        def answered() -> dict[int, codec.MessageSendAck] | None:
             acks = {}
             for frame in client.of_code(MESSAGE_SEND_ACK)[start:]:
-                ack = parse(pb.MessageSendACK, frame)
+                ack = parse(codec.MessageSendAck, frame)
                 acks[ack.send_sequence] = ack
             return acks if pending <= acks.keys() else None
 

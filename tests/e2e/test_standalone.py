@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from goim.pb import goim_pb2 as pb
+from goim.protocols import codec
 from goim.protocols.codec import (
     DEFAULT_MAX_FRAME,
     HEARTBEAT_ACK,
@@ -308,7 +308,7 @@ class StandaloneEndToEnd(_Base):
         ack = await wait_until(lambda: client.ack_for(3), "the MessageSendACK")
 
         self.assertEqual(client.frames[0].type, SIGN_IN_ACK, client.describe())
-        self.assertEqual(parse(pb.SignInACK, client.frames[0]).code, 1)
+        self.assertEqual(parse(codec.SignInAck, client.frames[0]).code, 1)
         self.assertEqual((ack.code, ack.sync_sequence), (SEND_OK, 3))
         self.assertEqual([a.send_sequence for a in client.send_acks()], [3])
         history = items(synced)

@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from goim.pb import goim_pb2 as pb
+from goim.protocols import codec
 from goim.protocols.codec import KICKED, MESSAGE_PUSH
 from goim.protocols.framing import decode_frames
 from tests.e2e.httpapi import HttpApi
@@ -113,7 +113,7 @@ class WebSocketEndToEndTests(TestCase):
         again = await connect(self, server.tcp_port)
         await again.sign_in(bob.device_id, bob.user_id, bob.token)
         await b.wait_closed()
-        self.assertEqual([pb.Kicked.FromString(f.value).reason for f in b.of_code(KICKED)], ["signed in elsewhere"])
+        self.assertEqual([codec.Kicked.from_bytes(f.value).reason for f in b.of_code(KICKED)], ["signed in elsewhere"])
         self.assertTrue(all(m.type == MESSAGE_PUSH for m in b.messages()))
 
     async def test_origins(self) -> None:

@@ -1,4 +1,5 @@
-"""A small goim client for end-to-end tests: real TCP, goim's own framing and codec.
+"""A small goim client for end-to-end tests: real TCP, goim's own framing and the codec's
+typed frames (both directions).
 
 :class:`WireClient` keeps every frame the server wrote, in arrival order, and offers
 the few round trips the tests need (sign in, send, sync). Nothing here sleeps for a
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, TypeVar, cast
 
-from google.protobuf.message import Message as _PbMessage
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -18,27 +18,21 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.pb import goim_pb2 as pb
+from goim.protocols import codec
 from goim.protocols.codec import (
-    HEARTBEAT,
     KICKED,
     MESSAGE,
-    MESSAGE_ACK,
     MESSAGE_PUSH,
-    MESSAGE_SEND,
     MESSAGE_SEND_ACK,
     MESSAGE_SYNC,
-    SIGN_IN,
     SIGN_IN_ACK,
-    SYNC_TRIGGER,
     code_name,
-    decode,
 )
-from goim.protocols.framing import Frame, ProducerTransport, decode_frames, encode_frame
+from goim.protocols.framing import Frame, ProducerTransport, decode_frames
 from goim.types import RECEIVER_GROUP, RECEIVER_USER
 from goim.util import Clock
 
-M = TypeVar("M", bound=_PbMessage)
+F = TypeVar("F", bound=codec.WireFrame)
 
 _clock = cast(Clock, reactor)
 
@@ -68,24 +62,22 @@ async def wait_until(condition: Callable[[], Any], what: str, *, timeout: float 
         await deferLater(reactor, _POLL, lambda: None)
 
 
-# --- client frames ---------------------------------------------------------------------
+# --- client frames (the codec's typed frames; one frame builder for every test) -------
 
 
 def sign_in_frame(device_id: int, user_id: int, token: str, *, max_frame: int = 0) -> bytes:
     """An encoded SignIn (code 1) frame."""
-    return encode_frame(
-        SIGN_IN, pb.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame).SerializeToString()
-    )
+    return codec.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame).to_frame()
 
 
 def sync_frame(after: int) -> bytes:
     """An encoded SyncTrigger (code 3) frame."""
-    return encode_frame(SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=after).SerializeToString())
+    return codec.SyncTrigger(sync_sequence=after).to_frame()
 
 
 def heartbeat_frame() -> bytes:
     """An encoded Heartbeat (code 4) frame."""
-    return encode_frame(HEARTBEAT, b"")
+    return codec.Heartbeat().to_frame()
 
 
 def send_frame(
@@ -98,30 +90,32 @@ def send_frame(
     send_time: int = 1_700_000_000_000,
 ) -> bytes:
     """An encoded MessageSend (code 6) frame."""
-    return encode_frame(
-        MESSAGE_SEND,
-        pb.MessageSend(
-            receiver_type=receiver_type,
-            receiver_id=receiver_id,
-            type=message_type,
-            content=content,
-            send_sequence=send_sequence,
-            send_time=send_time,
-        ).SerializeToString(),
-    )
+    return codec.MessageSend(
+        receiver_type=receiver_type,
+        receiver_id=receiver_id,
+        type=message_type,
+        content=content,
+        send_sequence=send_sequence,
+        send_time=send_time,
+    ).to_frame()
 
 
 def message_ack_frame(sync_sequence: int) -> bytes:
     """An encoded MessageACK (code 9) frame."""
-    return encode_frame(MESSAGE_ACK, pb.MessageACK(sync_sequence=sync_sequence).SerializeToString())
+    return codec.MessageAck(sync_sequence=sync_sequence).to_frame()
 
 
-def parse(message_class: type[M], frame: Frame) -> M:
-    """Decode a frame's value as ``message_class`` (goim's own codec)."""
-    return decode(message_class, frame.type, frame.value)
+def parse(frame_class: type[F], frame: Frame) -> F:
+    """Decode a frame's value as the codec's typed ``frame_class`` (``codec.SignInAck`` …).
+
+    Raises:
+        AssertionError: the frame has another code.
+    """
+    assert frame.type == frame_class.CODE, f"expected {code_name(frame_class.CODE)}, got {code_name(frame.type)}"
+    return frame_class.from_bytes(frame.value)
 
 
-def items(messages: Iterable[pb.Message]) -> list[pb.MessageItem]:
+def items(messages: Iterable[codec.Message]) -> list[codec.MessageItem]:
     """Every MessageItem of some Message frames, in order."""
     return [item for message in messages for item in message.messages]
 
@@ -187,12 +181,12 @@ class WireClient(Protocol):
         """The codes of every frame received, in order."""
         return [f.type for f in self.frames]
 
-    def messages(self, message_type: int | None = None, *, since: int = 0) -> list[pb.Message]:
+    def messages(self, message_type: int | None = None, *, since: int = 0) -> list[codec.Message]:
         """The decoded code-8 frames (of one ``Message.type`` when given)."""
-        found = [parse(pb.Message, f) for f in self.of_code(MESSAGE, since=since)]
+        found = [parse(codec.Message, f) for f in self.of_code(MESSAGE, since=since)]
         return [m for m in found if message_type is None or m.type == message_type]
 
-    def pushed(self) -> list[pb.MessageItem]:
+    def pushed(self) -> list[codec.MessageItem]:
         """Every item of the live pushes (type-2 Message frames) received so far."""
         return items(self.messages(MESSAGE_PUSH))
 
@@ -200,26 +194,26 @@ class WireClient(Protocol):
         """The message ids of every pushed item, in arrival order."""
         return [item.message_id for item in self.pushed()]
 
-    def send_acks(self) -> list[pb.MessageSendACK]:
+    def send_acks(self) -> list[codec.MessageSendAck]:
         """Every MessageSendACK received so far."""
-        return [parse(pb.MessageSendACK, f) for f in self.of_code(MESSAGE_SEND_ACK)]
+        return [parse(codec.MessageSendAck, f) for f in self.of_code(MESSAGE_SEND_ACK)]
 
-    def ack_for(self, send_sequence: int) -> pb.MessageSendACK | None:
+    def ack_for(self, send_sequence: int) -> codec.MessageSendAck | None:
         """The first MessageSendACK for ``send_sequence``, if one arrived."""
         for ack in self.send_acks():
             if ack.send_sequence == send_sequence:
                 return ack
         return None
 
-    def kicks(self) -> list[pb.Kicked]:
+    def kicks(self) -> list[codec.Kicked]:
         """Every Kicked frame received so far."""
-        return [parse(pb.Kicked, f) for f in self.of_code(KICKED)]
+        return [parse(codec.Kicked, f) for f in self.of_code(KICKED)]
 
     # --- round trips
 
     async def sign_in(
         self, device_id: int, user_id: int, token: str, *, max_frame: int = 0, expect_ok: bool = True
-    ) -> pb.SignInACK:
+    ) -> codec.SignInAck:
         """Write SignIn and wait for the SignInACK.
 
         Raises:
@@ -228,7 +222,7 @@ class WireClient(Protocol):
         start = len(self.frames)
         self.write(sign_in_frame(device_id, user_id, token, max_frame=max_frame))
         frame = await wait_until(lambda: next(iter(self.of_code(SIGN_IN_ACK, since=start)), None), "SignInACK")
-        ack = parse(pb.SignInACK, frame)
+        ack = parse(codec.SignInAck, frame)
         if expect_ok:
             assert ack.code == 1, f"sign-in of device {device_id} refused: {ack.message!r}"
             self.signed_in_as = (device_id, user_id)
@@ -236,7 +230,7 @@ class WireClient(Protocol):
 
     async def send(
         self, receiver_id: int, content: str, send_sequence: int, *, receiver_type: int = RECEIVER_USER
-    ) -> pb.MessageSendACK:
+    ) -> codec.MessageSendAck:
         """Write one MessageSend and wait for its ACK (matched by ``send_sequence``).
 
         A retry of an earlier ``send_sequence`` waits for a new ACK, not the old one.
@@ -244,29 +238,29 @@ class WireClient(Protocol):
         start = len(self.of_code(MESSAGE_SEND_ACK))
         self.write(send_frame(receiver_id, content, send_sequence, receiver_type=receiver_type))
 
-        def answered() -> pb.MessageSendACK | None:
+        def answered() -> codec.MessageSendAck | None:
             for ack in self.send_acks()[start:]:
                 if ack.send_sequence == send_sequence:
                     return ack
             return None
 
-        ack: pb.MessageSendACK = await wait_until(answered, f"MessageSendACK {send_sequence}")
+        ack: codec.MessageSendAck = await wait_until(answered, f"MessageSendACK {send_sequence}")
         return ack
 
-    async def send_to_group(self, group_id: int, content: str, send_sequence: int) -> pb.MessageSendACK:
+    async def send_to_group(self, group_id: int, content: str, send_sequence: int) -> codec.MessageSendAck:
         """:meth:`send` to a group."""
         return await self.send(group_id, content, send_sequence, receiver_type=RECEIVER_GROUP)
 
-    async def sync(self, after: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> list[pb.Message]:
+    async def sync(self, after: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> list[codec.Message]:
         """Write SyncTrigger and collect the type-1 frames up to the one with ``more`` false."""
         start = len(self.frames)
         self.write(sync_frame(after))
         return await self.sync_result(since=start, timeout=timeout)
 
-    async def sync_result(self, *, since: int, timeout: float = DEFAULT_TIMEOUT) -> list[pb.Message]:
+    async def sync_result(self, *, since: int, timeout: float = DEFAULT_TIMEOUT) -> list[codec.Message]:
         """The type-1 frames received from index ``since`` up to the first with ``more`` false."""
 
-        def complete() -> list[pb.Message] | None:
+        def complete() -> list[codec.Message] | None:
             frames = self.messages(MESSAGE_SYNC, since=since)
             for index, message in enumerate(frames):
                 if not message.more:
@@ -275,7 +269,7 @@ class WireClient(Protocol):
                 raise AssertionError(f"connection closed during a sync ({len(frames)} frames received)")
             return None
 
-        result: list[pb.Message] = await wait_until(complete, "the last sync frame", timeout=timeout)
+        result: list[codec.Message] = await wait_until(complete, "the last sync frame", timeout=timeout)
         return result
 
     async def wait_closed(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:

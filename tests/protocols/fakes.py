@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
+from goim.protocols import codec
 from goim.protocols.framing import Frame, TLVReceiver, decode_frames, encode_frame
 from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
 
@@ -166,7 +167,8 @@ def frames_of(data: bytes) -> list[Frame]:
 
 
 def frame(frame_type: int, value: bytes = b"") -> bytes:
-    """Shorthand for encode_frame."""
+    """A raw frame of any code and value (unknown codes, malformed values); well-formed
+    frames come from the codec's typed frames (``codec.SignIn(...).to_frame()``)."""
     return encode_frame(frame_type, value)
 
 
@@ -179,6 +181,10 @@ class RecordingClient(TLVReceiver):
 
     def frameReceived(self, frame_type: int, value: bytes) -> None:
         self.frames.append(Frame(frame_type, value))
+
+    def decoded(self) -> list[codec.WireFrame | None]:
+        """Every frame received, as the codec's typed frames (None for an unknown code)."""
+        return [codec.decode_frame(f.type, f.value) for f in self.frames]
 
     def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from goim.protocols.framing import Frame, decode_frames
-from goim.types import SendResult, StoredMessage
+from goim.types import SendCode, SendResult, SignInCode, StoredMessage
 from tests.protocols.fakes import make_message
 
 # Bytes a goim 1.1 client writes (DESIGN section 3).
@@ -221,3 +224,150 @@ class PackingTests(SynchronousTestCase):
             codec.encode_message(codec.MESSAGE_SYNC, messages, True),
             codec.pack_sync(messages, cap=4092, last=False)[0],
         )
+
+
+# --- typed frames: both directions --------------------------------------------------
+
+from google.protobuf.descriptor import FieldDescriptor  # noqa: E402
+
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+}
+
+
+def _strategy_for(proto: type, name: str) -> st.SearchStrategy[object]:
+    """Any value protobuf accepts for one field (ranges from the descriptor itself)."""
+    field = proto.DESCRIPTOR.fields_by_name[name]  # type: ignore[attr-defined]
+    if field.type in _INT_RANGES:
+        low, high = _INT_RANGES[field.type]
+        return st.integers(low, high)
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return st.text(max_size=100)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    raise AssertionError(f"no strategy for {proto.__name__}.{name}")
+
+
+def frames_of(cls: type[codec.WireFrame]) -> st.SearchStrategy[codec.WireFrame]:
+    """Arbitrary values of one typed frame."""
+    if cls is codec.Message:
+        return st.builds(codec.Message, type=int32s, messages=st.lists(message_items, max_size=5).map(tuple), more=st.booleans())
+    if cls.PROTO is None:
+        return st.just(cls())
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return st.builds(cls, **{name: _strategy_for(cls.PROTO, name) for name in names})
+
+
+message_items = st.builds(
+    codec.MessageItem, **{f.name: _strategy_for(pb.MessageItem, f.name) for f in dataclasses.fields(codec.MessageItem)}
+)
+any_frame = st.sampled_from(sorted(codec.FRAMES.values(), key=lambda c: c.CODE)).flatmap(frames_of)
+
+
+def protobuf_of(frame: codec.WireFrame) -> bytes:
+    """What protobuf itself makes of a typed frame's fields (the reference encoding)."""
+    if frame.PROTO is None:
+        return b""
+    fields = {f.name: getattr(frame, f.name) for f in dataclasses.fields(frame)}  # type: ignore[arg-type]
+    if isinstance(frame, codec.Message):
+        fields["messages"] = [item.to_pb() for item in frame.messages]
+    return frame.PROTO(**fields).SerializeToString()
+
+
+class TypedFrameTests(SynchronousTestCase):
+    def test_every_code_has_one_typed_frame(self) -> None:
+        """Client and server frames together cover codes 1-10, each direction its own."""
+        self.assertEqual(set(codec.CLIENT_FRAMES), set(codec.CLIENT_CODES))
+        self.assertEqual(set(codec.SERVER_FRAMES), set(codec.SERVER_CODES))
+        self.assertEqual(sorted(codec.FRAMES), list(codec.FrameCode))
+        for code, cls in codec.FRAMES.items():
+            self.assertEqual(cls.CODE, code)
+
+    @settings(deadline=None, max_examples=300)
+    @given(any_frame)
+    def test_roundtrip_every_frame(self, frame: codec.WireFrame) -> None:
+        """encode -> decode gives the frame back, for every frame of both directions, and the
+        bytes are protobuf's own (goim 1.1 reads them)."""
+        value = frame.to_bytes()
+        self.assertEqual(value, protobuf_of(frame))
+        self.assertEqual(type(frame).from_bytes(value), frame)
+        self.assertEqual(codec.decode_frame(frame.CODE, value), frame)
+        frames, rest = decode_frames(frame.to_frame())
+        self.assertEqual((frames, rest), ([Frame(frame.CODE, value)], b""))
+
+    @settings(deadline=None)
+    @given(st.sampled_from(sorted(codec.FRAMES.values(), key=lambda c: c.CODE)), st.binary(max_size=200))
+    def test_random_bytes_decode_or_raise_malformed(self, cls: type[codec.WireFrame], value: bytes) -> None:
+        """Any bytes either decode to a frame that re-encodes canonically, or raise MalformedFrameError."""
+        try:
+            frame = cls.from_bytes(value)
+        except codec.MalformedFrameError as e:
+            self.assertEqual(e.code, cls.CODE)
+            return
+        self.assertEqual(cls.from_bytes(frame.to_bytes()), frame)
+
+    def test_goim11_vectors_both_ways(self) -> None:
+        """The goim 1.1 client bytes decode to typed frames that encode to the same bytes."""
+        expected = [
+            codec.SignIn(device_id=1, user_id=2, token="t"),
+            codec.SyncTrigger(sync_sequence=5),
+            codec.Heartbeat(),
+            codec.MessageSend(receiver_type=1, receiver_id=7, type=1, content="hi", send_sequence=1, send_time=1),
+        ]
+        for hex_frame, typed in zip((SIGN_IN_HEX, SYNC_TRIGGER_HEX, HEARTBEAT_HEX, MESSAGE_SEND_HEX), expected):
+            raw = bytes.fromhex(hex_frame)
+            (frame,), _ = decode_frames(raw)
+            self.assertEqual(codec.decode_frame(frame.type, frame.value), typed)
+            self.assertEqual(typed.to_frame(), raw)
+
+    def test_server_frames_match_the_server_encoders(self) -> None:
+        """Typed server frames are byte-identical to what the server's encoders write."""
+        result = SendResult(code=5, message_id=9, seq=4, retry_after_ms=250)
+        self.assertEqual(codec.MessageSendAck.of_result(3, result).to_bytes(), codec.encode_send_ack(3, result))
+        self.assertEqual(codec.SignInAck(code=1).to_frame(), bytes.fromhex("0002000208 01".replace(" ", "")))
+        self.assertEqual(codec.SignInAck(code=2, message="no").to_bytes(), codec.encode_sign_in_ack(2, "no"))
+        self.assertEqual(codec.Kicked(reason="bye").to_bytes(), codec.encode_kicked("bye"))
+        self.assertEqual(codec.HeartbeatAck().to_frame(), bytes.fromhex("00050000"))
+        messages = [make_message(3, seq) for seq in range(1, 4)]
+        self.assertEqual(
+            codec.Message.of_stored(codec.MessageType.SYNC, messages, more=True).to_bytes(),
+            codec.encode_message(codec.MESSAGE_SYNC, messages, True),
+        )
+
+    @settings(deadline=None)
+    @given(st.lists(stored_messages, max_size=30), st.integers(512, 6000), st.booleans())
+    def test_packed_sync_decodes_to_the_stored_messages(
+        self, messages: list[StoredMessage], cap: int, last: bool
+    ) -> None:
+        """The hand-packed Message values decode, with the typed Message, to the page's copies."""
+        values = codec.pack_sync(messages, cap=cap, last=last)
+        decoded = [codec.Message.from_bytes(v) for v in values]
+        self.assertEqual([m.more for m in decoded], [True] * (len(values) - 1) + [not last])
+        got = [s for m in decoded for s in m.stored(user_id=7)]
+        self.assertEqual(got, [dataclasses.replace(m, user_id=7) for m in messages])
+
+    def test_codes_decode_as_named_enums(self) -> None:
+        """Known codes come back as enum members that name themselves; unknown ones as plain ints."""
+        ack = codec.SignInAck.from_bytes(b"\x08\x02")
+        self.assertIs(ack.code, codec.SignInCode.FAILED)
+        self.assertEqual(repr(ack.code), "SignInCode.FAILED(2)")
+        send_ack = codec.MessageSendAck.from_bytes(codec.MessageSendAck(code=6).to_bytes())
+        self.assertIs(send_ack.code, SendCode.NO_SUCH_USER)
+        unknown = codec.MessageSendAck.from_bytes(codec.MessageSendAck(code=42).to_bytes())
+        self.assertEqual((type(unknown.code), unknown.code), (int, 42))
+        self.assertIs(codec.Message.from_bytes(b"\x08\x02").type, codec.MessageType.PUSH)
+        self.assertEqual(repr(codec.FrameCode(7)), "FrameCode.MESSAGE_SEND_ACK(7)")
+
+    def test_codes_format_as_numbers(self) -> None:
+        """Codes are numbers wherever text or JSON carries them (API, metrics labels, CLI),
+        and compare equal to the numbers older code uses."""
+        self.assertEqual(str(SendCode.NOT_FRIEND), "2")
+        self.assertEqual(f"{codec.FrameCode.KICKED}", "10")
+        self.assertEqual(json.dumps({"code": SignInCode.OK}), '{"code": 1}')
+        self.assertEqual(SendCode.RATE_LIMITED, 5)
+        self.assertEqual(codec.SIGN_IN_OK, 1)
+        self.assertEqual(SendCode.describe(2), "2 (NOT_FRIEND)")
+        self.assertEqual(SendCode.describe(42), "42")

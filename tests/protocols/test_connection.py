@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from typing import Any, Sequence, TypeVar, cast
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.address import IPv4Address
@@ -12,7 +12,6 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.pb import goim_pb2 as pb
 from goim.ports import DeliveryPort, LogicPort
 from goim.protocols import codec
 from goim.connect.table import ConnectionTable
@@ -34,38 +33,37 @@ from tests.protocols.test_codec import (
     SYNC_TRIGGER_HEX,
 )
 
+F = TypeVar("F", bound=codec.WireFrame)
+
 PEER = IPv4Address("TCP", "10.0.0.7", 40000)
 PEER_TEXT = "10.0.0.7:40000"
 
 
 def sign_in(device_id: int = 1, user_id: int = 2, token: str = "t", max_frame: int = 0) -> bytes:
-    value = pb.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame)
-    return frame(codec.SIGN_IN, value.SerializeToString())
+    return codec.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame).to_frame()
 
 
 def sync_trigger(seq: int) -> bytes:
-    return frame(codec.SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=seq).SerializeToString())
+    return codec.SyncTrigger(sync_sequence=seq).to_frame()
 
 
 def message_send(send_sequence: int, content: str = "hi") -> bytes:
-    value = pb.MessageSend(
+    return codec.MessageSend(
         receiver_type=1, receiver_id=7, type=1, content=content, send_sequence=send_sequence
-    )
-    return frame(codec.MESSAGE_SEND, value.SerializeToString())
+    ).to_frame()
 
 
 def message_ack(seq: int) -> bytes:
-    return frame(codec.MESSAGE_ACK, pb.MessageACK(sync_sequence=seq).SerializeToString())
+    return codec.MessageAck(sync_sequence=seq).to_frame()
 
 
 def heartbeat() -> bytes:
     return frame(codec.HEARTBEAT)
 
 
-def parse(message_class: Any, value: bytes) -> Any:
-    message = message_class()
-    message.ParseFromString(value)
-    return message
+def parse(frame_class: type[F], value: bytes) -> F:
+    """A frame value decoded as the codec's typed ``frame_class``."""
+    return frame_class.from_bytes(value)
 
 
 class Conn:
@@ -134,12 +132,12 @@ def log_texts(events: list[dict[str, Any]]) -> list[str]:
     return [formatEvent(e) for e in events]
 
 
-def sync_messages(frames: list[Frame]) -> tuple[list[pb.MessageItem], list[bool]]:
-    items: list[pb.MessageItem] = []
+def sync_messages(frames: list[Frame]) -> tuple[list[codec.MessageItem], list[bool]]:
+    items: list[codec.MessageItem] = []
     mores: list[bool] = []
     for f in frames:
         assert f.type == codec.MESSAGE
-        message = parse(pb.Message, f.value)
+        message = parse(codec.Message, f.value)
         assert message.type == codec.MESSAGE_SYNC
         items.extend(message.messages)
         mores.append(message.more)
@@ -156,7 +154,7 @@ class SignInTests(SynchronousTestCase):
         conn.logic.sign_ins[0].deferred.callback(SignInResult(ok=True))
         [ack] = conn.take()
         self.assertEqual(ack.type, codec.SIGN_IN_ACK)
-        self.assertEqual(parse(pb.SignInACK, ack.value).code, codec.SIGN_IN_OK)
+        self.assertEqual(parse(codec.SignInAck, ack.value).code, codec.SIGN_IN_OK)
         self.assertIs(conn.table.get(3), conn.proto)
         self.assertEqual((conn.proto.device_id, conn.proto.user_id), (3, 4))
         # Only the idle timer remains; the sign-in timer was cancelled.
@@ -170,7 +168,7 @@ class SignInTests(SynchronousTestCase):
         conn.logic.sign_ins[0].deferred.callback(SignInResult(ok=False, message="bad token"))
         [ack] = conn.take()
         self.assertEqual(
-            (parse(pb.SignInACK, ack.value).code, parse(pb.SignInACK, ack.value).message),
+            (parse(codec.SignInAck, ack.value).code, parse(codec.SignInAck, ack.value).message),
             (codec.SIGN_IN_FAILED, "bad token"),
         )
         self.assertTrue(conn.closed)
@@ -182,7 +180,7 @@ class SignInTests(SynchronousTestCase):
         conn.feed(sign_in())
         conn.logic.sign_ins[0].deferred.errback(RuntimeError("db down"))
         [ack] = conn.take()
-        self.assertEqual(parse(pb.SignInACK, ack.value).code, codec.SIGN_IN_FAILED)
+        self.assertEqual(parse(codec.SignInAck, ack.value).code, codec.SIGN_IN_FAILED)
         self.assertTrue(conn.closed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -192,7 +190,7 @@ class SignInTests(SynchronousTestCase):
         conn.feed(sign_in(device_id=0, user_id=2))
         self.assertEqual(conn.logic.sign_ins, [])
         [ack] = conn.take()
-        self.assertEqual(parse(pb.SignInACK, ack.value).code, codec.SIGN_IN_FAILED)
+        self.assertEqual(parse(codec.SignInAck, ack.value).code, codec.SIGN_IN_FAILED)
         self.assertTrue(conn.closed)
 
     def test_other_frame_before_sign_in_closes(self) -> None:
@@ -271,7 +269,7 @@ class OrderingTests(SynchronousTestCase):
         items, mores = sync_messages([frames[1]])
         self.assertEqual([i.sync_sequence for i in items], [6, 7])
         self.assertEqual(mores, [False])
-        ack = parse(pb.MessageSendACK, frames[3].value)
+        ack = parse(codec.MessageSendAck, frames[3].value)
         self.assertEqual(
             (ack.send_sequence, ack.code, ack.message_id, ack.sync_sequence), (1, 0, 1001, 1)
         )
@@ -337,7 +335,7 @@ class KickTests(SynchronousTestCase):
         second.signed_in(device_id=1, user_id=2)
         [kicked] = first.take()
         self.assertEqual(kicked.type, codec.KICKED)
-        self.assertEqual(parse(pb.Kicked, kicked.value).reason, "signed in elsewhere")
+        self.assertEqual(parse(codec.Kicked, kicked.value).reason, "signed in elsewhere")
         self.assertTrue(first.closed)
         self.assertIsNone(first.transport.producer)  # else TCP would not finish the close
         self.assertFalse(second.closed)
@@ -357,7 +355,7 @@ class KickTests(SynchronousTestCase):
         self.assertFalse(conn.table.kick(9, "nope"))
         self.assertTrue(conn.table.kick(8, "token revoked"))
         [kicked] = conn.take()
-        self.assertEqual(parse(pb.Kicked, kicked.value).reason, "token revoked")
+        self.assertEqual(parse(codec.Kicked, kicked.value).reason, "token revoked")
         self.assertTrue(conn.closed)
         conn.feed(heartbeat())
         self.assertEqual(conn.take(), [])
@@ -372,7 +370,7 @@ class KickTests(SynchronousTestCase):
         self.assertNoResult(done)
         for conn in conns:
             [kicked] = conn.take()
-            self.assertEqual(parse(pb.Kicked, kicked.value).reason, "server shutting down")
+            self.assertEqual(parse(codec.Kicked, kicked.value).reason, "server shutting down")
             conn.lose()
         self.successResultOf(done)
         self.assertEqual(len(table), 0)
@@ -386,7 +384,7 @@ class SendTests(SynchronousTestCase):
         conn.feed(message_send(42))
         conn.logic.sends[0].deferred.callback(SendResult(code=0, message_id=777, seq=12))
         [ack_frame] = conn.take()
-        ack = parse(pb.MessageSendACK, ack_frame.value)
+        ack = parse(codec.MessageSendAck, ack_frame.value)
         self.assertEqual(
             (ack.send_sequence, ack.code, ack.message_id, ack.sync_sequence), (42, 0, 777, 12)
         )
@@ -399,7 +397,7 @@ class SendTests(SynchronousTestCase):
         self.assertEqual(conn.logic.order[-3:], ["send 1", "send 2", "send 3"])
         conn.logic.sends[1].deferred.callback(SendResult(code=2))
         conn.logic.sends[0].deferred.callback(SendResult(code=0, message_id=5, seq=1))
-        acks = [parse(pb.MessageSendACK, f.value) for f in conn.take()]
+        acks = [parse(codec.MessageSendAck, f.value) for f in conn.take()]
         self.assertEqual([(a.send_sequence, a.code) for a in acks], [(2, 2), (1, 0)])
 
     def test_logic_raises_gives_code_1(self) -> None:
@@ -408,7 +406,7 @@ class SendTests(SynchronousTestCase):
         conn.signed_in()
         conn.feed(message_send(9))
         conn.logic.sends[0].deferred.errback(RuntimeError("boom"))
-        ack = parse(pb.MessageSendACK, conn.take()[0].value)
+        ack = parse(codec.MessageSendAck, conn.take()[0].value)
         self.assertEqual((ack.send_sequence, ack.code), (9, 1))
         self.assertFalse(conn.closed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -483,7 +481,7 @@ class SyncTests(SynchronousTestCase):
         conn.signed_in()
         conn.feed(sync_trigger(0))
         [f] = conn.take()
-        message = parse(pb.Message, f.value)
+        message = parse(codec.Message, f.value)
         self.assertEqual((message.type, len(message.messages), message.more), (1, 0, False))
 
     def test_pages_and_default_cap(self) -> None:
@@ -538,7 +536,7 @@ class SyncTests(SynchronousTestCase):
         frames = conn.take()
         items, mores = sync_messages(frames)
         self.assertEqual([i.sync_sequence for i in items], [1, 2, 3])
-        self.assertEqual([len(parse(pb.Message, f.value).messages) for f in frames], [1, 1, 1])
+        self.assertEqual([len(parse(codec.Message, f.value).messages) for f in frames], [1, 1, 1])
         self.assertEqual(mores, [True, True, False])
         texts = log_texts(events)
         self.assertTrue(any("over the frame cap" in t and PEER_TEXT in t for t in texts))
@@ -620,7 +618,7 @@ class PushTests(SynchronousTestCase):
         self.assertGreater(len(frames), 1)
         seqs: list[int] = []
         for f in frames:
-            message = parse(pb.Message, f.value)
+            message = parse(codec.Message, f.value)
             self.assertEqual((message.type, message.more), (codec.MESSAGE_PUSH, False))
             self.assertLessEqual(len(f.value), 4092)
             seqs.extend(i.sync_sequence for i in message.messages)
@@ -653,7 +651,7 @@ class PushTests(SynchronousTestCase):
         port.deliver([make_message(2, 1), make_message(3, 1), make_message(2, 2)])
         for conn, expected in ((a1, [1, 2]), (a2, [1, 2]), (b, [1])):
             [f] = conn.take()
-            seqs = [i.sync_sequence for i in parse(pb.Message, f.value).messages]
+            seqs = [i.sync_sequence for i in parse(codec.Message, f.value).messages]
             self.assertEqual(seqs, expected)
         self.assertEqual(len(table), 3)
         self.assertEqual({c.device_id for c in table.connections_of(2)}, {1, 2})
@@ -690,7 +688,7 @@ class ConnectionIdentityTests(SynchronousTestCase):
         logic.sign_ins[1].deferred.callback(SignInResult(ok=True))
         logic.sign_ins[0].deferred.callback(SignInResult(ok=True))
         [ack] = old.take()
-        self.assertEqual(parse(pb.SignInACK, ack.value).code, codec.SIGN_IN_FAILED)
+        self.assertEqual(parse(codec.SignInAck, ack.value).code, codec.SIGN_IN_FAILED)
         self.assertTrue(old.closed)
         self.assertIs(table.get(1), new.proto)
         self.assertFalse(new.closed)
@@ -853,10 +851,10 @@ class LoopbackTests(SynchronousTestCase):
         factory.table.deliver([make_message(2, 4)])
         pump.flush()
         self.assertEqual(client.frames[-1].type, codec.MESSAGE)
-        self.assertEqual(parse(pb.Message, client.frames[-1].value).type, codec.MESSAGE_PUSH)
+        self.assertEqual(parse(codec.Message, client.frames[-1].value).type, codec.MESSAGE_PUSH)
         factory.table.kick(1, "bye")
         pump.flush()
-        kicked = Frame(codec.KICKED, pb.Kicked(reason="bye").SerializeToString())
+        kicked = Frame(codec.KICKED, codec.Kicked(reason="bye").to_bytes())
         self.assertEqual(client.frames[-1], kicked)
         self.assertTrue(client.lost)
         self.assertEqual(len(factory.table), 0)
@@ -871,7 +869,7 @@ class RateLimitAckTests(SynchronousTestCase):
         conn.signed_in()
         conn.feed(message_send(1), message_send(2))
         conn.logic.sends[0].deferred.callback(SendResult(code=5, retry_after_ms=250))
-        ack = parse(pb.MessageSendACK, conn.take()[0].value)
+        ack = parse(codec.MessageSendAck, conn.take()[0].value)
         self.assertEqual((ack.send_sequence, ack.code, ack.retry_after_ms, ack.message_id), (1, 5, 250, 0))
         self.assertFalse(conn.closed)
         # the send already in flight completes; new frames wait for the hint's 250 ms
@@ -883,7 +881,7 @@ class RateLimitAckTests(SynchronousTestCase):
         self.assertEqual(conn.transport.producerState, "producing")
         conn.logic.sends[2].deferred.callback(SendResult(code=0, message_id=8, seq=4))
         frames = conn.take()
-        acks = [parse(pb.MessageSendACK, f.value) for f in frames if f.type == codec.MESSAGE_SEND_ACK]
+        acks = [parse(codec.MessageSendAck, f.value) for f in frames if f.type == codec.MESSAGE_SEND_ACK]
         self.assertEqual([(a.send_sequence, a.code, a.retry_after_ms) for a in acks], [(2, 0, 0), (1, 0, 0)])
         self.assertIn(codec.HEARTBEAT_ACK, [f.type for f in frames])
         self.assertFalse(conn.closed)

@@ -242,8 +242,7 @@ class LegacyPackingTests(SynchronousTestCase):
         self.assertTrue(all(len(f) - 4 <= codec.LEGACY_PACK_TARGET for f in frames))
         decoded = []
         for f in frames:
-            message = codec.pb.Message()
-            message.ParseFromString(f[4:])
+            message = codec.Message.from_bytes(f[4:])
             decoded.extend(i.sync_sequence for i in message.messages)
         self.assertEqual(decoded, [m.seq for m in messages])
 

@@ -25,7 +25,6 @@ from twisted.web.server import Site
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from goim.pb import goim_pb2 as pb
 from goim.protocols import codec
 from goim.connect.table import ConnectionTable
 from goim.protocols.connection import ClientConnection, ClientConnectionFactory
@@ -45,10 +44,10 @@ from tests.protocols.fakes import FakeLogic
 
 
 def sign_in(device_id: int = 3, user_id: int = 4) -> bytes:
-    return encode_frame(codec.SIGN_IN, pb.SignIn(device_id=device_id, user_id=user_id, token="t").SerializeToString())
+    return codec.SignIn(device_id=device_id, user_id=user_id, token="t").to_frame()
 
 
-HEARTBEAT = encode_frame(codec.HEARTBEAT, b"")
+HEARTBEAT = codec.Heartbeat().to_frame()
 
 
 class Browser(WebSocketClientProtocol):
@@ -199,16 +198,16 @@ class FrameTests(SynchronousTestCase):
         conn.send(sign_in() + HEARTBEAT)
         frames = [f for message in conn.browser.frames() for f in message]
         self.assertEqual([f.type for f in frames], [codec.SIGN_IN_ACK, codec.HEARTBEAT_ACK])
-        self.assertEqual(pb.SignInACK.FromString(frames[0].value).code, codec.SIGN_IN_OK)
+        self.assertEqual(codec.SignInAck.from_bytes(frames[0].value).code, codec.SIGN_IN_OK)
         self.assertIs(conn.table.get(3), conn.client)
 
     def test_sync_pages_as_messages_of_whole_frames(self) -> None:
         """A sync of many messages arrives as binary messages of whole frames, more=False last."""
         conn = Conn(auto_sign_in=True, auto_sync=True)
         conn.logic.store(4, 300, content="x" * 100)
-        conn.send(sign_in() + encode_frame(codec.SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=0).SerializeToString()))
+        conn.send(sign_in() + codec.SyncTrigger(sync_sequence=0).to_frame())
         frames = [f for message in conn.browser.frames() for f in message]
-        messages = [pb.Message.FromString(f.value) for f in frames if f.type == codec.MESSAGE]
+        messages = [codec.Message.from_bytes(f.value) for f in frames if f.type == codec.MESSAGE]
         seqs = [m.sync_sequence for message in messages for m in message.messages]
         self.assertEqual(seqs, list(range(1, 301)))
         self.assertEqual([m.more for m in messages][-1], False)
@@ -241,7 +240,7 @@ class FrameTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         conn = Conn(max_message=100)
-        conn.send(sign_in() + encode_frame(codec.HEARTBEAT, b"") * 30)
+        conn.send(sign_in() + codec.Heartbeat().to_frame() * 30)
         self.assertEqual(conn.browser.closed and conn.browser.closed[1], 1009)
         # autobahn says why in the log
         self.assertTrue(any("exceeds payload limit" in formatEvent(e) for e in events), [formatEvent(e) for e in events])
@@ -281,7 +280,7 @@ class TimerAndKickTests(SynchronousTestCase):
         conn.flush()
         frames = [f for message in conn.browser.frames() for f in message]
         self.assertEqual(frames[-1].type, codec.KICKED)
-        self.assertEqual(pb.Kicked.FromString(frames[-1].value).reason, "signed in elsewhere")
+        self.assertEqual(codec.Kicked.from_bytes(frames[-1].value).reason, "signed in elsewhere")
         self.assertEqual(conn.browser.closed and conn.browser.closed[1], 1000)
 
 
@@ -330,13 +329,13 @@ class FlowControlTests(SynchronousTestCase):
         conn.logic.store(4, 450)
         conn.send(sign_in())
         conn.client.producer.pauseProducing()
-        conn.send(encode_frame(codec.SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=0).SerializeToString()))
+        conn.send(codec.SyncTrigger(sync_sequence=0).to_frame())
         self.assertEqual(conn.logic.sync_pages, [])
         conn.client.producer.resumeProducing()
         conn.flush()
         self.assertEqual([c.args["after_seq"] for c in conn.logic.sync_pages], [0, 200, 400])
         frames = [f for m in conn.browser.frames() for f in m if f.type == codec.MESSAGE]
-        seqs = [i.sync_sequence for f in frames for i in pb.Message.FromString(f.value).messages]
+        seqs = [i.sync_sequence for f in frames for i in codec.Message.from_bytes(f.value).messages]
         self.assertEqual(seqs, list(range(1, 451)))
 
     def test_paused_push_is_made_good_by_sync(self) -> None:
@@ -351,7 +350,7 @@ class FlowControlTests(SynchronousTestCase):
         conn.client.producer.resumeProducing()
         conn.flush()
         frames = [f for m in conn.browser.frames() for f in m][1:]
-        seqs = [i.sync_sequence for f in frames for i in pb.Message.FromString(f.value).messages]
+        seqs = [i.sync_sequence for f in frames for i in codec.Message.from_bytes(f.value).messages]
         self.assertEqual(seqs, [1, 2])
 
 

@@ -7,8 +7,8 @@ what it holds, and reconnects with jittered back-off. On top of that the soak
 makes it reconnect to the same or the other connect node, sign in again elsewhere
 while its connection is open (a takeover), and sign in over HTTP (a new epoch).
 
-Frames are encoded and decoded with goim's own framing and codec (through the
-helpers of ``tests/e2e/wire.py``). Everything seen is recorded in the
+Frames are encoded and decoded with goim's own framing and the codec's typed frames
+(encoding through the helpers of ``tests/e2e/wire.py``). Everything seen is recorded in the
 :class:`~tests.soak.history.History`.
 """
 
@@ -30,7 +30,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from goim.pb import goim_pb2 as pb
+from goim.protocols import codec
 from goim.protocols.codec import (
     HEARTBEAT_ACK,
     KICKED,
@@ -39,7 +39,6 @@ from goim.protocols.codec import (
     MESSAGE_SYNC,
     SIGN_IN_ACK,
     MalformedFrameError,
-    decode,
 )
 from goim.protocols.framing import decode_frames
 from tests.e2e.httpapi import PASSWORD
@@ -341,24 +340,24 @@ class SoakDevice:
     def frame(self, proto: SoakProtocol, code: int, value: bytes) -> None:
         conn = proto.conn
         if code == SIGN_IN_ACK:
-            ack = decode(pb.SignInACK, code, value)
+            ack = codec.SignInAck.from_bytes(value)
             if conn.signin_code is None:
                 conn.signin_code = ack.code
                 if ack.code == 1:
                     conn.signed_in_at = self.history.tick()
         elif code == MESSAGE_SEND_ACK:
-            self._send_ack(proto, decode(pb.MessageSendACK, code, value))
+            self._send_ack(proto, codec.MessageSendAck.from_bytes(value))
         elif code == MESSAGE:
-            self._messages(proto, decode(pb.Message, code, value))
+            self._messages(proto, codec.Message.from_bytes(value))
         elif code == KICKED:
-            kicked = decode(pb.Kicked, code, value)
+            kicked = codec.Kicked.from_bytes(value)
             conn.kicked.append(kicked.reason)
         elif code == HEARTBEAT_ACK:
             proto.heartbeat_at = None
         else:
             self.history.notes.append(f"conn {conn.serial}: unexpected frame code {code}")
 
-    def _send_ack(self, proto: SoakProtocol, ack: pb.MessageSendACK) -> None:
+    def _send_ack(self, proto: SoakProtocol, ack: codec.MessageSendAck) -> None:
         now_tick = self.history.tick()
         proto.unanswered.pop(ack.send_sequence, None)
         send = self._find_send(proto.conn.serial, ack.send_sequence)
@@ -394,7 +393,7 @@ class SoakDevice:
                 return send
         return None
 
-    def _messages(self, proto: SoakProtocol, message: pb.Message) -> None:
+    def _messages(self, proto: SoakProtocol, message: codec.Message) -> None:
         conn = proto.conn
         if message.type != MESSAGE_SYNC:
             conn.pushes += 1
