@@ -14,7 +14,8 @@ stdout as JSON lines (``{"event": "reply", "id": n, "data": {...}}``,
 
 The units: ``frames`` (the frames it writes and the message stamps), ``device``
 (one device and a phase's receive figures), ``connection`` (TCP and WebSocket
-connections), ``generator`` (the commands), ``channel`` (the process's stdin/stdout
+connections), ``connecting`` (one ``connect`` command's attempts), ``generator``
+(the devices' events and the commands), ``channel`` (the process's stdin/stdout
 and ``main``).
 
 Connections use goim's framing and codec directly: no client library, no

@@ -15,7 +15,8 @@ from twisted.python.failure import Failure
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols.codec import MESSAGE_ACK, MESSAGE_PUSH, MESSAGE_SEND, SIGN_IN_OK
-from goim_bench.loadgen.connection import Connection, _Attempt, _websocket_attempt
+from goim_bench.loadgen.connecting import ConnectRun
+from goim_bench.loadgen.connection import Connection
 from goim_bench.loadgen.device import Device, PhaseStats
 from goim_bench.loadgen.frames import (
     ACK_EVERY,
@@ -35,30 +36,6 @@ from goim_bench.stats import Reservoir, digest
 
 reactor: Any = _reactor
 
-
-
-class _ConnectRun:
-    """The state of one ``connect`` command."""
-
-    def __init__(self, args: dict[str, Any], queue: list[Device]) -> None:
-        self.queue = queue
-        self.concurrency = int(args.get("concurrency", 200))
-        self.sync = bool(args.get("sync", False))
-        self.attempt_timeout = float(args.get("attempt_timeout", 20.0))
-        self.retries = int(args.get("retries", 0))
-        self.max_fail_streak = int(args.get("max_fail_streak", 1000))
-        self.expect: dict[int, int] = {int(k): v for k, v in (args.get("expect") or {}).items()}
-        self.active: dict[int, Any] = {}  # device index -> attempt timer
-        self.tries: dict[int, int] = {}
-        self.started_at: dict[int, float] = {}
-        self.t0 = _now()
-        self.signed_in: list[float] = []
-        self.up_to_date: list[float] = []
-        self.failed: dict[str, int] = {}
-        self.final_failures = 0
-        self.fail_streak = 0
-        self.stopped = False
-        self.done: Deferred[None] = Deferred()
 
 
 class LoadGenerator:
@@ -91,7 +68,7 @@ class LoadGenerator:
         self.retries = 0
         self.lost_after_sign_in = 0
         self.conflicts = 0
-        self._connect: _ConnectRun | None = None
+        self._connect: ConnectRun | None = None
         self._sending: dict[str, Any] | None = None
         self._dirty: set[Device] = set()
         self._ack_loop = None
@@ -146,24 +123,24 @@ class LoadGenerator:
         run = self._connect
         if ack.code != SIGN_IN_OK:
             if run is not None and device.index in run.active:
-                self._attempt_failed(device, f"sign-in refused: {ack.message}"[:80])
+                run.attempt_failed(device, f"sign-in refused: {ack.message}"[:80])
             return
         device.signed_in = True
         if run is not None and device.index in run.active:
             run.signed_in.append(_now() - run.t0)
             if not run.sync:
-                self._attempt_succeeded(device)
+                run.attempt_succeeded(device)
 
     def on_connect_failed(self, device: Device, reason: Failure) -> None:
         run = self._connect
         if run is not None and device.index in run.active:
-            self._attempt_failed(device, type(reason.value).__name__)
+            run.attempt_failed(device, type(reason.value).__name__)
 
     def on_lost(self, conn: Connection, was_signed_in: bool) -> None:
         device = conn.device
         run = self._connect
         if run is not None and device.index in run.active:
-            self._attempt_failed(device, "connection lost" + (f" ({device.kicked})" if device.kicked else ""))
+            run.attempt_failed(device, "connection lost" + (f" ({device.kicked})" if device.kicked else ""))
         elif was_signed_in:
             self.lost_after_sign_in += 1
         waiter = device.sync_waiter
@@ -244,7 +221,7 @@ class LoadGenerator:
             device.conn.write(sync_frame(device.top))
             return
         run.up_to_date.append(_now() - run.t0)
-        self._attempt_succeeded(device)
+        run.attempt_succeeded(device)
 
     # --- connect ------------------------------------------------------------------------
 
@@ -253,11 +230,11 @@ class LoadGenerator:
         queue = [d for d in self.devices if d.conn is None]
         if args.get("shuffle"):
             random.shuffle(queue)
-        run = self._connect = _ConnectRun(args, queue)
+        run = self._connect = ConnectRun(self, args, queue)
         attempted = len(queue)
-        deadline = self.clock.callLater(float(args.get("within", 600.0)), self._connect_deadline, run)
-        ticker = self.clock.callLater(0.25, self._connect_progress, run)
-        self._fill(run)
+        deadline = self.clock.callLater(float(args.get("within", 600.0)), run.deadline)
+        ticker = self.clock.callLater(0.25, run.report_progress)
+        run.fill()
         if not run.queue and not run.active:
             run.done.callback(None)
         try:
@@ -279,96 +256,6 @@ class LoadGenerator:
             "signed_in_at": [round(t, 4) for t in run.signed_in],
             "up_to_date_at": [round(t, 4) for t in run.up_to_date],
         }
-
-    def _fill(self, run: _ConnectRun) -> None:
-        while run.queue and len(run.active) < run.concurrency and not run.stopped:
-            device = run.queue.pop()
-            self._start_attempt(run, device)
-
-    def _start_attempt(self, run: _ConnectRun, device: Device) -> None:
-        run.active[device.index] = self.clock.callLater(run.attempt_timeout, self._attempt_timed_out, device)
-        run.started_at[device.index] = _now()
-        bind = (self.source, 0) if self.source else None
-        if self.ws_url:
-            factory: Any = _websocket_attempt(self, device, self.ws_url)
-            host, port = factory.host, factory.port
-        else:
-            factory, host, port = _Attempt(self, device), self.host, self.port
-        reactor.connectTCP(host, port, factory, timeout=run.attempt_timeout, bindAddress=bind)
-
-    def _attempt_timed_out(self, device: Device) -> None:
-        run = self._connect
-        if run is None or device.index not in run.active:
-            return
-        run.active[device.index] = None
-        conn = device.conn
-        self._attempt_failed(device, "timeout")
-        if conn is not None and conn.transport is not None:
-            conn.transport.abortConnection()
-
-    def _attempt_succeeded(self, device: Device) -> None:
-        run = self._connect
-        if run is None:
-            return
-        timer = run.active.pop(device.index, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        run.fail_streak = 0
-        self._after_attempt(run)
-
-    def _attempt_failed(self, device: Device, reason: str) -> None:
-        run = self._connect
-        if run is None or device.index not in run.active:
-            return
-        timer = run.active.pop(device.index)
-        if timer is not None and timer.active():
-            timer.cancel()
-        run.failed[reason] = run.failed.get(reason, 0) + 1
-        conn = device.conn
-        if conn is not None:
-            device.conn = None
-            device.signed_in = False
-            if conn.transport is not None:
-                conn.transport.abortConnection()
-        tries = run.tries.get(device.index, 0) + 1
-        run.tries[device.index] = tries
-        if tries <= run.retries and not run.stopped:
-            delay = min(8.0, 0.25 * 2**tries) * random.uniform(0.5, 1.5)
-            run.active[device.index] = self.clock.callLater(delay, self._retry, run, device)
-            return
-        run.final_failures += 1
-        run.fail_streak += 1
-        if run.fail_streak >= run.max_fail_streak:
-            run.stopped = True  # the server takes no more: do not hammer it
-        self._after_attempt(run)
-
-    def _retry(self, run: _ConnectRun, device: Device) -> None:
-        if self._connect is run and device.index in run.active and not run.stopped:
-            self._start_attempt(run, device)
-        elif self._connect is run and device.index in run.active:
-            del run.active[device.index]
-            run.final_failures += 1
-            self._after_attempt(run)
-
-    def _after_attempt(self, run: _ConnectRun) -> None:
-        self._fill(run)
-        if not run.active and (not run.queue or run.stopped) and not run.done.called:
-            run.done.callback(None)
-
-    def _connect_deadline(self, run: _ConnectRun) -> None:
-        run.stopped = True
-        for index in list(run.active):
-            self._attempt_failed(self.devices[index], "deadline")
-        if not run.done.called:
-            run.done.callback(None)
-
-    def _connect_progress(self, run: _ConnectRun) -> None:
-        if self._connect is not run:
-            return
-        self.progress(
-            signed_in=len(run.signed_in), up_to_date=len(run.up_to_date), failed=run.final_failures
-        )
-        self.clock.callLater(0.25, self._connect_progress, run)
 
     # --- holding idle connections -----------------------------------------------------------
 
