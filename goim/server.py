@@ -7,6 +7,7 @@ process's container (``goim.container``).
 """
 
 import atexit
+import json
 import os
 import sys
 from typing import Any, Callable
@@ -83,6 +84,7 @@ class ServerService(LoggingService):
                 return
             self._ports.append(port)
         log.info("serving: {what}", what=self.describe())
+        write_ports_file(os.environ.get("GOIM_PORTS_FILE"), self.listeners, self._ports)
 
     def _fail(self, error: Exception, *, endpoint: str = "") -> None:
         """Log why the start failed in one line, stop the reactor, exit non-zero."""
@@ -111,6 +113,27 @@ class ServerService(LoggingService):
         self._ports = []
         await self.shutdown()
         log.info("stopped")
+
+
+def write_ports_file(path: str | None, listeners: list[tuple[str, Any]], ports: list[Any]) -> None:
+    """Tell whoever started this process where it listens (``GOIM_PORTS_FILE``).
+
+    Written once every listener is up, atomically (a temporary file renamed), as
+    JSON ``{"pid": N, "listeners": [{"endpoint": "tcp:0:...", "host": H, "port": P}]}``
+    in listener order, so a harness can pass ``tcp:0`` and read the bound ports back.
+    """
+    if not path:
+        return
+    bound = []
+    for (description, _), port in zip(listeners, ports):
+        host = port.getHost()
+        bound.append({"endpoint": description, "host": getattr(host, "host", ""), "port": getattr(host, "port", 0)})
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump({"pid": os.getpid(), "listeners": bound}, f)
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        log.error("cannot write the ports file {path}: {error}", path=path, error=e)
 
 
 def exit_after_shutdown(status: int) -> None:

@@ -77,3 +77,34 @@ class PluginTests(SynchronousTestCase):
         static = target / "goim" / "resources" / "static"
         for name in ("index.html", "app.js", "style.css", "goim.proto", "vendor/protobuf.min.js", "vendor/protobuf.LICENSE"):
             self.assertTrue((static / name).exists(), f"the web page's {name} is not installed")
+        # the benchmark suite is its own distribution (bench/): not in goim's
+        self.assertFalse((target / "goim" / "bench").exists())
+        self.assertFalse(list(target.glob("goim_bench*")))
+        scripts = (target / "bin").glob("*") if (target / "bin").exists() else []
+        self.assertNotIn("goim-bench", [p.name for p in scripts])
+
+
+class BenchPackagingTests(SynchronousTestCase):
+    def test_bench_package_imports_no_server_internals(self) -> None:
+        """goim_bench drives the server from outside: no goim.storage, goim.logic,
+        goim.server, goim.distributed or goim.resources import (DESIGN's layering)."""
+        import ast
+
+        forbidden = ("goim.storage", "goim.logic", "goim.server", "goim.distributed", "goim.resources",
+                     "goim.standalone", "tests")  # fmt: skip
+        found = []
+        for path in sorted((ROOT / "bench" / "goim_bench").rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []  # fmt: skip
+                found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "tests" or n.startswith(forbidden)]
+        self.assertEqual(found, [])
+
+    def test_bench_distribution_declares_its_script_and_goim(self) -> None:
+        """bench/pyproject.toml: distribution goim-bench, depends on goim, installs goim-bench."""
+        import tomllib
+
+        project = tomllib.loads((ROOT / "bench" / "pyproject.toml").read_text())["project"]
+        self.assertEqual(project["name"], "goim-bench")
+        self.assertIn("goim", project["dependencies"])
+        self.assertEqual(project["scripts"]["goim-bench"], "goim_bench.cli:main")

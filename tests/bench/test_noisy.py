@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.bench.noisy import _rss, http_request, status_of
+from goim_bench.noisy import _rss, http_request, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300
@@ -43,7 +43,7 @@ class QuickNoisyTests(SynchronousTestCase):
         env["PYTHONPATH"] = str(ROOT)
         try:
             run = subprocess.run(
-                [sys.executable, "-m", "goim.bench.cli", "--quick", "--output", str(output), "noisy", "durability"],
+                [sys.executable, "-m", "goim_bench.cli", "--quick", "--output", str(output), "noisy", "durability"],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 timeout=DEADLINE_S,
             )  # fmt: skip

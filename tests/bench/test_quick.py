@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.bench.cli import SCENARIOS
+from goim_bench.cli import SCENARIOS
 
 #: the noisy-neighbour and durability scenarios have their own test (tests/bench/test_noisy.py)
 NAMES = [name for name in SCENARIOS if name not in ("noisy", "durability")]
@@ -32,7 +32,7 @@ class QuickRunTests(SynchronousTestCase):
         env["PYTHONPATH"] = str(ROOT)
         try:
             run = subprocess.run(
-                [sys.executable, "-m", "goim.bench.cli", "--quick", "--output", str(output), *NAMES],
+                [sys.executable, "-m", "goim_bench.cli", "--quick", "--output", str(output), *NAMES],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

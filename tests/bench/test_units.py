@@ -5,13 +5,13 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.bench.cli import parse_cpus, parse_size
-from goim.bench.common import check_reports, expected_by_user, rate_series, steady_rate
-from goim.bench.driver import source_address, split
-from goim.bench.loadgen import Device, parse_stamp, stamp_content
-from goim.bench.plots import PLOTS
-from goim.bench.results import machine_info, read_result, write_plot, write_result
-from goim.bench.stats import Reservoir, digest, percentile, summarize
+from goim_bench.cli import parse_cpus, parse_size
+from goim_bench.common import check_reports, expected_by_user, rate_series, steady_rate
+from goim_bench.driver import source_address, split
+from goim_bench.loadgen import Device, parse_stamp, stamp_content
+from goim_bench.plots import PLOTS
+from goim_bench.results import machine_info, read_result, write_plot, write_result
+from goim_bench.stats import Reservoir, digest, percentile, summarize
 
 
 class PercentileTests(SynchronousTestCase):
@@ -179,7 +179,7 @@ class ResultFileTests(SynchronousTestCase):
 class WebSocketReportTests(SynchronousTestCase):
     def test_websocket_rows_are_ratios_to_tcp(self) -> None:
         """one-to-one over WebSocket is reported beside TCP of the same run, as ratios."""
-        from goim.bench.report import websocket_rows
+        from goim_bench.report import websocket_rows
 
         def metrics(closed: float, sustained: float, p99: float) -> dict[str, object]:
             return {

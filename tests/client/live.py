@@ -25,16 +25,8 @@ FAST = SessionConfig(reconnect_initial=0.05, reconnect_max=0.5, close_timeout=2.
 DEFAULT_TIMEOUT = 30.0
 
 
-async def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """Poll ``condition`` every 20 ms until it is true; fail after ``timeout`` seconds."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pause(0.02)
+# one wait_until for every test (re-exported here for the client tests)
+from goim.testing.harness import wait_until  # noqa: E402,F401
 
 
 def contents(messages: list[StoredMessage]) -> list[str]:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support.server import GoimProcess, _accepts, free_port, pause
+from tests.support.server import LOOPBACK, GoimProcess, _accepts, free_port, pause
 
 
 class RedisServer:
@@ -117,7 +117,11 @@ class MariaDBServer:
 
 
 class Cluster:
-    """N logic nodes and M connect nodes sharing one database and one Redis."""
+    """N logic nodes and M connect nodes sharing one database and one Redis.
+
+    Every node listens on ports the kernel picks (the shared harness reads them
+    back); a connect node is told the logic nodes' PB ports when it first starts.
+    """
 
     def __init__(
         self, testcase: Any, *, logic_nodes: int = 2, connect_nodes: int = 2, database: str | None = None
@@ -137,60 +141,52 @@ class Cluster:
         secret_dir.mkdir(parents=True)
         self.secret_file = secret_dir / "secret"
         self.secret_file.write_text(secrets.token_hex(16))
-        self.logic: list[GoimProcess] = []
-        self.pb_ports: list[int] = []
-        for i in range(logic_nodes):
-            http_port, pb_port = free_port(), free_port()
-            self.pb_ports.append(pb_port)
-            self.logic.append(
-                GoimProcess(
-                    testcase,
-                    "goim-logic",
-                    [
-                        "--http", f"tcp:{http_port}:interface=127.0.0.1",
-                        "--pb", f"tcp:{pb_port}:interface=127.0.0.1",
-                        "--database", self.database,
-                        "--redis", self.redis.url,
-                        "--redis-prefix", self.prefix,
-                        "--secret-file", str(self.secret_file),
-                        "--node-id", f"l{i + 1}",
-                    ],
-                    http_port=http_port,
-                )
+        shared = ["--redis", self.redis.url, "--redis-prefix", self.prefix, "--secret-file", str(self.secret_file)]
+        self.logic: list[GoimProcess] = [
+            GoimProcess(
+                testcase,
+                "goim-logic",
+                {"--http": LOOPBACK, "--pb": LOOPBACK},
+                ["--database", self.database, *shared, "--node-id", f"l{i + 1}"],
             )
-        self.connect: list[GoimProcess] = []
-        for i in range(connect_nodes):
-            tcp_port, http_port = free_port(), free_port()
-            self.connect.append(
-                GoimProcess(
-                    testcase,
-                    "goim-connect",
-                    [
-                        "--tcp", f"tcp:{tcp_port}:interface=127.0.0.1",
-                        "--http", f"tcp:{http_port}:interface=127.0.0.1",
-                        "--logic", ",".join(f"127.0.0.1:{p}" for p in self.pb_ports),
-                        "--redis", self.redis.url,
-                        "--redis-prefix", self.prefix,
-                        "--secret-file", str(self.secret_file),
-                        "--node-id", f"c{i + 1}",
-                    ],
-                    http_port=http_port,
-                    tcp_port=tcp_port,
-                )
+            for i in range(logic_nodes)
+        ]
+        self.connect: list[GoimProcess] = [
+            GoimProcess(
+                testcase,
+                "goim-connect",
+                {"--tcp": LOOPBACK, "--http": LOOPBACK},
+                [*shared, "--node-id", f"c{i + 1}"],
             )
+            for i in range(connect_nodes)
+        ]
+
+    @property
+    def pb_ports(self) -> list[int]:
+        """The logic nodes' PB ports (known once they started)."""
+        return [node.port("--pb") for node in self.logic]
 
     async def start(self) -> None:
         """Redis, then the logic nodes one by one (the first migrates), then connect nodes."""
+        await self.start_logic()
+        await self.start_connect()
+
+    async def start_logic(self) -> None:
+        """Redis, then the logic nodes one by one (the first migrates)."""
         await self.redis.start()
         for node in self.logic:
             await node.start()
+
+    async def start_connect(self) -> None:
+        """The connect nodes, told the logic nodes' PB ports (after ``start_logic``)."""
+        logic = ",".join(f"127.0.0.1:{p}" for p in self.pb_ports)
         for node in self.connect:
+            if "--logic" not in node.args:
+                node.args[:0] = ["--logic", logic]
             await node.start()
 
     def tcp_port(self, i: int) -> int:
-        port = self.connect[i].tcp_port
-        assert port is not None
-        return port
+        return self.connect[i].tcp_port
 
     def http(self, i: int = 0) -> str:
         return self.logic[i].http

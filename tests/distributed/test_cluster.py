@@ -18,7 +18,7 @@ from tests.distributed.harness import Cluster, MariaDBServer, kill_database_conn
 from tests.e2e.httpapi import Device, HttpApi
 from tests.e2e.wire import WireClient, connect, items, parse, send_frame, wait_until
 from tests.support.db import MySQLBackend
-from tests.support.server import GoimProcess, free_port, pause
+from tests.support.server import LOOPBACK, GoimProcess, pause
 
 WINDOW = 50
 
@@ -270,26 +270,23 @@ class ClusterTests(MySQLBackend, TestCase):
         """A connect node with the wrong shared secret cannot log in; both sides log it."""
         c = await self.cluster()
         c.secret_file.write_text("x" * 32)  # the running nodes read it at start only
-        port = free_port()
         node = GoimProcess(
             self,
             "goim-connect",
+            {"--tcp": LOOPBACK},
             [
-                "--tcp", f"tcp:{port}:interface=127.0.0.1",
                 "--logic", f"127.0.0.1:{c.pb_ports[0]}",
                 "--redis", c.redis.url,
                 "--redis-prefix", c.prefix,
                 "--secret-file", str(c.secret_file),
                 "--node-id", "intruder",
             ],
-            http_port=None,
-            tcp_port=port,
         )
         await node.start()
         await wait_until(lambda: "wrong shared secret" in c.logic[0].log_text(), "the logic node's log line")
         await wait_until(lambda: "cannot reach logic node" in node.log_text(), "the connect node's log line")
         _, alice, _, _ = await self.users(c)
-        client = await connect(self, port)
+        client = await connect(self, node.tcp_port)
         ack = await client.sign_in(alice.device_id, alice.user_id, alice.token, expect_ok=False)
         self.assertEqual(ack.code, 2)
 

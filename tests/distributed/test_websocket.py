@@ -32,12 +32,15 @@ class ConnectNodeWebSocketTests(MySQLBackend, TestCase):
         the page and names that WebSocket in /web-config.json; a page origin not allowed
         by --ws-origins is refused."""
         cluster = Cluster(self, logic_nodes=1, connect_nodes=1)
+        # the logic node names the connect node's WebSocket before that node exists:
+        # the one port picked in advance
         ws_port = free_port()
         ws_url = f"ws://127.0.0.1:{ws_port}/ws"
+        cluster.logic[0].args += ["--web-ws-url", ws_url]
+        await cluster.start_logic()
         page = cluster.http(0)
         cluster.connect[0].args += ["--ws", f"tcp:{ws_port}:interface=127.0.0.1", "--ws-origins", page]
-        cluster.logic[0].args += ["--web-ws-url", ws_url]
-        await cluster.start()
+        await cluster.start_connect()
 
         response = await treq.get(page + "/web-config.json", persistent=False)
         self.assertEqual(json.loads(await response.content()), {"ws_url": ws_url})

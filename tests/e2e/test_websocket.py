@@ -22,7 +22,7 @@ from goim.protocols.codec import KICKED, MESSAGE_PUSH
 from goim.protocols.framing import decode_frames
 from tests.e2e.httpapi import HttpApi
 from tests.e2e.wire import WireClient, connect, items, wait_until
-from tests.support.server import StandaloneServer, free_port
+from tests.support.server import StandaloneServer
 
 
 class _Stream:
@@ -72,10 +72,10 @@ async def connect_ws(testcase: TestCase, url: str, *, origin: str | None = None)
 class WebSocketEndToEndTests(TestCase):
     timeout = 120
 
-    async def start(self, *extra: str) -> tuple[StandaloneServer, HttpApi]:
+    async def start(self, *extra: str, ws: bool = False) -> tuple[StandaloneServer, HttpApi]:
         database = Path(self.mktemp()).resolve()
         database.parent.mkdir(parents=True, exist_ok=True)
-        server = StandaloneServer(self, f"sqlite:{database}.db", *extra)
+        server = StandaloneServer(self, f"sqlite:{database}.db", *extra, ws=ws)
         await server.start()
         return server, HttpApi(server.http)
 
@@ -83,8 +83,8 @@ class WebSocketEndToEndTests(TestCase):
         """Alice on TCP and Bob on two WebSockets (/ws of the HTTP port and --ws) chat
         both ways live; a sync over WebSocket returns the history; a new sign-in of the
         device over TCP kicks its WebSocket."""
-        ws_port = free_port()
-        server, api = await self.start("--ws", f"tcp:{ws_port}:interface=127.0.0.1")
+        server, api = await self.start(ws=True)
+        ws_port = server.port("--ws")
         alice = await api.new_user("alice")
         bob = await api.new_user("bob")
         bob2 = await api.another_device(bob)

@@ -41,25 +41,8 @@ DEFAULT_TIMEOUT = 15.0
 _POLL = 0.01
 
 
-async def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """Poll ``condition`` until it returns something true, and return that.
-
-    Args:
-        condition: checked now and then every 10 ms while the reactor runs.
-        what: the awaited state, for the failure message.
-        timeout: seconds before giving up.
-
-    Raises:
-        AssertionError: ``condition`` stayed false until the deadline.
-    """
-    deadline = _clock.seconds() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if _clock.seconds() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await deferLater(reactor, _POLL, lambda: None)
+# one wait_until for every test (re-exported here for the wire tests)
+from goim.testing.harness import wait_until  # noqa: E402,F401
 
 
 # --- client frames (the codec's typed frames; one frame builder for every test) -------

@@ -33,20 +33,8 @@ def unique_prefix() -> str:
     return f"goimtest{secrets.token_hex(6)}:"
 
 
-async def wait_until(condition: Callable[[], Any], what: str, *, timeout: float = WAIT_TIMEOUT) -> Any:
-    """Poll ``condition`` every 10 ms of reactor time until it is true, and return it.
-
-    Raises:
-        AssertionError: ``condition`` stayed false for ``timeout`` seconds.
-    """
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if reactor.seconds() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
+# one wait_until for every test (re-exported here for the Redis tests)
+from goim.testing.harness import wait_until  # noqa: E402,F401
 
 
 async def delete_keys(redis: Redis, prefix: str) -> None:

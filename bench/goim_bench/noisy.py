@@ -34,10 +34,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from goim.bench.accounts import PASSWORD, run_all
-from goim.bench.common import Context, MemorySampler, device_row, verify_pool
-from goim.bench.driver import gather
-from goim.bench.stats import summarize
+from goim_bench.accounts import PASSWORD, run_all
+from goim_bench.common import Context, MemorySampler, device_row, verify_pool
+from goim_bench.driver import gather
+from goim_bench.stats import summarize
 from goim.pb import goim_pb2 as pb
 from goim.protocols.codec import HEARTBEAT, SIGN_IN, SYNC_TRIGGER
 from goim.protocols.framing import encode_frame
@@ -326,7 +326,7 @@ def _rss(samples: list[list[Any]], start: float, end: float) -> dict[str, Any]:
 
 async def noisy(ctx: Context) -> None:
     """Normal users' latency, failures and the server's memory, quiet vs under attack."""
-    from goim.bench.scenarios import _connect, _quiesce, _receive_figures, _send
+    from goim_bench.scenarios import _connect, _quiesce, _receive_figures, _send
 
     s = ctx.settings
     pairs = int(s.size("noisy_pairs", 10, 100))

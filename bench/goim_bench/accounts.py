@@ -124,7 +124,7 @@ async def run_all(
     Bounding whole tasks (not only requests) makes each task finish soon after it
     starts: a user's two requests do not queue behind every other user's first one.
     """
-    from goim.bench.driver import gather
+    from goim_bench.driver import gather
 
     results: list[T | None] = [None] * len(tasks)
     queue = list(enumerate(tasks))

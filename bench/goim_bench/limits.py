@@ -1,11 +1,12 @@
 """Raw limits of this machine, measured in the same run as goim (scenario ``limits``).
 
 * a minimal Twisted TLV echo server (goim's framing, nothing else): frames/s;
-* batched INSERTs through goim's adbapi pool (100-row ``executemany`` transactions,
-  10 in flight, as ``bench/logic.py`` measures): rows/s on SQLite and on MariaDB;
+* batched INSERTs into a table of the shape of goim's ``messages`` through a Twisted
+  adbapi pool configured as goim's (100-row ``executemany`` transactions, 10 in
+  flight; no goim storage code): rows/s on SQLite and on MariaDB;
 * Redis pub/sub through txredisapi (hiredis installed): messages/s.
 
-Each runs in its own process (``python -m goim.bench.limits KIND ...``, JSON on
+Each runs in its own process (``python -m goim_bench.limits KIND ...``, JSON on
 stdout) so that goim's numbers can be read as ratios to these.
 """
 
@@ -26,7 +27,7 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThread
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
-from goim.bench.driver import die_with_parent
+from goim_bench.driver import die_with_parent
 from goim.protocols.framing import TLVReceiver, decode_frames, encode_frame
 
 ECHO_VALUE = bytes(range(32))
@@ -101,59 +102,93 @@ async def _echo_client(reactor: Any, host: str, port: int, source: str, connecti
 
 
 def _serve_echo(reactor: Any, port: int) -> defer.Deferred[None]:
+    """Listen (port 0: one the kernel picks) and print ``{"listening": PORT}``."""
     factory = Factory.forProtocol(EchoServerProtocol)
-    reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=1024)
-    print(json.dumps({"listening": port}), flush=True)
+    listening = reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=1024)
+    print(json.dumps({"listening": listening.getHost().port}), flush=True)
     return defer.Deferred()  # runs until killed
 
 
 # --- batched inserts ---------------------------------------------------------------------------
 
+#: the shape of goim's ``messages`` table (goim/storage/schema.py), created here on
+#: a scratch database so that the limit needs nothing of goim's storage code
+MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
+    user_id {bigint} NOT NULL, seq {bigint} NOT NULL, message_id {bigint} NOT NULL,
+    sender_type INTEGER NOT NULL, sender_id {bigint} NOT NULL, sender_device_id {bigint} NOT NULL,
+    receiver_type INTEGER NOT NULL, receiver_id {bigint} NOT NULL, type INTEGER NOT NULL,
+    content TEXT NOT NULL, send_time {bigint} NOT NULL, created_at {bigint} NOT NULL,
+    PRIMARY KEY (user_id, seq)){options}"""
 
-async def insert_rows(db: Any, rows: int, *, in_flight: int = 10) -> float:
+
+def _open_sqlite(connection: Any) -> None:
+    """goim's SQLite settings: WAL, synchronous=FULL (its default)."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def rows_pool(url: str) -> tuple[Any, str, str]:
+    """A Twisted adbapi pool for ``url`` configured as goim configures its own (one
+    SQLite connection; up to 10 PyMySQL connections, READ COMMITTED), the DDL of the
+    table and the driver's placeholder."""
+    from urllib.parse import unquote, urlsplit
+
+    from twisted.enterprise import adbapi
+
+    if url.startswith("sqlite:"):
+        pool = adbapi.ConnectionPool("sqlite3", database=url[len("sqlite:"):], check_same_thread=False, cp_min=1,
+                                     cp_max=1, cp_openfun=_open_sqlite)  # fmt: skip
+        return pool, MESSAGES_TABLE.format(bigint="INTEGER", options=""), "?"
+    parts = urlsplit(url)
+    pool = adbapi.ConnectionPool(
+        "pymysql", host=parts.hostname or "127.0.0.1", port=parts.port or 3306, user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""), database=parts.path.lstrip("/"), cp_min=1, cp_max=10,
+        cp_reconnect=True, cp_noisy=False, charset="utf8mb4", autocommit=False, connect_timeout=5,
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    )  # fmt: skip
+    ddl = MESSAGES_TABLE.format(bigint="BIGINT", options=" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+    return pool, ddl, "%s"
+
+
+async def insert_rows(pool: Any, placeholder: str, rows: int, *, in_flight: int = 10) -> float:
     """Insert ``rows`` message rows as 100-row ``executemany`` transactions, ``in_flight``
-    at once, through goim's pool (users above 10**9); returns the seconds it took.
+    at once, through an adbapi pool (users above 10**9); returns the seconds it took.
 
     Only placeholders stand in VALUES: PyMySQL then folds each executemany into one
     multi-row INSERT.
     """
-    from goim.storage.database import Txn
+    statement = (
+        "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
+        " receiver_type, receiver_id, type, content, send_time, created_at)"
+        f" VALUES ({', '.join([placeholder] * 12)})"
+    )
 
-    def insert_txn(txn: Txn, base: int) -> None:
-        txn.executemany(
-            "INSERT INTO messages (user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
-            " receiver_type, receiver_id, type, content, send_time, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)],
-        )
+    def insert_txn(cursor: Any, base: int) -> None:
+        cursor.executemany(statement, [(10**9 + base, i, base + i, 1, 1, 1, 1, 1, 1, "x" * 20, 0, 0) for i in range(100)])
 
     bases = list(range(1, rows + 1, 100))
     start = time.perf_counter()
 
     async def worker() -> None:
         while bases:
-            await db.run("bench_insert", insert_txn, bases.pop(0))
+            await pool.runInteraction(insert_txn, bases.pop(0))
 
     await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(in_flight)])
     return time.perf_counter() - start
 
 
 async def _db_rows(reactor: Any, url: str, rows: int) -> dict[str, Any]:
-    from goim.storage.database import Database, Txn
-    from goim.storage.schema import migrate_txn
-
-    db = Database(url, reactor)
+    pool, ddl, placeholder = rows_pool(url)
     try:
-        await db.run("migrate", migrate_txn)
-        elapsed = await insert_rows(db, rows)
-
-        def count_txn(txn: Txn) -> int:
-            row = txn.query("SELECT COUNT(*) FROM messages WHERE user_id > ?", (10**9,))
-            return int(row[0][0])
-
-        stored = await db.run("bench_count", count_txn)
+        await pool.runOperation(ddl)
+        elapsed = await insert_rows(pool, placeholder, rows)
+        counted = await pool.runQuery(f"SELECT COUNT(*) FROM messages WHERE user_id > {placeholder}", (10**9,))
+        stored = int(counted[0][0])
     finally:
-        db.close()
+        pool.close()
     inserted = len(range(1, rows + 1, 100)) * 100
     return {"rows": inserted, "stored": stored, "seconds": elapsed, "rows_per_s": inserted / elapsed}
 
@@ -255,12 +290,12 @@ def start_private_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int] | 
 
 
 async def _child(ctx: Any, args: list[str], cpus: str | None, timeout: float) -> dict[str, Any]:
-    """Run ``python -m goim.bench.limits ARGS`` (pinned to ``cpus``); its JSON output."""
+    """Run ``python -m goim_bench.limits ARGS`` (pinned to ``cpus``); its JSON output."""
     from twisted.internet.utils import getProcessOutputAndValue
 
-    from goim.bench.driver import child_env, pinned
+    from goim_bench.driver import child_env, pinned
 
-    argv = pinned([sys.executable, "-m", "goim.bench.limits", *args], cpus)
+    argv = pinned([sys.executable, "-m", "goim_bench.limits", *args], cpus)
     d = getProcessOutputAndValue(shutil.which(argv[0]) or argv[0], argv[1:], env=child_env(), path=str(ctx.workdir))
     d.addTimeout(timeout, ctx.reactor)
     out, err, code = await d
@@ -272,8 +307,8 @@ async def _child(ctx: Any, args: list[str], cpus: str | None, timeout: float) ->
 
 async def limits(ctx: Any) -> None:
     """Measure the raw limits; every part checks its own counts."""
-    from goim.bench.driver import child_env, gather, pinned, source_address
-    from goim.bench.server import free_port, mysql_admin, mysql_reachable
+    from goim_bench.driver import child_env, gather, pinned, source_address
+    from goim_bench.server import mysql_admin, mysql_reachable
 
     s = ctx.settings
     seconds = float(s.size("limits_seconds", 1.5, 5.0))
@@ -284,18 +319,16 @@ async def limits(ctx: Any) -> None:
     problems: list[str] = []
     bar = ctx.bar("raw limits", 4, "part")
 
-    # 1. a bare TLV echo server
-    port = free_port()
-    argv = pinned([sys.executable, "-m", "goim.bench.limits", "echo-server", "--port", str(port)], s.server_cpus)
-    server = subprocess.Popen(argv, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # 1. a bare TLV echo server, on a port it binds itself and reports
+    argv = pinned([sys.executable, "-m", "goim_bench.limits", "echo-server", "--port", "0"], s.server_cpus)
+    server = subprocess.Popen(argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               stdin=subprocess.DEVNULL, cwd=ctx.workdir, preexec_fn=die_with_parent)  # fmt: skip
     try:
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            await ctx.sleep(0.05)
+        assert server.stdout is not None
+        line = await deferToThread(server.stdout.readline)
+        if not line:
+            raise RuntimeError(f"the echo server exited with {server.wait()} before listening")
+        port = int(json.loads(line)["listening"])
         replies = await gather(
             [
                 _child(ctx, ["echo-client", "--port", str(port), "--source", source_address(i),
@@ -366,11 +399,11 @@ async def limits(ctx: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m goim.bench.limits echo-server|echo-client|db-rows|redis-pubsub ...``."""
+    """``python -m goim_bench.limits echo-server|echo-client|db-rows|redis-pubsub ...``."""
     parser = argparse.ArgumentParser(description="raw limits for goim-bench (JSON on stdout)")
     sub = parser.add_subparsers(dest="kind", required=True)
     p = sub.add_parser("echo-server")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, default=0)
     p = sub.add_parser("echo-client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

@@ -1,4 +1,4 @@
-"""The scenarios: idle, one-to-one, group, sync, storm (``limits`` is in goim.bench.limits).
+"""The scenarios: idle, one-to-one, group, sync, storm (``limits`` is in goim_bench.limits).
 
 Each is ``async def scenario(ctx)``: it registers what it needs over HTTP, starts
 its load generators, measures, and ends by verifying through sync that every
@@ -13,8 +13,8 @@ from functools import partial
 import time
 from typing import Any, Sequence
 
-from goim.bench.accounts import BenchUser, run_all
-from goim.bench.common import (
+from goim_bench.accounts import BenchUser, run_all
+from goim_bench.common import (
     Context,
     MemorySampler,
     device_row,
@@ -23,9 +23,9 @@ from goim.bench.common import (
     steady_rate,
     verify_pool,
 )
-from goim.bench.driver import LoadgenPool, gather, split
-from goim.bench.server import open_files, open_files_limit
-from goim.bench.stats import summarize
+from goim_bench.driver import LoadgenPool, gather, split
+from goim_bench.server import open_files, open_files_limit
+from goim_bench.stats import summarize
 
 
 def _sum(replies: Sequence[dict[str, Any]], key: str) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from goim.bench.accounts import Registrar, run_all
-from goim.bench.common import Context, device_row
-from goim.bench.server import BenchServer
+from goim_bench.accounts import Registrar, run_all
+from goim_bench.common import Context, device_row
+from goim_bench.server import BenchServer
 
 #: capacity scenarios lift the per-user send budget: they measure the server, not the budget
 NO_BUDGET = ("--send-rate", "1e9", "--send-burst", "1e9")
@@ -23,7 +23,7 @@ NO_BUDGET = ("--send-rate", "1e9", "--send-burst", "1e9")
 
 async def durability(ctx: Context) -> None:
     """Closed-loop one-to-one sends/s with ``--sqlite-synchronous full`` and ``normal``."""
-    from goim.bench.scenarios import _connect, _send
+    from goim_bench.scenarios import _connect, _send
 
     s = ctx.settings
     if s.database or s.target_http:

@@ -1,6 +1,7 @@
-"""Measure pure TLV framing speed on one core (not a test; speed is never asserted).
+"""Pure TLV framing speed on one core (scenario ``framing``; speed is never asserted).
 
-Usage: ``PYTHONPATH=. python bench/framing.py [--seconds 0.5] [--repeat 5]``
+``goim-bench framing`` writes the figures as a scenario result;
+``python -m goim_bench.framing [--seconds 0.5] [--repeat 5]`` prints the table.
 
 For 32-byte and 1 KiB values it reports frames per second for:
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.testing import StringTransport
 
@@ -86,6 +87,46 @@ def measure(size: int, seconds: float, repeat: int) -> tuple[float, float, float
     )
 
 
+SIZES = ((32, "32 B"), (1024, "1 KiB"))
+
+
+async def framing(ctx: Any) -> None:
+    """The scenario: encode, decode and receiver frames/s for 32 B and 1 KiB values,
+    in the driver process (pinned to the server's CPUs with ``--cpus``)."""
+    import os
+
+    s = ctx.settings
+    seconds = float(s.size("framing_seconds", 0.1, 0.5))
+    repeat = int(s.size("framing_repeat", 2, 5))
+    ctx.params.update(seconds_per_run=seconds, repeat=repeat, python=platform.python_version())
+    before = os.sched_getaffinity(0)
+    if s.server_cpus:
+        os.sched_setaffinity(0, _cpu_list(s.server_cpus))
+    rows: list[dict[str, Any]] = []
+    bar = ctx.bar("framing", len(SIZES), "size")
+    try:
+        for size, label in SIZES:
+            # the measurements check their own frame counts (assert) on every run
+            encode, decode, receive = measure(size, seconds, repeat)
+            rows.append({"value": label, "bytes": size, "encode_per_s": round(encode), "decode_per_s": round(decode),
+                         "receiver_per_s": round(receive), "receiver_mb_per_s": round(receive * (size + 4) / 1e6, 1)})  # fmt: skip
+            bar.update(1)
+    finally:
+        bar.close()
+        os.sched_setaffinity(0, before)
+    ctx.metrics["frames"] = rows
+    ctx.result["verification"] = {"verified": all(r["receiver_per_s"] > 0 for r in rows)}
+
+
+def _cpu_list(text: str) -> set[int]:
+    """A ``taskset -c`` list (``0``, ``0-2``, ``0,3``) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,7 +142,7 @@ def main() -> None:
         f"{'receiver fr/s':>13} | {'receiver MB/s':>13}"
     )
     print("-" * 70)
-    for size, label in ((32, "32 B"), (1024, "1 KiB")):
+    for size, label in SIZES:
         enc, dec, rcv = measure(size, args.seconds, args.repeat)
         mbps = rcv * (size + 4) / 1e6
         print(f"{label:>7} | {enc:>12,.0f} | {dec:>12,.0f} | {rcv:>13,.0f} | {mbps:>13,.1f}")

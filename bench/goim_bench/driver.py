@@ -33,16 +33,10 @@ def source_address(index: int) -> str:
     return f"127.0.0.{index + 2}"
 
 
-def repo_root() -> str:
-    """The directory that holds the ``goim`` package (for child processes' PYTHONPATH)."""
-    return str(Path(__file__).resolve().parents[2])
-
-
 def child_env() -> dict[str, str]:
-    """The environment of child Python processes: this one with goim importable."""
+    """The environment of child Python processes: this one, unbuffered (goim and
+    goim_bench are installed packages, so no search path is added)."""
     env = dict(os.environ)
-    root = repo_root()
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -68,7 +62,7 @@ def pinned(argv: list[str], cpus: str | None) -> list[str]:
 
 
 class LoadgenProcess(ProcessProtocol):
-    """One ``python -m goim.bench.loadgen`` child speaking JSON lines."""
+    """One ``python -m goim_bench.loadgen`` child speaking JSON lines."""
 
     def __init__(self, index: int, log_path: Path, on_progress: ProgressCallback | None) -> None:
         self.index = index
@@ -214,7 +208,7 @@ class LoadgenPool:
                 json.dump(job, f)
             proc = LoadgenProcess(index, self.workdir / f"loadgen{index}.log", self._progress)
             argv = pinned(
-                [sys.executable, "-m", "goim.bench.loadgen", "--job", job_path, "--max-seconds", str(self.max_seconds)],
+                [sys.executable, "-m", "goim_bench.loadgen", "--job", job_path, "--max-seconds", str(self.max_seconds)],
                 self.cpus,
             )
             self.reactor.spawnProcess(

@@ -21,19 +21,23 @@ import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from goim.bench import limits as limits_module, scenarios
-from goim.bench.durability import NO_BUDGET, durability
-from goim.bench.noisy import SERVER_ARGS as NOISY_SERVER_ARGS, noisy
-from goim.bench.common import Context, Settings
-from goim.bench.results import load_average, machine_info, write_plot, write_result
-from goim.bench.server import BenchServer, Server, TargetServer
+from goim_bench import limits as limits_module, scenarios
+from goim_bench.durability import NO_BUDGET, durability
+from goim_bench.framing import framing
+from goim_bench.logic import logic
+from goim_bench.noisy import SERVER_ARGS as NOISY_SERVER_ARGS, noisy
+from goim_bench.common import Context, Settings
+from goim_bench.results import load_average, machine_info, write_plot, write_result
+from goim_bench.server import BenchServer, Server, TargetServer
 
 Scenario = Callable[[Context], Awaitable[None]]
 
 #: name -> (function, needs a goim server); the default order runs the short ones first
 SCENARIOS: dict[str, tuple[Scenario, bool]] = {
+    "framing": (framing, False),
     "limits": (limits_module.limits, False),
     "sync": (scenarios.sync, True),
+    "logic": (logic, True),
     "one-to-one": (scenarios.one_to_one, True),
     "one-to-one-ws": (scenarios.one_to_one_ws, True),
     "group": (scenarios.group, True),
@@ -77,6 +81,10 @@ SIZE_KEYS = {
     "noisy_slow_http": "noisy: slow HTTP connections held",
     "noisy_never_wait_s": "noisy: seconds to wait at the end for the server to drop the never-reader",
     "durability_rounds": "durability: FULL/NORMAL rounds",
+    "framing_seconds": "framing: seconds per run",
+    "framing_repeat": "framing: runs per figure (the best counts)",
+    "logic_s": "logic: seconds per in-flight level",
+    "logic_group": "logic: members of the group",
 }
 
 
@@ -213,7 +221,7 @@ async def run_scenario(reactor: Any, settings: Settings, name: str) -> dict[str,
         if (workdir / "driver-traceback.txt").exists():
             shutil.copy(workdir / "driver-traceback.txt", logs / "driver-traceback.txt")
         result["logs"] = str(logs)
-    from goim.bench.plots import PLOTS
+    from goim_bench.plots import PLOTS
 
     try:
         write_plot(settings.output, name, lambda figure: PLOTS[name](figure, result))
@@ -258,6 +266,11 @@ def headline(name: str, result: dict[str, Any]) -> str:
                     f"(x{t['p99_attack_over_quiet']}); failed {t['failed_normal_requests']}; "
                     f"RSS max {m['rss_mib']['quiet_max']} -> {m['rss_mib']['attack_max']} MiB; "
                     f"p99 x quiet by attack: {t['p99_over_quiet']}")  # fmt: skip
+        if name == "framing":
+            return "; ".join(f"{r['value']}: decode {r['decode_per_s']:,} fr/s, receiver {r['receiver_per_s']:,} fr/s"
+                             for r in m.get("frames", []))  # fmt: skip
+        if name == "logic":
+            return "; ".join(f"{lv['case']} x{lv['in_flight']}: {lv['sends_per_s']:,.0f}/s" for lv in m.get("levels", []))
         if name == "durability":
             return (f"SQLite FULL {m['full_sends_per_s']:,.0f} sends/s, NORMAL {m['normal_sends_per_s']:,.0f} "
                     f"sends/s (x{m['normal_over_full']})")  # fmt: skip
@@ -280,7 +293,7 @@ async def run(reactor: Any, settings: Settings, names: list[str]) -> int:
         for problem in (result.get("errors", []) + result.get("verification", {}).get("problems", []))[:10]:
             lines.append(f"{'':<11} - {problem.splitlines()[0] if problem else problem}")
     if "one-to-one" in results and "one-to-one-ws" in results:
-        from goim.bench.report import websocket_rows
+        from goim_bench.report import websocket_rows
 
         tcp, ws = results["one-to-one"].get("metrics", {}), results["one-to-one-ws"].get("metrics", {})
         lines.append("WebSocket beside TCP, same run:")

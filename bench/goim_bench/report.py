@@ -1,4 +1,4 @@
-"""Markdown tables from a results directory: ``python -m goim.bench.report [DIR]``.
+"""Markdown tables from a results directory: ``python -m goim_bench.report [DIR]``.
 
 Used to write the results section of docs/benchmarks.md from a full run, and to
 compare a run with the targets and with the raw limits measured beside it.
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = _load(args.directory)
     if args.replot:
-        from goim.bench.plots import PLOTS
-        from goim.bench.results import write_plot
+        from goim_bench.plots import PLOTS
+        from goim_bench.results import write_plot
 
         def drawer(name: str, result: dict[str, Any]) -> Callable[[Any], None]:
             return lambda figure: PLOTS[name](figure, result)

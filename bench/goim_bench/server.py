@@ -1,6 +1,7 @@
 """The server under test: a ``twistd -n goim`` child process, or one given by address.
 
-:class:`BenchServer` starts the standalone server on free loopback ports with its own
+:class:`BenchServer` starts the standalone server on loopback ports the kernel picks
+(the shared harness, goim.testing.harness, reads them back) with its own
 database (a SQLite file in a scratch directory, or a scratch MariaDB database that
 is dropped again), reads its memory from ``/proc``, and always stops it.
 :class:`TargetServer` is a server someone else runs (``--target-http`` and
@@ -11,26 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import treq
-from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from goim.bench.driver import child_env, die_with_parent, pinned
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from goim.testing.harness import LOOPBACK, GoimProcess
+from goim_bench.driver import child_env, die_with_parent, pinned
 
 
 def read_status(pid: int) -> dict[str, int]:
@@ -76,12 +65,6 @@ def open_files(pid: int) -> int | None:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
-
-
-def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 class Server:
@@ -147,7 +130,8 @@ BENCH_LIMIT_ARGS = (
 
 
 class BenchServer(Server):
-    """``twistd -n goim`` on free ports, with a scratch database, in ``workdir``."""
+    """``twistd -n goim`` on loopback ports the kernel picks (goim.testing.harness),
+    with a scratch database, in ``workdir``."""
 
     def __init__(
         self,
@@ -177,13 +161,24 @@ class BenchServer(Server):
         self.nofile = nofile
         self.extra_args = extra_args
         self.tcp_host = "127.0.0.1"
-        self.tcp_port = free_port()
-        self.http_port = free_port()
-        self.http = f"http://127.0.0.1:{self.http_port}"
-        self.logfile = workdir / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = GoimProcess(
+            "goim",
+            {"--tcp": f"{LOOPBACK}:backlog={backlog}", "--http": LOOPBACK},
+            workdir=workdir,
+            env=child_env(),
+            wrap=self._wrap,
+            preexec_fn=die_with_parent,
+            reactor=reactor,
+        )
+        self.logfile = self.process.logfile
         self.database_name: str | None = None
         self.database_kind = "mysql" if self.mysql else "sqlite"
+
+    def _wrap(self, argv: list[str]) -> list[str]:
+        argv = pinned(argv, self.cpus)
+        if self.nofile:
+            argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
+        return argv
 
     def database_url(self) -> str:
         if self.mysql:
@@ -196,82 +191,30 @@ class BenchServer(Server):
         if self.mysql:
             await deferToThread(mysql_admin, self.mysql, f"CREATE DATABASE {self.database_name} "
                                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")  # fmt: skip
-        argv = pinned(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "goim",
-                "--tcp",
-                f"tcp:{self.tcp_port}:interface=127.0.0.1:backlog={self.backlog}",
-                "--http",
-                f"tcp:{self.http_port}:interface=127.0.0.1",
-                "--database",
-                url,
-                *BENCH_LIMIT_ARGS,
-                *self.extra_args,
-            ],
-            self.cpus,
-        )
-        if self.nofile:
-            argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
-        env = child_env()
-        with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+        self.process.args = ["--database", url, *BENCH_LIMIT_ARGS, *self.extra_args]
+        try:
+            await self.process.start(timeout=timeout)
+        except AssertionError as e:
+            raise RuntimeError(str(e)) from None
         self.pid = self.process.pid
-        deadline = self.reactor.seconds() + timeout
-        while self.reactor.seconds() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                response = await treq.get(self.http + "/healthz", timeout=2, persistent=False)
-                await response.content()
-                if response.code == 200:
-                    return
-            except Exception:
-                pass
-            await _sleep(self.reactor, 0.1)
-        raise RuntimeError(f"the server did not answer /healthz within {timeout:.0f} s:\n{self.log_tail()}")
+        self.tcp_port = self.process.port("--tcp")
+        self.http = f"http://127.0.0.1:{self.process.port('--http')}"
 
     async def stop(self, timeout: float = 20.0) -> None:
-        process = self.process
-        self.process = None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            deadline = self.reactor.seconds() + timeout
-            while process.poll() is None and self.reactor.seconds() < deadline:
-                await _sleep(self.reactor, 0.05)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        await self.process.stop(timeout=timeout)
         if self.mysql and self.database_name:
             name, self.database_name = self.database_name, None
             await deferToThread(mysql_admin, self.mysql, f"DROP DATABASE IF EXISTS {name}")
 
     def kill(self) -> None:
         """SIGKILL at once (last-resort cleanup)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.process.kill()
 
     def log_text(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.process.log_text()
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return self.process.log_tail(lines)
 
 
 def mysql_admin(server: str, statement: str) -> None:

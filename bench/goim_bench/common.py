@@ -10,10 +10,10 @@ from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from goim.bench.accounts import BenchDevice, Registrar, run_all
-from goim.bench.driver import LoadgenPool
-from goim.bench.server import Server
-from goim.bench.stats import digest
+from goim_bench.accounts import BenchDevice, Registrar, run_all
+from goim_bench.driver import LoadgenPool
+from goim_bench.server import Server
+from goim_bench.stats import digest
 
 
 @dataclass
@@ -62,11 +62,18 @@ class Context:
     transport: str = "tcp"
 
     def __post_init__(self) -> None:
-        self.registrar = Registrar(self.server.http, concurrency=self.settings.registration_concurrency)
+        self._registrar: Registrar | None = None
         self.metrics: dict[str, Any] = self.result.setdefault("metrics", {})
         self.params: dict[str, Any] = self.result.setdefault("params", {})
         self.errors: list[str] = self.result.setdefault("errors", [])
         self.notes: list[str] = self.result.setdefault("notes", [])
+
+    @property
+    def registrar(self) -> Registrar:
+        """HTTP setup calls to the server (its address is known once it started)."""
+        if self._registrar is None:
+            self._registrar = Registrar(self.server.http, concurrency=self.settings.registration_concurrency)
+        return self._registrar
 
     def ws_url(self) -> str:
         """The server's WebSocket: /ws of its HTTP listener."""
@@ -104,7 +111,7 @@ class Context:
         return tqdm(total=total, desc=f"{self.name}: {desc}", unit=unit, mininterval=0.5, leave=True, dynamic_ncols=True)
 
     async def sleep(self, seconds: float) -> None:
-        from goim.bench.driver import _sleep
+        from goim_bench.driver import _sleep
 
         await _sleep(self.reactor, seconds)
 

@@ -1,338 +1,41 @@
-"""A load-generator process: many lean client connections driven by commands.
-
-Run as ``python -m goim.bench.loadgen --job FILE [--max-seconds S]`` by
-``goim.bench.driver``. The job file (JSON) names the server, the loopback source
-address to connect from and the devices this process plays::
-
-    {"host": "127.0.0.1", "port": 50000, "source": "127.0.0.2", "content_size": 64,
-     "devices": [[device_id, user_id, token, receiver_type, receiver_id], ...]}
-
-(``receiver_type`` 0: the device does not send). Commands arrive on stdin as JSON
-lines ``{"id": n, "cmd": name, ...}``, one at a time; replies and progress go to
-stdout as JSON lines (``{"event": "reply", "id": n, "data": {...}}``,
-``{"event": "progress", "data": {...}}``, ``{"event": "error", "id": n, ...}``).
-
-Connections use goim's framing and codec directly: no client library, no
-per-message objects beyond the decoded protobuf. The process stops by itself when
-stdin closes, on ``exit``, or after ``--max-seconds``.
-
-Latency: a send's content starts with ``"<time.time()> <phase> "``; a device that
-receives the live push computes arrival minus that stamp (all processes run on one
-machine, so wall clocks agree).
-"""
+"""The devices of one load-generator process and the commands that drive them
+(``connect``, ``hold``, ``send``, ``quiesce``, ``sync``, ``verify``, ``acked``,
+``disconnect``, ``stats``)."""
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import random
-import sys
 import time
 from typing import Any, Callable
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
-from twisted.internet.stdio import StandardIO
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from goim.bench.stats import Reservoir, digest
 from goim.pb import goim_pb2 as pb
-from goim.protocols.codec import (
-    HEARTBEAT,
-    HEARTBEAT_ACK,
-    KICKED,
-    MESSAGE,
-    MESSAGE_ACK,
-    MESSAGE_PUSH,
-    MESSAGE_SEND,
-    MESSAGE_SEND_ACK,
-    SIGN_IN,
-    SIGN_IN_ACK,
-    SIGN_IN_OK,
-    SYNC_TRIGGER,
+from goim.protocols.codec import MESSAGE_ACK, MESSAGE_PUSH, MESSAGE_SEND, SIGN_IN_OK
+from goim_bench.loadgen.connecting import ConnectRun
+from goim_bench.loadgen.connection import Connection
+from goim_bench.loadgen.device import Device, PhaseStats
+from goim_bench.loadgen.frames import (
+    ACK_EVERY,
+    HEARTBEAT_FRAME,
+    LATENCY_SAMPLES,
+    MAX_IN_FLIGHT,
+    MAX_SEND_TRIES,
+    RETRY_CODES,
+    _encode_frame,
+    _now,
+    parse_stamp,
+    sign_in_frame,
+    stamp_content,
+    sync_frame,
 )
-from goim.protocols.framing import decode_frames, encode_frame
-
-log = Logger()
+from goim_bench.stats import Reservoir, digest
 
 reactor: Any = _reactor
 
-#: the server closes a connection past 2,000 frames/s (burst 4,000): stay below
-CLIENT_FRAME_RATE = 1500.0
-CLIENT_FRAME_BURST = 1500.0
-#: the server stops reading past 256 sends in flight; a sender stays below
-MAX_IN_FLIGHT = 200
-#: latency samples kept per phase (a uniform sample beyond this)
-LATENCY_SAMPLES = 200_000
-#: retryable ACK codes: internal error, rate limited
-RETRY_CODES = (1, 5)
-MAX_SEND_TRIES = 20
-HEARTBEAT_FRAME = encode_frame(HEARTBEAT, b"")
-ACK_EVERY = 0.25
-
-_encode_frame = encode_frame
-_now = time.time
-
-
-def sign_in_frame(device_id: int, user_id: int, token: str) -> bytes:
-    """An encoded SignIn frame."""
-    value = pb.SignIn(device_id=device_id, user_id=user_id, token=token).SerializeToString()
-    return encode_frame(SIGN_IN, value)
-
-
-def sync_frame(after: int) -> bytes:
-    """An encoded SyncTrigger frame."""
-    return encode_frame(SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=after).SerializeToString())
-
-
-def stamp_content(sent_at: float, phase: str, size: int) -> str:
-    """A message content carrying its send time and phase, padded to ``size`` characters."""
-    head = f"{sent_at:.6f} {phase} "
-    return head + "x" * max(0, size - len(head))
-
-
-def parse_stamp(content: str) -> tuple[float, str] | None:
-    """``(send time, phase)`` from a content made by :func:`stamp_content`, else None."""
-    parts = content.split(" ", 2)
-    if len(parts) < 2:
-        return None
-    try:
-        return float(parts[0]), parts[1]
-    except ValueError:
-        return None
-
-
-class PhaseStats:
-    """What the devices of this process received of one phase's messages."""
-
-    def __init__(self, track_messages: bool) -> None:
-        self.deliveries = 0
-        self.own_copies = 0
-        self.peer_deliveries = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.latency = Reservoir(LATENCY_SAMPLES)
-        #: message_id -> [send time, latest arrival, devices reached] (group fan-out)
-        self.messages: dict[int, list[float]] | None = {} if track_messages else None
-        self.buckets: dict[int, int] = {}
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "deliveries": self.deliveries,
-            "own_copies": self.own_copies,
-            "peer_deliveries": self.peer_deliveries,
-            "first": self.first,
-            "last": self.last,
-            "latency_ms": [round(v, 3) for v in self.latency.values],
-            "latency_seen": self.latency.seen,
-            "buckets": self.buckets,
-        }
-        if self.messages is not None:
-            data["messages"] = {str(k): v for k, v in self.messages.items()}
-        return data
-
-
-class Device:
-    """One device this process plays, across its connections."""
-
-    __slots__ = (
-        "index", "device_id", "user_id", "token", "receiver_type", "receiver_id", "conn", "signed_in",
-        "held", "top", "acked_top", "send_seq", "pending", "sync_waiter", "sync_items", "tokens",
-        "tokens_at", "pump_scheduled", "sent_count", "heartbeats", "heartbeat_acks", "kicked",
-    )  # fmt: skip
-
-    def __init__(self, index: int, device_id: int, user_id: int, token: str, receiver_type: int, receiver_id: int):
-        self.index = index
-        self.device_id = device_id
-        self.user_id = user_id
-        self.token = token
-        self.receiver_type = receiver_type
-        self.receiver_id = receiver_id
-        self.conn: Connection | None = None
-        self.signed_in = False
-        self.held: dict[int, int] = {}  # seq -> message_id, from pushes and syncs
-        self.top = 0  # highest contiguous seq held
-        self.acked_top = 0  # highest seq acknowledged to the server
-        self.send_seq = 0
-        self.pending: dict[int, list[Any]] = {}  # send_sequence -> [sent_at, value, tries]
-        self.sync_waiter: Deferred[list[tuple[int, int]]] | None = None
-        self.sync_items: list[tuple[int, int]] | None = None
-        self.tokens = CLIENT_FRAME_BURST
-        self.tokens_at = 0.0
-        self.pump_scheduled = False
-        self.sent_count = 0
-        self.heartbeats = 0
-        self.heartbeat_acks = 0
-        self.kicked = ""
-
-    def take_token(self, now: float) -> bool:
-        """Client-side frame budget, so the server's rate limit never closes us."""
-        tokens = min(CLIENT_FRAME_BURST, self.tokens + (now - self.tokens_at) * CLIENT_FRAME_RATE)
-        self.tokens_at = now
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
-
-    def hold(self, seq: int, message_id: int) -> bool:
-        """Keep one received copy; returns False when it conflicts with a held one."""
-        known = self.held.get(seq)
-        if known is not None:
-            return known == message_id
-        self.held[seq] = message_id
-        top = self.top
-        held = self.held
-        while top + 1 in held:
-            top += 1
-        self.top = top
-        return True
-
-
-class Connection(Protocol):
-    """One client connection: frames in, handlers on the generator."""
-
-    def __init__(self, gen: LoadGenerator, device: Device) -> None:
-        self.gen = gen
-        self.device = device
-        self._buffer = b""
-        self.lost = False
-
-    def connectionMade(self) -> None:
-        self.device.conn = self
-        self.gen.on_connected(self)
-
-    def write(self, data: bytes) -> None:
-        transport: Any = self.transport
-        if not self.lost and transport is not None:
-            transport.write(data)
-
-    def dataReceived(self, data: bytes) -> None:
-        gen = self.gen
-        gen.last_frame_at = _now()
-        frames, self._buffer = decode_frames(self._buffer + data if self._buffer else data)
-        device = self.device
-        for frame_type, value in frames:
-            if frame_type == MESSAGE:
-                gen.on_message(device, pb.Message.FromString(value))
-            elif frame_type == MESSAGE_SEND_ACK:
-                gen.on_send_ack(device, pb.MessageSendACK.FromString(value))
-            elif frame_type == HEARTBEAT_ACK:
-                device.heartbeat_acks += 1
-            elif frame_type == SIGN_IN_ACK:
-                gen.on_sign_in_ack(self, pb.SignInACK.FromString(value))
-            elif frame_type == KICKED:
-                device.kicked = pb.Kicked.FromString(value).reason
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
-        if self.device.conn is self:
-            self.device.conn = None
-            was_signed_in = self.device.signed_in
-            self.device.signed_in = False
-            self.gen.on_lost(self, was_signed_in)
-
-
-class _Attempt(ClientFactory):
-    """One connection attempt of one device."""
-
-    def __init__(self, gen: LoadGenerator, device: Device) -> None:
-        self.gen = gen
-        self.device = device
-
-    def buildProtocol(self, addr: Any) -> Connection:
-        return Connection(self.gen, self.device)
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        self.gen.on_connect_failed(self.device, reason)
-
-
-class _WebSocketStream:
-    """What a :class:`Connection` writes to on a WebSocket: each write is one binary
-    message (writes are whole frames), closes go through the close handshake."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-
-    def write(self, data: bytes) -> None:
-        if self.ws.state == self.ws.STATE_OPEN:
-            self.ws.sendMessage(data, isBinary=True)
-
-    def loseConnection(self) -> None:
-        if self.ws.state == self.ws.STATE_OPEN:
-            self.ws.sendClose(1000)
-        else:
-            self.ws.dropConnection(abort=True)
-
-    def abortConnection(self) -> None:
-        self.ws.dropConnection(abort=True)
-
-    def getPeer(self) -> Any:
-        return self.ws.transport.getPeer() if self.ws.transport is not None else None
-
-
-def _websocket_attempt(gen: LoadGenerator, device: Device, url: str) -> Any:
-    """An autobahn client factory for one connection attempt over WebSocket: the same
-    :class:`Connection` runs inside, fed with each binary message's frames."""
-    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-
-    class WebSocketConnection(WebSocketClientProtocol):
-        inner: Connection | None = None
-
-        def onOpen(self) -> None:
-            self.inner = Connection(gen, device)
-            self.inner.makeConnection(_WebSocketStream(self))
-
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            if self.inner is not None:
-                self.inner.dataReceived(payload)
-
-        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-            inner, self.inner = self.inner, None
-            if inner is not None:
-                inner.connectionLost(Failure(ConnectionDone()) if wasClean else Failure(ConnectionLost()))
-            else:
-                gen.on_connect_failed(device, Failure(ConnectionRefusedError(f"WebSocket handshake: {reason}")))
-
-    class Attempt(WebSocketClientFactory):
-        protocol = WebSocketConnection
-
-        def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-            gen.on_connect_failed(device, reason)
-
-    factory = Attempt(url)
-    # the goim heartbeat and the server's idle timeout do the liveness work
-    factory.setProtocolOptions(openHandshakeTimeout=20, closeHandshakeTimeout=2, tcpNoDelay=True)
-    return factory
-
-
-class _ConnectRun:
-    """The state of one ``connect`` command."""
-
-    def __init__(self, args: dict[str, Any], queue: list[Device]) -> None:
-        self.queue = queue
-        self.concurrency = int(args.get("concurrency", 200))
-        self.sync = bool(args.get("sync", False))
-        self.attempt_timeout = float(args.get("attempt_timeout", 20.0))
-        self.retries = int(args.get("retries", 0))
-        self.max_fail_streak = int(args.get("max_fail_streak", 1000))
-        self.expect: dict[int, int] = {int(k): v for k, v in (args.get("expect") or {}).items()}
-        self.active: dict[int, Any] = {}  # device index -> attempt timer
-        self.tries: dict[int, int] = {}
-        self.started_at: dict[int, float] = {}
-        self.t0 = _now()
-        self.signed_in: list[float] = []
-        self.up_to_date: list[float] = []
-        self.failed: dict[str, int] = {}
-        self.final_failures = 0
-        self.fail_streak = 0
-        self.stopped = False
-        self.done: Deferred[None] = Deferred()
 
 
 class LoadGenerator:
@@ -365,7 +68,7 @@ class LoadGenerator:
         self.retries = 0
         self.lost_after_sign_in = 0
         self.conflicts = 0
-        self._connect: _ConnectRun | None = None
+        self._connect: ConnectRun | None = None
         self._sending: dict[str, Any] | None = None
         self._dirty: set[Device] = set()
         self._ack_loop = None
@@ -420,24 +123,24 @@ class LoadGenerator:
         run = self._connect
         if ack.code != SIGN_IN_OK:
             if run is not None and device.index in run.active:
-                self._attempt_failed(device, f"sign-in refused: {ack.message}"[:80])
+                run.attempt_failed(device, f"sign-in refused: {ack.message}"[:80])
             return
         device.signed_in = True
         if run is not None and device.index in run.active:
             run.signed_in.append(_now() - run.t0)
             if not run.sync:
-                self._attempt_succeeded(device)
+                run.attempt_succeeded(device)
 
     def on_connect_failed(self, device: Device, reason: Failure) -> None:
         run = self._connect
         if run is not None and device.index in run.active:
-            self._attempt_failed(device, type(reason.value).__name__)
+            run.attempt_failed(device, type(reason.value).__name__)
 
     def on_lost(self, conn: Connection, was_signed_in: bool) -> None:
         device = conn.device
         run = self._connect
         if run is not None and device.index in run.active:
-            self._attempt_failed(device, "connection lost" + (f" ({device.kicked})" if device.kicked else ""))
+            run.attempt_failed(device, "connection lost" + (f" ({device.kicked})" if device.kicked else ""))
         elif was_signed_in:
             self.lost_after_sign_in += 1
         waiter = device.sync_waiter
@@ -518,7 +221,7 @@ class LoadGenerator:
             device.conn.write(sync_frame(device.top))
             return
         run.up_to_date.append(_now() - run.t0)
-        self._attempt_succeeded(device)
+        run.attempt_succeeded(device)
 
     # --- connect ------------------------------------------------------------------------
 
@@ -527,11 +230,11 @@ class LoadGenerator:
         queue = [d for d in self.devices if d.conn is None]
         if args.get("shuffle"):
             random.shuffle(queue)
-        run = self._connect = _ConnectRun(args, queue)
+        run = self._connect = ConnectRun(self, args, queue)
         attempted = len(queue)
-        deadline = self.clock.callLater(float(args.get("within", 600.0)), self._connect_deadline, run)
-        ticker = self.clock.callLater(0.25, self._connect_progress, run)
-        self._fill(run)
+        deadline = self.clock.callLater(float(args.get("within", 600.0)), run.deadline)
+        ticker = self.clock.callLater(0.25, run.report_progress)
+        run.fill()
         if not run.queue and not run.active:
             run.done.callback(None)
         try:
@@ -553,96 +256,6 @@ class LoadGenerator:
             "signed_in_at": [round(t, 4) for t in run.signed_in],
             "up_to_date_at": [round(t, 4) for t in run.up_to_date],
         }
-
-    def _fill(self, run: _ConnectRun) -> None:
-        while run.queue and len(run.active) < run.concurrency and not run.stopped:
-            device = run.queue.pop()
-            self._start_attempt(run, device)
-
-    def _start_attempt(self, run: _ConnectRun, device: Device) -> None:
-        run.active[device.index] = self.clock.callLater(run.attempt_timeout, self._attempt_timed_out, device)
-        run.started_at[device.index] = _now()
-        bind = (self.source, 0) if self.source else None
-        if self.ws_url:
-            factory: Any = _websocket_attempt(self, device, self.ws_url)
-            host, port = factory.host, factory.port
-        else:
-            factory, host, port = _Attempt(self, device), self.host, self.port
-        reactor.connectTCP(host, port, factory, timeout=run.attempt_timeout, bindAddress=bind)
-
-    def _attempt_timed_out(self, device: Device) -> None:
-        run = self._connect
-        if run is None or device.index not in run.active:
-            return
-        run.active[device.index] = None
-        conn = device.conn
-        self._attempt_failed(device, "timeout")
-        if conn is not None and conn.transport is not None:
-            conn.transport.abortConnection()
-
-    def _attempt_succeeded(self, device: Device) -> None:
-        run = self._connect
-        if run is None:
-            return
-        timer = run.active.pop(device.index, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        run.fail_streak = 0
-        self._after_attempt(run)
-
-    def _attempt_failed(self, device: Device, reason: str) -> None:
-        run = self._connect
-        if run is None or device.index not in run.active:
-            return
-        timer = run.active.pop(device.index)
-        if timer is not None and timer.active():
-            timer.cancel()
-        run.failed[reason] = run.failed.get(reason, 0) + 1
-        conn = device.conn
-        if conn is not None:
-            device.conn = None
-            device.signed_in = False
-            if conn.transport is not None:
-                conn.transport.abortConnection()
-        tries = run.tries.get(device.index, 0) + 1
-        run.tries[device.index] = tries
-        if tries <= run.retries and not run.stopped:
-            delay = min(8.0, 0.25 * 2**tries) * random.uniform(0.5, 1.5)
-            run.active[device.index] = self.clock.callLater(delay, self._retry, run, device)
-            return
-        run.final_failures += 1
-        run.fail_streak += 1
-        if run.fail_streak >= run.max_fail_streak:
-            run.stopped = True  # the server takes no more: do not hammer it
-        self._after_attempt(run)
-
-    def _retry(self, run: _ConnectRun, device: Device) -> None:
-        if self._connect is run and device.index in run.active and not run.stopped:
-            self._start_attempt(run, device)
-        elif self._connect is run and device.index in run.active:
-            del run.active[device.index]
-            run.final_failures += 1
-            self._after_attempt(run)
-
-    def _after_attempt(self, run: _ConnectRun) -> None:
-        self._fill(run)
-        if not run.active and (not run.queue or run.stopped) and not run.done.called:
-            run.done.callback(None)
-
-    def _connect_deadline(self, run: _ConnectRun) -> None:
-        run.stopped = True
-        for index in list(run.active):
-            self._attempt_failed(self.devices[index], "deadline")
-        if not run.done.called:
-            run.done.callback(None)
-
-    def _connect_progress(self, run: _ConnectRun) -> None:
-        if self._connect is not run:
-            return
-        self.progress(
-            signed_in=len(run.signed_in), up_to_date=len(run.up_to_date), failed=run.final_failures
-        )
-        self.clock.callLater(0.25, self._connect_progress, run)
 
     # --- holding idle connections -----------------------------------------------------------
 
@@ -1028,72 +641,3 @@ class LoadGenerator:
             "retries": self.retries,
             "kicked": sum(1 for d in self.devices if d.kicked),
         }
-
-
-class CommandChannel(LineReceiver):
-    """stdin/stdout JSON lines between the driver and this process."""
-
-    delimiter = b"\n"
-    MAX_LENGTH = 1 << 30
-
-    def __init__(self, gen_factory: Callable[[Callable[[dict[str, Any]], None]], LoadGenerator]) -> None:
-        self.gen = gen_factory(self.emit)
-
-    def emit(self, obj: dict[str, Any]) -> None:
-        transport: Any = self.transport
-        if transport is not None:
-            transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-
-    def lineReceived(self, line: bytes) -> None:
-        if not line.strip():
-            return
-        request = json.loads(line)
-        Deferred.fromCoroutine(self._run(request))
-
-    async def _run(self, request: dict[str, Any]) -> None:
-        command = request.get("cmd")
-        ident = request.get("id")
-        if command == "exit":
-            self.emit({"event": "reply", "id": ident, "data": {}})
-            reactor.callLater(0.05, _stop)
-            return
-        handler = getattr(self.gen, f"cmd_{command}", None)
-        if handler is None:
-            self.emit({"event": "error", "id": ident, "message": f"unknown command {command!r}"})
-            return
-        try:
-            data = await handler(request)
-        except Exception as e:
-            log.failure("command {command} failed", command=command)
-            self.emit({"event": "error", "id": ident, "message": f"{type(e).__name__}: {e}"})
-            return
-        self.emit({"event": "reply", "id": ident, "data": data})
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        _stop()  # the driver went away
-
-
-def _stop() -> None:
-    if reactor.running:
-        reactor.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of a load-generator process."""
-    parser = argparse.ArgumentParser(description="goim benchmark load generator (driven by goim-bench)")
-    parser.add_argument("--job", required=True, help="JSON job file")
-    parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long, whatever happens")
-    args = parser.parse_args(argv)
-    with open(args.job) as f:
-        job = json.load(f)
-    observer: Any = textFileLogObserver(sys.stderr)
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    gc.freeze()  # the job's objects live for the whole run: keep them out of GC passes
-    gc.set_threshold(50_000, 20, 20)  # fewer, not longer, collections: pauses would read as latency
-    StandardIO(CommandChannel(lambda emit: LoadGenerator(job, emit)))
-    reactor.callLater(args.max_seconds, _stop)
-    reactor.run()
-
-
-if __name__ == "__main__":
-    main()

@@ -228,7 +228,42 @@ def plot_durability(figure: Any, result: dict[str, Any]) -> None:
     _title(figure, result, "SQLite durability cost")
 
 
+def plot_framing(figure: Any, result: dict[str, Any]) -> None:
+    rows = result.get("metrics", {}).get("frames", [])
+    ax = figure.subplots(1, 1)
+    if rows:
+        kinds = [("encode_per_s", "encode"), ("decode_per_s", "decode"), ("receiver_per_s", "receiver")]
+        width = 0.8 / len(rows)
+        for i, row in enumerate(rows):
+            ax.bar([k + i * width for k in range(len(kinds))], [row[key] / 1e6 for key, _ in kinds], width,
+                   label=row["value"])  # fmt: skip
+        ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(kinds))], [label for _, label in kinds])
+        ax.set_ylabel("million frames/s (one core)")
+        ax.legend()
+    else:
+        _empty(ax)
+    _title(figure, result, "TLV framing")
+
+
+def plot_logic(figure: Any, result: dict[str, Any]) -> None:
+    levels = result.get("metrics", {}).get("levels", [])
+    ax = figure.subplots(1, 1)
+    if levels:
+        for case in dict.fromkeys(lv["case"] for lv in levels):
+            rows = [lv for lv in levels if lv["case"] == case]
+            ax.plot([lv["in_flight"] for lv in rows], [lv["sends_per_s"] for lv in rows], "o-", label=case)
+        ax.set_xscale("log")
+        ax.set_xlabel("sends in flight")
+        ax.set_ylabel("ACKed sends/s")
+        ax.legend()
+    else:
+        _empty(ax)
+    _title(figure, result, "sends/s by sends in flight")
+
+
 PLOTS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "framing": plot_framing,
+    "logic": plot_logic,
     "noisy": plot_noisy,
     "durability": plot_durability,
     "idle": plot_idle,
