@@ -38,9 +38,7 @@ from goim_bench.accounts import PASSWORD, run_all
 from goim_bench.common import Context, MemorySampler, device_row, verify_pool
 from goim_bench.driver import gather
 from goim_bench.stats import summarize
-from goim.pb import goim_pb2 as pb
-from goim.protocols.codec import HEARTBEAT, SIGN_IN, SYNC_TRIGGER
-from goim.protocols.framing import encode_frame
+from goim.protocols import codec
 
 #: the scenario's server keeps the default send budget; a short write grace lets the
 #: never-reader's disconnection show within a short phase
@@ -197,7 +195,7 @@ class SlowHTTP:
                 "closed_by_server": self.closed_by_server, "still_open_at_end": still_open}  # fmt: skip
 
 
-_SYNC_FROM_0 = encode_frame(SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=0).SerializeToString())
+_SYNC_FROM_0 = codec.SyncTrigger(sync_sequence=0).to_frame()
 
 
 class _NeverReads(Protocol):
@@ -219,7 +217,7 @@ class NeverReader:
 
     def __init__(self, ctx: Context, device_id: int, user_id: int, token: str, heartbeats_per_s: float = 1000.0) -> None:
         self.ctx = ctx
-        self.sign_in = encode_frame(SIGN_IN, pb.SignIn(device_id=device_id, user_id=user_id, token=token).SerializeToString())
+        self.sign_in = codec.SignIn(device_id=device_id, user_id=user_id, token=token).to_frame()
         self.heartbeats_per_s = heartbeats_per_s
         self.proto: _NeverReads | None = None
         self.connected_at = 0.0
@@ -239,7 +237,7 @@ class NeverReader:
             batch = max(1, int(self.heartbeats_per_s / 10))
             # heartbeats, and a sync of the whole history once a second: replies to pile up
             sync = _SYNC_FROM_0 if self.heartbeats % (10 * batch) == 0 else b""
-            _tr(self.proto).write(encode_frame(HEARTBEAT, b"") * batch + sync)
+            _tr(self.proto).write(codec.Heartbeat().to_frame() * batch + sync)
             self.heartbeats += batch
             self._call = self.ctx.reactor.callLater(0.1, self._beat)
 

@@ -1,16 +1,16 @@
 """The load generator's frames and message stamps.
 
-The frame encoders here are hand-written on goim's framing and protobuf classes;
-they are to be replaced by the symmetric codec (issue 13 step 4) once it exists.
+Frames are built with goim's wire codec (``goim.protocols.codec``), the same one
+the server and the client library use; the load generator plays a goim 1.1
+client, so SignIn announces no ``max_frame`` and no features.
 """
 
 from __future__ import annotations
 
 import time
 
-from goim.pb import goim_pb2 as pb
-from goim.protocols.codec import HEARTBEAT, SIGN_IN, SYNC_TRIGGER
-from goim.protocols.framing import encode_frame
+from goim.protocols import codec
+from goim.types import SendCode
 
 #: the server closes a connection past 2,000 frames/s (burst 4,000): stay below
 CLIENT_FRAME_RATE = 1500.0
@@ -20,25 +20,23 @@ MAX_IN_FLIGHT = 200
 #: latency samples kept per phase (a uniform sample beyond this)
 LATENCY_SAMPLES = 200_000
 #: retryable ACK codes: internal error, rate limited
-RETRY_CODES = (1, 5)
+RETRY_CODES = (SendCode.INTERNAL_ERROR, SendCode.RATE_LIMITED)
 MAX_SEND_TRIES = 20
 ACK_EVERY = 0.25
 
-HEARTBEAT_FRAME = encode_frame(HEARTBEAT, b"")
+HEARTBEAT_FRAME = codec.Heartbeat().to_frame()
 
-_encode_frame = encode_frame
 _now = time.time
 
 
 def sign_in_frame(device_id: int, user_id: int, token: str) -> bytes:
     """An encoded SignIn frame."""
-    value = pb.SignIn(device_id=device_id, user_id=user_id, token=token).SerializeToString()
-    return encode_frame(SIGN_IN, value)
+    return codec.SignIn(device_id=device_id, user_id=user_id, token=token).to_frame()
 
 
 def sync_frame(after: int) -> bytes:
     """An encoded SyncTrigger frame."""
-    return encode_frame(SYNC_TRIGGER, pb.SyncTrigger(sync_sequence=after).SerializeToString())
+    return codec.SyncTrigger(sync_sequence=after).to_frame()
 
 
 def stamp_content(sent_at: float, phase: str, size: int) -> str:

@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from goim.pb import goim_pb2 as pb
-from goim.protocols.codec import MESSAGE_ACK, MESSAGE_PUSH, MESSAGE_SEND, SIGN_IN_OK
+from goim.protocols import codec
+from goim.protocols.codec import MESSAGE_PUSH, SIGN_IN_OK
 from goim_bench.loadgen.connecting import ConnectRun
 from goim_bench.loadgen.connection import Connection
 from goim_bench.loadgen.device import Device, PhaseStats
@@ -25,7 +26,6 @@ from goim_bench.loadgen.frames import (
     MAX_IN_FLIGHT,
     MAX_SEND_TRIES,
     RETRY_CODES,
-    _encode_frame,
     _now,
     parse_stamp,
     sign_in_frame,
@@ -100,7 +100,7 @@ class LoadGenerator:
             conn = device.conn
             if conn is not None and device.signed_in and device.top > device.acked_top:
                 device.acked_top = device.top
-                conn.write(_encode_frame(MESSAGE_ACK, pb.MessageACK(sync_sequence=device.top).SerializeToString()))
+                conn.write(codec.MessageAck(sync_sequence=device.top).to_frame())
         self._schedule_acks()
 
     def progress(self, **data: Any) -> None:
@@ -432,17 +432,17 @@ class LoadGenerator:
     def _send_one(self, device: Device, phase: str, now: float) -> None:
         seq = device.send_seq = device.send_seq + 1
         device.sent_count += 1
-        value = pb.MessageSend(
+        frame = codec.MessageSend(
             receiver_type=device.receiver_type,
             receiver_id=device.receiver_id,
             type=1,
             content=stamp_content(now, phase, self.content_size),
             send_sequence=seq,
             send_time=int(now * 1000),
-        ).SerializeToString()
-        device.pending[seq] = [now, value, 1]
+        ).to_frame()
+        device.pending[seq] = [now, frame, 1]
         assert device.conn is not None
-        device.conn.write(_encode_frame(MESSAGE_SEND, value))
+        device.conn.write(frame)
 
     def on_send_ack(self, device: Device, ack: pb.MessageSendACK) -> None:
         entry = device.pending.get(ack.send_sequence)
@@ -482,7 +482,7 @@ class LoadGenerator:
     def _resend(self, device: Device, send_sequence: int) -> None:
         entry = device.pending.get(send_sequence)
         if entry is not None and device.conn is not None:
-            device.conn.write(_encode_frame(MESSAGE_SEND, entry[1]))
+            device.conn.write(entry[1])
 
     # --- quiescence, syncs, verification ------------------------------------------------------
 
