@@ -9,8 +9,9 @@ ports of its topology.
 
 The standalone server, the logic node and the connect node are three ways of
 filling a container (``goim.standalone``, ``goim.distributed.nodes``,
-``goim.connect.node``); the components they share are built by the mixins
-``goim.logic.container.LogicComponents`` and ``goim.connect.container.ConnectComponents``.
+``goim.connect.node``); the components they share are built by
+``goim.logic.container.LogicContainer``, ``goim.connect.container.ConnectContainer``
+and, for the two node kinds, ``goim.distributed.presence.RedisComponents``.
 """
 
 import functools

@@ -12,8 +12,8 @@ import goim
 from goim.connect.container import ConnectContainer
 from goim.connect.logic_client import PBLogicClient
 from goim.connect.subscriber import NodeSubscriber
-from goim.distributed.presence import RedisPresence
-from goim.distributed.redis import Keys, Redis, RedisURL
+from goim.distributed.presence import RedisComponents
+from goim.distributed.redis import Keys, RedisURL
 from goim.container import component
 from goim.limits import Limits
 from goim.logs import goim_observer
@@ -51,21 +51,13 @@ class ConnectNodeConfig:
     write_grace: float = 60.0
 
 
-class ConnectNodeContainer(ConnectContainer):
+class ConnectNodeContainer(ConnectContainer, RedisComponents):
     """A connect node's components: logic over PB, deliveries from its Redis channel."""
 
     config: ConnectNodeConfig
 
     def __init__(self, config: ConnectNodeConfig, reactor: Any, **components: Any) -> None:
         super().__init__(config, reactor, metrics_role="connect", **components)
-
-    @component
-    def get_redis(self) -> Redis:
-        return Redis(RedisURL.parse(self.config.redis), self.reactor, metrics=self.get_metrics())
-
-    @component
-    def get_presence(self) -> RedisPresence:
-        return RedisPresence(self.get_redis(), Keys(self.config.redis_prefix))
 
     @component
     def get_logic_client(self) -> PBLogicClient:

@@ -10,8 +10,7 @@ from twisted.logger import Logger
 import goim
 from goim.distributed.bus import RedisDelivery
 from goim.distributed.pb_server import LogicRealm, pb_factory
-from goim.distributed.presence import RedisPresence
-from goim.distributed.redis import Keys, Redis, RedisURL
+from goim.distributed.presence import RedisComponents
 from goim.container import component
 from goim.limits import Limits
 from goim.logic.container import LogicContainer
@@ -47,21 +46,13 @@ class LogicNodeConfig:
     sqlite_synchronous: str = "full"
 
 
-class LogicNodeContainer(LogicContainer):
+class LogicNodeContainer(LogicContainer, RedisComponents):
     """A logic node's components: delivery and sessions go through Redis."""
 
     config: LogicNodeConfig
 
     def __init__(self, config: LogicNodeConfig, reactor: Any, **components: Any) -> None:
         super().__init__(config, reactor, metrics_role="logic", **components)
-
-    @component
-    def get_redis(self) -> Redis:
-        return Redis(RedisURL.parse(self.config.redis), self.reactor, metrics=self.get_metrics())
-
-    @component
-    def get_presence(self) -> RedisPresence:
-        return RedisPresence(self.get_redis(), Keys(self.config.redis_prefix))
 
     @component
     def get_redis_delivery(self) -> RedisDelivery:

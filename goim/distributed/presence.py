@@ -10,12 +10,13 @@ so the devices of a crashed node stop counting as online after the key's TTL.
 """
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from goim.distributed.redis import Keys, Redis
+from goim.container import Container, component
+from goim.distributed.redis import Keys, Redis, RedisURL
 from goim.logs import goim_observer
 from goim.types import connection_node
 
@@ -251,3 +252,27 @@ class RedisPresence:
         if removed:
             log.info("cleared {count} presence entries of node {node}", count=removed, node=node)
         return removed
+
+
+class RedisSettings(Protocol):
+    """What the Redis components read from a node's config."""
+
+    @property
+    def redis(self) -> str: ...
+
+    @property
+    def redis_prefix(self) -> str: ...
+
+
+class RedisComponents(Container):
+    """The Redis connection and presence of a logic or connect node's container."""
+
+    config: RedisSettings
+
+    @component
+    def get_redis(self) -> Redis:
+        return Redis(RedisURL.parse(self.config.redis), self.reactor, metrics=self.get_metrics())
+
+    @component
+    def get_presence(self) -> RedisPresence:
+        return RedisPresence(self.get_redis(), Keys(self.config.redis_prefix))
