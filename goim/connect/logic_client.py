@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.spread import pb
-from twisted.spread.flavors import NoSuchMethod
 
 from goim.batching import Batcher, FifoQueue
 from goim.clock import Clock as ReactorClock

@@ -1,6 +1,5 @@
 """Redis access for distributed mode: URLs, key names, and commands with a deadline."""
 
-from dataclasses import dataclass
 from typing import Any
 
 import txredisapi

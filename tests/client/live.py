@@ -4,7 +4,6 @@ timings, polling with a deadline (never a fixed sleep), befriended pairs of user
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -15,7 +14,7 @@ from goim.client.session import Connector, SessionConfig
 from goim.client.state import JSONStateStore
 from goim.types import StoredMessage
 from tests.client.fakes import Recorder
-from tests.support.server import StandaloneServer, pause, server_database
+from tests.support.server import StandaloneServer, server_database
 
 PASSWORD = "secret-pw"
 

@@ -8,13 +8,12 @@ fixed time: waiting is :func:`wait_until`, which polls a condition with a deadli
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, TypeVar, cast
+from typing import Iterable, TypeVar, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,15 +29,11 @@ from goim.protocols.codec import (
 )
 from goim.protocols.framing import Frame, ProducerTransport, decode_frames
 from goim.types import RECEIVER_GROUP, RECEIVER_USER
-from goim.util import Clock
 
 F = TypeVar("F", bound=codec.WireFrame)
 
-_clock = cast(Clock, reactor)
-
 #: how long a test waits for something the server should do at once
 DEFAULT_TIMEOUT = 15.0
-_POLL = 0.01
 
 
 # one wait_until for every test (re-exported here for the wire tests)

@@ -382,25 +382,6 @@ class DatabaseTests(_Base):
         self.failureResultOf(Deferred.fromCoroutine(db.run("rolled_back", txn)), ValueError)
         self.assertEqual(self.rows(db), [])
 
-    def test_driver_errors_are_classified(self) -> None:
-        """A real duplicate key is is_duplicate_key and not retryable; a real NOT NULL violation is neither."""
-        db, dialect = self.dialect_table()
-        self.run_txn(db, lambda t: t.execute("INSERT INTO t (k, name) VALUES (?, ?)", (1, "a")))
-
-        def failing(statement: str, args: tuple[Any, ...]) -> BaseException:
-            def txn(t: Txn) -> None:
-                t.execute(statement, args)
-
-            d = Deferred.fromCoroutine(db.run("failing", txn))
-            return self.failureResultOf(d).value
-
-        duplicate = failing("INSERT INTO t (k, name) VALUES (?, ?)", (1, "b"))
-        self.assertTrue(dialect.is_duplicate_key(duplicate), repr(duplicate))
-        self.assertFalse(dialect.is_retryable(duplicate), repr(duplicate))
-        null = failing("INSERT INTO t (k, name) VALUES (?, ?)", (2, None))
-        self.assertFalse(dialect.is_duplicate_key(null), repr(null))
-        self.assertFalse(dialect.is_retryable(null), repr(null))
-
     async def test_migrations_apply_once(self) -> None:
         """Migrating a fresh database reports (0, LATEST), again reports (LATEST, LATEST), and the tables exist."""
         db = self.open_database()

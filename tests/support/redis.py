@@ -8,11 +8,10 @@ every key under that prefix is deleted when the test ends.
 
 import os
 import secrets
-from typing import Any, Callable
+from typing import Any
 
 import txredisapi
 from twisted.internet import endpoints, reactor
-from twisted.internet.task import deferLater
 
 from goim.distributed.redis import Keys, Redis, RedisURL
 
