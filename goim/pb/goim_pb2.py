@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ngoim.proto\x12\x04goim\"N\n\x06SignIn\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\x12\x11\n\tmax_frame\x18\x04 \x01(\r\"*\n\tSignInACK\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"$\n\x0bSyncTrigger\x12\x15\n\rsync_sequence\x18\x02 \x01(\x03\"\x82\x01\n\x0bMessageSend\x12\x15\n\rreceiver_type\x18\x01 \x01(\x05\x12\x13\n\x0breceiver_id\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\x05\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x15\n\rsend_sequence\x18\x05 \x01(\x03\x12\x11\n\tsend_time\x18\x06 \x01(\x03\"x\n\x0eMessageSendACK\x12\x15\n\rsend_sequence\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x12\n\nmessage_id\x18\x03 \x01(\x03\x12\x15\n\rsync_sequence\x18\x04 \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\x05\"\xd8\x01\n\x0bMessageItem\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x13\n\x0bsender_type\x18\x02 \x01(\x05\x12\x11\n\tsender_id\x18\x03 \x01(\x03\x12\x18\n\x10sender_device_id\x18\x04 \x01(\x03\x12\x15\n\rreceiver_type\x18\x05 \x01(\x05\x12\x13\n\x0breceiver_id\x18\x06 \x01(\x03\x12\x0c\n\x04type\x18\x07 \x01(\x05\x12\x0f\n\x07\x63ontent\x18\x08 \x01(\t\x12\x15\n\rsync_sequence\x18\t \x01(\x03\x12\x11\n\tsend_time\x18\n \x01(\x03\"J\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.goim.MessageItem\x12\x0c\n\x04more\x18\x03 \x01(\x08\"M\n\nMessageACK\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x15\n\rsync_sequence\x18\x02 \x01(\x03\x12\x14\n\x0creceive_time\x18\x03 \x01(\x03\"\x18\n\x06Kicked\x12\x0e\n\x06reason\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ngoim.proto\x12\x04goim\"`\n\x06SignIn\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\x12\x11\n\tmax_frame\x18\x04 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x01(\r\"*\n\tSignInACK\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"$\n\x0bSyncTrigger\x12\x15\n\rsync_sequence\x18\x02 \x01(\x03\"\x82\x01\n\x0bMessageSend\x12\x15\n\rreceiver_type\x18\x01 \x01(\x05\x12\x13\n\x0breceiver_id\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\x05\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x15\n\rsend_sequence\x18\x05 \x01(\x03\x12\x11\n\tsend_time\x18\x06 \x01(\x03\"x\n\x0eMessageSendACK\x12\x15\n\rsend_sequence\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x12\n\nmessage_id\x18\x03 \x01(\x03\x12\x15\n\rsync_sequence\x18\x04 \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\x05\"\xd8\x01\n\x0bMessageItem\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x13\n\x0bsender_type\x18\x02 \x01(\x05\x12\x11\n\tsender_id\x18\x03 \x01(\x03\x12\x18\n\x10sender_device_id\x18\x04 \x01(\x03\x12\x15\n\rreceiver_type\x18\x05 \x01(\x05\x12\x13\n\x0breceiver_id\x18\x06 \x01(\x03\x12\x0c\n\x04type\x18\x07 \x01(\x05\x12\x0f\n\x07\x63ontent\x18\x08 \x01(\t\x12\x15\n\rsync_sequence\x18\t \x01(\x03\x12\x11\n\tsend_time\x18\n \x01(\x03\"[\n\x07Message\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12#\n\x08messages\x18\x02 \x03(\x0b\x32\x11.goim.MessageItem\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12\x0f\n\x07trimmed\x18\x04 \x01(\x08\"M\n\nMessageACK\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x15\n\rsync_sequence\x18\x02 \x01(\x03\x12\x14\n\x0creceive_time\x18\x03 \x01(\x03\"\x18\n\x06Kicked\x12\x0e\n\x06reason\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'goim_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNIN']._serialized_start=20
-  _globals['_SIGNIN']._serialized_end=98
-  _globals['_SIGNINACK']._serialized_start=100
-  _globals['_SIGNINACK']._serialized_end=142
-  _globals['_SYNCTRIGGER']._serialized_start=144
-  _globals['_SYNCTRIGGER']._serialized_end=180
-  _globals['_MESSAGESEND']._serialized_start=183
-  _globals['_MESSAGESEND']._serialized_end=313
-  _globals['_MESSAGESENDACK']._serialized_start=315
-  _globals['_MESSAGESENDACK']._serialized_end=435
-  _globals['_MESSAGEITEM']._serialized_start=438
-  _globals['_MESSAGEITEM']._serialized_end=654
-  _globals['_MESSAGE']._serialized_start=656
-  _globals['_MESSAGE']._serialized_end=730
-  _globals['_MESSAGEACK']._serialized_start=732
-  _globals['_MESSAGEACK']._serialized_end=809
-  _globals['_KICKED']._serialized_start=811
-  _globals['_KICKED']._serialized_end=835
+  _globals['_SIGNIN']._serialized_end=116
+  _globals['_SIGNINACK']._serialized_start=118
+  _globals['_SIGNINACK']._serialized_end=160
+  _globals['_SYNCTRIGGER']._serialized_start=162
+  _globals['_SYNCTRIGGER']._serialized_end=198
+  _globals['_MESSAGESEND']._serialized_start=201
+  _globals['_MESSAGESEND']._serialized_end=331
+  _globals['_MESSAGESENDACK']._serialized_start=333
+  _globals['_MESSAGESENDACK']._serialized_end=453
+  _globals['_MESSAGEITEM']._serialized_start=456
+  _globals['_MESSAGEITEM']._serialized_end=672
+  _globals['_MESSAGE']._serialized_start=674
+  _globals['_MESSAGE']._serialized_end=765
+  _globals['_MESSAGEACK']._serialized_start=767
+  _globals['_MESSAGEACK']._serialized_end=844
+  _globals['_KICKED']._serialized_start=846
+  _globals['_KICKED']._serialized_end=870
 # @@protoc_insertion_point(module_scope)

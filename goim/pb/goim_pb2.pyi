@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignIn(_message.Message):
-    __slots__ = ("device_id", "user_id", "token", "max_frame")
+    __slots__ = ("device_id", "user_id", "token", "max_frame", "features")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     device_id: int
     user_id: int
     token: str
     max_frame: int
-    def __init__(self, device_id: _Optional[int] = ..., user_id: _Optional[int] = ..., token: _Optional[str] = ..., max_frame: _Optional[int] = ...) -> None: ...
+    features: int
+    def __init__(self, device_id: _Optional[int] = ..., user_id: _Optional[int] = ..., token: _Optional[str] = ..., max_frame: _Optional[int] = ..., features: _Optional[int] = ...) -> None: ...
 
 class SignInACK(_message.Message):
     __slots__ = ("code", "message")
@@ -87,14 +89,16 @@ class MessageItem(_message.Message):
     def __init__(self, message_id: _Optional[int] = ..., sender_type: _Optional[int] = ..., sender_id: _Optional[int] = ..., sender_device_id: _Optional[int] = ..., receiver_type: _Optional[int] = ..., receiver_id: _Optional[int] = ..., type: _Optional[int] = ..., content: _Optional[str] = ..., sync_sequence: _Optional[int] = ..., send_time: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("type", "messages", "more")
+    __slots__ = ("type", "messages", "more", "trimmed")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_FIELD_NUMBER: _ClassVar[int]
     type: int
     messages: _containers.RepeatedCompositeFieldContainer[MessageItem]
     more: bool
-    def __init__(self, type: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[MessageItem, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+    trimmed: bool
+    def __init__(self, type: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[MessageItem, _Mapping]]] = ..., more: _Optional[bool] = ..., trimmed: _Optional[bool] = ...) -> None: ...
 
 class MessageACK(_message.Message):
     __slots__ = ("message_id", "sync_sequence", "receive_time")

@@ -251,6 +251,8 @@ class SignIn(WireFrame):
     token: str = ""
     #: the largest frame value the client reads (0: goim 1.1's 4,092)
     max_frame: int = 0
+    #: the :class:`goim.features.Feature` bits the client opts in to (0: goim 1.1)
+    features: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,11 +415,17 @@ class Message(WireFrame):
     type: int = 0
     messages: tuple[MessageItem, ...] = ()
     more: bool = False
+    #: history before this page was deleted by retention (sent only to clients
+    #: with :attr:`goim.features.Feature.TRIMMED`)
+    trimmed: bool = False
 
     def to_bytes(self) -> bytes:
         """The frame value (protobuf encoding)."""
         return pb.Message(
-            type=self.type, messages=[item.to_pb() for item in self.messages], more=self.more
+            type=self.type,
+            messages=[item.to_pb() for item in self.messages],
+            more=self.more,
+            trimmed=self.trimmed,
         ).SerializeToString()
 
     @classmethod
@@ -426,6 +434,7 @@ class Message(WireFrame):
             type=known_code(MessageType, message.type),
             messages=tuple(map(MessageItem.from_pb, message.messages)),
             more=message.more,
+            trimmed=message.trimmed,
         )
 
     @classmethod

@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from goim.features import Feature, features_of
 from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import ConnectionRegistry, LogicPort
@@ -118,6 +119,8 @@ class ClientConnection(TLVReceiver):
         self.epoch = 0
         self.signed_in = False
         self.cap = DEFAULT_MAX_FRAME
+        #: what the client opted in to at sign-in (docs/protocol.md "Features")
+        self.features = Feature.NONE
         self.acked_seq = 0
         self._closing = False
         self._lost = False
@@ -428,6 +431,7 @@ class ClientConnection(TLVReceiver):
             return
         self.epoch = result.epoch
         self.cap = frame_cap(message.max_frame)
+        self.features = features_of(message.features)
         self.signed_in = True
         _cancel(self._signin_call)
         self._signin_call = None
