@@ -165,6 +165,13 @@ def send_budget_settings(scope: str = "") -> list[Setting]:
     ]
 
 
+#: how long after sending a message may be changed (issue 14), for the plugins that store messages
+CHANGE_WINDOW_SETTINGS = [
+    Setting("recall-window", 120.0, positive_float, "seconds after sending within which the sender may recall a message (API code 1018 after)"),
+    Setting("edit-window", 900.0, positive_float, "seconds after sending within which the sender may edit a message (API code 1018 after)"),
+]
+
+
 class GoimOptions(ServerOptions):
     """The options of a goim plugin: the config carries the ``Limits`` too."""
 

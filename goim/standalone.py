@@ -40,6 +40,8 @@ class StandaloneConfig:
     signin_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_content: int = DEFAULT_MAX_CONTENT
+    recall_window: float = 120.0
+    edit_window: float = 900.0
     write_grace: float = 60.0
     send_rate: float = DEFAULT_SEND_RATE
     send_burst: float = DEFAULT_SEND_BURST
@@ -87,7 +89,7 @@ class StandaloneService(ServerService):
         self.backlog = config.limits.backlog
         self.client_factory = c.get_client_factory()
         self.logic = c.get_logic()
-        self.api = GoimAPI(c.get_accounts(), c.get_social(), metrics=self.metrics.render, health=self.health)
+        self.api = GoimAPI(c.get_accounts(), c.get_social(), receipts=c.get_receipts(), metrics=self.metrics.render, health=self.health)
         origins = OriginPolicy(config.ws_origins)
         ws_resource = GoimWebSocketResource(
             GoimWebSocketFactory(self.client_factory, origins=origins, path=None, reactor=reactor)

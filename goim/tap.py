@@ -10,6 +10,7 @@ from goim.limits import (
     LISTEN_SETTINGS,
     LOG_SETTINGS,
     MAX_CONTENT_LIMIT,
+    CHANGE_WINDOW_SETTINGS,
     MAX_CONTENT_SETTING,
     GoimOptions,
     max_content,
@@ -35,6 +36,7 @@ class Options(GoimOptions):
         Setting("database", "sqlite:goim.db", database_url, "sqlite:PATH or mysql://user:password@host:port/dbname"),
         *CONNECTION_SETTINGS,
         MAX_CONTENT_SETTING,
+        *CHANGE_WINDOW_SETTINGS,
         Setting("write-grace", 60.0, positive_float, "seconds a client that does not read what it is sent keeps its connection"),
         *send_budget_settings(),
         Setting(

@@ -97,6 +97,23 @@ class StoredMessage:
     type: int
     content: str
     send_time: int
+    #: what the row is (``KIND_MESSAGE``, or an event: ``KIND_READ``, ``KIND_RECALL``,
+    #: ``KIND_EDIT``); events reach only connections with ``Feature.EVENTS``
+    kind: int = 0
+    #: an event's position in this user's stream: the seq read up to (read) or the
+    #: seq of the changed copy (recall, edit)
+    ref_seq: int = 0
+    #: when the message was last edited (ms since the epoch; 0: never)
+    edited_at: int = 0
+    #: the message was recalled (its content is removed, the row is a tombstone)
+    recalled: bool = False
+
+
+# StoredMessage.kind (docs/protocol.md "Events")
+KIND_MESSAGE = 0
+KIND_READ = 1
+KIND_RECALL = 2
+KIND_EDIT = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ class LogicNodeConfig:
     redis: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "goim:"
     max_content: int = DEFAULT_MAX_CONTENT
+    recall_window: float = 120.0
+    edit_window: float = 900.0
     #: where the web page served at / opens its WebSocket (a connect node's --ws)
     web_ws_url: str = "/ws"
     send_rate: float = DEFAULT_SEND_RATE
@@ -87,7 +89,7 @@ class LogicNodeService(ServerService):
         self.presence = c.get_presence()
         self.delivery = c.get_redis_delivery()
         self.backlog = config.limits.backlog
-        api = GoimAPI(c.get_accounts(), c.get_social(), metrics=self.metrics.render, health=self.health)
+        api = GoimAPI(c.get_accounts(), c.get_social(), receipts=c.get_receipts(), metrics=self.metrics.render, health=self.health)
         realm = LogicRealm(c.get_logic(), self.presence, self.delivery, reactor)
         root = WebRoot(api.app.resource(), ws_url=config.web_ws_url)
         site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)

@@ -33,6 +33,11 @@ class ApiCode(IntEnum):
     REGISTRATION_THROTTLED = 1013
     TOKEN_EXPIRED = 1014
     DEVICE_NOT_FOUND = 1015
+    # read receipts, recall and edit (issue 14)
+    MESSAGE_NOT_FOUND = 1016
+    NOT_MESSAGE_SENDER = 1017
+    CHANGE_WINDOW_CLOSED = 1018
+    MESSAGE_RECALLED = 1019
 
     def __repr__(self) -> str:
         return f"ApiCode.{self.name}({self.value})"

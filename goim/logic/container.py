@@ -16,12 +16,14 @@ from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
 from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
 from goim.logic.passwords import ScryptCost
+from goim.logic.receipts import ReceiptService
 from goim.logic.social import SocialService
 from goim.logs import goim_observer
 from goim.ports import DeliveryPort, SessionPort
 from goim.storage.accounts import AccountStore
 from goim.storage.database import Database
 from goim.storage.messages import MessageStore
+from goim.storage.receipts import ReceiptStore
 from goim.storage.schema import migrate_txn
 from goim.storage.social import SocialStore
 
@@ -42,6 +44,12 @@ class LogicSettings(Protocol):
 
     @property
     def send_rate(self) -> float: ...
+
+    @property
+    def recall_window(self) -> float: ...
+
+    @property
+    def edit_window(self) -> float: ...
 
     @property
     def send_burst(self) -> float: ...
@@ -139,6 +147,22 @@ class LogicContainer(Container):
             send_rate=config.send_rate,
             send_burst=config.send_burst,
             metrics=self.get_metrics(),
+        )
+
+    @component
+    def get_receipt_store(self) -> ReceiptStore:
+        return ReceiptStore(self.get_database())
+
+    @component
+    def get_receipts(self) -> ReceiptService:
+        config = self.config
+        return ReceiptService(
+            self.get_receipt_store(),
+            self.get_delivery(),
+            self.get_clock(),
+            recall_window=config.recall_window,
+            edit_window=config.edit_window,
+            max_content=config.max_content,
         )
 
     @component

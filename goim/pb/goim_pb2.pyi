@@ -65,7 +65,7 @@ class MessageSendACK(_message.Message):
     def __init__(self, send_sequence: _Optional[int] = ..., code: _Optional[int] = ..., message_id: _Optional[int] = ..., sync_sequence: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class MessageItem(_message.Message):
-    __slots__ = ("message_id", "sender_type", "sender_id", "sender_device_id", "receiver_type", "receiver_id", "type", "content", "sync_sequence", "send_time")
+    __slots__ = ("message_id", "sender_type", "sender_id", "sender_device_id", "receiver_type", "receiver_id", "type", "content", "sync_sequence", "send_time", "kind", "ref_seq", "edited_at", "recalled")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_TYPE_FIELD_NUMBER: _ClassVar[int]
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,10 @@ class MessageItem(_message.Message):
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     SYNC_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SEND_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REF_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EDITED_AT_FIELD_NUMBER: _ClassVar[int]
+    RECALLED_FIELD_NUMBER: _ClassVar[int]
     message_id: int
     sender_type: int
     sender_id: int
@@ -86,7 +90,11 @@ class MessageItem(_message.Message):
     content: str
     sync_sequence: int
     send_time: int
-    def __init__(self, message_id: _Optional[int] = ..., sender_type: _Optional[int] = ..., sender_id: _Optional[int] = ..., sender_device_id: _Optional[int] = ..., receiver_type: _Optional[int] = ..., receiver_id: _Optional[int] = ..., type: _Optional[int] = ..., content: _Optional[str] = ..., sync_sequence: _Optional[int] = ..., send_time: _Optional[int] = ...) -> None: ...
+    kind: int
+    ref_seq: int
+    edited_at: int
+    recalled: bool
+    def __init__(self, message_id: _Optional[int] = ..., sender_type: _Optional[int] = ..., sender_id: _Optional[int] = ..., sender_device_id: _Optional[int] = ..., receiver_type: _Optional[int] = ..., receiver_id: _Optional[int] = ..., type: _Optional[int] = ..., content: _Optional[str] = ..., sync_sequence: _Optional[int] = ..., send_time: _Optional[int] = ..., kind: _Optional[int] = ..., ref_seq: _Optional[int] = ..., edited_at: _Optional[int] = ..., recalled: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("type", "messages", "more", "trimmed")

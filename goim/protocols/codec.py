@@ -360,6 +360,10 @@ class MessageItem:
     content: str = ""
     sync_sequence: int = 0
     send_time: int = 0
+    kind: int = 0
+    ref_seq: int = 0
+    edited_at: int = 0
+    recalled: bool = False
 
     def to_pb(self) -> pb.MessageItem:
         """The generated protobuf message."""
@@ -384,6 +388,10 @@ class MessageItem:
             item.content,
             item.sync_sequence,
             item.send_time,
+            item.kind,
+            item.ref_seq,
+            item.edited_at,
+            item.recalled,
         )
 
     @classmethod
@@ -626,6 +634,10 @@ def item_from_stored(message: StoredMessage) -> pb.MessageItem:
         content=message.content,
         sync_sequence=message.seq,
         send_time=message.send_time,
+        kind=message.kind,
+        ref_seq=message.ref_seq,
+        edited_at=message.edited_at,
+        recalled=message.recalled,
     )
 
 
@@ -651,6 +663,10 @@ def stored_from_item(item: pb.MessageItem | MessageItem, *, user_id: int) -> Sto
         type=item.type,
         content=item.content,
         send_time=item.send_time,
+        kind=item.kind,
+        ref_seq=item.ref_seq,
+        edited_at=item.edited_at,
+        recalled=item.recalled,
     )
 
 

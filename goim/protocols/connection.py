@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goim.features import Feature, features_of
+from goim.protocols.changes import for_connection
 from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import ConnectionRegistry, LogicPort
@@ -179,6 +180,9 @@ class ClientConnection(TLVReceiver):
             # The client is not reading fast enough: buffer nothing more for it.
             lowest = min(m.seq for m in messages) - 1
             self._missed_after = lowest if self._missed_after is None else min(self._missed_after, lowest)
+            return
+        messages = for_connection(messages, self.features)
+        if not messages:
             return
         try:
             self.write_messages(pack_push(messages, cap=self.cap))

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from goim.ports import LogicPort
+from goim.protocols.changes import for_connection
 from goim.protocols.codec import pack_sync
 
 
@@ -188,9 +189,13 @@ class SyncStream:
                 return
             messages = page.messages
             pages += 1
-            count += len(messages)
+            # event rows go only to clients that opted in; a page of nothing but
+            # skipped rows writes nothing (unless it ends the sync) and moves on
+            shown = for_connection(messages, getattr(sink, "features", 0))
+            count += len(shown)
             last = not page.more or not messages
-            sink.write_messages(pack_sync(messages, cap=sink.cap, last=last))
+            if shown or last:
+                sink.write_messages(pack_sync(shown, cap=sink.cap, last=last))
             if last:
                 break
             if messages[-1].seq <= cursor:

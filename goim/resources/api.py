@@ -19,8 +19,10 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.accounts import AccountService, Device
 from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
+from goim.logic.receipts import CONVERSATION_PAGE, Conversation, ReceiptService
 from goim.logic.social import FRIEND_PAGE, GROUP_PAGE, MEMBER_PAGE, Contact, GroupInfo, Page, SocialService
 from goim.logs import goim_observer
+from goim.types import StoredMessage
 from goim.resources.envelope import (
     client_address,
     credentials,
@@ -63,6 +65,33 @@ def _group(g: GroupInfo) -> dict[str, Any]:
     }
 
 
+def _stored(m: StoredMessage) -> dict[str, Any]:
+    return {
+        "message_id": m.message_id,
+        "seq": m.seq,
+        "sender_type": m.sender_type,
+        "sender_id": m.sender_id,
+        "sender_device_id": m.sender_device_id,
+        "receiver_type": m.receiver_type,
+        "receiver_id": m.receiver_id,
+        "type": m.type,
+        "content": m.content,
+        "send_time": m.send_time,
+        "edited_at": m.edited_at,
+        "recalled": m.recalled,
+    }
+
+
+def _conversation(c: Conversation) -> dict[str, Any]:
+    return {
+        "conversation_type": c.conv_type,
+        "conversation_id": c.conv_id,
+        "unread": c.unread,
+        "read_seq": c.read_seq,
+        "last_message": _stored(c.last),
+    }
+
+
 def _cursor(value: int | None) -> str | None:
     return None if value is None else str(value)
 
@@ -97,6 +126,7 @@ class GoimAPI:
         accounts: AccountService,
         social: SocialService,
         *,
+        receipts: ReceiptService | None = None,
         metrics: Callable[[], bytes] | None = None,
         health: Health | None = None,
     ) -> None:
@@ -109,6 +139,7 @@ class GoimAPI:
         """
         self.accounts = accounts
         self.social = social
+        self._receipts = receipts
         self._metrics = metrics
         self._health = health
 
@@ -277,6 +308,59 @@ class GoimAPI:
         return envelope(request)
 
     # --- operations
+
+    # --- read receipts, recall and edit (issue 14)
+
+    @property
+    def receipts(self) -> ReceiptService:
+        if self._receipts is None:
+            raise GoimError(INTERNAL, "read receipts are not served here")
+        return self._receipts
+
+    @app.route("/message/read", methods=["POST"])
+    async def report_read(self, request: Request) -> bytes:
+        device = await self._user_device(request)
+        body = read_json(request)
+        read_seq = await self.receipts.read(
+            device.user_id,
+            device.id,
+            int_field(body, "conversation_type", positive=True),
+            int_field(body, "conversation_id", positive=True),
+            int_field(body, "seq"),
+        )
+        return envelope(request, {"read_seq": read_seq})
+
+    @app.route("/conversations", methods=["GET"])
+    async def list_conversations(self, request: Request) -> bytes:
+        user_id = await self._user(request)
+        cursor, limit = query_cursor(request), query_limit(request, maximum=CONVERSATION_PAGE)
+        page = await self.receipts.conversations(user_id, before=cursor or 0, limit=limit)
+        if page.next is not None:
+            request.setHeader(NEXT_CURSOR_HEADER, str(page.next).encode())
+        return envelope(request, {"items": [_conversation(c) for c in page.items], "next_cursor": _cursor(page.next)})
+
+    @app.route("/message/reads/<int(signed=True):message_id>", methods=["GET"])
+    async def read_count(self, request: Request, message_id: int) -> bytes:
+        user_id = await self._user(request)
+        message_id = path_id(message_id, "message_id")
+        count = await self.receipts.read_count(user_id, message_id)
+        return envelope(request, {"message_id": message_id, "read_count": count})
+
+    @app.route("/message/recall", methods=["POST"])
+    async def recall(self, request: Request) -> bytes:
+        device = await self._user_device(request)
+        body = read_json(request)
+        await self.receipts.recall(device.user_id, device.id, int_field(body, "message_id", positive=True))
+        return envelope(request)
+
+    @app.route("/message/edit", methods=["POST"])
+    async def edit(self, request: Request) -> bytes:
+        device = await self._user_device(request)
+        body = read_json(request)
+        await self.receipts.edit(
+            device.user_id, device.id, int_field(body, "message_id", positive=True), text_field(body, "content")
+        )
+        return envelope(request)
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request: Request) -> bytes:

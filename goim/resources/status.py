@@ -7,6 +7,7 @@ table, in the resources layer, says which status an answer with that code gets.
 from http import HTTPStatus
 
 from goim.logic import errors
+from goim.logic.codes import ApiCode
 from goim.logic.errors import GoimError
 
 _STATUS = {
@@ -29,6 +30,11 @@ _STATUS = {
     errors.REGISTRATION_THROTTLED: HTTPStatus.TOO_MANY_REQUESTS,
     errors.TOKEN_EXPIRED: HTTPStatus.UNAUTHORIZED,
     errors.DEVICE_NOT_FOUND: HTTPStatus.NOT_FOUND,
+    # read receipts, recall and edit (issue 14)
+    ApiCode.MESSAGE_NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ApiCode.NOT_MESSAGE_SENDER: HTTPStatus.FORBIDDEN,
+    ApiCode.CHANGE_WINDOW_CLOSED: HTTPStatus.CONFLICT,
+    ApiCode.MESSAGE_RECALLED: HTTPStatus.CONFLICT,
 }
 
 

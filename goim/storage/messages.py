@@ -6,7 +6,7 @@ with multi-row inserts, and everything of the batch commits together or not at a
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from goim.storage.database import Database, Txn, in_clause
 from goim.types import RECEIVER_GROUP, RECEIVER_USER, SEND_OK, SendRequest, StoredMessage, SyncPage
@@ -15,6 +15,9 @@ _MESSAGE_COLUMNS = (
     "user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
     " receiver_type, receiver_id, type, content, send_time"
 )
+#: what sync reads of a row: the written columns and the event and state columns
+#: of migration 3 (``StoredMessage`` field order)
+_SYNC_COLUMNS = f"{_MESSAGE_COLUMNS}, kind, ref_seq, edited_at, recalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +184,10 @@ class MessageStore:
 
         def sync_page_txn(txn: Txn) -> SyncPage:
             rows = txn.query(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {_SYNC_COLUMNS} FROM messages WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (user_id, after_seq, limit + 1),
             )
-            messages = [StoredMessage(*r) for r in rows[:limit]]
+            messages = [_synced(r) for r in rows[:limit]]
             return SyncPage(messages, more=len(rows) > limit)
 
         return await self.db.run("sync_page", sync_page_txn)
@@ -241,6 +244,13 @@ class MessageStore:
                 # two processes created the id space at once: the loser reads it next time
                 if attempt >= self.DUPLICATE_RETRIES or not self.db.dialect.is_duplicate_key(e):
                     raise
+
+
+def _synced(r: Sequence[Any]) -> StoredMessage:
+    """A row of ``_SYNC_COLUMNS``."""
+    return StoredMessage(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], bool(r[14])
+    )
 
 
 def _message_row(m: StoredMessage, now_ms: int) -> tuple[object, ...]:

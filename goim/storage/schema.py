@@ -100,6 +100,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE devices ADD COLUMN token_expires_at {bigint} NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        3,
+        [
+            # events in the stream (issue 14): read reports, recalls and edits are rows
+            # of the holder's stream with their own seq; stored copies keep their state
+            "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN ref_seq {bigint} NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN edited_at {bigint} NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN recalled INTEGER NOT NULL DEFAULT 0",
+            # every copy of a message (recall, edit, read counts)
+            "CREATE INDEX messages_message ON messages (message_id)",
+            # read position of one user in one conversation, in that user's seq space
+            """CREATE TABLE IF NOT EXISTS read_positions (
+                user_id {bigint} NOT NULL,
+                conv_type INTEGER NOT NULL,
+                conv_id {bigint} NOT NULL,
+                read_seq {bigint} NOT NULL,
+                updated_at {bigint} NOT NULL,
+                PRIMARY KEY (user_id, conv_type, conv_id)
+            ){table_options}""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
