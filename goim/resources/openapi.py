@@ -70,9 +70,35 @@ PAGE_PARAMETERS: list[dict[str, Any]] = [
         "description": "page size, at most the route's maximum (the default)",
     },
 ]
-PAGED = {"/friend/all", "/group/all", "/group/members/{group_id}"}
+PAGED = {"/friend/all", "/group/all", "/group/members/{group_id}", "/conversations"}
 #: operations that may answer 429 with Retry-After
 THROTTLED = {("post", "/device"), ("post", "/user"), ("post", "/user/signin")}
+#: a stored copy as the chat list shows it (issue 14)
+_STORED = _object(
+    {
+        "message_id": _INT,
+        "seq": _INT,
+        "sender_type": _INT,
+        "sender_id": _INT,
+        "sender_device_id": _INT,
+        "receiver_type": _INT,
+        "receiver_id": _INT,
+        "type": _INT,
+        "content": _STRING,
+        "send_time": _INT,
+        "edited_at": _INT,
+        "recalled": {"type": "boolean"},
+    }
+)
+_CONVERSATION = _object(
+    {
+        "conversation_type": {"type": "integer", "description": "1 user, 2 group"},
+        "conversation_id": _INT,
+        "unread": _INT,
+        "read_seq": _INT,
+        "last_message": _STORED,
+    }
+)
 _SESSION = _object({"user_id": _INT, "send_sequence": _INT, "sync_sequence": _INT})
 _USER = _object({"id": _INT, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING})
 
@@ -165,6 +191,42 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]
         _object({"group_id": _INT, "label": _STRING}, ["group_id", "label"]),
         None,
     ),
+    (
+        "post",
+        "/message/read",
+        "user",
+        "Report the conversation read up to seq (monotonic: a lower seq changes nothing)",
+        _object(
+            {"conversation_type": {"type": "integer", "minimum": 1, "maximum": 2}, "conversation_id": _INT, "seq": _INT},
+            ["conversation_type", "conversation_id", "seq"],
+        ),
+        _object({"read_seq": _INT}),
+    ),
+    (
+        "get",
+        "/conversations",
+        "user",
+        "One page of the chat list, newest first: last message, unread count, read position",
+        None,
+        _object({"items": {"type": "array", "items": _CONVERSATION}, "next_cursor": {"type": "string", "nullable": True}}),
+    ),
+    ("get", "/message/reads/{message_id}", "user", "How many members read a group message (1016: no such group message)", None, _object({"message_id": _INT, "read_count": _INT})),
+    (
+        "post",
+        "/message/recall",
+        "user",
+        "Recall a message (sender within --recall-window, or the group's owner; 1016, 1017, 1018)",
+        _object({"message_id": _INT}, ["message_id"]),
+        None,
+    ),
+    (
+        "post",
+        "/message/edit",
+        "user",
+        "Edit a message's content (sender within --edit-window; 1016, 1017, 1018, 1019)",
+        _object({"message_id": _INT, "content": _STRING}, ["message_id", "content"]),
+        None,
+    ),
     ("get", "/openapi.json", "none", "This document", None, {"type": "object"}),
     ("get", "/healthz", "none", "Liveness and what the process serves", None, {"type": "object"}),
     ("get", "/metrics", "none", "Prometheus metrics (text exposition format, not an envelope)", None, None),
@@ -185,7 +247,7 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": _envelope(data)}}},
                 "default": {
-                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1015 (docs/http-api.md)",
+                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1019 (docs/http-api.md)",
                     "content": {"application/json": {"schema": _envelope(None)}},
                 },
             },
@@ -203,7 +265,7 @@ def openapi_document() -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-            for name in ("friend_id", "group_id", "device_id")
+            for name in ("friend_id", "group_id", "device_id", "message_id")
             if "{" + name + "}" in path
         ]
         if path in PAGED:
