@@ -96,6 +96,23 @@ class Group:
     users: tuple[Contact, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One line of the chat list (``GET /conversations``)."""
+
+    #: 1 user, 2 group
+    type: int
+    id: int
+    unread: int
+    #: the read position, a seq of the user's own stream (0: nothing read)
+    read_seq: int
+    last_message_id: int
+    last_seq: int
+    last_sender_id: int
+    last_content: str
+    last_recalled: bool
+
+
 class HTTPRequester(Protocol):
     """The part of ``treq.client.HTTPClient`` used here (``treq.testing.StubTreq`` has it too)."""
 
@@ -302,6 +319,50 @@ class HTTPAPI:
     async def set_group_label(self, group_id: int, label: str) -> None:
         """``PUT /group/user/label``: the caller's label in the group."""
         await self.call("PUT", "/group/user/label", {"group_id": group_id, "label": label})
+
+    # --- read receipts, recall and edit (issue 14)
+
+    async def read(self, conversation_type: int, conversation_id: int, seq: int) -> int:
+        """``POST /message/read``: read up to ``seq``; returns the position now stored."""
+        data = await self.call(
+            "POST",
+            "/message/read",
+            {"conversation_type": conversation_type, "conversation_id": conversation_id, "seq": seq},
+        )
+        return int(data["read_seq"])
+
+    async def conversations(self, *, cursor: str = "", limit: int = 100) -> tuple[list[Conversation], str | None]:
+        """``GET /conversations``: one page of the chat list and the next page's cursor."""
+        data = await self.call("GET", f"/conversations?cursor={int(cursor) if cursor else ''}&limit={int(limit)}")
+        page = []
+        for c in data["items"]:
+            last = c["last_message"]
+            page.append(
+                Conversation(
+                    type=int(c["conversation_type"]),
+                    id=int(c["conversation_id"]),
+                    unread=int(c["unread"]),
+                    read_seq=int(c["read_seq"]),
+                    last_message_id=int(last["message_id"]),
+                    last_seq=int(last["seq"]),
+                    last_sender_id=int(last["sender_id"]),
+                    last_content=str(last["content"]),
+                    last_recalled=bool(last["recalled"]),
+                )
+            )
+        return page, data.get("next_cursor")
+
+    async def read_count(self, message_id: int) -> int:
+        """``GET /message/reads/{message_id}``: how many members read a group message."""
+        return int((await self.call("GET", f"/message/reads/{int(message_id)}"))["read_count"])
+
+    async def recall(self, message_id: int) -> None:
+        """``POST /message/recall``."""
+        await self.call("POST", "/message/recall", {"message_id": message_id})
+
+    async def edit(self, message_id: int, content: str) -> None:
+        """``POST /message/edit``."""
+        await self.call("POST", "/message/edit", {"message_id": message_id, "content": content})
 
     # --- operations
 

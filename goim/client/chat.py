@@ -30,12 +30,16 @@ from goim.util import Clock
 
 log = Logger()
 
+#: the seq a read report of "everything so far" names (the server stores the seq of
+#: the conversation's last message at or below it)
+READ_EVERYTHING = 2**62
+
 #: seconds /quit waits for the ACKs of messages still in flight
 QUIT_GRACE = 5.0
 
 HELP = (
     "commands: /to USER (id, number or nickname of a friend), /group GROUP (id or name), "
-    "/who, /status, /help, /quit; any other line is sent"
+    "/read (mark the current conversation read), /unread, /who, /status, /help, /quit; any other line is sent"
 )
 
 
@@ -117,6 +121,7 @@ class Chat(SessionObserver):
         self.client.add_observer(self)
         self.status(f"connecting to {self.address}", status="connecting")
         self.client.start()
+        await self._unread()
 
     async def quit(self) -> None:
         """Stop the session; fire :attr:`done`."""
@@ -184,6 +189,13 @@ class Chat(SessionObserver):
                 return
             self.target = (RECEIVER_GROUP, group_id)
             self.status(f"talking in {self.directory.group_name(group_id)} (group {group_id})")
+        elif command == "/read":
+            if self.target is None:
+                self.status("pick a conversation first: /to USER or /group GROUP")
+                return
+            Deferred.fromCoroutine(self._read(*self.target))
+        elif command == "/unread":
+            Deferred.fromCoroutine(self._unread())
         elif command == "/who":
             Deferred.fromCoroutine(self._who())
         elif command == "/status":
@@ -197,6 +209,29 @@ class Chat(SessionObserver):
             self.status(HELP)
         else:
             self.status(f"unknown command {command}. {HELP}")
+
+    async def _unread(self) -> None:
+        """Status lines with the unread count of each conversation that has some."""
+        try:
+            conversations, _ = await self.client.api.conversations(limit=100)
+        except APIError as e:
+            self.status(f"could not load unread counts: {e.message}")
+            return
+        unread = [c for c in conversations if c.unread]
+        for c in unread:
+            name = self.directory.group_name(c.id) if c.type == RECEIVER_GROUP else self.directory.user_name(c.id)
+            self.status(f"{c.unread} unread from {name}", unread=c.unread, conversation_type=c.type, conversation_id=c.id)
+        if not unread:
+            self.status("no unread messages", unread=0)
+
+    async def _read(self, conversation_type: int, conversation_id: int) -> None:
+        """Report the conversation read up to everything held (the server stops at its last message)."""
+        try:
+            seq = await self.client.api.read(conversation_type, conversation_id, READ_EVERYTHING)
+        except APIError as e:
+            self.status(f"could not report the read: {e.message}")
+            return
+        self.status(f"read up to #{seq}", read_seq=seq)
 
     async def _who(self) -> None:
         try:

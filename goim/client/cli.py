@@ -29,6 +29,7 @@ from twisted.logger import (
 )
 
 from goim import __version__
+from goim.features import Feature
 from goim.client.api import Contact, Group
 from goim.client.client import GoimClient
 from goim.client.directory import Directory
@@ -174,7 +175,7 @@ class Context:
                 http_url=self.args.http,
                 store=JSONStateStore(self.profile.state_path),
                 connect=failover_connector(self.reactor, self.args.tcp),
-                config=SessionConfig(),
+                config=SessionConfig(features=int(Feature.EVENTS)),
             )
             self._client.add_observer(self.log)
         return self._client
@@ -405,6 +406,72 @@ async def cmd_history(ctx: Context) -> None:
         ctx.out.result({}, f"#{m.seq:<5} " + directory.format(m, user_id=client.state.user_id))
 
 
+async def cmd_read(ctx: Context) -> None:
+    """``read user|group ID [--seq SEQ]``: report the conversation read (default: all of it)."""
+    from goim.client.chat import READ_EVERYTHING
+
+    client = ctx.require_user()
+    conversation_type = RECEIVER_USER if ctx.args.kind == "user" else RECEIVER_GROUP
+    seq = ctx.args.seq if ctx.args.seq is not None else READ_EVERYTHING
+    read_seq = await ctx.within_timeout(
+        client.api.read(conversation_type, ctx.args.conversation_id, seq), "waiting for the server"
+    )
+    ctx.out.result({"read_seq": read_seq}, f"read up to #{read_seq}")
+
+
+async def cmd_recall(ctx: Context) -> None:
+    """``recall MESSAGE_ID``."""
+    client = ctx.require_user()
+    await ctx.within_timeout(client.api.recall(ctx.args.message_id), "waiting for the server")
+    ctx.out.result({"message_id": ctx.args.message_id}, f"recalled message {ctx.args.message_id}")
+
+
+async def cmd_edit(ctx: Context) -> None:
+    """``edit MESSAGE_ID TEXT``."""
+    client = ctx.require_user()
+    text = " ".join(ctx.args.text)
+    await ctx.within_timeout(client.api.edit(ctx.args.message_id, text), "waiting for the server")
+    ctx.out.result({"message_id": ctx.args.message_id, "content": text}, f"edited message {ctx.args.message_id}")
+
+
+async def cmd_reads(ctx: Context) -> None:
+    """``reads MESSAGE_ID``: the read count of a group message."""
+    client = ctx.require_user()
+    count = await ctx.within_timeout(client.api.read_count(ctx.args.message_id), "waiting for the server")
+    ctx.out.result({"message_id": ctx.args.message_id, "read_count": count}, f"read by {count}")
+
+
+async def cmd_conversations(ctx: Context) -> None:
+    """``conversations [--limit N] [--cursor C]``: the chat list with unread counts."""
+    client = ctx.require_user()
+    page, next_cursor = await ctx.within_timeout(
+        client.api.conversations(cursor=ctx.args.cursor, limit=ctx.args.limit), "waiting for the server"
+    )
+    directory = ctx.directory()
+    if not ctx.out.json_mode:
+        await directory.refresh()
+    for c in page:
+        data = {
+            "conversation_type": c.type,
+            "conversation_id": c.id,
+            "unread": c.unread,
+            "read_seq": c.read_seq,
+            "last_message_id": c.last_message_id,
+            "last_content": c.last_content,
+            "last_recalled": c.last_recalled,
+        }
+        if ctx.out.json_mode:
+            ctx.out.result(data, "")
+            continue
+        name = f"[{directory.group_name(c.id)}]" if c.type == RECEIVER_GROUP else directory.user_name(c.id)
+        last = "(recalled)" if c.last_recalled else c.last_content
+        ctx.out.result({}, f"{name}: {c.unread} unread; last: {last}")
+    if not page and not ctx.out.json_mode:
+        ctx.out.result({}, "no conversations")
+    if next_cursor is not None and not ctx.out.json_mode:
+        ctx.out.result({}, f"more: --cursor {next_cursor}")
+
+
 async def cmd_chat(ctx: Context) -> None:
     """``chat``: the interactive terminal chat."""
     from goim.client.chat import run_chat
@@ -499,7 +566,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(commands, "history", cmd_history, "sync and print the messages held, each once")
     p.add_argument("--since", type=int, default=0, metavar="SEQ", help="only messages after this seq")
-    command(commands, "chat", cmd_chat, "interactive chat: /to USER_ID, /group GID, /quit")
+    command(commands, "chat", cmd_chat, "interactive chat: /to USER_ID, /group GID, /read, /unread, /quit")
+
+    read = commands.add_parser("read", help="report a conversation read").add_subparsers(
+        dest="kind", metavar="user|group", required=True, help="a conversation with a user or a group"
+    )
+    for kind, metavar in (("user", "USER_ID"), ("group", "GID")):
+        p = command(read, kind, cmd_read, f"report the conversation with a {kind} read")
+        p.add_argument("conversation_id", type=int, metavar=metavar, help=f"the {kind}'s id")
+        p.add_argument("--seq", type=int, default=None, metavar="SEQ", help="read up to this seq of yours (default: everything)")
+    p = command(commands, "recall", cmd_recall, "recall a message you sent (within the server's recall window)")
+    p.add_argument("message_id", type=int, metavar="MESSAGE_ID", help="the message's id")
+    p = command(commands, "edit", cmd_edit, "edit a message you sent (within the server's edit window)")
+    p.add_argument("message_id", type=int, metavar="MESSAGE_ID", help="the message's id")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the new content (several words are joined by spaces)")
+    p = command(commands, "reads", cmd_reads, "how many members read a group message")
+    p.add_argument("message_id", type=int, metavar="MESSAGE_ID", help="the message's id")
+    p = command(commands, "conversations", cmd_conversations, "the chat list: unread counts and last messages")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="conversations per page (1-100, default 20)")
+    p.add_argument("--cursor", default="", metavar="C", help="the next page's cursor, as printed")
     return parser
 
 

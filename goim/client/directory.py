@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from goim.client.api import HTTPAPI, Contact, Group, UserInfo
 from goim.client.errors import APIError
-from goim.types import RECEIVER_GROUP, SENDER_SYSTEM, StoredMessage
+from goim.types import KIND_EDIT, KIND_READ, KIND_RECALL, RECEIVER_GROUP, SENDER_SYSTEM, StoredMessage
 from goim.util import Clock
 
 log = Logger()
@@ -118,12 +118,21 @@ class Directory:
             sender = "system"
         else:
             sender = "me" if mine else self.user_name(message.sender_id)
+        text = message.content
+        if message.kind == KIND_READ:
+            text = f"(read up to #{message.ref_seq})"
+        elif message.kind == KIND_RECALL or message.recalled:
+            text = f"(recalled message {message.message_id})"
+        elif message.kind == KIND_EDIT:
+            text = f"(edited message {message.message_id}) {message.content}"
+        elif message.edited_at:
+            text = f"{message.content} (edited)"
         if message.receiver_type == RECEIVER_GROUP:
             conversation = f"[{self.group_name(message.receiver_id)}]"
-            line = f"{when} {conversation} {sender}: {message.content}"
+            line = f"{when} {conversation} {sender}: {text}"
         else:
             receiver = "me" if message.receiver_id == user_id else self.user_name(message.receiver_id)
-            line = f"{when} {sender} → {receiver}: {message.content}"
+            line = f"{when} {sender} → {receiver}: {text}"
         return {"time": when, "sender": sender, "line": line}
 
     def format(self, message: StoredMessage, *, user_id: int) -> str:

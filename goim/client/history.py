@@ -34,11 +34,15 @@ _FIELDS = (
     "content",
     "send_time",
 )
+#: fields added for events (issue 14): written always, optional when read (older logs)
+_EVENT_FIELDS = {"kind": 0, "ref_seq": 0, "edited_at": 0, "recalled": False}
 
 
 def message_to_json(message: StoredMessage) -> dict[str, Any]:
     """A JSON object of a message's fields."""
-    return {name: getattr(message, name) for name in _FIELDS}
+    data = {name: getattr(message, name) for name in _FIELDS}
+    data.update((name, getattr(message, name)) for name in _EVENT_FIELDS)
+    return data
 
 
 def message_from_json(data: Any) -> StoredMessage:
@@ -57,7 +61,11 @@ def message_from_json(data: Any) -> StoredMessage:
         expected = str if name == "content" else int
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ValueError(f"field {name} has the wrong type")
-    return StoredMessage(**values)
+    extra = {name: data.get(name, default) for name, default in _EVENT_FIELDS.items()}
+    for name, value in extra.items():
+        if type(value) is not type(_EVENT_FIELDS[name]):
+            raise ValueError(f"field {name} has the wrong type")
+    return StoredMessage(**values, **extra)
 
 
 class MessageLog(SessionObserver):

@@ -133,6 +133,8 @@ class SessionConfig:
         gap_retry: seconds before a sync is tried again when one ended with a gap it
             could not fill.
         max_frame: what SignIn announces as the largest frame this client reads.
+        features: the opt-in bits SignIn announces (``goim.features``; 1: read,
+            recall and edit events arrive as messages with a non-zero ``kind``).
     """
 
     heartbeat_interval: float = 240.0
@@ -146,6 +148,7 @@ class SessionConfig:
     retry_max: float = 30.0
     gap_retry: float = 2.0
     max_frame: int = CLIENT_MAX_FRAME
+    features: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +475,11 @@ class Session:
         self._kick_reason = ""
         state = self.state
         connection.sign_in(
-            device_id=state.device_id, user_id=state.user_id, token=state.token, max_frame=self.config.max_frame
+            device_id=state.device_id,
+            user_id=state.user_id,
+            token=state.token,
+            max_frame=self.config.max_frame,
+            features=self.config.features,
         )
         self._trigger_sync()
         self._later("signin", self.config.signin_timeout, self._signin_timed_out, connection)
