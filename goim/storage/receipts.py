@@ -157,8 +157,9 @@ class ReceiptStore:
         self, txn: Txn, user_id: int, device_id: int, conv_type: int, conv_id: int, seq: int, now_ms: int
     ) -> list[StoredMessage]:
         dialect = txn.dialect
-        # the reader's seq row first: read reports of one user serialise on it
-        _next_seqs_txn(txn, [user_id])
+        # the seq rows first (ascending, as the send path locks them): read reports of
+        # one user serialise here, and the events appended below need them anyway
+        _next_seqs_txn(txn, [user_id, conv_id] if conv_type == RECEIVER_USER else [user_id])
         clause, args = _conv_clause(user_id, conv_type, conv_id)
         last = txn.query(
             f"SELECT seq, message_id FROM messages WHERE user_id = ? AND kind = 0 AND seq <= ? AND {clause}"
@@ -311,13 +312,16 @@ class ReceiptStore:
         self, txn: Txn, user_id: int, device_id: int, message_id: int, kind: int, content: str, now_ms: int,
         window_ms: int,
     ) -> ChangeOutcome:
-        rows = txn.query(
-            f"SELECT {_COPY_COLUMNS}, created_at FROM messages WHERE message_id = ? AND kind = 0 ORDER BY user_id",
-            (message_id,),
-        )
-        copies = [_copy(r) for r in rows]
-        if not any(c.user_id == user_id for c in copies):
+        select = f"SELECT {_COPY_COLUMNS}, created_at FROM messages WHERE message_id = ? AND kind = 0 ORDER BY user_id"
+        holders = [int(r[0]) for r in txn.query(select, (message_id,))]
+        if user_id not in holders:
             return ChangeOutcome(NOT_FOUND)  # never say whether others hold it
+        # the holders' seq rows first, in the send path's order; then the copies again,
+        # read with a lock (a concurrent change of the same message committed before
+        # this one got the seq locks: its result must be seen, not a stale snapshot)
+        _next_seqs_txn(txn, holders)
+        rows = txn.query(select + txn.dialect.for_update, (message_id,))
+        copies = [_copy(r) for r in rows]
         original = copies[0]
         created_at = int(rows[0][15])
         allowed = original.sender_id == user_id
@@ -332,8 +336,6 @@ class ReceiptStore:
             return ChangeOutcome(UNCHANGED)
         if now_ms - created_at > window_ms:
             return ChangeOutcome(TOO_LATE)
-        # the holders' seq rows first, in the send path's order, then the copies
-        _next_seqs_txn(txn, [c.user_id for c in copies])
         if kind == KIND_RECALL:
             txn.execute("UPDATE messages SET content = '', recalled = 1 WHERE message_id = ? AND kind = 0", (message_id,))
         else:

@@ -8,7 +8,7 @@ and retried reports and changes write nothing twice.
 import time
 from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from goim.logic.codes import ApiCode
@@ -184,6 +184,30 @@ class ReceiptTests(ServiceTests):
         self.assertEqual([m.seq for m in await self.stream(a)], [1, 2, 3, 4])
         self.assertEqual([m.kind for m in await self.stream(a)], [KIND_MESSAGE, KIND_EDIT, KIND_MESSAGE, KIND_READ])
         self.assertEqual(await self.s.messages.store.max_seq(a), 4)
+
+
+    async def test_concurrent_retries_write_once(self: Any) -> None:
+        """The same recall, edit and read report sent at once several times (retries
+        racing on the pool's threads) write one set of events."""
+        await self.setup()
+        (a, da), (b, db) = await self.pair()
+        first = await self.s.messages.send(to_user(a, da, b, 1, "one"))
+        second = await self.s.messages.send(to_user(a, da, b, 2, "two"))
+        await defer.gatherResults(
+            [
+                defer.Deferred.fromCoroutine(work)
+                for _ in range(3)
+                for work in (
+                    self.receipts.recall(a, da, first.message_id),
+                    self.receipts.edit(a, da, second.message_id, "zwei"),
+                    self.receipts.read(b, db, RECEIVER_USER, a, 2),
+                )
+            ],
+            consumeErrors=True,
+        )
+        kinds = [m.kind for m in await self.stream(b)]
+        self.assertEqual(sorted(kinds), [KIND_MESSAGE, KIND_MESSAGE, KIND_READ, KIND_RECALL, KIND_EDIT])
+        self.assertEqual([m.seq for m in await self.stream(b)], [1, 2, 3, 4, 5])
 
 
 class ReceiptSQLiteTests(ReceiptTests, SQLiteBackend, TestCase):
