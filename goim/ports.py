@@ -13,7 +13,7 @@ from typing import Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
-from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
+from goim.types import ChangeRequest, ChangeResult, SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
 
 
 class LogicPort(Protocol):
@@ -49,6 +49,12 @@ class LogicPort(Protocol):
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
         """Connection ``conn`` of the device closed (a no-op once a newer one took over)."""
+
+    async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str) -> ChangeResult:
+        """A read report, recall or edit of the connection's user (safe to repeat).
+
+        A refusal is a result with a non-zero API code, not an exception.
+        """
 
 
 class SessionPort(Protocol):

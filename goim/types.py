@@ -117,6 +117,33 @@ KIND_EDIT = 3
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """A read report, recall or edit from a client connection (issue 14).
+
+    ``kind`` is ``KIND_READ`` (with ``conversation_type``, ``conversation_id`` and
+    ``seq``), ``KIND_RECALL`` (``message_id``) or ``KIND_EDIT`` (``message_id`` and
+    ``content``).
+    """
+
+    kind: int
+    conversation_type: int = 0
+    conversation_id: int = 0
+    seq: int = 0
+    message_id: int = 0
+    content: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """The outcome of a :class:`ChangeRequest`: an API code (0 ok), its message, and
+    for a read report the read position now stored."""
+
+    code: int = 0
+    message: str = ""
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SendRequest:
     """A client's MessageSend, with the identity of the connection that sent it.
 

@@ -26,6 +26,8 @@ from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message_send, stored_from_item
 from goim.types import (
     SEND_INTERNAL_ERROR,
+    ChangeRequest,
+    ChangeResult,
     SendOutcomeUnknown,
     SendRequest,
     SendResult,
@@ -378,6 +380,18 @@ class PBLogicClient:
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
         await self._call("offline", device_id, user_id, conn)
+
+    async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str) -> ChangeResult:
+        """A read report, recall or edit (issue 14); safe to repeat, so retried on another node."""
+        r = request
+        answer = await self._call(
+            "change", device_id, user_id, r.kind, r.conversation_type, r.conversation_id, r.seq, r.message_id,
+            r.content, conn,
+        )
+        if not isinstance(answer, (list, tuple)) or len(answer) != 3:
+            raise TypeError("change answered something other than (code, message, read_seq)")
+        code, message, read_seq = answer
+        return ChangeResult(int(code), str(message), int(read_seq))
 
 
 @dataclass

@@ -22,13 +22,15 @@ from goim.logic.local import InProcessLogic
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.codec import encode_message, send_request
-from goim.types import SEND_INTERNAL_ERROR, SendResult, SignInResult, connection_node
+from goim.types import SEND_INTERNAL_ERROR, ChangeRequest, SendResult, SignInResult, connection_node
 from goim.util import Clock
 
 log = Logger(observer=goim_observer)
 
 #: sends one remote call may carry
 MAX_SEND_BATCH = 1000
+#: the longest edited content a remote call may carry (the service checks the real limit)
+MAX_CHANGE_CONTENT = 65_535
 #: connections a perspective remembers as checked against presence
 MAX_TRUSTED = 100_000
 
@@ -262,6 +264,50 @@ class ConnectNodePerspective(pb.Avatar):
     async def _ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> None:
         _, device_id, user_id, _ = await self._check(conn, device_id, user_id)
         await self.logic.ack(device_id=device_id, user_id=user_id, seq=_int(seq, "seq"))
+
+    def perspective_change(
+        self,
+        device_id: Any,
+        user_id: Any,
+        kind: Any,
+        conversation_type: Any,
+        conversation_id: Any,
+        seq: Any,
+        message_id: Any,
+        content: Any,
+        conn: Any,
+    ) -> Deferred[tuple[int, str, int]]:
+        """A read report, recall or edit of a connection signed in through this node (issue 14)."""
+        return Deferred.fromCoroutine(
+            self._change(device_id, user_id, kind, conversation_type, conversation_id, seq, message_id, content, conn)
+        )
+
+    async def _change(
+        self,
+        device_id: Any,
+        user_id: Any,
+        kind: Any,
+        conversation_type: Any,
+        conversation_id: Any,
+        seq: Any,
+        message_id: Any,
+        content: Any,
+        conn: Any,
+    ) -> tuple[int, str, int]:
+        _, device_id, user_id, _ = await self._check(conn, device_id, user_id)
+        if not isinstance(content, str) or len(content) > MAX_CHANGE_CONTENT:
+            raise BadArgument(f"content must be a string of at most {MAX_CHANGE_CONTENT} characters")
+        request = ChangeRequest(
+            kind=_int(kind, "kind"),
+            conversation_type=_int(conversation_type, "conversation_type"),
+            conversation_id=_int(conversation_id, "conversation_id"),
+            seq=_int(seq, "seq"),
+            message_id=_int(message_id, "message_id"),
+            content=content,
+        )
+        result = await self.logic.change(device_id=device_id, user_id=user_id, request=request)
+        # plain ints over PB (an ApiCode member would not be serialisable)
+        return int(result.code), str(result.message), int(result.read_seq)
 
     def perspective_offline(self, device_id: Any, user_id: Any, conn: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(self._offline(device_id, user_id, conn))

@@ -167,7 +167,9 @@ class LogicContainer(Container):
 
     @component
     def get_logic(self) -> InProcessLogic:
-        return InProcessLogic(self.get_accounts(), self.get_messages(), metrics=self.get_metrics())
+        return InProcessLogic(
+            self.get_accounts(), self.get_messages(), metrics=self.get_metrics(), receipts=self.get_receipts()
+        )
 
     async def open_database(self) -> None:
         """Migrate the schema (refuses a schema newer than this code)."""

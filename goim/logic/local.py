@@ -7,7 +7,19 @@ from goim.logic.errors import GoimError
 from goim.logic.messages import MessageService
 from goim.logs import goim_observer
 from goim.metrics import Metrics
-from goim.types import SendRequest, SendResult, SignInResult, SyncPage
+from goim.logic.codes import ApiCode
+from goim.logic.receipts import ReceiptService
+from goim.types import (
+    KIND_EDIT,
+    KIND_READ,
+    KIND_RECALL,
+    ChangeRequest,
+    ChangeResult,
+    SendRequest,
+    SendResult,
+    SignInResult,
+    SyncPage,
+)
 
 log = Logger(observer=goim_observer)
 
@@ -15,10 +27,18 @@ log = Logger(observer=goim_observer)
 class InProcessLogic:
     """``goim.ports.LogicPort`` on top of the services of this process."""
 
-    def __init__(self, accounts: AccountService, messages: MessageService, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        accounts: AccountService,
+        messages: MessageService,
+        *,
+        metrics: Metrics | None = None,
+        receipts: ReceiptService | None = None,
+    ) -> None:
         self.accounts = accounts
         self.messages = messages
         self.metrics = metrics
+        self.receipts = receipts
 
     async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str = "") -> SignInResult:
         """A connection may sign in when the token is the device's and the device is bound to the user."""
@@ -56,3 +76,24 @@ class InProcessLogic:
 
     async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
         """Nothing to do in-process: the connection table is the presence."""
+
+    async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str = "") -> ChangeResult:
+        """A read report, recall or edit; a refusal is answered with its API code."""
+        receipts = self.receipts
+        if receipts is None:
+            return ChangeResult(ApiCode.INTERNAL, "read receipts are not served here")
+        try:
+            if request.kind == KIND_READ:
+                seq = await receipts.read(
+                    user_id, device_id, request.conversation_type, request.conversation_id, request.seq
+                )
+                return ChangeResult(read_seq=seq)
+            if request.kind == KIND_RECALL:
+                await receipts.recall(user_id, device_id, request.message_id)
+            elif request.kind == KIND_EDIT:
+                await receipts.edit(user_id, device_id, request.message_id, request.content)
+            else:
+                return ChangeResult(ApiCode.BAD_REQUEST, f"unknown change kind {request.kind}")
+        except GoimError as e:
+            return ChangeResult(int(e.code), e.message)
+        return ChangeResult()

@@ -123,3 +123,45 @@ class Kicked(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class ReadReport(_message.Message):
+    __slots__ = ("conversation_type", "conversation_id", "sync_sequence", "request_id")
+    CONVERSATION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNC_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_type: int
+    conversation_id: int
+    sync_sequence: int
+    request_id: int
+    def __init__(self, conversation_type: _Optional[int] = ..., conversation_id: _Optional[int] = ..., sync_sequence: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class Recall(_message.Message):
+    __slots__ = ("message_id", "request_id")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: int
+    request_id: int
+    def __init__(self, message_id: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class Edit(_message.Message):
+    __slots__ = ("message_id", "content", "request_id")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: int
+    content: str
+    request_id: int
+    def __init__(self, message_id: _Optional[int] = ..., content: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class ChangeACK(_message.Message):
+    __slots__ = ("request_id", "code", "message", "read_sequence")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    READ_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    code: int
+    message: str
+    read_sequence: int
+    def __init__(self, request_id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., read_sequence: _Optional[int] = ...) -> None: ...

@@ -48,6 +48,11 @@ class FrameCode(IntEnum):
     MESSAGE = 8
     MESSAGE_ACK = 9
     KICKED = 10
+    # read receipts, recall and edit (issue 14; docs/protocol.md "Events")
+    READ_REPORT = 11
+    RECALL = 12
+    EDIT = 13
+    CHANGE_ACK = 14
 
     def __repr__(self) -> str:
         return f"FrameCode.{self.name}({self.value})"
@@ -74,6 +79,10 @@ MESSAGE_SEND_ACK: Final = FrameCode.MESSAGE_SEND_ACK
 MESSAGE: Final = FrameCode.MESSAGE
 MESSAGE_ACK: Final = FrameCode.MESSAGE_ACK
 KICKED: Final = FrameCode.KICKED
+READ_REPORT: Final = FrameCode.READ_REPORT
+RECALL: Final = FrameCode.RECALL
+EDIT: Final = FrameCode.EDIT
+CHANGE_ACK: Final = FrameCode.CHANGE_ACK
 
 CODE_NAMES: Final[dict[int, str]] = {
     SIGN_IN: "SignIn",
@@ -86,10 +95,14 @@ CODE_NAMES: Final[dict[int, str]] = {
     MESSAGE: "Message",
     MESSAGE_ACK: "MessageACK",
     KICKED: "Kicked",
+    READ_REPORT: "ReadReport",
+    RECALL: "Recall",
+    EDIT: "Edit",
+    CHANGE_ACK: "ChangeACK",
 }
-CLIENT_CODES: Final = frozenset({SIGN_IN, SYNC_TRIGGER, HEARTBEAT, MESSAGE_SEND, MESSAGE_ACK})
+CLIENT_CODES: Final = frozenset({SIGN_IN, SYNC_TRIGGER, HEARTBEAT, MESSAGE_SEND, MESSAGE_ACK, READ_REPORT, RECALL, EDIT})
 SERVER_CODES: Final = frozenset(
-    {SIGN_IN_ACK, HEARTBEAT_ACK, MESSAGE_SEND_ACK, MESSAGE, KICKED}
+    {SIGN_IN_ACK, HEARTBEAT_ACK, MESSAGE_SEND_ACK, MESSAGE, KICKED, CHANGE_ACK}
 )
 
 # Message.type values.
@@ -477,17 +490,68 @@ class Kicked(WireFrame):
     reason: str = ""
 
 
-ClientFrame = Union[SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck]
-ServerFrame = Union[SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked]
+@dataclass(frozen=True, slots=True)
+class ReadReport(WireFrame):
+    """Code 11, client to server: the conversation is read up to ``sync_sequence`` (of
+    the user's own stream); answered by :class:`ChangeAck` with ``request_id``."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.READ_REPORT
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.ReadReport
+
+    conversation_type: int = 0
+    conversation_id: int = 0
+    sync_sequence: int = 0
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recall(WireFrame):
+    """Code 12, client to server: recall a message; answered by :class:`ChangeAck`."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.RECALL
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.Recall
+
+    message_id: int = 0
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Edit(WireFrame):
+    """Code 13, client to server: replace a message's content; answered by :class:`ChangeAck`."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.EDIT
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.Edit
+
+    message_id: int = 0
+    content: str = ""
+    request_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAck(WireFrame):
+    """Code 14, server to client: the outcome of a ReadReport, Recall or Edit
+    (``code`` is an API code, docs/http-api.md; ``read_sequence`` the stored read position)."""
+
+    CODE: ClassVar[FrameCode] = FrameCode.CHANGE_ACK
+    PROTO: ClassVar[type[_PbMessage] | None] = pb.ChangeACK
+
+    request_id: int = 0
+    code: int = 0
+    message: str = ""
+    read_sequence: int = 0
+
+
+ClientFrame = Union[SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck, ReadReport, Recall, Edit]
+ServerFrame = Union[SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked, ChangeAck]
 AnyFrame = Union[ClientFrame, ServerFrame]
 
 #: the typed frame of each code a client writes
 CLIENT_FRAMES: Final[dict[int, type[WireFrame]]] = {
-    cls.CODE: cls for cls in (SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck)
+    cls.CODE: cls for cls in (SignIn, SyncTrigger, Heartbeat, MessageSend, MessageAck, ReadReport, Recall, Edit)
 }
 #: the typed frame of each code a server writes
 SERVER_FRAMES: Final[dict[int, type[WireFrame]]] = {
-    cls.CODE: cls for cls in (SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked)
+    cls.CODE: cls for cls in (SignInAck, HeartbeatAck, MessageSendAck, Message, Kicked, ChangeAck)
 }
 FRAMES: Final[dict[int, type[WireFrame]]] = {**CLIENT_FRAMES, **SERVER_FRAMES}
 

@@ -54,6 +54,7 @@ from goim.protocols.codec import (
     pack_push,
     send_request,
 )
+from goim.protocols.codec import CHANGE_ACK, EDIT, READ_REPORT, RECALL, ChangeAck, Edit, ReadReport, Recall
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
 from goim.protocols.sync import SyncProducer, SyncStream
 from goim.types import (
@@ -66,6 +67,7 @@ from goim.types import (
     StoredMessage,
     connection_id,
 )
+from goim.types import KIND_EDIT, KIND_READ, KIND_RECALL, ChangeRequest, ChangeResult
 from goim.util import Clock, DelayedCall
 
 SUPERSEDED = "a newer connection of this device signed in"
@@ -74,6 +76,7 @@ _HOLD_SIGN_IN = "sign-in"
 _HOLD_SENDS = "in-flight sends"
 _HOLD_OUTBOUND = "unsent output"
 _HOLD_BUDGET = "over the send budget"
+_HOLD_CHANGES = "in-flight read reports, recalls and edits"
 #: after a send refused with code 5 the connection is not read for its retry hint
 #: (this long when there is none), at most MAX_BUDGET_PAUSE: a pipelined flood then
 #: waits in the client's socket instead of costing the server a refusal per frame
@@ -132,6 +135,7 @@ class ClientConnection(TLVReceiver):
         self._last_frame_at = 0.0
         self._budget = TokenBucket(rate=factory.rate_limit, burst=factory.rate_burst)
         self._in_flight = 0
+        self._changes_in_flight = 0
         self._lost_waiters: list[Deferred[None]] = []
         self.producer = SyncProducer()
         self.producer.on_resume = self._resumed
@@ -380,6 +384,58 @@ class ClientConnection(TLVReceiver):
             self.acked_seq = seq
         self._run(self._ack(seq), "ack")
 
+    # --- read reports, recalls and edits (issue 14; docs/protocol.md "Events") ----------
+
+    def _on_read_report(self, value: bytes) -> None:
+        frame = ReadReport.from_bytes(value)
+        request = ChangeRequest(
+            KIND_READ,
+            conversation_type=frame.conversation_type,
+            conversation_id=frame.conversation_id,
+            seq=frame.sync_sequence,
+        )
+        self._begin_change(frame.request_id, request)
+
+    def _on_recall(self, value: bytes) -> None:
+        frame = Recall.from_bytes(value)
+        self._begin_change(frame.request_id, ChangeRequest(KIND_RECALL, message_id=frame.message_id))
+
+    def _on_edit(self, value: bytes) -> None:
+        frame = Edit.from_bytes(value)
+        self._begin_change(frame.request_id, ChangeRequest(KIND_EDIT, message_id=frame.message_id, content=frame.content))
+
+    def _begin_change(self, request_id: int, request: ChangeRequest) -> None:
+        # bounded like sends: past max_in_flight the connection's frames wait unread
+        self._changes_in_flight += 1
+        if self._changes_in_flight >= self.factory.max_in_flight:
+            self._hold(_HOLD_CHANGES)
+        self._run(self._change(request_id, request), "change")
+
+    async def _change(self, request_id: int, request: ChangeRequest) -> None:
+        try:
+            try:
+                result = await self._logic.change(
+                    device_id=self.device_id, user_id=self.user_id, request=request, conn=self.conn_id
+                )
+            except CancelledError:
+                raise
+            except Exception:
+                self.log.failure(
+                    "change {request_id} (kind {kind}) of device {device_id} from {peer} failed",
+                    request_id=request_id,
+                    kind=request.kind,
+                    device_id=self.device_id,
+                    peer=self.peer,
+                )
+                result = ChangeResult(3, "internal error")  # API code 3
+            if self.writable():
+                ack = ChangeAck(request_id=request_id, code=result.code, message=result.message, read_sequence=result.read_seq)
+                self.sendFrame(CHANGE_ACK, ack.to_bytes())
+        finally:
+            self._changes_in_flight -= 1
+            if self._changes_in_flight < self.factory.max_in_flight:
+                self._release(_HOLD_CHANGES)
+
     # --- async work -------------------------------------------------------------------
 
     async def _sign_in(self, message: pb.SignIn) -> None:
@@ -610,6 +666,9 @@ _HANDLERS: dict[int, Callable[[ClientConnection, bytes], None]] = {
     HEARTBEAT: ClientConnection._on_heartbeat,
     MESSAGE_SEND: ClientConnection._on_message_send,
     MESSAGE_ACK: ClientConnection._on_message_ack,
+    READ_REPORT: ClientConnection._on_read_report,
+    RECALL: ClientConnection._on_recall,
+    EDIT: ClientConnection._on_edit,
 }
 
 

@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 from goim.types import KIND_EDIT, KIND_MESSAGE, KIND_READ, KIND_RECALL
 from tests.distributed.harness import Cluster
 from tests.e2e.httpapi import HttpApi
-from tests.e2e.test_receipts import kinds, sign_in_with_events
+from goim.protocols import codec
+from tests.e2e.test_receipts import change, kinds, sign_in_with_events
 from tests.e2e.wire import WireClient, connect, items, wait_until
 from tests.support.db import MySQLBackend
 
@@ -66,8 +67,12 @@ class DistributedReceiptTests(MySQLBackend, TestCase):
             {"message_id": in_group.message_id, "read_count": 1},
         )
         # the group's owner recalls alice's group message; alice edits her 1:1 message
-        await api1.ok("POST", "/message/recall", {"message_id": in_group.message_id}, auth=carol.auth)
-        await api1.ok("POST", "/message/recall", {"message_id": in_group.message_id}, auth=carol.auth)
+        carol_conn = await events(c.tcp_port(1), carol)  # over the connection: connect node -> PB -> logic
+        for request_id in (1, 2):  # the second is a retry
+            ack = await change(carol_conn, codec.Recall(message_id=in_group.message_id, request_id=request_id))
+            self.assertEqual(ack.code, 0)
+        not_yours = await change(b, codec.Edit(message_id=hello.message_id, content="x", request_id=5))
+        self.assertEqual(not_yours.code, 1017)
         await api0.ok("POST", "/message/edit", {"message_id": hello.message_id, "content": "hello!"}, auth=alice.auth)
         for client in (a, b):
             await wait_until(lambda cl=client: (KIND_EDIT, hello.message_id) in kinds(cl), "the edit event")

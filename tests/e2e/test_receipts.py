@@ -9,6 +9,7 @@ and recalls write nothing twice.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from twisted.trial.unittest import TestCase
@@ -41,6 +42,21 @@ async def sign_in_with_events(client: WireClient, device: Device) -> None:
     )
     frame = await wait_until(lambda: next(iter(client.of_code(SIGN_IN_ACK, since=start)), None), "SignInACK")
     assert parse(codec.SignInAck, frame).code == 1
+
+
+async def change(client: WireClient, frame: codec.ReadReport | codec.Recall | codec.Edit) -> codec.ChangeAck:
+    """Write a code 11/12/13 frame and wait for the ChangeACK with its request_id."""
+    client.write(frame.to_frame())
+
+    def answered() -> codec.ChangeAck | None:
+        for f in client.of_code(codec.CHANGE_ACK):
+            ack = parse(codec.ChangeAck, f)
+            if ack.request_id == frame.request_id:
+                return ack
+        return None
+
+    ack: codec.ChangeAck = await wait_until(answered, f"ChangeACK {frame.request_id}")
+    return ack
 
 
 def kinds(client: WireClient) -> list[tuple[int, int]]:
@@ -79,27 +95,30 @@ class ReceiptsEndToEnd(_Base):
         await wait_until(lambda: first.message_id in old.pushed_ids() and first.message_id in bob.pushed_ids(), "push")
         bob_seq = next(i.sync_sequence for i in bob.pushed() if i.message_id == first.message_id)
 
-        # bob reads: his own devices and alice's learn it, in their own seq spaces
-        read = await api.ok(
-            "POST", "/message/read", {"conversation_type": 1, "conversation_id": a1.user_id, "seq": bob_seq}, auth=b1.auth
-        )
-        self.assertEqual(read, {"read_seq": bob_seq})
+        # bob reads (over the connection): his devices and alice's learn it, in their own seq spaces
+        report = codec.ReadReport(conversation_type=1, conversation_id=a1.user_id, sync_sequence=bob_seq, request_id=1)
+        self.assertEqual(await change(bob, report), codec.ChangeAck(request_id=1, read_sequence=bob_seq))
         await wait_until(lambda: (KIND_READ, first.message_id) in kinds(alice), "the read tick at alice")
         tick = next(i for i in alice.pushed() if i.kind == KIND_READ)
         self.assertEqual((tick.sender_id, tick.ref_seq), (b1.user_id, first.sync_sequence))
         await wait_until(lambda: (KIND_READ, first.message_id) in kinds(bob), "the read event at bob's device")
-        # retried: nothing new
+        # retried, over the connection and over HTTP: nothing new
+        retried = await change(bob, replace(report, request_id=2))
+        self.assertEqual((retried.code, retried.read_sequence), (0, bob_seq))
         again = await api.ok(
             "POST", "/message/read", {"conversation_type": 1, "conversation_id": a1.user_id, "seq": bob_seq}, auth=b1.auth
         )
         self.assertEqual(again, {"read_seq": bob_seq})
 
-        await api.ok("POST", "/message/recall", {"message_id": first.message_id}, auth=a1.auth)
+        self.assertEqual((await change(alice, codec.Recall(message_id=first.message_id, request_id=7))).code, 0)
         await api.ok("POST", "/message/recall", {"message_id": first.message_id}, auth=a1.auth)  # retried
         status, env = await api.call("POST", "/message/recall", {"message_id": first.message_id}, auth=b1.auth)
         self.assertEqual((status, env["code"]), (403, 1017))
+        refused = await change(bob, codec.Recall(message_id=first.message_id, request_id=3))
+        self.assertEqual(refused.code, 1017)
         second = await alice.send(b1.user_id, "helo", 2)
-        await api.ok("POST", "/message/edit", {"message_id": second.message_id, "content": "hello again"}, auth=a1.auth)
+        edited = await change(alice, codec.Edit(message_id=second.message_id, content="hello again", request_id=8))
+        self.assertEqual(edited.code, 0)
         for client in (alice, bob):
             await wait_until(lambda c=client: (KIND_EDIT, second.message_id) in kinds(c), "the edit event")
         self.assertEqual(kinds(bob).count((KIND_RECALL, first.message_id)), 1, "one recall event, retry or not")

@@ -3,7 +3,9 @@ that only connections with ``Feature.EVENTS`` are sent event rows or fields 11-1
 live or by sync, while goim 1.1 clients page through them without a stall."""
 
 from dataclasses import replace
+from typing import cast
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -11,8 +13,18 @@ from goim.features import Feature
 from goim.protocols import codec
 from goim.protocols.changes import for_connection
 from goim.protocols.sync import SyncProducer, SyncStream
-from goim.types import KIND_EDIT, KIND_READ, KIND_RECALL, SignInResult, StoredMessage, SyncPage
-from tests.protocols.fakes import make_message
+from goim.protocols.framing import decode_frames
+from goim.types import (
+    KIND_EDIT,
+    KIND_READ,
+    KIND_RECALL,
+    ChangeRequest,
+    ChangeResult,
+    SignInResult,
+    StoredMessage,
+    SyncPage,
+)
+from tests.protocols.fakes import FakeLogic, frame, make_message
 from tests.protocols.test_connection import Conn, parse
 from tests.protocols.test_sync import PagedLogic, Sink, run
 
@@ -134,3 +146,91 @@ class EventPushTests(SynchronousTestCase):
         (f,) = conn.take()
         (item,) = parse(codec.Message, f.value).messages
         self.assertEqual((item.kind, item.sync_sequence), (KIND_RECALL, 1))
+
+
+#: docs/protocol.md "Events": the frames of codes 11-14
+FRAME_VECTORS = [
+    (codec.ReadReport(conversation_type=1, conversation_id=7, sync_sequence=5, request_id=1), "00 0b 00 08 08 01 10 07 18 05 20 01"),
+    (codec.Recall(message_id=9, request_id=2), "00 0c 00 04 08 09 10 02"),
+    (codec.Edit(message_id=9, content="hi", request_id=3), "00 0d 00 08 08 09 12 02 68 69 18 03"),
+    (codec.ChangeAck(request_id=1, read_sequence=5), "00 0e 00 04 08 01 20 05"),
+    (
+        codec.ChangeAck(request_id=2, code=1018, message="too old"),
+        "00 0e 00 0e 08 02 10 fa 07 1a 07 74 6f 6f 20 6f 6c 64",
+    ),
+]
+
+
+class ChangeLogic(FakeLogic):
+    """A FakeLogic that also takes read reports, recalls and edits (answered by the test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[ChangeRequest, Deferred[ChangeResult]]] = []
+
+    async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str = "") -> ChangeResult:
+        d: Deferred[ChangeResult] = Deferred()
+        self.changes.append((request, d))
+        return await d
+
+
+class ChangeFrameTests(SynchronousTestCase):
+    def test_frame_vectors_both_ways(self) -> None:
+        """Codes 11-14 encode to the documented bytes and decode back; the tables know them."""
+        for typed, hex_frame in FRAME_VECTORS:
+            raw = bytes.fromhex(hex_frame)
+            self.assertEqual(typed.to_frame(), raw)
+            (frame,), _ = decode_frames(raw)
+            self.assertEqual(codec.decode_frame(frame.type, frame.value), typed)
+        self.assertEqual(
+            {c: codec.code_name(c) for c in (11, 12, 13, 14)},
+            {11: "ReadReport", 12: "Recall", 13: "Edit", 14: "ChangeACK"},
+        )
+        self.assertLessEqual({11, 12, 13}, set(codec.CLIENT_FRAMES))
+        self.assertIn(14, codec.SERVER_FRAMES)
+
+    def conn(self) -> Conn:
+        conn = Conn(logic=ChangeLogic(), max_in_flight=2)
+        conn.signed_in()
+        return conn
+
+    def test_each_frame_reaches_logic_and_is_acked_by_request_id(self) -> None:
+        """ReadReport, Recall and Edit become ChangeRequests; each answer is a ChangeACK
+        with the request's id, in the order the answers come."""
+        conn = self.conn()
+        logic = cast(ChangeLogic, conn.logic)
+        conn.feed(
+            codec.ReadReport(conversation_type=2, conversation_id=5, sync_sequence=9, request_id=1).to_frame(),
+            codec.Recall(message_id=70, request_id=2).to_frame(),
+        )
+        self.assertEqual(
+            [r for r, _ in logic.changes],
+            [ChangeRequest(KIND_READ, conversation_type=2, conversation_id=5, seq=9), ChangeRequest(KIND_RECALL, message_id=70)],
+        )
+        logic.changes[1][1].callback(ChangeResult(1017, "not yours"))
+        logic.changes[0][1].callback(ChangeResult(read_seq=9))
+        acks = [parse(codec.ChangeAck, f.value) for f in conn.take()]
+        self.assertEqual(acks, [codec.ChangeAck(2, 1017, "not yours"), codec.ChangeAck(1, 0, "", 9)])
+        conn.feed(codec.Edit(message_id=70, content="new", request_id=3).to_frame())
+        self.assertEqual(logic.changes[2][0], ChangeRequest(KIND_EDIT, message_id=70, content="new"))
+
+    def test_in_flight_changes_are_bounded_and_failures_answered(self) -> None:
+        """Past max_in_flight the connection reads no further frame until an answer
+        comes; a failed call is answered with code 3 and logged."""
+        conn = self.conn()
+        logic = cast(ChangeLogic, conn.logic)
+        conn.feed(*[codec.Recall(message_id=1, request_id=i).to_frame() for i in range(1, 3)])
+        self.assertEqual(len(logic.changes), 2)
+        self.assertEqual(conn.proto._holds, {"in-flight read reports, recalls and edits"})  # type: ignore[attr-defined]
+        self.assertEqual(conn.transport.producerState, "paused")
+        logic.changes[0][1].errback(RuntimeError("db down"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        (ack,) = [parse(codec.ChangeAck, f.value) for f in conn.take()]
+        self.assertEqual((ack.request_id, ack.code), (1, 3))
+        self.assertFalse(conn.proto._holds)  # type: ignore[attr-defined]
+
+    def test_malformed_change_frame_closes(self) -> None:
+        """A value that is no protobuf of the frame closes the connection, like any frame."""
+        conn = self.conn()
+        conn.feed(frame(codec.RECALL, b"\xff"))
+        self.assertTrue(conn.closed)
