@@ -227,13 +227,15 @@ class ReceiptStore:
     ) -> tuple[list[Conversation], int | None]:
         # the last seq of every conversation of the user: one grouped scan of the
         # user's stream (DESIGN: the stream is the user's; no second index to keep)
-        bound = " AND seq < ?" if before > 0 else ""
+        # (the cursor bounds each conversation's last seq, not the messages scanned:
+        # a conversation shown on an earlier page must not come back with an older one)
+        bound = " HAVING MAX(seq) < ?" if before > 0 else ""
         rows = txn.query(
-            "SELECT MAX(seq) FROM messages WHERE user_id = ? AND kind = 0" + bound
-            + " GROUP BY receiver_type, CASE WHEN receiver_type = 2 THEN receiver_id"
-            " WHEN sender_id = ? THEN receiver_id ELSE sender_id END"
-            " ORDER BY MAX(seq) DESC LIMIT ?",
-            [user_id, *([before] if before > 0 else []), user_id, limit + 1],
+            "SELECT MAX(seq) FROM messages WHERE user_id = ? AND kind = 0"
+            " GROUP BY receiver_type, CASE WHEN receiver_type = 2 THEN receiver_id"
+            " WHEN sender_id = ? THEN receiver_id ELSE sender_id END" + bound
+            + " ORDER BY MAX(seq) DESC LIMIT ?",
+            [user_id, user_id, *([before] if before > 0 else []), limit + 1],
         )
         last_seqs = [int(r[0]) for r in rows]
         more = len(last_seqs) > limit

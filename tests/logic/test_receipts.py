@@ -98,6 +98,26 @@ class ReceiptTests(ServiceTests):
         self.assertEqual([(x.conv_id, x.unread, x.read_seq) for x in everything.items], [(group, 1, 0), (b, 0, 2)])
         self.assertIsNone(everything.next)
 
+    async def test_conversation_pages_show_each_conversation_once(self: Any) -> None:
+        """A conversation with messages on both sides of a page's cursor is listed once,
+        on the page of its newest message."""
+        await self.setup()
+        (a, da), (b, db) = await self.pair()
+        c, dc, _ = await self.s.new_user("c")
+        await self.s.social.add_friend(a, c, "")
+        await self.s.messages.send(to_user(b, db, a, 1, "b1"))  # a:1
+        await self.s.messages.send(to_user(c, dc, a, 1, "c1"))  # a:2
+        await self.s.messages.send(to_user(b, db, a, 2, "b2"))  # a:3
+        seen = []
+        cursor = 0
+        for _ in range(5):
+            page = await self.receipts.conversations(a, before=cursor, limit=1)
+            seen += [(x.conv_id, x.last.content) for x in page.items]
+            if page.next is None:
+                break
+            cursor = page.next
+        self.assertEqual(seen, [(b, "b2"), (c, "c1")])
+
     async def test_group_read_count(self: Any) -> None:
         """Per-member read positions give a group message's read count (the sender not counted)."""
         await self.setup()
