@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 
 from goim.protocols import codec
 from goim.protocols.framing import Frame, TLVReceiver, decode_frames, encode_frame
-from goim.types import SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
+from goim.types import ChangeRequest, ChangeResult, SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
 
 T = TypeVar("T")
 
@@ -91,6 +91,12 @@ class FakeLogic:
     async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
         self.conns.append(("offline", conn))
         self.offlines.append(dict(device_id=device_id, user_id=user_id))
+
+    async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str = "") -> ChangeResult:
+        """Read reports, recalls and edits (issue 14) are answered 0 at once."""
+        self.conns.append(("change", conn))
+        self.order.append(f"change {request.kind}")
+        return ChangeResult()
 
     def page_for(self, call: Call[SyncPage]) -> SyncPage:
         """The page ``messages`` holds for a sync_page call's arguments."""
