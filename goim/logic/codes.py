@@ -33,6 +33,11 @@ class ApiCode(IntEnum):
     REGISTRATION_THROTTLED = 1013
     TOKEN_EXPIRED = 1014
     DEVICE_NOT_FOUND = 1015
+    # business push (issue 14): 11xx
+    PUSH_DISABLED = 1101
+    PUSH_KEY_WRONG = 1102
+    PUSH_JOB_NOT_FOUND = 1103
+    IDEMPOTENCY_KEY_REUSED = 1104
 
     def __repr__(self) -> str:
         return f"ApiCode.{self.name}({self.value})"

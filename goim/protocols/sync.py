@@ -16,8 +16,14 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from goim.features import Feature, wants
 from goim.ports import LogicPort
 from goim.protocols.codec import pack_sync
+
+
+#: ``Message.trimmed = true`` (field 4, varint): appended to a frame value, where
+#: protobuf takes fields in any order
+TRIMMED_FIELD = b"\x20\x01"
 
 
 @implementer(IPushProducer)
@@ -79,6 +85,8 @@ class SyncSink(Protocol):
     conn_id: str
     #: the largest frame value the client accepts
     cap: int
+    #: the connection's ``SignIn.features``
+    features: Feature
 
     @property
     def peer(self) -> str:
@@ -190,7 +198,18 @@ class SyncStream:
             pages += 1
             count += len(messages)
             last = not page.more or not messages
-            sink.write_messages(pack_sync(messages, cap=sink.cap, last=last))
+            if pages == 1 and page.trimmed and wants(sink.features, Feature.TRIMMED):
+                # Message.trimmed on the first frame; room for its two bytes is kept
+                values = pack_sync(messages, cap=sink.cap - len(TRIMMED_FIELD), last=last)
+                values[0] += TRIMMED_FIELD
+                self._log.info(
+                    "sync of user {user_id} after seq {after}: history was trimmed by retention",
+                    user_id=sink.user_id,
+                    after=cursor,
+                )
+            else:
+                values = pack_sync(messages, cap=sink.cap, last=last)
+            sink.write_messages(values)
             if last:
                 break
             if messages[-1].seq <= cursor:
