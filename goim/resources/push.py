@@ -4,7 +4,7 @@
 request with the same ``idempotency_key``); ``GET /push/jobs/{id}`` shows its
 progress. The caller is a trusted backend, never a user: it sends
 ``Authorization: Bearer KEY`` with the key of ``--push-key-file``, compared in
-constant time. Without a configured key every route answers code 1101 (HTTP 503).
+constant time. Without a configured key every route answers code 1101 (HTTP 403).
 """
 
 import hashlib

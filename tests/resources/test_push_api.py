@@ -41,10 +41,10 @@ class PushRouteTests(ServiceTests, SQLiteBackend, TestCase):
         return response.code, json.loads(await response.content())
 
     async def test_disabled_without_key(self) -> None:
-        """Without a configured key the push routes answer 1101 (HTTP 503)."""
+        """Without a configured key the push routes answer 1101 (HTTP 403)."""
         await self.serve(None)
         status, env = await self.call("POST", "/push/messages", {"idempotency_key": "k", "target": "all", "content": "x"})
-        self.assertEqual((status, env["code"]), (503, 1101))
+        self.assertEqual((status, env["code"]), (403, 1101))
 
     async def test_wrong_key_and_user_token_refused(self) -> None:
         """A wrong key, a missing one, or a user's token are refused with 1102 (HTTP 401)."""
