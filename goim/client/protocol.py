@@ -25,9 +25,13 @@ from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver
 CLIENT_MAX_FRAME = MAX_VALUE_LENGTH
 
 
-def encode_sign_in(*, device_id: int, user_id: int, token: str, max_frame: int = CLIENT_MAX_FRAME) -> bytes:
-    """The SignIn frame (code 1)."""
-    return codec.SignIn(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame).to_frame()
+def encode_sign_in(
+    *, device_id: int, user_id: int, token: str, max_frame: int = CLIENT_MAX_FRAME, features: int = 0
+) -> bytes:
+    """The SignIn frame (code 1); ``features`` are the opt-in bits of goim.features."""
+    return codec.SignIn(
+        device_id=device_id, user_id=user_id, token=token, max_frame=max_frame, features=features
+    ).to_frame()
 
 
 def encode_sync_trigger(sync_sequence: int) -> bytes:
@@ -117,9 +121,13 @@ class ClientConnection(TLVReceiver):
         if self.transport is not None and not self.lost:
             cast(_Transport, self.transport).write(data)
 
-    def sign_in(self, *, device_id: int, user_id: int, token: str, max_frame: int = CLIENT_MAX_FRAME) -> None:
+    def sign_in(
+        self, *, device_id: int, user_id: int, token: str, max_frame: int = CLIENT_MAX_FRAME, features: int = 0
+    ) -> None:
         """Write SignIn."""
-        self._write(encode_sign_in(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame))
+        self._write(
+            encode_sign_in(device_id=device_id, user_id=user_id, token=token, max_frame=max_frame, features=features)
+        )
 
     def sync(self, sync_sequence: int) -> None:
         """Write SyncTrigger."""

@@ -34,6 +34,7 @@ from goim.client.errors import SendFailed, SessionStopped
 from goim.client.inbox import Inbox
 from goim.client.protocol import CLIENT_MAX_FRAME, ClientConnection, ConnectionListener, encode_message_send
 from goim.client.state import ClientState, OutgoingMessage, StateStore
+from goim.features import Feature
 from goim.protocols import codec
 from goim.types import (
     RECEIVER_GROUP,
@@ -133,6 +134,8 @@ class SessionConfig:
         gap_retry: seconds before a sync is tried again when one ended with a gap it
             could not fill.
         max_frame: what SignIn announces as the largest frame this client reads.
+        features: the opt-in bits SignIn announces (goim.features); TRIMMED by
+            default: the session reports trimmed history (``history_trimmed``).
     """
 
     heartbeat_interval: float = 240.0
@@ -146,6 +149,7 @@ class SessionConfig:
     retry_max: float = 30.0
     gap_retry: float = 2.0
     max_frame: int = CLIENT_MAX_FRAME
+    features: int = int(Feature.TRIMMED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +225,10 @@ class SessionObserver:
 
     def sign_in_refused(self, message: str) -> None:
         """SignIn was refused (bad token, device not bound); no reconnect follows."""
+
+    def history_trimmed(self) -> None:
+        """A sync started past the device's position: the server deleted older
+        messages (retention), so some history this device never saw is gone."""
 
 
 class Session:
@@ -472,7 +480,11 @@ class Session:
         self._kick_reason = ""
         state = self.state
         connection.sign_in(
-            device_id=state.device_id, user_id=state.user_id, token=state.token, max_frame=self.config.max_frame
+            device_id=state.device_id,
+            user_id=state.user_id,
+            token=state.token,
+            max_frame=self.config.max_frame,
+            features=self.config.features,
         )
         self._trigger_sync()
         self._later("signin", self.config.signin_timeout, self._signin_timed_out, connection)
@@ -507,7 +519,14 @@ class Session:
         if connection is not self.connection:
             return
         user_id = self.state.user_id
-        self._accept(message.stored(user_id=user_id))
+        stored = message.stored(user_id=user_id)
+        if message.trimmed:
+            # what lies between our position and the first message kept is gone
+            self.log.info("the server trimmed history after seq {seq}", seq=self.state.synced_seq)
+            if stored:
+                self._inbox.skip_to(stored[0].seq - 1)
+            self._emit("history_trimmed")
+        self._accept(stored)
         if message.type == codec.MESSAGE_SYNC and not message.more:
             self._sync_finished()
         elif self._inbox.has_gap:
