@@ -154,6 +154,23 @@ class PushTests(ServiceTests):
         self.assertFalse(page.trimmed)
         self.assertEqual(retention.metrics.deleted.labels("messages")._value.get(), 10)
 
+    async def test_retention_on_two_nodes_at_once(self: Any) -> None:
+        """Two retention jobs (two logic nodes) running at once delete each old copy
+        once between them and leave one consistent trim mark."""
+        s = await self.services()
+        a, da, _ = await s.new_user("a")
+        b, _, _ = await s.new_user("b")
+        await s.social.add_friend(a, b, "")
+        for seq in range(1, 21):
+            await s.messages.send(to_user(a, da, b, seq))
+        now = TaskClock()
+        now.advance(reactor.seconds() + 2 * DAY_MS / 1000)
+        jobs = [Retention(PushStore(s.db), Clock(now), retention_days=1, batch=3) for _ in range(2)]
+        results = await defer.gatherResults([defer.Deferred.fromCoroutine(j.run()) for j in jobs])
+        self.assertEqual(sum(copies for copies, _ in results), 40)
+        self.assertEqual(await PushStore(s.db).trimmed_seq(b), 20)
+        self.assertEqual((await s.messages.sync_page(a, 0, 10)).messages, [])
+
     async def test_retention_off_keeps_messages(self: Any) -> None:
         """With retention_days 0 nothing is deleted but old dedupe records."""
         s = await self.services()
