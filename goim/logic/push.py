@@ -51,6 +51,8 @@ log = Logger(observer=goim_observer)
 DEFAULT_CHUNK = 500
 #: the most user ids one ``users`` push may name
 MAX_TARGET_USERS = 10_000
+#: the largest message type (MessageItem.type is an int32)
+MAX_TYPE = 2**31 - 1
 #: the longest idempotency key
 MAX_KEY = 128
 #: seconds a node holds a job between two chunks before others may take it over
@@ -150,6 +152,8 @@ class PushService:
             raise bad_request(f"idempotency_key must have 1 to {MAX_KEY} characters")
         if target not in TARGETS:
             raise bad_request(f"target must be one of {', '.join(TARGETS)}")
+        if not 0 <= message_type <= MAX_TYPE:
+            raise bad_request(f"type must be 0 to {MAX_TYPE}")
         if not content or len(content.encode("utf-8")) > self.messages.max_content:
             raise bad_request(f"content must have 1 to {self.messages.max_content} UTF-8 bytes")
         ids: tuple[int, ...] = ()

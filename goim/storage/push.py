@@ -11,7 +11,7 @@ move was lost is recognised and never stored twice.
 
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from goim.storage.database import Database, Txn
 
@@ -71,25 +71,25 @@ class NewPushJob:
     content: str
 
 
-def _job(row: Sequence[object]) -> PushJob:
+def _job(row: Sequence[Any]) -> PushJob:
     ids = json.loads(str(row[4]))
     return PushJob(
-        id=int(row[0]),  # type: ignore[call-overload]
+        id=int(row[0]),
         idempotency_key=str(row[1]),
         fingerprint=str(row[2]),
         target=str(row[3]),
         target_ids=tuple(int(i) for i in ids),
-        receiver_type=int(row[5]),  # type: ignore[call-overload]
-        receiver_id=int(row[6]),  # type: ignore[call-overload]
-        type=int(row[7]),  # type: ignore[call-overload]
+        receiver_type=int(row[5]),
+        receiver_id=int(row[6]),
+        type=int(row[7]),
         content=str(row[8]),
-        message_id=int(row[9]),  # type: ignore[call-overload]
+        message_id=int(row[9]),
         state=str(row[10]),
-        next_after=int(row[11]),  # type: ignore[call-overload]
-        chunks=int(row[12]),  # type: ignore[call-overload]
-        recipients=int(row[13]),  # type: ignore[call-overload]
-        created_at=int(row[14]),  # type: ignore[call-overload]
-        updated_at=int(row[15]),  # type: ignore[call-overload]
+        next_after=int(row[11]),
+        chunks=int(row[12]),
+        recipients=int(row[13]),
+        created_at=int(row[14]),
+        updated_at=int(row[15]),
     )
 
 

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock as TaskClock
 from twisted.trial.unittest import TestCase
 
 from goim.clock import Clock
-from goim.logic.errors import GROUP_NOT_FOUND, IDEMPOTENCY_KEY_REUSED, PUSH_JOB_NOT_FOUND, USER_NOT_FOUND
+from goim.logic.errors import BAD_REQUEST, GROUP_NOT_FOUND, IDEMPOTENCY_KEY_REUSED, PUSH_JOB_NOT_FOUND, USER_NOT_FOUND
 from goim.logic.push import PushService
 from goim.logic.retention import DAY_MS, Retention
 from goim.storage.push import DONE, PushStore
@@ -97,6 +97,17 @@ class PushTests(ServiceTests):
         await self.assert_code(push.create(idempotency_key="a", target="user", user_ids=[999], content="x"), USER_NOT_FOUND)
         await self.assert_code(push.create(idempotency_key="b", target="group", group_id=999, content="x"), GROUP_NOT_FOUND)
         await self.assert_code(push.get(999), PUSH_JOB_NOT_FOUND)
+        for bad in (
+            dict(target="users", user_ids=[]),
+            dict(target="user", user_ids=[1, 2]),
+            dict(target="all", user_ids=[1]),
+            dict(target="group", group_id=0),
+            dict(target="all", message_type=2**31),
+            dict(target="all", content=""),
+            dict(target="all", idempotency_key="k" * 129),
+        ):
+            args: dict[str, Any] = {"idempotency_key": "c", "content": "x", **bad}
+            await self.assert_code(push.create(**args), BAD_REQUEST)
 
     async def test_crash_mid_job_resumes_exactly_once(self: Any) -> None:
         """A node that stored a chunk but died before moving the job's cursor leaves
