@@ -4,7 +4,6 @@ Used by the standalone server and by logic nodes; they differ in the delivery an
 session ports they plug in (``get_delivery``/``get_sessions``).
 """
 
-import secrets
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
@@ -182,7 +181,7 @@ class LogicContainer(Container):
             self.get_messages(),
             self.get_id_allocator(),
             self.get_clock(),
-            node_id=f"{self.config.node_id}/{secrets.token_hex(4)}",
+            node_id=self.config.node_id,
             metrics=self.get_metrics(),
         )
 

@@ -94,7 +94,8 @@ class PushService:
         messages: the writer every chunk goes through.
         ids: the message id allocator (one id per job, shared by all its copies).
         clock: time.
-        node_id: this node's name (the lease owner).
+        node_id: this node's name, the lease owner: stable across restarts (a
+            restarted node resumes its jobs at once) and unique among logic nodes.
         chunk_size: recipients per chunk.
     """
 
@@ -250,9 +251,9 @@ class PushService:
         run_in_background(self.scan(), "push job scan")
 
     async def scan(self) -> None:
-        """Start every running job whose lease ran out."""
+        """Start every running job that is this node's or whose lease ran out."""
         try:
-            ids = await self.store.claimable(self._clock.time_msec())
+            ids = await self.store.claimable(self._clock.time_msec(), self.owner)
         except CancelledError:
             raise
         except Exception:

@@ -181,13 +181,14 @@ class PushStore:
 
         return await self.db.run("claim_push_job", claim_txn)
 
-    async def claimable(self, now_ms: int, limit: int = 100) -> list[int]:
-        """Ids of running jobs whose lease ran out (their node stopped or died)."""
+    async def claimable(self, now_ms: int, owner: str, limit: int = 100) -> list[int]:
+        """Ids of running jobs this owner may run: its own (a restart of the node
+        resumes them at once) and those whose lease ran out (their node died)."""
 
         def claimable_txn(txn: Txn) -> list[int]:
             rows = txn.query(
-                "SELECT id FROM push_jobs WHERE state = ? AND lease_until < ? ORDER BY id LIMIT ?",
-                (RUNNING, now_ms, limit),
+                "SELECT id FROM push_jobs WHERE state = ? AND (lease_until < ? OR owner = ?) ORDER BY id LIMIT ?",
+                (RUNNING, now_ms, owner, limit),
             )
             return [int(r[0]) for r in rows]
 

@@ -4,6 +4,7 @@ push key, the offline webhook to a real local receiver, on SQLite and MariaDB.""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,3 +107,57 @@ class PushSQLiteEndToEnd(PushEndToEnd, SQLiteBackend, TestCase):
 
 class PushMySQLEndToEnd(PushEndToEnd, MySQLBackend, TestCase):
     pass
+
+
+class PushCrashEndToEnd(SQLiteBackend, TestCase):
+    timeout = 180
+
+    async def test_killed_mid_job_resumes_exactly_once(self) -> None:
+        """A push to every one of 30,000 users, with the server killed (SIGKILL) in
+        the middle of it, is finished by the restarted server: every user holds
+        exactly one copy."""
+        key_file = Path(self.mktemp())
+        key_file.write_text(KEY)
+        database = server_database(self)
+        server = StandaloneServer(self, database, "--push-key-file", str(key_file.resolve()))
+        await server.start()  # migrates
+        await server.stop()
+        path = database[len("sqlite:") :]
+        users = 30_000
+        connection = sqlite3.connect(path)
+        with connection:
+            connection.executemany(
+                "INSERT INTO users (number, nickname, password_hash, created_at) VALUES (?, ?, 'x', 0)",
+                [(f"n{i}", f"n{i}") for i in range(users)],
+            )
+        connection.close()
+        await server.start()
+        status, env = await self.push(server, {"idempotency_key": "everyone", "target": "all", "content": "hello all"})
+        self.assertEqual(status, 200, env)
+        job_id = env["data"]["id"]
+
+        async def job() -> dict[str, Any]:
+            response = await treq.get(
+                server.http + f"/push/jobs/{job_id}", headers={b"Authorization": [f"Bearer {KEY}".encode()]}, persistent=False
+            )
+            return dict(json.loads(await response.content())["data"])
+
+        while (progress := await job())["recipients"] < 2000:
+            pass
+        server.kill()
+        self.assertEqual(progress["state"], "running", "the job ended before the kill: make it bigger")
+        await server.start()
+        deadline = reactor.seconds() + 120
+        while (progress := await job())["state"] != "done":
+            self.assertLess(reactor.seconds(), deadline, progress)
+        self.assertIn("resumes after user", server.log_text())
+        connection = sqlite3.connect(path)
+        try:
+            copies = connection.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM messages WHERE message_id = ?", (progress["message_id"],)
+            ).fetchone()
+        finally:
+            connection.close()
+        self.assertEqual(copies, (users, users))
+
+    push = PushEndToEnd.push
