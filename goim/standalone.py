@@ -5,7 +5,7 @@ in-process presence and delivery: the connection table is both.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.logger import Logger
 
@@ -18,7 +18,9 @@ from goim.logic.container import LogicContainer
 from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
 from goim.protocols.websocket import GoimWebSocketFactory, GoimWebSocketResource, OriginPolicy
+from goim.logic.webhook import OnlineCheck
 from goim.resources.api import GoimAPI
+from goim.resources.push import PushAPI
 from goim.resources.http import GuardedSite
 from goim.resources.web import WebRoot
 from goim.server import ServerService, redact
@@ -49,6 +51,12 @@ class StandaloneConfig:
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
+    # business push, offline webhook, retention (goim.chat_settings)
+    push_key: bytes = b""
+    webhook_url: str = ""
+    webhook_secret: bytes = b""
+    retention_days: float = 0.0
+    dedupe_days: float = 30.0
     #: the first part of every connection id
     node_id: str = "standalone"
 
@@ -67,6 +75,15 @@ class StandaloneContainer(LogicContainer, ConnectContainer):
     @component
     def get_sessions(self) -> ConnectionTable:
         return self.get_connection_table()
+
+    @component
+    def get_online_check(self) -> OnlineCheck:
+        table = self.get_connection_table()
+
+        async def online(user_ids: Sequence[int]) -> set[int]:
+            return {u for u in user_ids if table.connections_of(u)}
+
+        return online
 
 
 class StandaloneService(ServerService):
@@ -89,7 +106,14 @@ class StandaloneService(ServerService):
         self.backlog = config.limits.backlog
         self.client_factory = c.get_client_factory()
         self.logic = c.get_logic()
-        self.api = GoimAPI(c.get_accounts(), c.get_social(), receipts=c.get_receipts(), metrics=self.metrics.render, health=self.health)
+        self.api = GoimAPI(
+            c.get_accounts(),
+            c.get_social(),
+            receipts=c.get_receipts(),
+            metrics=self.metrics.render,
+            health=self.health,
+            push=PushAPI(c.get_push(), config.push_key or None),
+        )
         origins = OriginPolicy(config.ws_origins)
         ws_resource = GoimWebSocketResource(
             GoimWebSocketFactory(self.client_factory, origins=origins, path=None, reactor=reactor)
@@ -121,12 +145,14 @@ class StandaloneService(ServerService):
 
     async def prepare(self) -> None:
         await self.container.open_database()
+        self.container.start_background()
 
     async def shutdown(self) -> None:
         # stop reading from clients, let the sends already taken finish and be ACKed,
         # then say goodbye to every client and release the database
         for conn in self.table.connections():
             conn.pauseProducing()
+        await self.container.stop_background()
         await self.container.get_messages().drain()
         await self.table.close_all()
         self.container.get_database().close()

@@ -2,6 +2,7 @@
 
 from twisted.application.service import MultiService
 
+from goim.chat_settings import CHAT_SETTINGS, check_chat_settings
 from goim.config import Setting, choice, database_url, endpoint, idle_timeout_warning, optional, positive_float
 from goim.limits import (
     API_SETTINGS,
@@ -49,7 +50,12 @@ class Options(GoimOptions):
         *LISTEN_SETTINGS,
         *HTTP_SETTINGS,
         *API_SETTINGS,
+        *CHAT_SETTINGS,
     ]
+
+    def check(self) -> None:
+        super().check()
+        check_chat_settings(self)
 
     def config(self) -> StandaloneConfig:
         """The parsed options."""

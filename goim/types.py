@@ -163,6 +163,11 @@ class SendRequest:
     send_sequence: int
     send_time: int
     epoch: int = 0
+    #: a business push's recipients, ascending user ids (empty for a user's send):
+    #: each gets one copy, the rules of 1:1 and group sends do not apply
+    recipients: tuple[int, ...] = ()
+    #: a message id given in advance (a business push's chunks share one); 0: allocate
+    message_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,8 @@ class SyncPage:
 
     messages: list[StoredMessage] = field(default_factory=list)
     more: bool = False
+    #: retention deleted some of the user's messages with seq > the seq asked for
+    trimmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,6 +274,10 @@ class Chat(SessionObserver):
         """Status line; the session does not reconnect."""
         self.status(f"sign-in refused: {message}; run goim-cli login again (/quit)", status="refused")
 
+    def history_trimmed(self) -> None:
+        """Status line: older messages were deleted on the server (retention)."""
+        self.status("older messages are no longer available on the server (history trimmed)", status="trimmed")
+
 
 class TerminalInput(LineReceiver):
     """Standard input and output of the chat."""

@@ -57,3 +57,11 @@ class Inbox:
             ready.append(m)
             self.held = m.seq
         return ready
+
+    def skip_to(self, seq: int) -> None:
+        """Treat everything up to ``seq`` as held: the server deleted it (a trimmed
+        sync starts at ``seq + 1``), so it will never arrive."""
+        if seq > self.held:
+            for old in [s for s in self._waiting if s <= seq]:
+                del self._waiting[old]
+            self.held = seq

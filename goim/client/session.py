@@ -34,6 +34,7 @@ from goim.client.errors import SendFailed, SessionStopped
 from goim.client.inbox import Inbox
 from goim.client.protocol import CLIENT_MAX_FRAME, ClientConnection, ConnectionListener, encode_message_send
 from goim.client.state import ClientState, OutgoingMessage, StateStore
+from goim.features import Feature
 from goim.protocols import codec
 from goim.types import (
     RECEIVER_GROUP,
@@ -133,8 +134,10 @@ class SessionConfig:
         gap_retry: seconds before a sync is tried again when one ended with a gap it
             could not fill.
         max_frame: what SignIn announces as the largest frame this client reads.
-        features: the opt-in bits SignIn announces (``goim.features``; 1: read,
-            recall and edit events arrive as messages with a non-zero ``kind``).
+        features: the opt-in bits SignIn announces (``goim.features``). TRIMMED by
+            default: the session reports trimmed history (``history_trimmed``); with
+            EVENTS (1), read, recall and edit events arrive as messages with a
+            non-zero ``kind``.
     """
 
     heartbeat_interval: float = 240.0
@@ -148,7 +151,7 @@ class SessionConfig:
     retry_max: float = 30.0
     gap_retry: float = 2.0
     max_frame: int = CLIENT_MAX_FRAME
-    features: int = 0
+    features: int = int(Feature.TRIMMED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,10 @@ class SessionObserver:
 
     def sign_in_refused(self, message: str) -> None:
         """SignIn was refused (bad token, device not bound); no reconnect follows."""
+
+    def history_trimmed(self) -> None:
+        """A sync started past the device's position: the server deleted older
+        messages (retention), so some history this device never saw is gone."""
 
 
 class Session:
@@ -514,7 +521,14 @@ class Session:
         if connection is not self.connection:
             return
         user_id = self.state.user_id
-        self._accept(message.stored(user_id=user_id))
+        stored = message.stored(user_id=user_id)
+        if message.trimmed:
+            # what lies between our position and the first message kept is gone
+            self.log.info("the server trimmed history after seq {seq}", seq=self.state.synced_seq)
+            if stored:
+                self._inbox.skip_to(stored[0].seq - 1)
+            self._emit("history_trimmed")
+        self._accept(stored)
         if message.type == codec.MESSAGE_SYNC and not message.more:
             self._sync_finished()
         elif self._inbox.has_gap:

@@ -418,4 +418,6 @@ def decode_page(payload: bytes, user_id: int) -> SyncPage:
     """A sync page from the bytes of a ``goim.Message``."""
     message = goim_pb2.Message()
     message.ParseFromString(payload)
-    return SyncPage([stored_from_item(i, user_id=user_id) for i in message.messages], more=message.more)
+    return SyncPage(
+        [stored_from_item(i, user_id=user_id) for i in message.messages], more=message.more, trimmed=message.trimmed
+    )

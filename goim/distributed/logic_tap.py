@@ -5,6 +5,7 @@ import socket
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from goim.chat_settings import CHAT_SETTINGS, check_chat_settings
 from goim.config import Setting, database_url, endpoint, node_id, redis_url, required, secret_file, text
 from goim.distributed.nodes import LogicNodeConfig, LogicNodeService
 from goim.limits import (
@@ -42,9 +43,11 @@ class Options(GoimOptions):
         *LISTEN_SETTINGS,
         *HTTP_SETTINGS,
         *API_SETTINGS,
+        *CHAT_SETTINGS,
     ]
 
     def check(self) -> None:
+        check_chat_settings(self)
         if parse_database_url(self["database"]).is_sqlite:
             raise usage.UsageError(
                 "--database: logic nodes need MySQL/MariaDB: several processes share the storage, "

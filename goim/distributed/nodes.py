@@ -2,7 +2,7 @@
 ``goim.connect.node``."""
 
 from dataclasses import dataclass
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.logger import Logger
@@ -16,7 +16,9 @@ from goim.limits import Limits
 from goim.logic.container import LogicContainer
 from goim.logic.messages import DEFAULT_MAX_CONTENT, DEFAULT_SEND_BURST, DEFAULT_SEND_RATE
 from goim.logs import goim_observer
+from goim.logic.webhook import OnlineCheck
 from goim.resources.api import GoimAPI
+from goim.resources.push import PushAPI
 from goim.resources.http import GuardedSite
 from goim.resources.web import WebRoot
 from goim.server import ServerService, redact
@@ -45,6 +47,12 @@ class LogicNodeConfig:
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = Limits()
+    # business push, offline webhook, retention (goim.chat_settings)
+    push_key: bytes = b""
+    webhook_url: str = ""
+    webhook_secret: bytes = b""
+    retention_days: float = 0.0
+    dedupe_days: float = 30.0
     sqlite_synchronous: str = "full"
 
 
@@ -63,6 +71,16 @@ class LogicNodeContainer(LogicContainer, RedisComponents):
     @component
     def get_delivery(self) -> RedisDelivery:
         return self.get_redis_delivery()
+
+    @component
+    def get_online_check(self) -> OnlineCheck:
+        presence = self.get_presence()
+
+        async def online(user_ids: Sequence[int]) -> set[int]:
+            located = await presence.locate(user_ids)
+            return {u for u, devices in located.items() if devices}
+
+        return online
 
     @component
     def get_sessions(self) -> RedisDelivery:
@@ -89,7 +107,14 @@ class LogicNodeService(ServerService):
         self.presence = c.get_presence()
         self.delivery = c.get_redis_delivery()
         self.backlog = config.limits.backlog
-        api = GoimAPI(c.get_accounts(), c.get_social(), receipts=c.get_receipts(), metrics=self.metrics.render, health=self.health)
+        api = GoimAPI(
+            c.get_accounts(),
+            c.get_social(),
+            receipts=c.get_receipts(),
+            metrics=self.metrics.render,
+            health=self.health,
+            push=PushAPI(c.get_push(), config.push_key or None),
+        )
         realm = LogicRealm(c.get_logic(), self.presence, self.delivery, reactor)
         root = WebRoot(api.app.resource(), ws_url=config.web_ws_url)
         site = GuardedSite(root, clock=reactor, limits=config.limits.http, metrics=self.metrics)
@@ -139,8 +164,10 @@ class LogicNodeService(ServerService):
         # Redis carries every delivery: a node that cannot reach it does not start
         await self.redis.call("ping")
         await self.container.open_database()
+        self.container.start_background()
 
     async def shutdown(self) -> None:
+        await self.container.stop_background()
         await self.container.get_messages().drain()
         # publish what the writer handed to delivery before Redis closes
         await self.delivery.drain()

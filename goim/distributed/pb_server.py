@@ -256,7 +256,9 @@ class ConnectNodePerspective(pb.Avatar):
             after_seq=_int(after_seq, "after_seq"),
             limit=_int(limit, "limit", minimum=1),
         )
-        return encode_message(1, page.messages, page.more)
+        value = encode_message(1, page.messages, page.more)
+        # Message.trimmed (field 4) for the connect node's sync stream
+        return value + b"\x20\x01" if page.trimmed else value
 
     def perspective_ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(self._ack(device_id, user_id, seq, conn))

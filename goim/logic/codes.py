@@ -38,6 +38,11 @@ class ApiCode(IntEnum):
     NOT_MESSAGE_SENDER = 1017
     CHANGE_WINDOW_CLOSED = 1018
     MESSAGE_RECALLED = 1019
+    # business push (issue 14): 11xx
+    PUSH_DISABLED = 1101
+    PUSH_KEY_WRONG = 1102
+    PUSH_JOB_NOT_FOUND = 1103
+    IDEMPOTENCY_KEY_REUSED = 1104
 
     def __repr__(self) -> str:
         return f"ApiCode.{self.name}({self.value})"

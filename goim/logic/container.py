@@ -26,6 +26,10 @@ from goim.storage.messages import MessageStore
 from goim.storage.receipts import ReceiptStore
 from goim.storage.schema import migrate_txn
 from goim.storage.social import SocialStore
+from goim.logic.push import PushService
+from goim.logic.retention import Retention
+from goim.logic.webhook import OfflineWebhook, OnlineCheck
+from goim.storage.push import PushStore
 
 log = Logger(observer=goim_observer)
 
@@ -56,6 +60,25 @@ class LogicSettings(Protocol):
 
     @property
     def limits(self) -> Limits: ...
+
+    # business push, offline webhook, retention (issue 14; goim.chat_settings)
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def push_key(self) -> bytes: ...
+
+    @property
+    def webhook_url(self) -> str: ...
+
+    @property
+    def webhook_secret(self) -> bytes: ...
+
+    @property
+    def retention_days(self) -> float: ...
+
+    @property
+    def dedupe_days(self) -> float: ...
 
 
 class LogicContainer(Container):
@@ -170,6 +193,68 @@ class LogicContainer(Container):
         return InProcessLogic(
             self.get_accounts(), self.get_messages(), metrics=self.get_metrics(), receipts=self.get_receipts()
         )
+
+    # --- business push, offline webhook, retention (issue 14)
+
+    @component
+    def get_push_store(self) -> PushStore:
+        return PushStore(self.get_database())
+
+    @component
+    def get_push(self) -> PushService:
+        return PushService(
+            self.get_push_store(),
+            self.get_messages(),
+            self.get_id_allocator(),
+            self.get_clock(),
+            node_id=self.config.node_id,
+            metrics=self.get_metrics(),
+        )
+
+    @component
+    def get_online_check(self) -> OnlineCheck:
+        raise NotImplementedError(f"{type(self).__name__} needs an online check")
+
+    @component
+    def get_webhook(self) -> OfflineWebhook | None:
+        """The offline push webhook, when ``--webhook-url`` is set."""
+        if not self.config.webhook_url:
+            return None
+        return OfflineWebhook(
+            self.config.webhook_url,
+            self.config.webhook_secret,
+            self.get_clock(),
+            self.get_online_check(),
+            reactor=self.reactor,
+            metrics=self.get_metrics(),
+        )
+
+    @component
+    def get_retention(self) -> Retention:
+        return Retention(
+            self.get_push_store(),
+            self.get_clock(),
+            retention_days=self.config.retention_days,
+            dedupe_days=self.config.dedupe_days,
+            metrics=self.get_metrics(),
+        )
+
+    def start_background(self) -> None:
+        """Start push jobs, the webhook hook and retention (after ``open_database``)."""
+        webhook = self.get_webhook()
+        if webhook is not None:
+            self.get_messages().offline_hook = webhook.notify
+        self.get_push().start()
+        self.get_retention().start()
+
+    async def stop_background(self) -> None:
+        """Stop what ``start_background`` started (before the writer drains)."""
+        self.get_retention().stop()
+        self.get_push().stop()
+        webhook = self.get_webhook()
+        if webhook is not None:
+            self.get_messages().offline_hook = None
+            await webhook.stop()
 
     async def open_database(self) -> None:
         """Migrate the schema (refuses a schema newer than this code)."""

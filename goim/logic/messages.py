@@ -17,7 +17,7 @@ by themselves.
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -153,6 +153,9 @@ def decide(request: SendRequest, facts: BatchFacts) -> tuple[int, list[int]]:
         ``(0, recipients)`` with the ascending user ids that get a copy (the sender
         included), or a non-zero MessageSendACK code and no recipients.
     """
+    if request.recipients:
+        # a business push (goim.logic.push): its recipients were chosen by the job
+        return SEND_OK, sorted(request.recipients)
     if request.receiver_type == RECEIVER_USER:
         if (request.user_id, request.receiver_id) not in facts.friendships:
             return SEND_NOT_FRIEND, []
@@ -243,6 +246,9 @@ class MessageService:
             after=self._deliver,
         )
         self._idle: list[Deferred[None]] = []
+        #: told of every batch's stored copies after delivery (the offline push
+        #: webhook, goim.logic.webhook); must return at once
+        self.offline_hook: Callable[[Sequence[StoredMessage]], None] | None = None
         # user -> (when their refusals were last logged, refusals since): a flood
         # logs a line per user every LIMITED_LOG_EVERY seconds, not one per send
         self._limited: dict[int, list[float]] = {}
@@ -288,6 +294,8 @@ class MessageService:
 
     def _known_cost(self, request: SendRequest) -> int | None:
         """The copies a send will store, if known without reading the database."""
+        if request.recipients:
+            return len(request.recipients)
         if request.receiver_type == RECEIVER_USER:
             return 1 if request.receiver_id == request.user_id else 2
         cached = self._group_sizes.get(request.receiver_id)
@@ -420,7 +428,10 @@ class MessageService:
             self.metrics.send_batch.observe(len(batch))
         try:
             ids = await self.ids.take(len(batch))
-            sends = [PendingSend(q.request, message_id, q.sender_type) for q, message_id in zip(batch, ids)]
+            sends = [
+                PendingSend(q.request, q.request.message_id or message_id, q.sender_type)
+                for q, message_id in zip(batch, ids)
+            ]
             outcomes = await self.store.store_sends(sends, decide, now_ms(self._clock))
         except Exception:
             log.failure("storing a batch of {count} sends failed; answering code 1", count=len(batch))
@@ -433,7 +444,7 @@ class MessageService:
             if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
                 outcome = SendOutcome(SEND_NO_SUCH_USER)
             if outcome.stored:
-                if q.request.receiver_type == RECEIVER_GROUP:
+                if q.request.receiver_type == RECEIVER_GROUP and not q.request.recipients:
                     self._remember_group_size(q.request.receiver_id, len(outcome.stored))
                 if debug_enabled():
                     log.debug(
@@ -463,6 +474,11 @@ class MessageService:
                 self.delivery.deliver(stored)
             except Exception:
                 log.failure("delivery of {count} stored copies failed", count=len(stored))
+            if self.offline_hook is not None:
+                try:
+                    self.offline_hook(stored)
+                except Exception:
+                    log.failure("the offline hook failed for {count} stored copies", count=len(stored))
 
     def _settle(self, queued: _Queued, copies: int, *, floor: int = 1) -> None:
         """Correct the sender's budget from the copies charged to the copies stored.

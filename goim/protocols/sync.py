@@ -16,9 +16,15 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from goim.features import Feature, wants
 from goim.ports import LogicPort
 from goim.protocols.changes import for_connection
 from goim.protocols.codec import pack_sync
+
+
+#: ``Message.trimmed = true`` (field 4, varint): appended to a frame value, where
+#: protobuf takes fields in any order
+TRIMMED_FIELD = b"\x20\x01"
 
 
 @implementer(IPushProducer)
@@ -80,6 +86,8 @@ class SyncSink(Protocol):
     conn_id: str
     #: the largest frame value the client accepts
     cap: int
+    #: the connection's ``SignIn.features``
+    features: Feature
 
     @property
     def peer(self) -> str:
@@ -160,6 +168,7 @@ class SyncStream:
         sink = self._sink
         cursor = after
         pages = 0
+        trimmed_due = False
         count = 0
         while True:
             await self._producer.wait_for_resume()
@@ -194,8 +203,23 @@ class SyncStream:
             shown = for_connection(messages, getattr(sink, "features", 0))
             count += len(shown)
             last = not page.more or not messages
+            if pages == 1 and page.trimmed and wants(sink.features, Feature.TRIMMED):
+                # Message.trimmed goes on the first frame written
+                trimmed_due = True
+                self._log.info(
+                    "sync of user {user_id} after seq {after}: history was trimmed by retention",
+                    user_id=sink.user_id,
+                    after=cursor,
+                )
             if shown or last:
-                sink.write_messages(pack_sync(shown, cap=sink.cap, last=last))
+                if trimmed_due:
+                    # room for the flag's two bytes is kept
+                    values = pack_sync(shown, cap=sink.cap - len(TRIMMED_FIELD), last=last)
+                    values[0] += TRIMMED_FIELD
+                    trimmed_due = False
+                else:
+                    values = pack_sync(shown, cap=sink.cap, last=last)
+                sink.write_messages(values)
             if last:
                 break
             if messages[-1].seq <= cursor:

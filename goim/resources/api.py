@@ -18,7 +18,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.accounts import AccountService, Device
-from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
+from goim.logic.errors import BAD_REQUEST, INTERNAL, PUSH_DISABLED, GoimError
 from goim.logic.receipts import CONVERSATION_PAGE, Conversation, ReceiptService
 from goim.logic.social import FRIEND_PAGE, GROUP_PAGE, MEMBER_PAGE, Contact, GroupInfo, Page, SocialService
 from goim.logs import goim_observer
@@ -129,6 +129,7 @@ class GoimAPI:
         receipts: ReceiptService | None = None,
         metrics: Callable[[], bytes] | None = None,
         health: Health | None = None,
+        push: Any = None,
     ) -> None:
         """
         Args:
@@ -136,12 +137,15 @@ class GoimAPI:
             social: friends and groups.
             metrics: returns the Prometheus text exposition for ``/metrics``.
             health: returns the details ``/healthz`` shows.
+            push: the business push routes (``goim.resources.push.PushAPI``) served
+                under ``/push/``; None: they answer code 1101.
         """
         self.accounts = accounts
         self.social = social
         self._receipts = receipts
         self._metrics = metrics
         self._health = health
+        self._push = push
 
     async def _device(self, request: Request) -> Device:
         device_id, token = credentials(request)
@@ -306,6 +310,14 @@ class GoimAPI:
             user_id, int_field(body, "group_id", positive=True), text_field(body, "label")
         )
         return envelope(request)
+
+    # --- business push (goim.resources.push)
+
+    @app.route("/push/", branch=True)
+    def push(self, request: Request) -> Any:
+        if self._push is None:
+            raise GoimError(PUSH_DISABLED, "business push is disabled: start goim with --push-key-file")
+        return self._push.app.resource()
 
     # --- operations
 

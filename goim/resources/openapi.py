@@ -102,6 +102,24 @@ _CONVERSATION = _object(
 _SESSION = _object({"user_id": _INT, "send_sequence": _INT, "sync_sequence": _INT})
 _USER = _object({"id": _INT, "number": _STRING, "nickname": _STRING, "sex": _INT, "avatar": _STRING})
 
+_PUSH_JOB = _object(
+    {
+        "id": _INT,
+        "idempotency_key": _STRING,
+        "target": _STRING,
+        "user_ids": _IDS,
+        "group_id": _INT,
+        "message_id": _INT,
+        "state": {"type": "string", "enum": ["running", "done"]},
+        "recipients": _INT,
+        "chunks": _INT,
+        "next_after": _INT,
+        "created_at": _INT,
+        "updated_at": _INT,
+        "created": {"type": "boolean", "description": "POST only: false when an earlier request with the key made the job"},
+    }
+)
+
 #: (method, path, auth, summary, request body schema or None, data schema)
 OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any] | None]] = [
     (
@@ -227,6 +245,26 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]
         _object({"message_id": _INT, "content": _STRING}, ["message_id", "content"]),
         None,
     ),
+    # business push (goim.resources.push): a backend's API key, never a user token
+    (
+        "post",
+        "/push/messages",
+        "push",
+        "Business push (sender_type 2) to one user, a list, a group or every user; idempotent by key",
+        _object(
+            {
+                "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 128},
+                "target": {"type": "string", "enum": ["user", "users", "group", "all"]},
+                "user_ids": _IDS,
+                "group_id": _INT,
+                "type": _INT,
+                "content": _STRING,
+            },
+            ["idempotency_key", "target", "content"],
+        ),
+        _PUSH_JOB,
+    ),
+    ("get", "/push/jobs/{job_id}", "push", "A business push job's progress", None, _PUSH_JOB),
     ("get", "/openapi.json", "none", "This document", None, {"type": "object"}),
     ("get", "/healthz", "none", "Liveness and what the process serves", None, {"type": "object"}),
     ("get", "/metrics", "none", "Prometheus metrics (text exposition format, not an envelope)", None, None),
@@ -247,7 +285,7 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": _envelope(data)}}},
                 "default": {
-                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1019 (docs/http-api.md)",
+                    "description": "error: code 1 unauthorized, 2 bad request, 3 internal, 4 device not bound, 1001-1019, 1101-1104 (docs/http-api.md)",
                     "content": {"application/json": {"schema": _envelope(None)}},
                 },
             },
@@ -258,14 +296,17 @@ def openapi_document() -> dict[str, Any]:
                 "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
                 "content": {"application/json": {"schema": _envelope(None)}},
             }
-        if auth != "none":
+        if auth == "push":
+            operation["security"] = [{"pushKey": []}]
+            operation["x-goim-auth"] = auth
+        elif auth != "none":
             operation["security"] = [{"device_id": [], "token": []}]
             operation["x-goim-auth"] = auth
         if body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-            for name in ("friend_id", "group_id", "device_id", "message_id")
+            for name in ("friend_id", "group_id", "device_id", "message_id", "job_id")
             if "{" + name + "}" in path
         ]
         if path in PAGED:
@@ -281,6 +322,7 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {
                 "device_id": {"type": "apiKey", "in": "header", "name": "device_id"},
                 "token": {"type": "apiKey", "in": "header", "name": "token"},
+                "pushKey": {"type": "http", "scheme": "bearer", "description": "the key of --push-key-file"},
             }
         },
     }

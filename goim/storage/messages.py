@@ -130,6 +130,8 @@ class MessageStore:
                 send = sends[i]
                 r = send.request
                 copies = []
+                # a business push to users: each copy names its own user as receiver
+                per_user = bool(r.recipients) and r.receiver_type == RECEIVER_USER
                 for u in recipients:
                     seqs[u] += 1
                     copies.append(
@@ -139,9 +141,9 @@ class MessageStore:
                             message_id=send.message_id,
                             sender_type=send.sender_type,
                             sender_id=r.user_id,
-                            sender_device_id=r.device_id,
+                            sender_device_id=0 if r.recipients else r.device_id,
                             receiver_type=r.receiver_type,
-                            receiver_id=r.receiver_id,
+                            receiver_id=u if per_user else r.receiver_id,
                             type=r.type,
                             content=r.content,
                             send_time=r.send_time,
@@ -188,7 +190,9 @@ class MessageStore:
                 (user_id, after_seq, limit + 1),
             )
             messages = [_synced(r) for r in rows[:limit]]
-            return SyncPage(messages, more=len(rows) > limit)
+            marks = txn.query("SELECT trimmed_seq FROM retention_marks WHERE user_id = ?", (user_id,))
+            trimmed = bool(marks) and after_seq < int(marks[0][0])
+            return SyncPage(messages, more=len(rows) > limit, trimmed=trimmed)
 
         return await self.db.run("sync_page", sync_page_txn)
 

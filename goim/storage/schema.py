@@ -122,6 +122,42 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ){table_options}""",
         ],
     ),
+    (
+        4,
+        [
+            # business push jobs (issue 14): one row per idempotency key, with the
+            # cursor (last recipient user id done) that lets a restart resume
+            """CREATE TABLE IF NOT EXISTS push_jobs (
+                id {id},
+                idempotency_key VARCHAR(128) NOT NULL,
+                fingerprint VARCHAR(64) NOT NULL,
+                target VARCHAR(8) NOT NULL,
+                target_ids {text} NOT NULL,
+                receiver_type INTEGER NOT NULL,
+                receiver_id {bigint} NOT NULL,
+                type INTEGER NOT NULL,
+                content {text} NOT NULL,
+                message_id {bigint} NOT NULL,
+                state VARCHAR(16) NOT NULL,
+                next_after {bigint} NOT NULL DEFAULT 0,
+                chunks {bigint} NOT NULL DEFAULT 0,
+                recipients {bigint} NOT NULL DEFAULT 0,
+                owner VARCHAR(128) NOT NULL DEFAULT '',
+                lease_until {bigint} NOT NULL DEFAULT 0,
+                created_at {bigint} NOT NULL,
+                updated_at {bigint} NOT NULL,
+                CONSTRAINT push_jobs_key UNIQUE (idempotency_key)
+            ){table_options}""",
+            "CREATE INDEX push_jobs_state ON push_jobs (state, lease_until)",
+            # retention (issue 14): the highest seq deleted per user, so a sync from
+            # below it says that history was trimmed
+            """CREATE TABLE IF NOT EXISTS retention_marks (
+                user_id {bigint} NOT NULL PRIMARY KEY,
+                trimmed_seq {bigint} NOT NULL
+            ){table_options}""",
+            "CREATE INDEX sends_created ON sends (created_at)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

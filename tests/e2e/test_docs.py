@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.logic import errors
 from goim.resources.api import GoimAPI
+from goim.resources.push import PushAPI
 from goim.resources.envelope import MAX_BODY_BYTES
 from goim.resources.status import status_of
 
@@ -18,6 +19,12 @@ def routed() -> set[str]:
     found = set()
     for rule in GoimAPI.app.url_map.iter_rules():
         path = re.sub(r"<[^:>]+:([^>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                found.add(f"{method} {path}")
+    # the business push routes, mounted under /push/ (goim.resources.push)
+    for rule in PushAPI.app.url_map.iter_rules():
+        path = "/push" + re.sub(r"<[^:>]+:([^>]+)>", r"{\1}", rule.rule)
         for method in rule.methods or ():
             if method not in ("HEAD", "OPTIONS"):
                 found.add(f"{method} {path}")

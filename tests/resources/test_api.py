@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.resources.api import GoimAPI
 from goim.resources.openapi import openapi_document
+from goim.resources.push import PushAPI
 from tests.support.db import SQLiteBackend
 from tests.support.services import Services
 
@@ -206,6 +207,12 @@ class OpenAPITests(APITestCase):
         routed = set()
         for rule in self.api.app.url_map.iter_rules():
             path = rule.rule.replace("<int(signed=True):", "{").replace(">", "}")
+            for method in rule.methods or ():
+                if method not in ("HEAD", "OPTIONS"):
+                    routed.add((method.lower(), path))
+        # the business push routes, mounted under /push/ (goim.resources.push)
+        for rule in PushAPI.app.url_map.iter_rules():
+            path = "/push" + rule.rule.replace("<int(signed=True):", "{").replace(">", "}")
             for method in rule.methods or ():
                 if method not in ("HEAD", "OPTIONS"):
                     routed.add((method.lower(), path))

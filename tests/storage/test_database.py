@@ -49,6 +49,8 @@ TABLES = [
     "messages",
     "sends",
     "id_segments",
+    "push_jobs",
+    "retention_marks",
 ]
 
 
