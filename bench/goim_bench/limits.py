@@ -353,7 +353,7 @@ async def limits(ctx: Any) -> None:
     if sqlite["stored"] != sqlite["rows"]:
         problems.append(f"sqlite: inserted {sqlite['rows']} rows, {sqlite['stored']} stored")
     bar.update(1)
-    mysql = s.database or "mysql://root@127.0.0.1:3306"
+    mysql = s.mysql_server
     if await deferToThread(mysql_reachable, mysql):
         name = f"goim_bench_limits_{secrets.token_hex(4)}"
         await deferToThread(mysql_admin, mysql, f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")

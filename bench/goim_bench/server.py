@@ -76,6 +76,11 @@ class Server:
     pid: int | None = None
     database_kind = "unknown"
 
+    @property
+    def tcp_ports(self) -> list[int]:
+        """Every client TCP port the load is spread over (one for a standalone server)."""
+        return [self.tcp_port]
+
     def status(self) -> dict[str, int]:
         """``/proc`` memory lines in KiB (empty when the pid is unknown)."""
         return read_status(self.pid) if self.pid else {}
