@@ -175,6 +175,23 @@ class BenchCluster(Server):
         """Every connect node's client TCP port (known once started)."""
         return list(self._tcp_ports)
 
+    def _shared(self, redis_url: str) -> list[str]:
+        return ["--redis", redis_url, "--redis-prefix", self.prefix, "--secret-file", str(self.secret_file)]
+
+    def configure_logic(self, database_url: str, redis_url: str) -> None:
+        """The logic nodes' arguments: the database, Redis, the shared secret, node ids
+        ``l1``.., the bench's lifted HTTP throttles and the scenario's extra arguments."""
+        for i, node in enumerate(self.logic):
+            node.args = ["--database", database_url, *self._shared(redis_url), "--node-id", f"l{i + 1}",
+                         *BENCH_LIMIT_ARGS, *self.extra_args]  # fmt: skip
+
+    def configure_connect(self, pb_ports: list[int], redis_url: str) -> None:
+        """The connect nodes' arguments: every logic node's PB address, Redis, the
+        shared secret, node ids ``c1``.."""
+        logic = ",".join(f"127.0.0.1:{port}" for port in pb_ports)
+        for i, node in enumerate(self.connect):
+            node.args = ["--logic", logic, *self._shared(redis_url), "--node-id", f"c{i + 1}"]
+
     async def start(self, timeout: float = 60.0) -> None:
         """The database, Redis, the first logic node (it migrates the schema), the other
         logic nodes together, then the connect nodes together (told every PB port).
@@ -187,17 +204,11 @@ class BenchCluster(Server):
                             "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")  # fmt: skip
         await self.redis.start()
         self.secret_file.write_text(secrets.token_hex(16))
-        shared = ["--redis", self.redis.url, "--redis-prefix", self.prefix, "--secret-file", str(self.secret_file)]
-        database = f"{self.mysql}/{self.database_name}"
-        for i, node in enumerate(self.logic):
-            node.args = ["--database", database, *shared, "--node-id", f"l{i + 1}", *BENCH_LIMIT_ARGS,
-                         *self.extra_args]  # fmt: skip
+        self.configure_logic(f"{self.mysql}/{self.database_name}", self.redis.url)
         try:
             await self.logic[0].start(timeout=timeout)
             await gather([node.start(timeout=timeout) for node in self.logic[1:]])
-            logic = ",".join(f"127.0.0.1:{node.port('--pb')}" for node in self.logic)
-            for i, node in enumerate(self.connect):
-                node.args = ["--logic", logic, *shared, "--node-id", f"c{i + 1}"]
+            self.configure_connect([node.port("--pb") for node in self.logic], self.redis.url)
             await gather([node.start(timeout=timeout) for node in self.connect])
         except AssertionError as e:  # the harness's way of saying a process did not come up
             raise RuntimeError(str(e)) from None
@@ -252,6 +263,7 @@ class BenchCluster(Server):
             "pids": self.pids(),
             "redis_pid": self.redis.pid,
             "database": self.database_kind,
+            "database_name": self.database_name,  # dropped when the scenario ends
             "logic_nodes": len(self.logic),
             "connect_nodes": len(self.connect),
             "tcp_backlog": self.backlog,

@@ -369,7 +369,7 @@ def _verification(runs: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     parts = []
     loads = set()
     for setup in ["", *_setups(runs)]:
-        for scenario, result in runs.get(setup, {}).items():
+        for scenario, result in sorted(runs.get(setup, {}).items(), key=lambda item: _scenario_key(item[0])):
             stem = scenario + (f"@{setup}" if setup not in ("", "sqlite", "target") else "")
             parts.append(f"{stem}: {'verified' if result.get('verified') else 'NOT verified'}")
             loads.add(tuple(result.get("machine", {}).get("load_average", [])))
