@@ -48,8 +48,8 @@ class DistributedQuickRunTests(SynchronousTestCase):
         output = Path(self.mktemp()).resolve()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONPATH"] = str(ROOT)
-        server = urlsplit(self.mysql)
-        database = f"mysql://{server.netloc}"
+        assert self.mysql is not None
+        database = "mysql://" + urlsplit(self.mysql).netloc
         try:
             run = subprocess.run(
                 [sys.executable, "-m", "goim_bench.cli", "--quick", "--setup", "2+2", "--database", database,
