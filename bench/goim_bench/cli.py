@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed (~3 min)")
     parser.add_argument("--output", type=Path, default=Path("bench/results"), help="results directory")
-    parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name "
-                        "(a scratch database is created and dropped); default SQLite")  # fmt: skip
+    parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name, for the "
+                        "mysql and distributed setups (a scratch database is created and dropped; default "
+                        "mysql://root@127.0.0.1:3306); without --setup, the standalone runs on it instead of "
+                        "SQLite")  # fmt: skip
     parser.add_argument("--setup", "--topology", dest="setup", action="append", default=[], metavar="LIST",
                         help="where the server scenarios run, comma-separated: sqlite (standalone), mysql "
                         "(standalone on MariaDB), L+C (L logic + C connect nodes on MariaDB and a private "
@@ -146,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-http", help="benchmark a running server: its HTTP API base URL")
     parser.add_argument("--target-tcp", help="... and its client TCP listener, HOST:PORT")
     parser.add_argument("--target-pid", type=int, help="... and its pid, to read its memory from /proc")
-    parser.add_argument("--cpus", type=parse_cpus, help="pin the server and the load to CPUs, e.g. 0:1")
+    parser.add_argument("--cpus", type=parse_cpus, help="pin the server side (every node and the private "
+                        "Redis of a distributed setup) and the load generators to CPUs, e.g. 0:1 (the "
+                        "reporting mode)")  # fmt: skip
     parser.add_argument("--loadgens", type=int, help="load-generator processes per scenario (default 2, more "
                         "when the connection count needs it)")  # fmt: skip
     parser.add_argument("--redis", help="redis://HOST:PORT for the pub/sub limit (default: a private redis-server)")

@@ -350,6 +350,9 @@ def side_by_side(runs: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             shares.append(f"{deliveries / limit:.0%}" if deliveries and limit else "-")
         if any(c != "-" for c in shares):
             lines.append(f"| group of {size}: saturated deliveries/s ÷ store's raw rows/s | " + " | ".join(shares) + " |")
+    if not raw:
+        lines += ["", "No `limits` result in this directory: run the `limits` scenario in the same run to read "
+                  "these figures against the machine's ceilings."]  # fmt: skip
     return lines
 
 
