@@ -196,6 +196,7 @@ class Figure(NamedTuple):
     measure: str
     value: float | None
     higher_is_better: bool = True
+    scenario: str = ""
 
 
 def _level(metrics: dict[str, Any], fraction: float) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def scenario_figures(setup: str, scenario: str, metrics: dict[str, Any]) -> list
     out: list[Figure] = []
 
     def add(measure: str, value: Any, higher: bool = True) -> None:
-        out.append(Figure(setup, measure, float(value) if isinstance(value, (int, float)) else None, higher))
+        out.append(Figure(setup, measure, float(value) if isinstance(value, (int, float)) else None, higher, scenario))
 
     if scenario in ("one-to-one", "one-to-one-ws"):
         name = "one-to-one" if scenario == "one-to-one" else "one-to-one over WebSocket"
@@ -400,26 +401,40 @@ def compare(before: dict[str, dict[str, dict[str, Any]]], after: dict[str, dict[
     old = {(f.setup, f.measure): f for f in figures(before)}
     new = {(f.setup, f.measure): f for f in figures(after)}
     lines = ["| setup | measure | before | after | after ÷ before | better |", "|---|---|---|---|---|---|"]
-    keys = [k for k in new if k in old] + [k for k in old if k not in new]
-    missing = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if a is None or b is None:
-            missing.append(f"{key[1]} ({key[0] or 'no server'})")
-            continue
+    for key in [k for k in new if k in old]:
+        a, b = old[key], new[key]
         if a.value is None and b.value is None:
             continue
         digits = _digits(key[1])
         better = "higher" if b.higher_is_better else "lower"
         lines.append(f"| {_label(key[0]) if key[0] else '-'} | {key[1]} | {_n(a.value, digits)} | "
                      f"{_n(b.value, digits)} | {_ratio(b.value, a.value)} | {better} |")  # fmt: skip
-    only_after = [f"{k[1]} ({k[0] or 'no server'})" for k in new if k not in old]
-    if missing:
-        lines += ["", f"Only before: {', '.join(missing)}."]
-    if only_after:
-        lines += ["", f"Only after: {', '.join(only_after)}."]
-    lines += ["", "Before: " + " ".join(_verification(before)), "After: " + " ".join(_verification(after))]
+    for which, only in (("before", [f for k, f in old.items() if k not in new]),
+                        ("after", [f for k, f in new.items() if k not in old])):  # fmt: skip
+        if only:
+            lines += ["", f"Only {which}: {_unmatched(only)}."]
+    pins = [_pinning(before), _pinning(after)]
+    lines += ["", f"Pinning: before {pins[0]}; after {pins[1]}" + ("" if pins[0] == pins[1] else
+              " (they differ: the ratios mix the change with the pinning)") + "."]  # fmt: skip
+    lines += ["Before: " + " ".join(_verification(before)), "After: " + " ".join(_verification(after))]
     return "\n".join(lines)
+
+
+def _unmatched(only: list[Figure]) -> str:
+    """Figures only one run has, by setup and scenario: ``on 2+2: one-to-one, group``."""
+    by_setup: dict[str, list[str]] = {}
+    for fig in only:
+        topics = by_setup.setdefault(fig.setup or "no server", [])
+        if fig.scenario not in topics:
+            topics.append(fig.scenario)
+    return "; ".join(f"on {setup}: {', '.join(topics)}" for setup, topics in by_setup.items())
+
+
+def _pinning(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
+    pinned = {(r.get("pinned") or {}).get("server") for results in runs.values() for r in results.values()
+              if "setup" in r}  # fmt: skip
+    pinned.discard(None)
+    return f"server on CPU {', '.join(sorted(pinned))}" if pinned else "unpinned"
 
 
 def setup_summary(results: dict[str, dict[str, Any]]) -> list[str]:

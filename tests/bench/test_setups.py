@@ -254,7 +254,8 @@ class ReportTests(SynchronousTestCase):
         write_run(before)
         write_result(after, "limits", {"verified": True, "metrics": LIMITS})
         text = report.compare(report._load(before), report._load(after))
-        self.assertIn("Only before: one-to-one: closed-loop sends/s (sqlite)", text)
+        self.assertIn("Only before: on sqlite: one-to-one, group; on mysql: one-to-one, group; on 2+2: one-to-one, group.", text)
+        self.assertIn("Pinning: before server on CPU 0; after unpinned (they differ", text)
 
     def test_main_compare(self) -> None:
         before, after = Path(self.mktemp()), Path(self.mktemp())
