@@ -431,9 +431,8 @@ def _unmatched(only: list[Figure]) -> str:
 
 
 def _pinning(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
-    pinned = {(r.get("pinned") or {}).get("server") for results in runs.values() for r in results.values()
-              if "setup" in r}  # fmt: skip
-    pinned.discard(None)
+    pinned = {str(cpus) for results in runs.values() for r in results.values()
+              if "setup" in r and (cpus := (r.get("pinned") or {}).get("server"))}  # fmt: skip
     return f"server on CPU {', '.join(sorted(pinned))}" if pinned else "unpinned"
 
 
