@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 
 from goim.testing.harness import LOOPBACK, GoimProcess, pause
 from goim_bench.driver import child_env, die_with_parent, gather, pinned
-from goim_bench.server import BENCH_LIMIT_ARGS, Server, mysql_admin, read_status, reset_peak
+from goim_bench.server import BENCH_LIMIT_ARGS, Server, cpus_allowed, mysql_admin, read_status, reset_peak
 
 
 class RedisProcess:
@@ -268,6 +268,9 @@ class BenchCluster(Server):
             "connect_nodes": len(self.connect),
             "tcp_backlog": self.backlog,
             "cpus": self.cpus,
+            # what the kernel enforces, read back: node id (and "redis") -> CPU list
+            "cpus_allowed": {name: cpus_allowed(pid) for name, pid in
+                             [*self.pids().items(), ("redis", self.redis.pid)] if pid},  # fmt: skip
         }
 
     def log_text(self) -> str:
