@@ -1,14 +1,18 @@
 """``goim-bench``: run benchmark scenarios against a fresh (or a given) goim server.
 
     goim-bench [--quick] [--output DIR] [--database mysql://root@127.0.0.1:3306]
+               [--setup sqlite,mysql,1+1,2+2]
                [--target-http URL --target-tcp HOST:PORT [--target-pid PID]]
                [--cpus SERVER:LOAD] [--loadgens N] [--size KEY=VALUE ...] [SCENARIO ...]
 
-Each scenario starts its own ``twistd -n goim`` (SQLite by default) and its own
-load-generator processes, shows a progress bar, and writes ``<output>/<name>.json``
-and ``<output>/<name>.png``. Every scenario ends by checking, through sync, that
-each device holds exactly the acknowledged messages; the exit status is 1 when any
-scenario failed or could not be verified. See docs/benchmarks.md.
+Each scenario starts its own server and its own load-generator processes, once per
+setup it runs on: a standalone ``twistd -n goim`` on SQLite or MariaDB, or L logic
++ C connect nodes (``L+C``) on a scratch MariaDB database and a private Redis. It
+shows a progress bar and writes ``<output>/<name>.json`` and ``<output>/<name>.png``
+(``<name>@<setup>.*`` for every setup but standalone SQLite). Every scenario ends by
+checking, through sync, that each device holds exactly the acknowledged messages;
+the exit status is 1 when any scenario failed or could not be verified. See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from goim_bench import limits as limits_module, scenarios
+from goim_bench.cluster import BenchCluster, RedisProcess
 from goim_bench.durability import NO_BUDGET, durability
 from goim_bench.framing import framing
 from goim_bench.logic import logic
 from goim_bench.noisy import SERVER_ARGS as NOISY_SERVER_ARGS, noisy
 from goim_bench.common import Context, Settings
 from goim_bench.results import load_average, machine_info, write_plot, write_result
-from goim_bench.server import BenchServer, Server, TargetServer
+from goim_bench.server import BenchServer, Server, TargetServer, mysql_reachable
+from goim_bench.topology import MYSQL, SQLITE, TARGET, Setup, parse_setups
 
 Scenario = Callable[[Context], Awaitable[None]]
 
@@ -46,6 +52,14 @@ SCENARIOS: dict[str, tuple[Scenario, bool]] = {
     "noisy": (noisy, True),
     "durability": (durability, False),
 }
+
+#: the scenarios that run on a distributed setup (L+C); the others need what only a
+#: standalone server has (its WebSocket on the HTTP port, one process's memory and
+#: open files, the noisy scenario's HTTP attacks on the API it serves)
+DISTRIBUTED_SCENARIOS = ("one-to-one", "group", "sync", "logic", "storm")
+
+#: the distributed setups a run covers unless --setup says otherwise
+DEFAULT_DISTRIBUTED = ("1+1", "2+2")
 
 #: server options per scenario; the default lifts the per-user send budget
 #: (NO_BUDGET): the capacity scenarios measure the server, not the budget
@@ -119,14 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="goim-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed (~3 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks correctness, not speed "
+                        "(~3 min on SQLite, ~2.5 min more on 1+1 and 2+2)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("bench/results"), help="results directory")
-    parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name "
-                        "(a scratch database is created and dropped); default SQLite")  # fmt: skip
+    parser.add_argument("--database", help="MySQL/MariaDB server URL without a database name, for the "
+                        "mysql and distributed setups (a scratch database is created and dropped; default "
+                        "mysql://root@127.0.0.1:3306); without --setup, the standalone runs on it instead of "
+                        "SQLite")  # fmt: skip
+    parser.add_argument("--setup", "--topology", dest="setup", action="append", default=[], metavar="LIST",
+                        help="where the server scenarios run, comma-separated: sqlite (standalone), mysql "
+                        "(standalone on MariaDB), L+C (L logic + C connect nodes on MariaDB and a private "
+                        "Redis), e.g. --setup sqlite,1+1,2+2. Default: sqlite (mysql with --database), then "
+                        "1+1 and 2+2 for the scenarios that support them when MariaDB answers and "
+                        "redis-server is installed")  # fmt: skip
     parser.add_argument("--target-http", help="benchmark a running server: its HTTP API base URL")
     parser.add_argument("--target-tcp", help="... and its client TCP listener, HOST:PORT")
     parser.add_argument("--target-pid", type=int, help="... and its pid, to read its memory from /proc")
-    parser.add_argument("--cpus", type=parse_cpus, help="pin the server and the load to CPUs, e.g. 0:1")
+    parser.add_argument("--cpus", type=parse_cpus, help="pin the server side (every node and the private "
+                        "Redis of a distributed setup) and the load generators to CPUs, e.g. 0:1 (the "
+                        "reporting mode)")  # fmt: skip
     parser.add_argument("--loadgens", type=int, help="load-generator processes per scenario (default 2, more "
                         "when the connection count needs it)")  # fmt: skip
     parser.add_argument("--redis", help="redis://HOST:PORT for the pub/sub limit (default: a private redis-server)")
@@ -148,7 +173,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.database and args.database.rstrip("/").count("/") > 2:
         raise SystemExit("goim-bench: --database names the server only; a scratch database is created there")
     server_cpus, load_cpus = args.cpus if args.cpus else (None, None)
+    try:
+        setups = parse_setups(",".join(args.setup)) if args.setup else []
+    except ValueError as e:
+        raise SystemExit(f"goim-bench: --setup {e}") from None
+    if args.target_http and setups:
+        raise SystemExit("goim-bench: --setup starts servers; --target-http benchmarks a running one")
     return Settings(
+        setups=setups,
+        setups_given=bool(setups),
         quick=args.quick,
         output=args.output,
         database=args.database.rstrip("/") if args.database else None,
@@ -166,28 +199,55 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-async def run_scenario(reactor: Any, settings: Settings, name: str) -> dict[str, Any]:
-    """Run one scenario with its own server and load generators; write its JSON and PNG."""
-    function, needs_server = SCENARIOS[name]
-    workdir = Path(tempfile.mkdtemp(prefix=f"goim-bench-{name}-"))
-    server: Server
-    if not needs_server:
-        server = Server()
-    elif settings.target_http and settings.target_tcp:
-        server = TargetServer(settings.target_http, settings.target_tcp, settings.target_pid)
-    else:
-        server = BenchServer(
+def result_stem(name: str, setup: Setup | None) -> str:
+    """The result files' name: ``one-to-one``, ``one-to-one@mysql``, ``group@2+2``."""
+    return name + (setup.suffix if setup is not None else "")
+
+
+def make_server(reactor: Any, settings: Settings, name: str, setup: Setup, workdir: Path) -> Server:
+    """The server side of one scenario run on ``setup`` (not started)."""
+    extra_args = SERVER_ARGS.get(name, NO_BUDGET)
+    if setup == TARGET:
+        assert settings.target_http and settings.target_tcp
+        return TargetServer(settings.target_http, settings.target_tcp, settings.target_pid)
+    if setup.distributed:
+        return BenchCluster(
             reactor,
             workdir,
-            database=settings.database,
+            mysql=settings.mysql_server,
+            logic_nodes=setup.logic_nodes,
+            connect_nodes=setup.connect_nodes,
             cpus=settings.server_cpus,
             nofile=settings.server_nofile,
             backlog=settings.tcp_backlog,
-            extra_args=SERVER_ARGS.get(name, NO_BUDGET),
+            extra_args=extra_args,
         )
-    ctx = Context(reactor, settings, server, workdir, name)
+    return BenchServer(
+        reactor,
+        workdir,
+        database=settings.mysql_server if setup.needs_mysql else None,
+        cpus=settings.server_cpus,
+        nofile=settings.server_nofile,
+        backlog=settings.tcp_backlog,
+        extra_args=extra_args,
+    )
+
+
+async def run_scenario(reactor: Any, settings: Settings, name: str, setup: Setup | None = None) -> dict[str, Any]:
+    """Run one scenario with its own server (on ``setup``; None for the scenarios that
+    need no goim server) and load generators; write its JSON and PNG."""
+    function, needs_server = SCENARIOS[name]
+    if needs_server and setup is None:
+        setup = TARGET if settings.target_http else SQLITE
+    stem = result_stem(name, setup if needs_server else None)
+    workdir = Path(tempfile.mkdtemp(prefix=f"goim-bench-{stem.replace('@', '-').replace('+', 'p')}-"))
+    server = make_server(reactor, settings, name, setup, workdir) if needs_server and setup else Server()
+    ctx = Context(reactor, settings, server, workdir, stem)
     result = ctx.result
     result.update(quick=settings.quick, machine=machine_info(), started_at=time.time())
+    if needs_server and setup is not None:
+        result["setup"] = setup.describe()
+        result["pinned"] = {"server": settings.server_cpus, "load": settings.load_cpus}
     started = time.monotonic()
     try:
         if needs_server:
@@ -205,30 +265,37 @@ async def run_scenario(reactor: Any, settings: Settings, name: str) -> dict[str,
             await server.stop()
         except Exception as e:
             ctx.errors.append(f"stopping the server: {e}")
-        if isinstance(server, BenchServer):
+        if isinstance(server, (BenchServer, BenchCluster)):
             server.kill()
+    if isinstance(server, BenchCluster) and "server" in result:
+        spread: dict[str, int] = {}
+        for pool in ctx.pools:
+            for port, count in pool.devices_per_port.items():
+                node = f"c{server.tcp_ports.index(port) + 1}" if port in server.tcp_ports else str(port)
+                spread[node] = spread.get(node, 0) + count
+        result["server"]["devices_per_connect_node"] = spread
     result["duration_s"] = round(time.monotonic() - started, 1)
     result["machine"]["load_average_end"] = load_average()
     verification = result.get("verification", {})
     result["verified"] = bool(verification.get("verified")) and not ctx.errors
     settings.output.mkdir(parents=True, exist_ok=True)
     if not result["verified"] or settings.keep_work:
-        logs = settings.output / f"{name}-logs"
+        logs = settings.output / f"{stem}-logs"
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir()
-        for path in workdir.glob("*.log"):
-            shutil.copy(path, logs / path.name)
+        for path in workdir.rglob("*.log"):  # a cluster's nodes log in their own subdirectories
+            shutil.copy(path, logs / "-".join(path.relative_to(workdir).parts))
         if (workdir / "driver-traceback.txt").exists():
             shutil.copy(workdir / "driver-traceback.txt", logs / "driver-traceback.txt")
         result["logs"] = str(logs)
     from goim_bench.plots import PLOTS
 
     try:
-        write_plot(settings.output, name, lambda figure: PLOTS[name](figure, result))
+        write_plot(settings.output, stem, lambda figure: PLOTS[name](figure, result))
     except Exception as e:
         result["errors"].append(f"plotting: {type(e).__name__}: {e}")
         result["verified"] = False
-    write_result(settings.output, name, result)
+    write_result(settings.output, name, result, stem=stem)
     if not settings.keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -279,25 +346,100 @@ def headline(name: str, result: dict[str, Any]) -> str:
     return ""
 
 
+async def resolve_setups(settings: Settings, names: list[str]) -> list[str]:
+    """Fill ``settings.setups`` when --setup was not given; check what the setups need.
+
+    Without --setup: standalone SQLite (MariaDB with --database, the target with
+    --target-http), then 1+1 and 2+2 when a scenario that runs distributed is asked
+    for, MariaDB answers and ``redis-server`` is installed.
+
+    Returns:
+        Notes for the summary (distributed setups left out, and why).
+
+    Raises:
+        SystemExit: a setup given with --setup cannot run here.
+    """
+    from twisted.internet.threads import deferToThread
+
+    notes: list[str] = []
+    wants_server = any(SCENARIOS[name][1] for name in names)
+    if settings.target_http:
+        settings.setups = [TARGET]
+        return notes
+    if settings.setups_given:
+        if wants_server and any(setup.needs_mysql for setup in settings.setups):
+            if not await deferToThread(mysql_reachable, settings.mysql_server):
+                raise SystemExit(f"goim-bench: no MySQL/MariaDB answers at {settings.mysql_server} (--database)")
+        if wants_server and any(setup.distributed for setup in settings.setups) and not RedisProcess.available():
+            raise SystemExit("goim-bench: the distributed setups start a private redis-server: none on PATH")
+        return notes
+    settings.setups = [MYSQL if settings.database else SQLITE]
+    if not any(name in DISTRIBUTED_SCENARIOS for name in names):
+        return notes
+    if not RedisProcess.available():
+        notes.append(f"distributed setups ({', '.join(DEFAULT_DISTRIBUTED)}) left out: no redis-server on PATH")
+    elif not await deferToThread(mysql_reachable, settings.mysql_server):
+        notes.append(f"distributed setups ({', '.join(DEFAULT_DISTRIBUTED)}) left out: no MariaDB answers at "
+                     f"{settings.mysql_server} (--database)")  # fmt: skip
+    else:
+        settings.setups += [parse_setups(name)[0] for name in DEFAULT_DISTRIBUTED]
+    return notes
+
+
+def plan(settings: Settings, names: list[str]) -> tuple[list[tuple[str, Setup | None]], list[str]]:
+    """The runs, in order: each server scenario once per setup it supports (one after
+    the other, so that a scenario's setups are measured close together), the others once.
+
+    Returns:
+        ``([(scenario, setup or None)], notes on scenarios a given setup does not run)``.
+    """
+    runs: list[tuple[str, Setup | None]] = []
+    notes: list[str] = []
+    for name in names:
+        if not SCENARIOS[name][1]:
+            runs.append((name, None))
+            continue
+        for setup in settings.setups:
+            if setup.distributed and name not in DISTRIBUTED_SCENARIOS:
+                if settings.setups_given:
+                    notes.append(f"{name} runs on standalone setups only: not on {setup.name}")
+                continue
+            runs.append((name, setup))
+    return runs, notes
+
+
 async def run(reactor: Any, settings: Settings, names: list[str]) -> int:
     """Run the scenarios one after the other; returns the exit status."""
+    notes = await resolve_setups(settings, names)
+    runs, skipped = plan(settings, names)
+    notes += skipped
+    for note in notes:
+        print(f"goim-bench: {note}", flush=True)
+    if not runs:
+        print("goim-bench: nothing to run (see the notes above)", flush=True)
+        return 1
     failed = []
     lines = []
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        result = results[name] = await run_scenario(reactor, settings, name)
+    for name, setup in runs:
+        stem = result_stem(name, setup if SCENARIOS[name][1] else None)
+        result = results[stem] = await run_scenario(reactor, settings, name, setup)
         status = "ok" if result["verified"] else "FAILED"
         if not result["verified"]:
-            failed.append(name)
-        lines.append(f"{name:<11} {status:<7} {result['duration_s']:>7.1f} s  {headline(name, result)}")
+            failed.append(stem)
+        lines.append(f"{stem:<16} {status:<7} {result['duration_s']:>7.1f} s  {headline(name, result)}")
         for problem in (result.get("errors", []) + result.get("verification", {}).get("problems", []))[:10]:
-            lines.append(f"{'':<11} - {problem.splitlines()[0] if problem else problem}")
-    if "one-to-one" in results and "one-to-one-ws" in results:
-        from goim_bench.report import websocket_rows
+            lines.append(f"{'':<16} - {problem.splitlines()[0] if problem else problem}")
+    from goim_bench.report import setup_summary, websocket_rows
 
-        tcp, ws = results["one-to-one"].get("metrics", {}), results["one-to-one-ws"].get("metrics", {})
-        lines.append("WebSocket beside TCP, same run:")
-        lines.extend(f"  {row.strip('|').strip()}" for row in websocket_rows(tcp, ws))
+    for setup in settings.setups:
+        tcp, ws = results.get(result_stem("one-to-one", setup)), results.get(result_stem("one-to-one-ws", setup))
+        if tcp and ws:
+            lines.append(f"WebSocket beside TCP ({setup.label}), same run:")
+            lines.extend(f"  {row.strip('|').strip()}" for row in websocket_rows(tcp.get("metrics", {}),
+                                                                                   ws.get("metrics", {})))  # fmt: skip
+    lines.extend(setup_summary(results))
+    lines.extend(f"note: {note}" for note in notes)
     print("\n".join(["", f"goim-bench results in {settings.output}/:"] + lines), flush=True)
     return 1 if failed else 0
 

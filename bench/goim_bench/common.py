@@ -16,6 +16,10 @@ from goim_bench.server import Server
 from goim_bench.stats import digest
 
 
+#: the MariaDB server used when --database names none
+DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
+
+
 @dataclass
 class Settings:
     """What the command line chose."""
@@ -35,6 +39,15 @@ class Settings:
     server_nofile: int | None = None
     tcp_backlog: int = 1024
     sizes: dict[str, Any] = field(default_factory=dict)
+    #: where the server scenarios run (goim_bench.topology); empty: chosen at run time
+    setups: list[Any] = field(default_factory=list)
+    #: --setup was given (a setup that cannot run is then an error, not a note)
+    setups_given: bool = False
+
+    @property
+    def mysql_server(self) -> str:
+        """The MariaDB server (no database name) of the mysql and distributed setups and the limits."""
+        return self.database or DEFAULT_MYSQL
 
     def size(self, name: str, quick: Any, full: Any) -> Any:
         """A size: the command line's override, else the quick or the full default."""
@@ -88,6 +101,7 @@ class Context:
             self.reactor,
             host=self.server.tcp_host,
             port=self.server.tcp_port,
+            ports=self.server.tcp_ports,
             workdir=self.workdir,
             cpus=self.settings.load_cpus,
             max_seconds=max_seconds,

@@ -168,8 +168,12 @@ class LoadgenPool:
         content_size: int = 64,
         ack_every: float = 0.25,
         ws_url: str | None = None,
+        ports: Sequence[int] | None = None,
     ) -> None:
         self.reactor = reactor
+        #: the client TCP ports (on ``host``) the devices are spread over, when there
+        #: are several (connect nodes); else every device connects to ``port``
+        self.ports: list[int] | None = list(ports) if ports and len(ports) > 1 else None
         self.ws_url = ws_url
         self.host = host
         self.port = port
@@ -179,6 +183,8 @@ class LoadgenPool:
         self.content_size = content_size
         self.ack_every = ack_every
         self.procs: list[LoadgenProcess] = []
+        #: client port -> devices dealt to it (the spread over connect nodes)
+        self.devices_per_port: dict[int, int] = {}
         self.progress: dict[int, dict[str, Any]] = {}
         self.on_progress: Callable[[], None] | None = None
 
@@ -194,9 +200,13 @@ class LoadgenPool:
     def start(self, device_lists: Sequence[Sequence[Sequence[Any]]]) -> None:
         """Spawn one process per device list (``[device_id, user_id, token, rtype, rid]`` rows)."""
         for index, devices in enumerate(device_lists):
+            for i in range(len(devices)):
+                port = port_for(i, self.ports or [self.port])
+                self.devices_per_port[port] = self.devices_per_port.get(port, 0) + 1
             job = {
                 "host": self.host,
                 "port": self.port,
+                "ports": self.ports,
                 "ws_url": self.ws_url,
                 "source": source_address(index),
                 "content_size": self.content_size,
@@ -284,6 +294,12 @@ def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
     d: Deferred[None] = Deferred()
     reactor.callLater(seconds, d.callback, None)
     return d
+
+
+def port_for(index: int, ports: Sequence[int]) -> int:
+    """The client port of a load generator's device ``index``: its devices take the
+    ports in turn (the load generator's ``port_for`` does the same)."""
+    return ports[index % len(ports)]
 
 
 def split(items: Sequence[Any], parts: int) -> list[list[Any]]:

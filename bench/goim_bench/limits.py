@@ -16,11 +16,9 @@ import argparse
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
@@ -259,33 +257,6 @@ def _has_hiredis() -> bool:
     return importlib.util.find_spec("hiredis") is not None
 
 
-def start_private_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
-    """A throw-away ``redis-server`` on a free loopback port, or None without the binary."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return process, port
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    return None
-
-
 # --- the scenario (driver side) -------------------------------------------------------------------
 
 
@@ -353,7 +324,7 @@ async def limits(ctx: Any) -> None:
     if sqlite["stored"] != sqlite["rows"]:
         problems.append(f"sqlite: inserted {sqlite['rows']} rows, {sqlite['stored']} stored")
     bar.update(1)
-    mysql = s.database or "mysql://root@127.0.0.1:3306"
+    mysql = s.mysql_server
     if await deferToThread(mysql_reachable, mysql):
         name = f"goim_bench_limits_{secrets.token_hex(4)}"
         await deferToThread(mysql_admin, mysql, f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -370,6 +341,8 @@ async def limits(ctx: Any) -> None:
     bar.update(1)
 
     # 3. Redis pub/sub
+    from goim_bench.cluster import RedisProcess
+
     private = None
     try:
         if s.redis:
@@ -377,10 +350,11 @@ async def limits(ctx: Any) -> None:
 
             parts = urlsplit(s.redis)
             host, rport = parts.hostname or "127.0.0.1", parts.port or 6379
-        else:
-            # on the reactor thread: a child's parent-death signal follows the forking thread
-            private = start_private_redis(ctx.workdir)
-            host, rport = "127.0.0.1", private[1] if private else 0
+        elif RedisProcess.available():
+            # started from the reactor thread: a child's parent-death signal follows the forking thread
+            private = RedisProcess(ctx.reactor, ctx.workdir, s.server_cpus)
+            await private.start()
+            host, rport = "127.0.0.1", private.port
         if s.redis or private:
             result = await _child(ctx, ["redis-pubsub", "--host", host, "--port", str(rport), "--seconds",
                                         str(seconds)], s.load_cpus, seconds + 60)  # fmt: skip
@@ -391,8 +365,7 @@ async def limits(ctx: Any) -> None:
             ctx.metrics["redis_pubsub"] = {"skipped": "no --redis given and no redis-server binary"}
     finally:
         if private:
-            private[0].terminate()
-            private[0].wait()
+            await private.stop()
     bar.update(1)
     bar.close()
     ctx.result["verification"] = {"verified": not problems, "problems": problems}

@@ -11,7 +11,9 @@ def _ok(result: dict[str, Any]) -> str:
 
 def _title(figure: Any, result: dict[str, Any], text: str) -> None:
     quick = " (quick)" if result.get("quick") else ""
-    figure.suptitle(f"{text}{quick} - {_ok(result)}", fontsize=11)
+    setup = result.get("setup", {}).get("name")
+    where = f" on {result['setup'].get('label', setup)}" if setup and setup != "sqlite" else ""
+    figure.suptitle(f"{text}{where}{quick} - {_ok(result)}", fontsize=11)
 
 
 def _empty(ax: Any, text: str = "no data") -> None:

@@ -78,13 +78,15 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_result(output: Path, name: str, result: dict[str, Any]) -> Path:
-    """Write ``<output>/<name>.json`` (atomically: a reader never sees half a file).
+def write_result(output: Path, name: str, result: dict[str, Any], *, stem: str | None = None) -> Path:
+    """Write ``<output>/<stem>.json`` (atomically: a reader never sees half a file).
 
     Args:
         output: the results directory (created if missing).
         name: the scenario's name.
         result: the scenario's result; ``verified`` must be present.
+        stem: the file's name without ``.json`` (default ``name``; ``one-to-one@2+2``
+            for a scenario run on another setup than standalone SQLite).
 
     Returns:
         The path written.
@@ -92,7 +94,7 @@ def write_result(output: Path, name: str, result: dict[str, Any]) -> Path:
     if "verified" not in result:
         raise ValueError("a result must say whether it was verified")
     output.mkdir(parents=True, exist_ok=True)
-    path = output / f"{name}.json"
+    path = output / f"{stem or name}.json"
     tmp = path.with_suffix(".json.tmp")
     data = {"version": RESULT_VERSION, "scenario": name, **result}
     tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")

@@ -37,6 +37,18 @@ def read_status(pid: int) -> dict[str, int]:
     return out
 
 
+def cpus_allowed(pid: int) -> str | None:
+    """The CPUs the process may run on (``Cpus_allowed_list`` of ``/proc/PID/status``, e.g. ``0``)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def reset_peak(pid: int) -> bool:
     """Reset the process's VmHWM to its current RSS (``echo 5 > /proc/PID/clear_refs``)."""
     try:
@@ -76,6 +88,11 @@ class Server:
     pid: int | None = None
     database_kind = "unknown"
 
+    @property
+    def tcp_ports(self) -> list[int]:
+        """Every client TCP port the load is spread over (one for a standalone server)."""
+        return [self.tcp_port]
+
     def status(self) -> dict[str, int]:
         """``/proc`` memory lines in KiB (empty when the pid is unknown)."""
         return read_status(self.pid) if self.pid else {}
@@ -93,6 +110,7 @@ class Server:
             "pid": self.pid,
             "database": self.database_kind,
             "open_files_limit": open_files_limit(self.pid) if self.pid else None,
+            "cpus_allowed": cpus_allowed(self.pid) if self.pid else None,
             "tcp_backlog": getattr(self, "backlog", None),
         }
 

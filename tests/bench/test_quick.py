@@ -1,7 +1,7 @@
 """``goim-bench --quick`` end to end: a smoke test of the whole benchmark suite.
 
 Runs every scenario with small sizes against a standalone server on SQLite (as CI
-does) and checks that each one verified its deliveries and wrote its JSON and PNG.
+does; the distributed setups are tests/bench/test_distributed.py's) and checks that each one verified its deliveries and wrote its JSON and PNG.
 Speed is never asserted here.
 """
 
@@ -32,7 +32,8 @@ class QuickRunTests(SynchronousTestCase):
         env["PYTHONPATH"] = str(ROOT)
         try:
             run = subprocess.run(
-                [sys.executable, "-m", "goim_bench.cli", "--quick", "--output", str(output), *NAMES],
+                [sys.executable, "-m", "goim_bench.cli", "--quick", "--setup", "sqlite", "--output", str(output),
+                 *NAMES],  # fmt: skip
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

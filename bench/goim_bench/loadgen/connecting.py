@@ -67,7 +67,7 @@ class ConnectRun:
             factory: Any = _websocket_attempt(gen, device, gen.ws_url)
             host, port = factory.host, factory.port
         else:
-            factory, host, port = _Attempt(gen, device), gen.host, gen.port
+            factory, host, port = _Attempt(gen, device), gen.host, gen.port_for(device)
         reactor.connectTCP(host, port, factory, timeout=self.attempt_timeout, bindAddress=bind)
 
     def attempt_timed_out(self, device: Device) -> None:

@@ -18,6 +18,7 @@ from goim.protocols import codec
 from goim.protocols.codec import MESSAGE_PUSH, SIGN_IN_OK
 from goim_bench.loadgen.connecting import ConnectRun
 from goim_bench.loadgen.connection import Connection
+from goim_bench.driver import port_for
 from goim_bench.loadgen.device import Device, PhaseStats
 from goim_bench.loadgen.frames import (
     ACK_EVERY,
@@ -44,6 +45,9 @@ class LoadGenerator:
     def __init__(self, job: dict[str, Any], emit: Callable[[dict[str, Any]], None], clock: Any = None) -> None:
         self.host = job["host"]
         self.port = int(job["port"])
+        #: several client ports (connect nodes of a distributed goim): device i uses
+        #: ports[i % len(ports)], so consecutive devices of a job land on different nodes
+        self.ports = [int(p) for p in job.get("ports") or [self.port]]
         #: connect over WebSocket to this ws:// URL instead of TCP to host:port
         self.ws_url: str | None = job.get("ws_url") or None
         self.source = job.get("source") or None
@@ -75,6 +79,10 @@ class LoadGenerator:
         self._schedule_acks()
 
     # --- plumbing -----------------------------------------------------------------
+
+    def port_for(self, device: Device) -> int:
+        """The client TCP port ``device`` connects to."""
+        return port_for(device.index, self.ports)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
