@@ -75,8 +75,9 @@ class ReceiptService:
         """
         if conv_type not in (RECEIVER_USER, RECEIVER_GROUP):
             raise bad_request("conversation_type must be 1 (user) or 2 (group)")
-        if conv_id <= 0 or seq < 0:
-            raise bad_request("conversation_id must be positive and seq not negative")
+        # (1, 0) is the conversation of business pushes to the user (sender_id 0)
+        if conv_id < 0 or (conv_id == 0 and conv_type != RECEIVER_USER) or seq < 0:
+            raise bad_request("conversation_id must be positive (0: business pushes, type 1) and seq not negative")
         events = await self.store.mark_read(user_id, device_id, conv_type, conv_id, seq, now_ms(self._clock))
         self._deliver(events)
         if events:

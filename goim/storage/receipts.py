@@ -159,7 +159,9 @@ class ReceiptStore:
         dialect = txn.dialect
         # the seq rows first (ascending, as the send path locks them): read reports of
         # one user serialise here, and the events appended below need them anyway
-        _next_seqs_txn(txn, [user_id, conv_id] if conv_type == RECEIVER_USER else [user_id])
+        # (conv_id 0 is the business-push conversation: no peer, no peer stream)
+        has_peer = conv_type == RECEIVER_USER and conv_id not in (0, user_id)
+        _next_seqs_txn(txn, [user_id, conv_id] if has_peer else [user_id])
         clause, args = _conv_clause(user_id, conv_type, conv_id)
         last = txn.query(
             f"SELECT seq, message_id FROM messages WHERE user_id = ? AND kind = 0 AND seq <= ? AND {clause}"
@@ -190,7 +192,7 @@ class ReceiptStore:
             content="", send_time=now_ms, kind=KIND_READ, ref_seq=seq,
         )
         events = [event]
-        if conv_type == RECEIVER_USER and conv_id != user_id:
+        if has_peer:
             peer = txn.query(
                 "SELECT seq FROM messages WHERE user_id = ? AND message_id = ? AND kind = 0", (conv_id, message_id)
             )

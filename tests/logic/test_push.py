@@ -10,9 +10,10 @@ from twisted.trial.unittest import TestCase
 from goim.clock import Clock
 from goim.logic.errors import BAD_REQUEST, GROUP_NOT_FOUND, IDEMPOTENCY_KEY_REUSED, PUSH_JOB_NOT_FOUND, USER_NOT_FOUND
 from goim.logic.push import PushService
+from goim.logic.receipts import ReceiptService
 from goim.logic.retention import DAY_MS, Retention
 from goim.storage.push import DONE, PushStore
-from goim.types import RECEIVER_GROUP, RECEIVER_USER, SENDER_SYSTEM, StoredMessage
+from goim.types import KIND_READ, RECEIVER_GROUP, RECEIVER_USER, SENDER_SYSTEM, StoredMessage
 from goim.testing.harness import pause, wait_until
 from tests.support.db import MySQLBackend, SQLiteBackend
 from tests.support.services import ServiceTests, Services, to_user
@@ -58,6 +59,22 @@ class PushTests(ServiceTests):
                 (SENDER_SYSTEM, 0, 0, RECEIVER_USER, user, 3, "sale!", job.message_id),
             )
         self.assertEqual(sorted(m.user_id for m in s.delivery.delivered), sorted(users))
+
+    async def test_pushes_are_the_conversation_with_user_0(self: Any) -> None:
+        """Business pushes to a user form its conversation (1, 0) in the chat list,
+        with unread counts, and the user can mark it read (no peer gets an event)."""
+        s, push = await self.setup(chunk_size=2)
+        user, device, _ = await s.new_user("u")
+        receipts = ReceiptService(s.container.get_receipt_store(), s.delivery, TaskClock(), recall_window=120, edit_window=900)
+        for n in range(2):
+            job, _ = await push.create(idempotency_key=f"k{n}", target="user", user_ids=[user], message_type=1, content=f"p{n}")
+            await push.wait(job.id)
+        [conv] = (await receipts.conversations(user, before=0, limit=10)).items
+        self.assertEqual((conv.conv_type, conv.conv_id, conv.unread, conv.last.content), (RECEIVER_USER, 0, 2, "p1"))
+        self.assertEqual(await receipts.read(user, device, RECEIVER_USER, 0, conv.last.seq), conv.last.seq)
+        [conv] = (await receipts.conversations(user, before=0, limit=10)).items
+        self.assertEqual((conv.unread, conv.read_seq), (0, conv.last.seq))
+        self.assertEqual([m.kind for m in await self.copies(s, user)], [0, 0, KIND_READ])
 
     async def test_push_to_group_and_all(self: Any) -> None:
         """A group push reaches every member (receiver the group); an "all" push every user."""
