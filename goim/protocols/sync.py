@@ -90,6 +90,9 @@ class SyncSink(Protocol):
     def write_messages(self, values: list[bytes]) -> None:
         """Write Message frame values."""
 
+    def flush(self) -> None:
+        """Hand output queued for the end of the reactor turn to the transport now."""
+
     def closeConnection(self) -> None:
         """Close the connection."""
 
@@ -191,6 +194,8 @@ class SyncStream:
             count += len(messages)
             last = not page.more or not messages
             sink.write_messages(pack_sync(messages, cap=sink.cap, last=last))
+            # each page meets the transport's backpressure before the next is fetched
+            sink.flush()
             if last:
                 break
             if messages[-1].seq <= cursor:
