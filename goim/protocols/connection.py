@@ -156,7 +156,7 @@ class ClientConnection(TLVReceiver):
         # just below the first one skipped runs when it resumes
         self._missed_after: int | None = None
         # output of this reactor turn not yet handed to the transport (see flush)
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # made on the first write: idle connections stay small
         self._out_size = 0
         self._flush_call: DelayedCall | None = None
 
@@ -569,9 +569,10 @@ class ClientConnection(TLVReceiver):
         """
         _cancel(self._flush_call)
         self._flush_call = None
-        if not self._out:
+        out = self._out
+        if not out:
             return
-        out, self._out, self._out_size = self._out, [], 0
+        self._out, self._out_size = None, 0
         if self._lost or self.transport is None:
             return
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -579,7 +580,10 @@ class ClientConnection(TLVReceiver):
     def _queue_output(self, frames: list[bytes]) -> None:
         if self._lost:
             return
-        self._out.extend(frames)
+        if self._out is None:
+            self._out = frames
+        else:
+            self._out.extend(frames)
         self._out_size += sum(len(f) for f in frames)
         if self._out_size >= COALESCE_LIMIT:
             self.flush()
@@ -589,7 +593,7 @@ class ClientConnection(TLVReceiver):
     def _drop_output(self) -> None:
         _cancel(self._flush_call)
         self._flush_call = None
-        self._out, self._out_size = [], 0
+        self._out, self._out_size = None, 0
 
     def _close(self, reason: str) -> None:
         if not self.writable():
