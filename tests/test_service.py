@@ -138,3 +138,29 @@ class StandaloneOrderTests(SQLiteBackend, SynchronousTestCase):
         del events[:]
         self.successResultOf(service.stopService())
         self.assertEqual(events, ["unlisten 5001", "unlisten 5002", "drain", "close clients", "close database"])
+
+
+class FreezeHeapTests(SynchronousTestCase):
+    def test_freeze_after_listening(self) -> None:
+        """With freeze_gc on, start-up's objects are frozen once every listener is up, not before."""
+        import gc
+
+        self.addCleanup(gc.unfreeze)
+        reactor = Reactor()
+        service = Gated(reactor)
+        service.freeze_gc = True
+        gc.unfreeze()
+        service.startService()
+        self.assertEqual(gc.get_freeze_count(), 0, "nothing is frozen while preparing")
+        service.prepared.callback(None)
+        self.assertEqual(reactor.events, ["prepare", "prepared", "listen 5001", "listen 5002"])
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_off_by_default_and_on_in_the_entry_points(self) -> None:
+        """A service built in-process does not freeze; the twistd entry points turn it on."""
+        from goim.tap import Options, makeService
+
+        self.assertFalse(Gated(Reactor()).freeze_gc)
+        options = Options()
+        options.parseOptions([])
+        self.assertTrue(getattr(makeService(options), "freeze_gc"))

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from goim.client.state import OutgoingMessage
 from goim.protocols import codec
-from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver
+from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, set_no_delay
 
 #: what a client announces in SignIn.max_frame: it reads frames of any size
 CLIENT_MAX_FRAME = MAX_VALUE_LENGTH
@@ -164,7 +164,8 @@ class ClientConnection(TLVReceiver):
     # --- IProtocol --------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Tell the listener."""
+        """Set TCP_NODELAY (requests are small and latency-bound) and tell the listener."""
+        set_no_delay(self.transport)
         self.listener.connection_made(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

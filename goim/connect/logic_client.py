@@ -23,7 +23,8 @@ from goim.batching import Batcher, FifoQueue
 from goim.clock import Clock as ReactorClock
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
-from goim.protocols.codec import encode_message_send, stored_from_item
+from goim.protocols.batch import MalformedBatchError, decode_send_results, encode_send_batch
+from goim.protocols.codec import stored_from_item
 from goim.types import (
     SEND_INTERNAL_ERROR,
     ChangeRequest,
@@ -329,13 +330,16 @@ class PBLogicClient:
         return answers
 
     async def _send_call(self, call: list[tuple["_Part", "_Answer"]]) -> None:
-        """One remote send call; every batch in it gets its slice of the answer."""
-        payload = [
-            (part.conn, r.device_id, r.user_id, encode_message_send(r)) for part, _ in call for r in part.requests
-        ]
-        count = len(payload)
+        """One remote send call; every batch in it gets its slice of the answer.
+
+        The batch goes as the bytes of one ``SendBatch`` and comes back as one
+        ``SendResults`` (``goim.protocols.batch``): Banana is fast for one bytes
+        object and slow for nested tuples.
+        """
+        payload = encode_send_batch([(part.conn, r) for part, _ in call for r in part.requests])
+        count = sum(len(part.requests) for part, _ in call)
         try:
-            answered: list[tuple[int, ...]] = await self._call("send", payload, send=True)
+            answered = await self._call("send_batch", payload, send=True)
         except _Unanswered as e:
             log.error(
                 "a batch of {count} sends got no answer from any logic node: closing {conns} connections "
@@ -349,14 +353,20 @@ class PBLogicClient:
         except Exception as e:
             # nothing was stored: no node was reachable, or the node refused the call
             log.warn("a batch of {count} sends failed: {error!r}", count=count, error=e)
-            answered = [(SEND_INTERNAL_ERROR, 0, 0)] * count
-        results: list[SendResult] = []
-        for result in answered:
-            # (code, message_id, seq[, retry_after_ms]): a logic node older than
-            # the send budget answers three fields
-            code, message_id, seq, *rest = result
-            retry_after_ms = int(rest[0]) if rest else 0
-            results.append(SendResult(int(code), int(message_id), int(seq), retry_after_ms))
+            results = [SendResult(SEND_INTERNAL_ERROR)] * count
+        else:
+            try:
+                if not isinstance(answered, bytes):
+                    raise MalformedBatchError("send_batch answered something other than bytes")
+                results = decode_send_results(answered)
+                if len(results) != count:
+                    raise MalformedBatchError(f"{len(results)} results for {count} sends")
+            except MalformedBatchError as e:
+                # the node took the batch: what it stored is unknown
+                log.error("a batch of {count} sends got a malformed answer: {error}", count=count, error=str(e))
+                for _, answer in call:
+                    answer.results.errback(_Unanswered("send_batch"))
+                return
         start = 0
         for part, answer in call:
             end = start + len(part.requests)

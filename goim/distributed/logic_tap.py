@@ -63,4 +63,6 @@ def makeService(options: Options) -> MultiService:
     """Build a logic node (nothing runs until the reactor starts it)."""
     from twisted.internet import reactor
 
-    return LogicNodeService(options.config(), reactor)
+    service = LogicNodeService(options.config(), reactor)
+    service.freeze_gc = True
+    return service

@@ -21,6 +21,7 @@ from goim.distributed.presence import RedisPresence
 from goim.logic.local import InProcessLogic
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
+from goim.protocols.batch import MalformedBatchError, decode_send_batch, encode_send_results
 from goim.protocols.codec import encode_message, send_request
 from goim.types import SEND_INTERNAL_ERROR, ChangeRequest, SendResult, SignInResult, connection_node
 from goim.util import Clock
@@ -190,24 +191,42 @@ class ConnectNodePerspective(pb.Avatar):
                 log.warn("could not kick device {device_id} on node {node}: {error!r}", device_id=device_id, node=previous.node, error=e)
         return True, "", result.epoch
 
+    def perspective_send_batch(self, data: Any) -> Deferred[bytes]:
+        """Store a batch of sends given as the bytes of a ``SendBatch``; answers the
+        bytes of a ``SendResults`` (one result per send, in batch order)."""
+        return Deferred.fromCoroutine(self._send_batch(data))
+
+    async def _send_batch(self, data: Any) -> bytes:
+        if not isinstance(data, bytes):
+            raise BadArgument("a send batch is the bytes of a goim.internal.SendBatch")
+        try:
+            sends = decode_send_batch(data, limit=MAX_SEND_BATCH)
+        except MalformedBatchError as e:
+            raise BadArgument(str(e)) from None
+        parsed = [
+            (
+                send.message,
+                self._own_conn(send.conn),
+                _int(send.device_id, "device_id", minimum=1),
+                _int(send.user_id, "user_id", minimum=1),
+            )
+            for send in sends
+        ]
+        return encode_send_results([r or SendResult(code=SEND_INTERNAL_ERROR) for r in await self._store(parsed)])
+
     def perspective_send(self, batch: Any) -> Deferred[list[tuple[int, ...]]]:
+        """The batch as a list of tuples: what connect nodes before ``send_batch`` call."""
         return Deferred.fromCoroutine(self._send(batch))
 
     async def _send(self, batch: Any) -> list[tuple[int, ...]]:
         """``(code, message_id, seq, retry_after_ms)`` of each send, in batch order."""
         if not isinstance(batch, list) or len(batch) > MAX_SEND_BATCH:
             raise BadArgument(f"a send batch is a list of at most {MAX_SEND_BATCH} sends")
-        # A malformed entry refuses the whole batch (the node is broken); a connection
-        # that presence does not name fails only its own sends, with code 1.
         parsed: list[tuple[goim_pb2.MessageSend, str | None, int, int]] = []
         for entry in batch:
             if not isinstance(entry, (list, tuple)) or len(entry) != 4 or not isinstance(entry[3], bytes):
                 raise BadArgument("each send is (conn, device_id, user_id, MessageSend bytes)")
-            conn: str | None
-            try:
-                conn = _conn(entry[0], self.node)
-            except NotSignedInHere:
-                conn = None  # another node's connection: code 1 for this send only
+            conn = self._own_conn(entry[0])
             device_id = _int(entry[1], "device_id", minimum=1)
             user_id = _int(entry[2], "user_id", minimum=1)
             message = goim_pb2.MessageSend()
@@ -216,6 +235,28 @@ class ConnectNodePerspective(pb.Avatar):
             except Exception:
                 raise BadArgument("malformed MessageSend") from None
             parsed.append((message, conn, device_id, user_id))
+        # plain ints: PB's jelly refuses IntEnum members (codes are SendCode)
+        return [
+            (int(r.code), r.message_id, r.seq, r.retry_after_ms) if r is not None else (int(SEND_INTERNAL_ERROR), 0, 0)
+            for r in await self._store(parsed)
+        ]
+
+    def _own_conn(self, value: Any) -> str | None:
+        """The connection id if it is one of this node's; None for another node's
+        (that send alone fails, with code 1); BadArgument when it is malformed."""
+        try:
+            return _conn(value, self.node)
+        except NotSignedInHere:
+            return None
+
+    async def _store(
+        self, parsed: list[tuple[goim_pb2.MessageSend, str | None, int, int]]
+    ) -> list[SendResult | None]:
+        """The result of each checked send, in batch order (None: it failed, code 1).
+
+        A malformed entry refused the whole batch before this (the node is broken); a
+        connection that presence does not name fails only its own sends, with code 1.
+        """
         # checked and queued in batch order: the writer stores in queue order, so a
         # connection's sends are stored in the order it read them
         sends: list[Deferred[SendResult] | None] = []
@@ -229,18 +270,16 @@ class ConnectNodePerspective(pb.Avatar):
                 continue
             request = send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)
             sends.append(Deferred.fromCoroutine(self.logic.send(request)))
-        # plain ints: PB's jelly refuses IntEnum members (codes are SendCode)
-        results: list[tuple[int, ...]] = []
+        results: list[SendResult | None] = []
         for d in sends:
             if d is None:
-                results.append((int(SEND_INTERNAL_ERROR), 0, 0))
+                results.append(None)
                 continue
             try:
-                result = await d
-                results.append((int(result.code), result.message_id, result.seq, result.retry_after_ms))
+                results.append(await d)
             except Exception:
                 log.failure("send failed")
-                results.append((int(SEND_INTERNAL_ERROR), 0, 0))
+                results.append(None)
         return results
 
     def perspective_sync_page(

@@ -35,3 +35,39 @@ class Kick(_message.Message):
     new_node: str
     conn: str
     def __init__(self, device_id: _Optional[int] = ..., reason: _Optional[str] = ..., new_node: _Optional[str] = ..., conn: _Optional[str] = ...) -> None: ...
+
+class SendBatch(_message.Message):
+    __slots__ = ("sends",)
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    sends: _containers.RepeatedCompositeFieldContainer[BatchedSend]
+    def __init__(self, sends: _Optional[_Iterable[_Union[BatchedSend, _Mapping]]] = ...) -> None: ...
+
+class BatchedSend(_message.Message):
+    __slots__ = ("conn", "device_id", "user_id", "message")
+    CONN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    conn: str
+    device_id: int
+    user_id: int
+    message: bytes
+    def __init__(self, conn: _Optional[str] = ..., device_id: _Optional[int] = ..., user_id: _Optional[int] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class SendResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SendOutcome]
+    def __init__(self, results: _Optional[_Iterable[_Union[SendOutcome, _Mapping]]] = ...) -> None: ...
+
+class SendOutcome(_message.Message):
+    __slots__ = ("code", "message_id", "seq", "retry_after_ms")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message_id: int
+    seq: int
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message_id: _Optional[int] = ..., seq: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...

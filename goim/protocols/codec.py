@@ -18,6 +18,8 @@ no logging. :mod:`goim.protocols.framing` is the TLV layer underneath.
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Final, Iterable, Sequence, TypeVar, Union
@@ -739,6 +741,88 @@ def encode_item(message: StoredMessage) -> bytes:
     return item_from_stored(message).SerializeToString()
 
 
+#: a seq no stored copy has, whose varint (ff ff ff ff ff ff ff ff 7f) cannot occur
+#: inside a string field (0xff is never UTF-8): marks where sync_sequence goes
+_SENTINEL_SEQ = 2**63 - 1
+_SEQ_TAG = b"\x48"  # MessageItem field 9 (sync_sequence), varint
+_SENTINEL = _SEQ_TAG + b"\xff" * 8 + b"\x7f"
+#: every StoredMessage field but whose copy (user_id) and where in its stream (seq) it is
+_BODY_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage) if f.name not in ("user_id", "seq"))
+
+
+class ItemEncoder:
+    """Encodes the copies of one message once: every copy of a message has the same
+    MessageItem but for ``sync_sequence``, so the bytes around that field are
+    serialised once (with :func:`item_from_stored`, so every field flows through)
+    and each copy gets its own seq spliced in. The bytes equal
+    ``encode_item(copy)`` exactly (fields stay in number order). Not thread-safe:
+    one per thread (the reactor's is :data:`PUSH_ITEMS`).
+
+    Args:
+        max_bytes: how many bytes of bodies are kept (the oldest are dropped first).
+        max_entries: how many messages' bodies are kept.
+    """
+
+    def __init__(self, *, max_bytes: int = 4 << 20, max_entries: int = 4096) -> None:
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
+        self._bytes = 0
+        self._bodies: OrderedDict[Any, tuple[bytes, bytes] | None] = OrderedDict()
+
+    def encode(self, message: StoredMessage) -> bytes:
+        """The MessageItem bytes of one stored copy (``encode_item(message)``)."""
+        key = _body_key(message)
+        bodies = self._bodies
+        parts = bodies.get(key, _MISSING)
+        if parts is _MISSING:
+            parts = _split_item(message)
+            self._remember(key, parts)
+        seq = message.seq
+        if parts is None or seq <= 0:
+            return encode_item(message)
+        if seq < 0x80:
+            field = bytes((0x48, seq))
+        elif seq < 0x4000:
+            field = bytes((0x48, (seq & 0x7F) | 0x80, seq >> 7))
+        elif seq < 0x200000:
+            field = bytes((0x48, (seq & 0x7F) | 0x80, ((seq >> 7) & 0x7F) | 0x80, seq >> 14))
+        else:
+            field = _SEQ_TAG + _varint(seq)
+        return parts[0] + field + parts[1]
+
+    def _remember(self, key: Any, parts: tuple[bytes, bytes] | None) -> None:
+        bodies = self._bodies
+        size = _parts_size(parts)
+        while bodies and (self._bytes + size > self._max_bytes or len(bodies) >= self._max_entries):
+            self._bytes -= _parts_size(bodies.popitem(last=False)[1])
+        if size <= self._max_bytes:
+            bodies[key] = parts
+            self._bytes += size
+
+
+_MISSING: Any = object()
+_body_key = operator.attrgetter(*_BODY_FIELDS)
+
+
+def _parts_size(parts: tuple[bytes, bytes] | None) -> int:
+    return 64 if parts is None else 64 + len(parts[0]) + len(parts[1])
+
+
+#: the reactor's encoder of pushed copies (pack_push, the Redis delivery)
+PUSH_ITEMS = ItemEncoder()
+
+
+def _split_item(message: StoredMessage) -> tuple[bytes, bytes] | None:
+    """The item's bytes before and after its sync_sequence field (None: no unique split)."""
+    item = item_from_stored(message)
+    item.sync_sequence = _SENTINEL_SEQ
+    data = item.SerializeToString()
+    at = data.find(_SENTINEL)
+    if at < 0 or data.find(_SENTINEL, at + 1) >= 0:
+        return None
+    return data[:at], data[at + len(_SENTINEL) :]
+
+
 def encode_message(message_type: int, items: Iterable[StoredMessage], more: bool) -> bytes:
     """Encode one Message (code 8) value with protobuf itself (no size limit applied).
 
@@ -979,8 +1063,9 @@ def pack_push(messages: Sequence[StoredMessage], *, cap: int) -> list[bytes]:
     """
     if not messages:
         return []
+    encode = PUSH_ITEMS.encode  # a group's copies: one body serialised for every member
     return pack_items(
-        [encode_item(m) for m in messages],
+        [encode(m) for m in messages],
         message_type=MESSAGE_PUSH,
         cap=cap,
         more=False,

@@ -55,7 +55,7 @@ from goim.protocols.codec import (
     send_request,
 )
 from goim.protocols.codec import CHANGE_ACK, EDIT, READ_REPORT, RECALL, ChangeAck, Edit, ReadReport, Recall
-from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame
+from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame, set_no_delay
 from goim.protocols.sync import SyncProducer, SyncStream
 from goim.types import (
     SEND_INTERNAL_ERROR,
@@ -82,6 +82,11 @@ _HOLD_CHANGES = "in-flight read reports, recalls and edits"
 #: waits in the client's socket instead of costing the server a refusal per frame
 BUDGET_PAUSE = 0.1
 MAX_BUDGET_PAUSE = 5.0
+#: output queued during one reactor turn is written at the end of the turn as one
+#: write (with TCP_NODELAY on, one write is one segment); once this many bytes are
+#: queued they are written at once, so a sync page still meets the transport's
+#: backpressure when it is written
+COALESCE_LIMIT = 16384
 
 
 def _cancel(timer: DelayedCall | None) -> None:
@@ -155,6 +160,10 @@ class ClientConnection(TLVReceiver):
         # while the transport is paused pushes are not written; a catch-up sync from
         # just below the first one skipped runs when it resumes
         self._missed_after: int | None = None
+        # output of this reactor turn not yet handed to the transport (see flush)
+        self._out: list[bytes] | None = None  # made on the first write: idle connections stay small
+        self._out_size = 0
+        self._flush_call: DelayedCall | None = None
 
     # --- public API ----------------------------------------------------------------
 
@@ -271,7 +280,8 @@ class ClientConnection(TLVReceiver):
     # --- IProtocol -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Register the sync producer and start the sign-in timer."""
+        """Set TCP_NODELAY, register the sync producer and start the sign-in timer."""
+        set_no_delay(self.transport)
         self._budget.restart(self._clock.seconds())
         self._transport.registerProducer(self.producer, True)
         self._producer_registered = True
@@ -285,6 +295,7 @@ class ClientConnection(TLVReceiver):
         try:
             super().connectionLost(reason)
             self._lost = True
+            self._drop_output()
             self._cancel_timers()
             _cancel(self._abort_call)
             self._abort_call = None
@@ -316,6 +327,7 @@ class ClientConnection(TLVReceiver):
             self._producer_registered = False
             self._transport.unregisterProducer()
         self.producer.stopProducing()
+        self.flush()  # what was queued (a Kicked, a refused SignInACK) goes before the close
         super().closeConnection()
         self._abort_call = self._later(self.factory.close_timeout, self._abort)
 
@@ -596,7 +608,52 @@ class ClientConnection(TLVReceiver):
                 )
             frames.append(encode_frame(MESSAGE, value))
         if frames:
-            self._transport.writeSequence(frames)
+            self._queue_output(frames)
+
+    def sendFrame(self, frame_type: int, value: bytes) -> None:
+        """Queue one frame for the end of this reactor turn (see :meth:`flush`).
+
+        Raises:
+            ValueError: the value is over 65535 bytes (nothing is queued).
+        """
+        self._queue_output([encode_frame(frame_type, value)])
+
+    def flush(self) -> None:
+        """Hand the output queued in this reactor turn to the transport as one write.
+
+        Frames are queued rather than written one by one so that the replies and
+        pushes one reactor turn produces for a connection leave in one segment now
+        that the socket has TCP_NODELAY (no Nagle coalescing, no 40 ms delayed-ACK
+        stall). Runs from a ``callLater(0)`` at the end of the turn, at once when
+        :data:`COALESCE_LIMIT` bytes are queued, and before the connection closes.
+        """
+        _cancel(self._flush_call)
+        self._flush_call = None
+        out = self._out
+        if not out:
+            return
+        self._out, self._out_size = None, 0
+        if self._lost or self.transport is None:
+            return
+        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _queue_output(self, frames: list[bytes]) -> None:
+        if self._lost:
+            return
+        if self._out is None:
+            self._out = frames
+        else:
+            self._out.extend(frames)
+        self._out_size += sum(len(f) for f in frames)
+        if self._out_size >= COALESCE_LIMIT:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self.flush)
+
+    def _drop_output(self) -> None:
+        _cancel(self._flush_call)
+        self._flush_call = None
+        self._out, self._out_size = None, 0
 
     def _close(self, reason: str) -> None:
         if not self.writable():

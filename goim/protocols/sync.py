@@ -99,6 +99,9 @@ class SyncSink(Protocol):
     def write_messages(self, values: list[bytes]) -> None:
         """Write Message frame values."""
 
+    def flush(self) -> None:
+        """Hand output queued for the end of the reactor turn to the transport now."""
+
     def closeConnection(self) -> None:
         """Close the connection."""
 
@@ -220,6 +223,8 @@ class SyncStream:
                 else:
                     values = pack_sync(shown, cap=sink.cap, last=last)
                 sink.write_messages(values)
+                # each page meets the transport's backpressure before the next is fetched
+                sink.flush()
             if last:
                 break
             if messages[-1].seq <= cursor:

@@ -111,3 +111,20 @@ class ConnectionTests(SynchronousTestCase):
         self.protocol.heartbeat()
         self.assertEqual(self.transport.value(), b"")
         self.assertEqual([c for c, _ in self.listener.calls].count("lost"), 1)
+
+
+class NoDelayTests(SynchronousTestCase):
+    def test_tcp_nodelay_set_when_connected(self) -> None:
+        """The client turns TCP_NODELAY on: its small requests must not wait for a delayed ACK."""
+
+        class TCPTransport(StringTransport):
+            nodelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.nodelay = enabled
+
+        transport = TCPTransport()
+        listener = Listener()
+        ClientConnection(listener).makeConnection(transport)
+        self.assertTrue(transport.nodelay)
+        self.assertEqual(listener.calls, [("made", None)])

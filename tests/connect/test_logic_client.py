@@ -19,6 +19,8 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 from goim.connect.logic_client import NoLogicNode, PBLogicClient, decode_page
 from goim.distributed.pb_server import SharedSecretChecker
 from goim.pb import goim_pb2 as gpb
+from goim.pb import internal_pb2 as ipb
+from goim.protocols.batch import encode_send_results
 from goim.protocols.codec import encode_message
 from goim.types import SendOutcomeUnknown, SendRequest, SendResult, SignInResult, SyncPage, connection_id
 from tests.protocols.fakes import make_message
@@ -37,17 +39,28 @@ def request(send_sequence: int, device_id: int = 10, user_id: int = 1) -> SendRe
     return SendRequest(device_id, user_id, 1, 2, 1, f"m{send_sequence}", send_sequence, 1000 + send_sequence)
 
 
-def send_sequences(payload: list[tuple[str, int, int, bytes]]) -> list[tuple[str, int, int, int]]:
+def entries(payload: bytes) -> list[tuple[str, int, int, bytes]]:
+    """``(conn, device_id, user_id, MessageSend bytes)`` of each send of a ``SendBatch``."""
+    assert isinstance(payload, bytes), "a send batch travels as bytes"
+    return [(e.conn, e.device_id, e.user_id, e.message) for e in ipb.SendBatch.FromString(payload).sends]
+
+
+def answer_bytes(results: list[tuple[int, ...]]) -> bytes:
+    """The ``SendResults`` bytes of ``(code, message_id, seq[, retry_after_ms])`` tuples."""
+    return encode_send_results([SendResult(*r) for r in results])
+
+
+def send_sequences(payload: bytes) -> list[tuple[str, int, int, int]]:
     """``(conn, device_id, user_id, send_sequence)`` of each entry of a remote send batch."""
     out = []
-    for conn, device_id, user_id, raw in payload:
+    for conn, device_id, user_id, raw in entries(payload):
         message = gpb.MessageSend()
         message.ParseFromString(raw)
         out.append((conn, device_id, user_id, message.send_sequence))
     return out
 
 
-def ok(payload: list[tuple[str, int, int, bytes]]) -> list[tuple[int, int, int]]:
+def ok(payload: bytes) -> list[tuple[int, int, int]]:
     """An answer storing every send of a batch: message id 100 + send_sequence, seq = send_sequence."""
     return [(0, 100 + s, s) for _, _, _, s in send_sequences(payload)]
 
@@ -80,11 +93,14 @@ class FakePerspective:
         return d
 
     def answer(self, index: int, result: Any) -> None:
+        """Answer a call; a send batch's result tuples are sent as SendResults bytes."""
+        if self.calls[index][0] == "send_batch" and isinstance(result, list):
+            result = answer_bytes(result)
         self.calls[index][2].callback(result)
 
     def batches(self) -> list[list[tuple[str, int, int, int]]]:
         """The send batches this perspective got, decoded, in call order."""
-        return [send_sequences(args[0]) for method, args, _ in self.calls if method == "send"]
+        return [send_sequences(args[0]) for method, args, _ in self.calls if method == "send_batch"]
 
 
 class FakeLink:
@@ -168,7 +184,7 @@ class PBLogicClientTests(SynchronousTestCase):
         self.assertEqual(p.calls, [])
         reactor.advance(0)
         [(method, (payload,), _)] = p.calls
-        self.assertEqual(method, "send")
+        self.assertEqual(method, "send_batch")
         self.assertEqual(send_sequences(payload), [(A, 10, 1, 1), (A, 10, 1, 2), (B, 20, 2, 5)])
         p.answer(0, [(0, 101, 1), (2, 0, 0), (0, 105, 9)])
         self.assertEqual(
@@ -185,6 +201,18 @@ class PBLogicClientTests(SynchronousTestCase):
         p.answer(0, [(5, 0, 0, 250)])
         self.assertEqual(self.successResultOf(d), SendResult(5, 0, 0, 250))
 
+    def test_malformed_answer_leaves_the_outcome_unknown(self) -> None:
+        """An answer that does not decode, or has a result too few, fails the batch's sends as outcome unknown (they may be stored)."""
+        for answer in [b"\xff\xff", answer_bytes([(0, 101, 1)]), [(0, 101, 1), (0, 102, 2)]]:
+            client, reactor, [link] = self.client("a")
+            p = link.connect()
+            d1, d2 = self.send(client, 1) + self.send(client, 2)
+            reactor.advance(0)
+            p.calls[0][2].callback(answer)  # raw: a list is not bytes either
+            for d in (d1, d2):
+                self.failureResultOf(d, SendOutcomeUnknown)
+            self.flushLoggedErrors()
+
     def test_send_carries_every_field(self) -> None:
         """The batch entry holds the connection id, and its MessageSend bytes the request's fields."""
         client, reactor, [link] = self.client("a")
@@ -192,7 +220,7 @@ class PBLogicClientTests(SynchronousTestCase):
         r = SendRequest(7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123)
         Deferred.fromCoroutine(client.send(r, conn=B))
         reactor.advance(0)
-        [(conn, device_id, user_id, raw)] = p.calls[0][1][0]
+        [(conn, device_id, user_id, raw)] = entries(p.calls[0][1][0])
         message = gpb.MessageSend()
         message.ParseFromString(raw)
         self.assertEqual(
@@ -338,7 +366,7 @@ class PBLogicClientTests(SynchronousTestCase):
         self.assertEqual((slow.dropped, other.dropped), (1, 0))
         assert other.perspective is not None
         [(method, (again,), _)] = other.perspective.calls
-        self.assertEqual((method, again), ("send", payload))
+        self.assertEqual((method, again), ("send_batch", payload))
         reactor.advance(0)
         self.assertNoResult(later[0])
         self.assertEqual(len(other.perspective.calls), 1)
@@ -576,11 +604,12 @@ class Avatar(pb.Avatar):
         self.sign_ins: list[tuple[Any, ...]] = []
         self.sends: list[Any] = []
 
-    def perspective_send(self, batch: Any) -> Any:
+    def perspective_send_batch(self, data: Any) -> Any:
+        batch = entries(data)
         self.sends.append(batch)
         if self.hang_sends:
             return Deferred()  # a logic node that never answers
-        return [(0, 1000 + i + 1, i + 1) for i in range(len(batch))]
+        return answer_bytes([(0, 1000 + i + 1, i + 1) for i in range(len(batch))])
 
     def perspective_sign_in(self, device_id: int, user_id: int, token: str, conn: str, deadline_ms: int = 0) -> Any:
         self.sign_ins.append((device_id, user_id, token, conn))

@@ -68,6 +68,7 @@ class Node:
         proto = self.connect()
         self.start_sign_in(proto, device_id=device_id, user_id=user_id)
         assert proto.signed_in, "sign-in did not complete"
+        self.clock.advance(0)  # the end of the reactor turn writes the connection's frames
         transport = proto.transport
         assert isinstance(transport, StringTransport)
         assert [f.type for f in frames_of(transport.value())] == [codec.SIGN_IN_ACK]
@@ -77,6 +78,7 @@ class Node:
 
     def written(self, device_id: int) -> list[tuple[int, Any]]:
         """``(code, decoded value)`` of every frame written to the device's latest connection since sign-in."""
+        self.clock.advance(0)  # the end of the reactor turn writes the connection's frames
         return written_to(self.transports[device_id])
 
     def pushed(self, device_id: int) -> list[tuple[int, int]]:
@@ -229,6 +231,7 @@ class ApplyEventTests(SynchronousTestCase):
         self.assertFalse(early_transport.disconnecting)
         for call in node.logic.sign_ins:
             call.deferred.callback(SignInResult(ok=True))
+        node.clock.advance(0)
         [(ack, _), (code, kicked)] = written_to(early_transport)
         self.assertEqual((ack, code), (codec.SIGN_IN_ACK, codec.KICKED))
         self.assertEqual(kicked.reason, "signed in on your tablet")
@@ -437,7 +440,7 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         await presence.beat("c1")
         message = make_message(1, 1)
         RedisDelivery(presence).deliver([message])
-        await wait_until(lambda: node.transports[10].value(), "the push")
+        await wait_until(lambda: node.written(10), "the push")
         self.assertEqual(node.pushed(10), ids(message))
 
     async def test_resubscribing_closes_a_connection_that_signed_in_elsewhere_meanwhile(self) -> None:

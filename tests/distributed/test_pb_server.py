@@ -28,6 +28,7 @@ from goim.connect.logic_client import PBLogicClient
 from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2
+from goim.protocols.batch import decode_send_results
 from goim.types import SEND_INVALID, SEND_NO_SUCH_USER, SEND_NOT_FRIEND, SEND_OK, SendRequest, connection_id
 from tests.support.db import SQLiteBackend
 from tests.support.redis import ChannelRecorder, RedisTestMixin, wait_until
@@ -582,6 +583,56 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         self.assertEqual(retried, second)
         page = await f.services.messages.sync_page(bob_id, 0, 10)
         self.assertEqual([m.content for m in page.messages], ["one", "two"])
+
+    async def test_send_batch_bytes_answers_like_the_tuple_batch(self) -> None:
+        """send_batch (a SendBatch's bytes) stores, dedupes and answers SendResults bytes in batch order; another node's connection fails only its own send."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice)
+        c = conn()
+
+        def batch(*sends: tuple[str, int, bytes]) -> bytes:
+            out = internal_pb2.SendBatch()
+            for conn_id, device, message in sends:
+                out.sends.add(conn=conn_id, device_id=device, user_id=user_id, message=message)
+            return out.SerializeToString()
+
+        answer = await p.perspective_send_batch(
+            batch(
+                (c, device_id, send_bytes(bob_id, 1, "one")),
+                (conn("c2", 1), device_id, send_bytes(bob_id, 2, "theirs")),
+                (c, device_id, send_bytes(bob_id, 3, "")),
+                (c, device_id, send_bytes(bob_id, 1, "one again")),
+            )
+        )
+        self.assertIsInstance(answer, bytes)
+        one, theirs, invalid, again = decode_send_results(answer)
+        self.assertEqual(one.code, SEND_OK)
+        self.assertGreater(one.message_id, 0)
+        self.assertEqual(theirs.code, 1)
+        self.assertEqual(invalid.code, SEND_INVALID)
+        self.assertEqual(again, one)
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["one"])
+        # bad input refuses the whole batch and stores nothing
+        ok = send_bytes(bob_id, 9)
+        for bad in [
+            None,
+            [(c, device_id, user_id, ok)],
+            b"\xff\xff",
+            batch((c, device_id, ok)) * 1 + batch((c, device_id, b"\x0a\x05ab")),  # a truncated MessageSend
+            batch(*[(c, device_id, ok)] * (MAX_SEND_BATCH + 1)),
+            batch((c, -device_id, ok)),
+            batch((c, 0, ok)),
+            batch(("c1", device_id, ok)),
+            batch(("c1/boot/1/1", device_id, ok)),
+        ]:
+            with self.assertRaises(BadArgument, msg=repr(bad)[:80]):
+                await p.perspective_send_batch(bad)
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["one"])
 
     async def test_sync_page_returns_message_bytes(self) -> None:
         """sync_page answers a goim Message (type 1) with the items after after_seq, limited."""

@@ -141,14 +141,16 @@ class FlowControlTransport(StringTransport):
     def __init__(self, high_water: int) -> None:
         super().__init__()
         self.high_water = high_water
-        self.sequences = 0
+        #: calls of write and writeSequence
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
         super().write(data)
         self._check()
 
     def writeSequence(self, data: Any) -> None:
-        self.sequences += 1
+        self.writes += 1
         super().writeSequence(data)
         self._check()
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from goim.ports import DeliveryPort, LogicPort
 from goim.protocols import codec
 from goim.connect.table import ConnectionTable
-from goim.protocols.connection import ClientConnection, ClientConnectionFactory
+from goim.protocols.connection import COALESCE_LIMIT, ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import Frame, encode_frame
 from goim.types import SendResult, SignInResult
 from tests.protocols.fakes import (
@@ -98,7 +98,8 @@ class Conn:
         self.proto.dataReceived(b"".join(chunks))
 
     def take(self) -> list[Frame]:
-        """Frames written since the last take."""
+        """Frames written since the last take (the end of the reactor turn flushes them)."""
+        self.clock.advance(0)
         frames = frames_of(self.transport.value())
         self.transport.clear()
         return frames
@@ -547,12 +548,13 @@ class SyncTests(SynchronousTestCase):
         conn = Conn(logic=FakeLogic(auto_sync=True), transport=transport)
         conn.signed_in(user_id=2)
         conn.logic.store(2, 1000, content="z" * 100)
+        transport.writes = 0
         conn.feed(sync_trigger(0))
         self.assertEqual(len(conn.logic.sync_pages), 1)
         self.assertTrue(conn.proto.producer.paused)
         received = transport.drain()
         self.assertEqual(len(conn.logic.sync_pages), 2)
-        self.assertEqual(transport.sequences, 2)  # one writeSequence per page
+        self.assertEqual(transport.writes, 2)  # one write per page (over COALESCE_LIMIT: at once)
         while conn.proto.syncing:
             received += transport.drain()
         received += transport.value()
@@ -606,6 +608,86 @@ class SyncTests(SynchronousTestCase):
         conn.logic.sync_pages[0].deferred.errback(RuntimeError("db gone"))
         self.assertTrue(conn.closed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class NoDelayTransport(FlowControlTransport):
+    """A transport with ITCPTransport's TCP_NODELAY switch."""
+
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+class WriteCoalescingTests(SynchronousTestCase):
+    """TCP_NODELAY on, and one write per connection per reactor turn."""
+
+    def test_nodelay_set_when_connected(self) -> None:
+        """A TCP connection gets TCP_NODELAY as soon as it is made."""
+        transport = NoDelayTransport(high_water=65536)
+        Conn(transport=transport)
+        self.assertTrue(transport.nodelay)
+
+    def test_transport_without_the_option(self) -> None:
+        """A transport without setTcpNoDelay (a pipe, a test transport) is left alone."""
+        conn = Conn()
+        self.assertFalse(conn.closed)
+
+    def test_frames_of_one_turn_leave_in_one_write(self) -> None:
+        """Send ACKs, heartbeat replies and pushes of one turn are written once, at its end, in order."""
+        transport = NoDelayTransport(high_water=65536)
+        conn = Conn(transport=transport)
+        conn.signed_in(user_id=2)
+        transport.writes = 0
+        conn.feed(heartbeat(), message_send(1, "a"), heartbeat())
+        conn.logic.sends[0].deferred.callback(SendResult(code=0, message_id=7, seq=1))
+        conn.proto.push([make_message(2, 1)])
+        self.assertEqual((transport.writes, transport.value()), (0, b""), "nothing before the turn ends")
+        conn.clock.advance(0)
+        self.assertEqual(transport.writes, 1)
+        self.assertEqual(
+            [f.type for f in conn.take()],
+            [codec.HEARTBEAT_ACK, codec.HEARTBEAT_ACK, codec.MESSAGE_SEND_ACK, codec.MESSAGE],
+        )
+        self.assertEqual(conn.clock.getDelayedCalls()[0].getTime(), 600.0, "only the idle timer is left")
+        self.assertEqual(len(conn.clock.getDelayedCalls()), 1)
+
+    def test_bytes_are_those_of_frame_by_frame_writes(self) -> None:
+        """Coalescing changes the writes, not the bytes: the stream equals the frames concatenated."""
+        conn = Conn()
+        conn.signed_in(user_id=2)
+        conn.feed(heartbeat() * 3)
+        conn.clock.advance(0)
+        self.assertEqual(conn.transport.value(), encode_frame(codec.HEARTBEAT_ACK, b"") * 3)
+
+    def test_limit_writes_at_once(self) -> None:
+        """Once COALESCE_LIMIT bytes are queued they are written without waiting for the turn to end."""
+        conn = Conn(rate_burst=10_000)
+        conn.signed_in(user_id=2)
+        conn.feed(heartbeat() * (COALESCE_LIMIT // 4 + 1))
+        self.assertEqual(len(conn.transport.value()), COALESCE_LIMIT)
+        conn.clock.advance(0)
+        self.assertEqual(len(conn.transport.value()), COALESCE_LIMIT + 4)
+
+    def test_queued_frame_written_before_close(self) -> None:
+        """A Kicked frame queued in this turn is written before the transport is told to close."""
+        conn = Conn()
+        conn.signed_in(user_id=2)
+        conn.proto.kick("bye")
+        self.assertTrue(conn.closed)
+        self.assertEqual([f.type for f in frames_of(conn.transport.value())], [codec.KICKED])
+
+    def test_lost_drops_queued_output(self) -> None:
+        """Output queued when the connection is lost is dropped and its flush call cancelled."""
+        transport = NoDelayTransport(high_water=65536)
+        conn = Conn(transport=transport)
+        conn.signed_in(user_id=2)
+        transport.writes = 0
+        conn.feed(heartbeat())
+        conn.lose()
+        self.assertEqual(conn.clock.getDelayedCalls(), [])
+        conn.proto.flush()
+        self.assertEqual(transport.writes, 0)
 
 
 class PushTests(SynchronousTestCase):
@@ -910,28 +992,44 @@ class OutboundBoundTests(SynchronousTestCase):
 
     def make(self, **settings: Any) -> tuple[Conn, FlowControlTransport]:
         transport = FlowControlTransport(high_water=1000)
+        settings.setdefault("rate_burst", 10_000)  # room for 5,000 heartbeats at once
         conn = Conn(transport=transport, write_grace=60.0, **settings)
         conn.signed_in(user_id=2)
         return conn, transport
 
     def test_heartbeat_replies_fill_the_bound_then_reading_stops(self) -> None:
-        """Heartbeats never read back: past the bound no further frame is handled, so nothing more is written."""
+        """Heartbeats never read back: once the coalesced replies pass the bound no further frame is handled."""
         conn, transport = self.make()
-        conn.feed(heartbeat() * 300)  # 300 HeartbeatACKs of 4 bytes: past 1,000 bytes at the 251st
+        # HeartbeatACKs of 4 bytes: the 4,096th fills COALESCE_LIMIT and is written
+        # at once, past the transport's bound; the rest wait unread
+        conn.feed(heartbeat() * 5000)
         self.assertTrue(conn.proto.producer.paused)
         self.assertEqual(transport.producerState, "paused")
         size = len(transport.value())
-        self.assertEqual(size, 251 * 4, "frames after the one that crossed the bound wait unread")
+        self.assertEqual(size, COALESCE_LIMIT, "frames after the write that crossed the bound wait unread")
         conn.feed(heartbeat() * 1000)
         conn.proto.push([make_message(2, seq) for seq in range(1, 500)])
+        conn.clock.advance(0)
         self.assertEqual(len(transport.value()), size, "memory stays flat for a client that never reads")
         self.assertFalse(conn.closed)
+
+    def test_one_turn_of_replies_is_written_at_its_end(self) -> None:
+        """Replies under COALESCE_LIMIT leave at the end of the turn in one write, then meet the bound."""
+        conn, transport = self.make()
+        transport.writes = 0
+        conn.feed(heartbeat() * 300)
+        self.assertEqual(transport.value(), b"")
+        conn.clock.advance(0)
+        self.assertEqual(len(transport.value()), 300 * 4)
+        self.assertEqual(transport.writes, 1)
+        self.assertTrue(conn.proto.producer.paused)
 
     def test_aborted_after_the_grace_period(self) -> None:
         """Still unread after write_grace seconds: the connection is aborted (and logged)."""
         events = capture_logs(self)
         conn, transport = self.make()
         conn.feed(heartbeat() * 300)
+        conn.clock.advance(0)  # the end of the turn writes the replies: past the bound
         conn.clock.advance(59.9)
         self.assertFalse(conn.closed)
         conn.clock.advance(0.1)
@@ -944,13 +1042,13 @@ class OutboundBoundTests(SynchronousTestCase):
     def test_reading_again_within_the_grace_period(self) -> None:
         """The client reads again in time: the held frames are handled, the timer is off, pushes skipped meanwhile are synced."""
         conn, transport = self.make()
-        conn.feed(heartbeat() * 300)
+        conn.feed(heartbeat() * (COALESCE_LIMIT // 4 + 200))
         conn.proto.push([make_message(2, 5)])
         conn.clock.advance(30)
         received = transport.drain()
-        self.assertEqual(len(frames_of(received)), 251)
-        # the 49 held heartbeats are answered now; the skipped push starts a sync
-        self.assertEqual([f.type for f in conn.take()], [codec.HEARTBEAT_ACK] * 49)
+        self.assertEqual(len(frames_of(received)), COALESCE_LIMIT // 4)
+        # the 200 held heartbeats are answered now; the skipped push starts a sync
+        self.assertEqual([f.type for f in conn.take()], [codec.HEARTBEAT_ACK] * 200)
         self.assertEqual([c.args["after_seq"] for c in conn.logic.sync_pages], [4])
         conn.clock.advance(60)
         self.assertFalse(conn.closed)
@@ -962,6 +1060,7 @@ class OutboundBoundTests(SynchronousTestCase):
         self.assertEqual(len(conn.logic.sends), 100)
         for call in conn.logic.sends:
             call.deferred.callback(SendResult(code=0, message_id=10**12, seq=10**6))
+        conn.clock.advance(0)  # the turn ends: its acks are written in one go
         self.assertTrue(conn.proto.producer.paused)
         conn.feed(message_send(101))
         self.assertEqual(len(conn.logic.sends), 100, "no frame is read while the output is over the bound")

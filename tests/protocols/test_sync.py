@@ -24,12 +24,16 @@ class Sink:
     def __init__(self) -> None:
         self.values: list[bytes] = []
         self.open = True
+        self.flushes = 0
 
     def writable(self) -> bool:
         return self.open
 
     def write_messages(self, values: list[bytes]) -> None:
         self.values.extend(values)
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def closeConnection(self) -> None:
         self.open = False
@@ -99,6 +103,7 @@ class SyncStreamTests(SynchronousTestCase):
         d.callback(SyncPage([make_message(2, 3)], more=False))
         self.assertFalse(self.stream.running)
         self.assertEqual(len(self.logic.asked), 2)
+        self.assertEqual(self.sink.flushes, 2, "each page is handed to the transport before the next is fetched")
         self.assertEqual(self.sink.values[-1], codec.pack_sync([make_message(2, 3)], cap=4092, last=True)[-1])
 
     def test_waits_while_paused(self) -> None:

@@ -153,9 +153,12 @@ class Conn:
 
     def send(self, payload: bytes, *, binary: bool = True) -> None:
         self.browser.sendMessage(payload, isBinary=binary)
-        self.pump.flush()
+        self.flush()
 
     def flush(self) -> IOPump:
+        """Deliver what is in flight, end the reactor turn (coalesced writes go out), deliver again."""
+        self.pump.flush()
+        self.clock.advance(0)
         self.pump.flush()
         return self.pump
 

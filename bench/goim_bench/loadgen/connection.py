@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols.codec import HEARTBEAT_ACK, KICKED, MESSAGE, MESSAGE_SEND_ACK, SIGN_IN_ACK
-from goim.protocols.framing import decode_frames
+from goim.protocols.framing import decode_frames, set_no_delay
 from goim_bench.loadgen.device import Device
 from goim_bench.loadgen.frames import _now
 
@@ -29,6 +29,9 @@ class Connection(Protocol):
         self.lost = False
 
     def connectionMade(self) -> None:
+        # the writes of one reactor turn leave together (Twisted buffers them until
+        # the socket is writable); Nagle would hold the next turn's behind a delayed ACK
+        set_no_delay(self.transport)
         self.device.conn = self
         self.gen.on_connected(self)
 
