@@ -6,23 +6,22 @@ method and wraps the result in the envelope. Errors of every kind — the servic
 envelope with the matching HTTP status.
 """
 
-import math
 from dataclasses import asdict
 from typing import Any, Callable
 
 from klein import Klein
-from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.accounts import AccountService, Device
-from goim.logic.errors import BAD_REQUEST, INTERNAL, PUSH_DISABLED, GoimError
+from goim.logic.errors import INTERNAL, PUSH_DISABLED, GoimError
 from goim.logic.receipts import CONVERSATION_PAGE, Conversation, ReceiptService
 from goim.logic.social import FRIEND_PAGE, GROUP_PAGE, MEMBER_PAGE, Contact, GroupInfo, Page, SocialService
 from goim.logs import goim_observer
 from goim.types import StoredMessage
+from goim.resources import errors
 from goim.resources.envelope import (
     client_address,
     credentials,
@@ -36,7 +35,6 @@ from goim.resources.envelope import (
     text_field,
 )
 from goim.resources.openapi import openapi_document
-from goim.resources.status import http_status
 from goim.resources.ops import Health, healthz_response, metrics_response
 
 log = Logger(observer=goim_observer)
@@ -390,45 +388,17 @@ class GoimAPI:
 
     @app.handle_errors(GoimError)
     def goim_error(self, request: Request, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, GoimError)
-        log.info(
-            "HTTP {method} {path}: {status} code {code}: {message}",
-            method=_text(request.method),
-            path=_text(request.path),
-            status=http_status(error),
-            code=error.code,
-            message=error.message,
-        )
-        if error.retry_after is not None:
-            request.setHeader(b"Retry-After", str(max(1, math.ceil(error.retry_after))).encode())
-        return envelope(request, code=error.code, message=error.message, status=http_status(error))
+        return errors.goim_error(log, request, failure)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:
-        log.info("HTTP {method} {path}: 404", method=_text(request.method), path=_text(request.path))
-        return envelope(request, code=BAD_REQUEST, message="not found", status=404)
+        return errors.not_found(log, request, failure)
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
-        error = failure.value
-        allowed = getattr(error, "valid_methods", None) or []
-        if allowed:
-            request.setHeader(b"Allow", ", ".join(allowed).encode())
-        log.info("HTTP {method} {path}: 405", method=_text(request.method), path=_text(request.path))
-        return envelope(request, code=BAD_REQUEST, message="method not allowed", status=405)
+        return errors.method_not_allowed(log, request, failure)
 
     @app.handle_errors(Exception)
     def internal_error(self, request: Request, failure: Failure) -> bytes:
-        if failure.check(CancelledError):
-            # the client went away while we were working on its request
-            log.info("HTTP {method} {path}: cancelled", method=_text(request.method), path=_text(request.path))
-            return b""
-        log.failure(
-            "HTTP {method} {path}: unhandled error", failure, method=_text(request.method), path=_text(request.path)
-        )
-        return envelope(request, code=INTERNAL, message="internal error", status=500)
+        return errors.internal_error(log, request, failure)
 
-
-def _text(value: bytes | None) -> str:
-    return (value or b"").decode("utf-8", "replace")

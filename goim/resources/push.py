@@ -9,21 +9,19 @@ constant time. Without a configured key every route answers code 1101 (HTTP 403)
 
 import hashlib
 import hmac
-import math
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from goim.logic.errors import BAD_REQUEST, INTERNAL, PUSH_DISABLED, PUSH_KEY_WRONG, GoimError, bad_request
+from goim.logic.errors import PUSH_DISABLED, PUSH_KEY_WRONG, GoimError, bad_request
 from goim.logic.push import PushService
 from goim.logs import goim_observer
+from goim.resources import errors
 from goim.resources.envelope import envelope, id_list_field, int_field, path_id, read_json, text_field
-from goim.resources.status import http_status
 from goim.storage.push import PushJob
 
 log = Logger(observer=goim_observer)
@@ -96,38 +94,17 @@ class PushAPI:
 
     @app.handle_errors(GoimError)
     def goim_error(self, request: Request, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, GoimError)
-        log.info(
-            "HTTP {method} {path}: {status} code {code}: {message}",
-            method=_text(request.method),
-            path=_text(request.path),
-            status=http_status(error),
-            code=error.code,
-            message=error.message,
-        )
-        if error.retry_after is not None:
-            request.setHeader(b"Retry-After", str(max(1, math.ceil(error.retry_after))).encode())
-        return envelope(request, code=error.code, message=error.message, status=http_status(error))
+        return errors.goim_error(log, request, failure)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: Request, failure: Failure) -> bytes:
-        return envelope(request, code=BAD_REQUEST, message="not found", status=404)
+        return errors.not_found(log, request, failure)
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
-        allowed = getattr(failure.value, "valid_methods", None) or []
-        if allowed:
-            request.setHeader(b"Allow", ", ".join(allowed).encode())
-        return envelope(request, code=BAD_REQUEST, message="method not allowed", status=405)
+        return errors.method_not_allowed(log, request, failure)
 
     @app.handle_errors(Exception)
     def internal_error(self, request: Request, failure: Failure) -> bytes:
-        if failure.check(CancelledError):
-            return b""
-        log.failure("HTTP {method} {path}: unhandled error", failure, method=_text(request.method), path=_text(request.path))
-        return envelope(request, code=INTERNAL, message="internal error", status=500)
+        return errors.internal_error(log, request, failure)
 
-
-def _text(value: bytes | None) -> str:
-    return (value or b"").decode("utf-8", "replace")
