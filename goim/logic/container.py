@@ -16,20 +16,20 @@ from goim.logic.ids import SegmentAllocator
 from goim.logic.local import InProcessLogic
 from goim.logic.messages import DEFAULT_MAX_CONTENT, MessageService
 from goim.logic.passwords import ScryptCost
+from goim.logic.push import PushService
 from goim.logic.receipts import ReceiptService
+from goim.logic.retention import Retention
 from goim.logic.social import SocialService
+from goim.logic.webhook import OfflineWebhook, OnlineCheck
 from goim.logs import goim_observer
 from goim.ports import DeliveryPort, SessionPort
 from goim.storage.accounts import AccountStore
 from goim.storage.database import Database
 from goim.storage.messages import MessageStore
+from goim.storage.push import PushStore
 from goim.storage.receipts import ReceiptStore
 from goim.storage.schema import migrate_txn
 from goim.storage.social import SocialStore
-from goim.logic.push import PushService
-from goim.logic.retention import Retention
-from goim.logic.webhook import OfflineWebhook, OnlineCheck
-from goim.storage.push import PushStore
 
 log = Logger(observer=goim_observer)
 
