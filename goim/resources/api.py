@@ -11,9 +11,7 @@ from typing import Any, Callable
 
 from klein import Klein
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.server import Request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.accounts import AccountService, Device
 from goim.logic.errors import INTERNAL, PUSH_DISABLED, GoimError
@@ -384,21 +382,6 @@ class GoimAPI:
     def metrics(self, request: Request) -> bytes:
         return metrics_response(request, self._metrics)
 
-    # --- errors
 
-    @app.handle_errors(GoimError)
-    def goim_error(self, request: Request, failure: Failure) -> bytes:
-        return errors.goim_error(log, request, failure)
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request: Request, failure: Failure) -> bytes:
-        return errors.not_found(log, request, failure)
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
-        return errors.method_not_allowed(log, request, failure)
-
-    @app.handle_errors(Exception)
-    def internal_error(self, request: Request, failure: Failure) -> bytes:
-        return errors.internal_error(log, request, failure)
-
+# every error of the routes above: goim.resources.errors
+errors.install_error_handlers(GoimAPI.app, log)

@@ -4,11 +4,13 @@ Klein app of the API (goim.resources.api, goim.resources.push)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.errors import BAD_REQUEST, INTERNAL, GoimError
 from goim.resources.envelope import envelope
@@ -62,3 +64,22 @@ def internal_error(log: Logger, request: Request, failure: Failure) -> bytes:
         return b""
     log.failure("HTTP {method} {path}: unhandled error", failure, method=method, path=path)
     return envelope(request, code=INTERNAL, message="internal error", status=500)
+
+
+def install_error_handlers(app: Any, log: Logger) -> None:
+    """Answer every error of a class-level Klein ``app`` as above, logging to ``log``."""
+    for kind, answer in (
+        (GoimError, goim_error),
+        (NotFound, not_found),
+        (MethodNotAllowed, method_not_allowed),
+        (Exception, internal_error),
+    ):
+        app.handle_errors(kind)(_handler(answer, log))
+
+
+def _handler(answer: Any, log: Logger) -> Any:
+    def handle(resource: object, request: Request, failure: Failure) -> bytes:
+        result: bytes = answer(log, request, failure)
+        return result
+
+    return handle

@@ -13,9 +13,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.server import Request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from goim.logic.errors import PUSH_DISABLED, PUSH_KEY_WRONG, GoimError, bad_request
 from goim.logic.push import PushService
@@ -92,19 +90,6 @@ class PushAPI:
         self._authenticate(request)
         return envelope(request, job_json(await self.push.get(path_id(job_id, "job_id"))))
 
-    @app.handle_errors(GoimError)
-    def goim_error(self, request: Request, failure: Failure) -> bytes:
-        return errors.goim_error(log, request, failure)
 
-    @app.handle_errors(NotFound)
-    def not_found(self, request: Request, failure: Failure) -> bytes:
-        return errors.not_found(log, request, failure)
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request: Request, failure: Failure) -> bytes:
-        return errors.method_not_allowed(log, request, failure)
-
-    @app.handle_errors(Exception)
-    def internal_error(self, request: Request, failure: Failure) -> bytes:
-        return errors.internal_error(log, request, failure)
-
+# every error of the routes above: goim.resources.errors
+errors.install_error_handlers(PushAPI.app, log)
