@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from goim.logs import goim_observer
@@ -109,14 +110,27 @@ def in_clause(values: Sequence[Any]) -> str:
 #: can lose the last commits (a crash of goim alone loses nothing either way).
 SQLITE_SYNCHRONOUS = ("full", "normal")
 SQLITE_SYNCHRONOUS_PRAGMA = {"full": "FULL", "normal": "NORMAL"}
+#: the SQLite connection's page cache, in KiB (SQLite's default is 2 MiB): the
+#: primary-key and message-id indexes of ``messages`` take random inserts, and a
+#: cache that holds their inner pages keeps a commit from reading them back
+SQLITE_CACHE_KIB = 64 * 1024
+#: WAL pages after which a commit checkpoints by itself (SQLite's default is 1,000).
+#: Only a backstop: the checkpointer below copies the WAL back every
+#: ``SQLITE_CHECKPOINT_INTERVAL`` seconds from its own connection, so that no
+#: commit (and no ACK waiting for it) pays for a checkpoint.
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
+SQLITE_CHECKPOINT_INTERVAL = 1.0
 
 
 class Database:
     """An adbapi pool for one database URL, with retried transactions.
 
     SQLite gets a single connection in WAL mode (SQLite serialises writers anyway)
-    with ``synchronous=FULL`` unless told otherwise; MySQL gets up to ``max_connections`` with ``cp_reconnect`` so a lost server
-    connection is replaced on the next transaction.
+    with ``synchronous=FULL`` unless told otherwise, and a second one, in a thread
+    of its own, that checkpoints the WAL in the background (a ``PASSIVE``
+    checkpoint: it never waits for the writer nor makes it wait). MySQL gets up to
+    ``max_connections`` with ``cp_reconnect`` so a lost server connection is
+    replaced on the next transaction.
     """
 
     #: how often a transaction that failed with a retryable error is run again
@@ -150,19 +164,31 @@ class Database:
         self._reactor = reactor
         self._metrics = metrics
         self._pool = pool if pool is not None else self._make_pool(reactor, max_connections)
+        self._checkpoints: adbapi.ConnectionPool | None = None
+        self._checkpoint_loop: LoopingCall | None = None
+        self._checkpoint_error = ""
+        self._closed = False
+        if pool is None and self.url.is_sqlite:
+            self._checkpoints = self._make_sqlite_pool(reactor)
+            self._checkpoint_loop = LoopingCall(self._checkpoint)
+            self._checkpoint_loop.clock = reactor
+            reactor.callWhenRunning(self._start_checkpoints)
+
+    def _make_sqlite_pool(self, reactor: Any) -> adbapi.ConnectionPool:
+        return adbapi.ConnectionPool(
+            "sqlite3",
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=functools.partial(_open_sqlite, synchronous=self.sqlite_synchronous),
+            cp_reactor=reactor,
+            **self.url.connect_kwargs,
+        )
 
     def _make_pool(self, reactor: Any, max_connections: int) -> adbapi.ConnectionPool:
         # The pool starts its threads when the reactor runs (at once if it does).
         kwargs = dict(self.url.connect_kwargs)
         if self.url.is_sqlite:
-            return adbapi.ConnectionPool(
-                "sqlite3",
-                cp_min=1,
-                cp_max=1,
-                cp_openfun=functools.partial(_open_sqlite, synchronous=self.sqlite_synchronous),
-                cp_reactor=reactor,
-                **kwargs,
-            )
+            return self._make_sqlite_pool(reactor)
         return adbapi.ConnectionPool(
             "pymysql",
             cp_min=1,
@@ -237,8 +263,40 @@ class Database:
     def _interaction(self, cursor: Any, func: Callable[..., T], *args: Any) -> T:
         return func(Txn(cursor, self.dialect), *args)
 
+    def _start_checkpoints(self) -> None:
+        if self._checkpoint_loop is not None and not self._checkpoint_loop.running:  # not closed yet
+            self._checkpoint_loop.start(SQLITE_CHECKPOINT_INTERVAL, now=False)
+
+    def _checkpoint(self) -> "Deferred[None]":
+        """One background WAL checkpoint (SQLite); a failure is logged, not raised,
+        so the loop goes on (the writer's own checkpoints are the backstop)."""
+        assert self._checkpoints is not None
+        started = self._reactor.seconds()
+
+        def done(_: tuple[int, int]) -> None:
+            self._checkpoint_error = ""
+            if self._metrics is not None:
+                self._metrics.db_seconds.labels("wal_checkpoint").observe(self._reactor.seconds() - started)
+
+        def failed(failure: Any) -> None:
+            error = repr(failure.value)
+            if error != self._checkpoint_error:  # once per distinct error, not every second
+                self._checkpoint_error = error
+                log.warn("background WAL checkpoint failed: {error}", error=error)
+
+        d: Deferred[tuple[int, int]] = self._checkpoints.runWithConnection(checkpoint_wal)
+        return d.addCallbacks(done, failed)
+
     def close(self) -> None:
-        """Close the pool's connections and stop its threads."""
+        """Close the pool's connections and stop its threads (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._checkpoint_loop is not None and self._checkpoint_loop.running:
+            self._checkpoint_loop.stop()
+        self._checkpoint_loop = None
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._pool.close()
 
 
@@ -259,4 +317,23 @@ def _open_sqlite(connection: Any, synchronous: str = "full") -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_PRAGMA[synchronous]}")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
     cursor.close()
+
+
+def checkpoint_wal(connection: Any) -> tuple[int, int]:
+    """Copy what the WAL holds back into the database file, without waiting for
+    (or blocking) the writer; the next write transaction then restarts the WAL
+    from its beginning.
+
+    Returns:
+        The WAL's frames and how many of them are now in the database file.
+    """
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        _busy, frames, copied = cursor.fetchone()
+        return int(frames), int(copied)
+    finally:
+        cursor.close()

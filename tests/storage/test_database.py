@@ -16,10 +16,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.storage.database import (
+    SQLITE_AUTOCHECKPOINT_PAGES,
+    SQLITE_CACHE_KIB,
     Database,
     DatabaseURL,
     DatabaseURLError,
     Txn,
+    checkpoint_wal,
     in_clause,
     mysql_durability_warnings,
 )
@@ -726,3 +729,43 @@ class SQLiteDurabilityTests(TestCase):
 
         with self.assertRaises(ValueError):
             Database("sqlite:x.db", reactor, sqlite_synchronous="off")
+
+
+class SQLiteCheckpointTests(SQLiteBackend, TestCase):
+    """SQLite's writer leaves WAL checkpoints to a second connection of its own."""
+
+    async def test_writer_settings(self) -> None:
+        db = await self.make_database()
+
+        def settings(txn: Txn) -> tuple[int, int]:
+            return txn.query("PRAGMA wal_autocheckpoint")[0][0], txn.query("PRAGMA cache_size")[0][0]
+
+        self.assertEqual(await db.run("settings", settings), (SQLITE_AUTOCHECKPOINT_PAGES, -SQLITE_CACHE_KIB))
+
+    async def test_background_checkpoint_copies_the_wal(self) -> None:
+        db = await self.make_database()
+        loop = db._checkpoint_loop
+        assert loop is not None and db._checkpoints is not None
+        self.assertTrue(loop.running)
+
+        def fill(txn: Txn) -> None:
+            txn.executemany(
+                "INSERT INTO id_segments (name, max_id) VALUES (?, ?)", [(f"space-{i}", i) for i in range(3000)]
+            )
+
+        await db.run("fill", fill)
+        # the writer did not checkpoint (its backstop is far away): the WAL holds it
+        frames, copied = await db._checkpoints.runWithConnection(checkpoint_wal)
+        self.assertGreater(frames, 0)
+        self.assertEqual(copied, frames)
+        # the loop's own round succeeds too, and the data is all there
+        await db._checkpoint()
+        rows = await db.run("count", lambda txn: txn.query("SELECT COUNT(*) FROM id_segments"))
+        self.assertEqual(rows[0][0], 3000)
+        db.close()
+        self.assertFalse(loop.running)
+
+    def test_synchronous_pool_has_no_checkpointer(self) -> None:
+        db = self.make_sync_database()
+        self.assertIsNone(db._checkpoint_loop)
+        self.assertIsNone(db._checkpoints)
