@@ -100,6 +100,10 @@ class Connection(Protocol):
     def push(self, messages: Sequence[StoredMessage]) -> None:
         """Write live-pushed messages (best effort, never raises)."""
 
+    def push_items(self, seqs: Sequence[int], items: Sequence[bytes], audiences: Sequence[int]) -> None:
+        """Write live-pushed messages serialised as MessageItems, with each one's seq
+        and ``AUDIENCE_*`` (best effort, never raises)."""
+
     def kick(self, reason: str) -> None:
         """Write a Kicked frame, then close."""
 

@@ -233,15 +233,18 @@ class PBLogicClient:
                     if waiter in link._waiters:
                         link._waiters.remove(waiter)
 
-    async def _call(self, method: str, *args: Any, send: bool = False) -> Any:
+    async def _call(self, method: str, *args: Any, send: bool = False, quick: bool = False) -> Any:
         """Run a remote call on some logic node, again on another when one fails.
 
-        Every call waits at most ``call_timeout`` for some node to be connected. A
-        send batch then has until ``send_deadline``: each attempt may take
-        ``remote_timeout``, and a node that does not answer in time is dropped. Other
-        calls (sign-in, sync, ack, offline; all safe to repeat) must finish within
-        ``call_timeout``, each attempt getting half of it, so that a client's sign-in
-        is answered before its own deadline even when one node hangs.
+        Every call waits at most ``call_timeout`` for some node to be connected. It
+        then has until ``send_deadline``: each attempt may take ``remote_timeout``,
+        and a node that does not answer in time is dropped. A ``quick`` call (the
+        sign-in) must instead finish within ``call_timeout``, each attempt getting
+        half of it, so that a client's sign-in is answered before its own deadline
+        even when one node hangs. Sync pages, acks, offline notices and changes are
+        safe to repeat and no client waits on a deadline for them: a logic node that
+        is seconds behind (saturated) still answers them, instead of their timing
+        out and closing the connections that asked.
 
         Raises:
             NoLogicNode: nothing reached a node before the deadline (nothing was done),
@@ -251,8 +254,8 @@ class PBLogicClient:
         """
         start = self._clock.seconds()
         find_by = start + self._call_timeout
-        deadline = start + self._send_deadline if send else find_by
-        attempt_timeout = self._remote_timeout if send else self._call_timeout / 2
+        deadline = find_by if quick else start + self._send_deadline
+        attempt_timeout = self._call_timeout / 2 if quick else self._remote_timeout
         reached = False
         while True:
             try:
@@ -275,8 +278,8 @@ class PBLogicClient:
                     method=method,
                     address=link.address,
                 )
-                if send:
-                    # a node that sits on a batch this long is not serving: reconnect to it
+                if not quick:
+                    # a node that sits on a call this long is not serving: reconnect to it
                     link.drop()
             if self._clock.seconds() >= deadline:
                 if send:
@@ -288,7 +291,7 @@ class PBLogicClient:
         # only gets to it later (paused, overloaded) must not write presence for it
         # (the nodes' clocks must agree to well within call_timeout; run NTP)
         deadline_ms = int((self._clock.seconds() + self._call_timeout) * 1000)
-        ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn, deadline_ms)
+        ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn, deadline_ms, quick=True)
         return SignInResult(bool(ok), str(message), int(epoch))
 
     async def send(self, request: SendRequest, *, conn: str) -> SendResult:

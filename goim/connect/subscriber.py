@@ -18,6 +18,7 @@ from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, RedisURL
 from goim.logs import goim_observer
 from goim.pb import goim_pb2, internal_pb2
+from goim.protocols.changes import audience
 from goim.protocols.codec import stored_from_item
 from goim.util import run_in_background
 
@@ -35,20 +36,25 @@ def apply_event(table: ConnectionTable, payload: bytes) -> None:
         event.ParseFromString(payload)
         deliveries = []
         for delivery in event.deliveries:
-            messages = []
-            for raw in delivery.items:
-                item = goim_pb2.MessageItem()
-                item.ParseFromString(raw)
-                messages.append(stored_from_item(item, user_id=delivery.user_id))
-            deliveries.append((delivery.user_id, list(delivery.device_ids), messages))
+            items = list(delivery.items)
+            if len(delivery.seqs) == len(items) and len(delivery.audiences) == len(items):
+                # forwarded as serialised: the logic node says what each item is
+                seqs, audiences = list(delivery.seqs), list(delivery.audiences)
+            else:
+                # a logic node older than issue 12: read each item
+                messages = [
+                    stored_from_item(goim_pb2.MessageItem.FromString(raw), user_id=delivery.user_id) for raw in items
+                ]
+                seqs, audiences = [m.seq for m in messages], [audience(m) for m in messages]
+            deliveries.append((delivery.user_id, list(delivery.device_ids), seqs, items, audiences))
     except Exception:
         log.failure("dropping a malformed node event of {size} bytes", size=len(payload))
         return
-    for user_id, device_ids, messages in deliveries:
+    for user_id, device_ids, seqs, items, audiences in deliveries:
         for device_id in device_ids:
             conn = table.get(device_id)
             if conn is not None and conn.user_id == user_id:
-                conn.push(messages)
+                conn.push_items(seqs, items, audiences)
     for kick in event.kicks:
         reason = kick.reason or "signed in elsewhere"
         # a kick without a connection id comes from a logic node older than

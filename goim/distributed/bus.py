@@ -14,6 +14,7 @@ from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
 from goim.pb import internal_pb2
+from goim.protocols.changes import audience
 from goim.protocols.codec import PUSH_ITEMS
 from goim.types import StoredMessage
 from goim.util import run_in_background
@@ -68,10 +69,15 @@ class RedisDelivery:
             by_node: dict[str, list[int]] = {}
             for device_id, node in devices.items():
                 by_node.setdefault(node, []).append(device_id)
-            items = [PUSH_ITEMS.encode(m) for m in by_user[user_id]]  # a group's copies share one body
+            copies = by_user[user_id]
+            items = [PUSH_ITEMS.encode(m) for m in copies]  # a group's copies share one body
+            seqs = [m.seq for m in copies]
+            audiences = [audience(m) for m in copies]
             for node, device_ids in by_node.items():
                 event = events.setdefault(node, internal_pb2.NodeEvent())
-                event.deliveries.add(user_id=user_id, device_ids=sorted(device_ids), items=items)
+                event.deliveries.add(
+                    user_id=user_id, device_ids=sorted(device_ids), items=items, seqs=seqs, audiences=audiences
+                )
         for node, event in events.items():
             await self.redis.call("publish", self.keys.channel(node), event.SerializeToString())
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0einternal.proto\x12\rgoim.internal\"\\\n\tNodeEvent\x12+\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.goim.internal.Delivery\x12\"\n\x05kicks\x18\x02 \x03(\x0b\x32\x13.goim.internal.Kick\">\n\x08\x44\x65livery\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\ndevice_ids\x18\x02 \x03(\x03\x12\r\n\x05items\x18\x03 \x03(\x0c\"I\n\x04Kick\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08new_node\x18\x03 \x01(\t\x12\x0c\n\x04\x63onn\x18\x04 \x01(\t\"6\n\tSendBatch\x12)\n\x05sends\x18\x01 \x03(\x0b\x32\x1a.goim.internal.BatchedSend\"P\n\x0b\x42\x61tchedSend\x12\x0c\n\x04\x63onn\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\x0c\":\n\x0bSendResults\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.goim.internal.SendOutcome\"T\n\x0bSendOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0einternal.proto\x12\rgoim.internal\"\\\n\tNodeEvent\x12+\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.goim.internal.Delivery\x12\"\n\x05kicks\x18\x02 \x03(\x0b\x32\x13.goim.internal.Kick\"_\n\x08\x44\x65livery\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\ndevice_ids\x18\x02 \x03(\x03\x12\r\n\x05items\x18\x03 \x03(\x0c\x12\x0c\n\x04seqs\x18\x04 \x03(\x03\x12\x11\n\taudiences\x18\x05 \x03(\r\"I\n\x04Kick\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08new_node\x18\x03 \x01(\t\x12\x0c\n\x04\x63onn\x18\x04 \x01(\t\"6\n\tSendBatch\x12)\n\x05sends\x18\x01 \x03(\x0b\x32\x1a.goim.internal.BatchedSend\"P\n\x0b\x42\x61tchedSend\x12\x0c\n\x04\x63onn\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\x0c\":\n\x0bSendResults\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.goim.internal.SendOutcome\"T\n\x0bSendOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEEVENT']._serialized_start=33
   _globals['_NODEEVENT']._serialized_end=125
   _globals['_DELIVERY']._serialized_start=127
-  _globals['_DELIVERY']._serialized_end=189
-  _globals['_KICK']._serialized_start=191
-  _globals['_KICK']._serialized_end=264
-  _globals['_SENDBATCH']._serialized_start=266
-  _globals['_SENDBATCH']._serialized_end=320
-  _globals['_BATCHEDSEND']._serialized_start=322
-  _globals['_BATCHEDSEND']._serialized_end=402
-  _globals['_SENDRESULTS']._serialized_start=404
-  _globals['_SENDRESULTS']._serialized_end=462
-  _globals['_SENDOUTCOME']._serialized_start=464
-  _globals['_SENDOUTCOME']._serialized_end=548
+  _globals['_DELIVERY']._serialized_end=222
+  _globals['_KICK']._serialized_start=224
+  _globals['_KICK']._serialized_end=297
+  _globals['_SENDBATCH']._serialized_start=299
+  _globals['_SENDBATCH']._serialized_end=353
+  _globals['_BATCHEDSEND']._serialized_start=355
+  _globals['_BATCHEDSEND']._serialized_end=435
+  _globals['_SENDRESULTS']._serialized_start=437
+  _globals['_SENDRESULTS']._serialized_end=495
+  _globals['_SENDOUTCOME']._serialized_start=497
+  _globals['_SENDOUTCOME']._serialized_end=581
 # @@protoc_insertion_point(module_scope)

@@ -15,14 +15,18 @@ class NodeEvent(_message.Message):
     def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., kicks: _Optional[_Iterable[_Union[Kick, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("user_id", "device_ids", "items")
+    __slots__ = ("user_id", "device_ids", "items", "seqs", "audiences")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     device_ids: _containers.RepeatedScalarFieldContainer[int]
     items: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, user_id: _Optional[int] = ..., device_ids: _Optional[_Iterable[int]] = ..., items: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    audiences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, user_id: _Optional[int] = ..., device_ids: _Optional[_Iterable[int]] = ..., items: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., audiences: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Kick(_message.Message):
     __slots__ = ("device_id", "reason", "new_node", "conn")

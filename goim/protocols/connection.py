@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goim.features import Feature, features_of
-from goim.protocols.changes import for_connection
+from goim.protocols.changes import audience, items_for_connection
 from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import ConnectionRegistry, LogicPort
@@ -34,8 +34,10 @@ from goim.protocols.codec import (
     KICKED,
     MESSAGE,
     MESSAGE_ACK,
+    MESSAGE_PUSH,
     MESSAGE_SEND,
     MESSAGE_SEND_ACK,
+    PUSH_ITEMS,
     SIGN_IN,
     SIGN_IN_ACK,
     SIGN_IN_FAILED,
@@ -51,8 +53,9 @@ from goim.protocols.codec import (
     encode_send_ack,
     encode_sign_in_ack,
     frame_cap,
-    pack_push,
+    pack_items,
     send_request,
+    stored_from_item,
 )
 from goim.protocols.codec import CHANGE_ACK, EDIT, READ_REPORT, RECALL, ChangeAck, Edit, ReadReport, Recall
 from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame, set_no_delay
@@ -178,28 +181,45 @@ class ClientConnection(TLVReceiver):
         return self._sync.running
 
     def push(self, messages: Sequence[StoredMessage]) -> None:
-        """Write live-pushed messages as type-2 Message frames packed to the cap.
+        """Write live-pushed stored copies of this connection's user (see
+        :meth:`push_items`; each message's item is serialised once for all the
+        connections it goes to)."""
+        if messages and self.signed_in and self.writable():
+            encode = PUSH_ITEMS.encode
+            self.push_items([m.seq for m in messages], [encode(m) for m in messages], [audience(m) for m in messages])
+
+    def push_items(self, seqs: Sequence[int], items: Sequence[bytes], audiences: Sequence[int]) -> None:
+        """Write live-pushed serialised MessageItems as type-2 Message frames packed
+        to the cap. A connect node forwards the items a logic node serialised
+        without decoding them; event rows and state fields reach only connections
+        that opted in (``goim.protocols.changes``).
 
         Does nothing before sign-in or once the connection is closing. While the
         transport is paused (the client reads too slowly) pushes are skipped and
         made good by a sync once it resumes. Never raises.
 
         Args:
-            messages: copies stored for this connection's user.
+            seqs: each item's ``sync_sequence``, ascending.
+            items: copies stored for this connection's user, serialised.
+            audiences: each item's ``AUDIENCE_*``.
         """
-        if not self.signed_in or not self.writable() or not messages:
+        if not self.signed_in or not self.writable() or not items:
             return
         if self.producer.paused:
             # The client is not reading fast enough: buffer nothing more for it.
-            lowest = min(m.seq for m in messages) - 1
+            lowest = min(seqs) - 1
             self._missed_after = lowest if self._missed_after is None else min(self._missed_after, lowest)
             return
-        messages = for_connection(messages, self.features)
-        if not messages:
+        shown = items_for_connection(items, audiences, self.features)
+        if not shown:
             return
         try:
-            self.write_messages(pack_push(messages, cap=self.cap))
-            trace_pushed(self.log, messages, device_id=self.device_id, peer=self.peer)
+            self.write_messages(
+                pack_items(shown, message_type=MESSAGE_PUSH, cap=self.cap, more=False, more_on_last=False)
+            )
+            if debug_enabled():
+                pushed = [stored_from_item(pb.MessageItem.FromString(i), user_id=self.user_id) for i in shown]
+                trace_pushed(self.log, pushed, device_id=self.device_id, peer=self.peer)
         except Exception:
             self.log.failure("push to {peer} failed", peer=self.peer)
 

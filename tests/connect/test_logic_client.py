@@ -375,6 +375,35 @@ class PBLogicClientTests(SynchronousTestCase):
         reactor.advance(0)
         self.assertEqual(other.perspective.batches()[1:], [[(A, 10, 1, 3)]])
 
+    def test_slow_ack_is_waited_for_then_runs_again_on_another_link(self) -> None:
+        """An ack (like a sync page) is no sign-in: a saturated node that answers it after call_timeout still
+        answers it; one silent for remote_timeout is dropped and the ack runs again on the other link."""
+        client, reactor, (a, b) = self.client("a", "b")
+        a.connect()
+        b.connect()
+        slow_but_answered = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=7, conn=A))
+        [(first, method, _)] = calls(a, b)
+        self.assertEqual(method, "ack")
+        node = a if first == "a" else b
+        reactor.advance(CALL_TIMEOUT + 1)
+        self.assertNoResult(slow_but_answered)
+        assert node.perspective is not None
+        node.perspective.answer(0, None)
+        self.successResultOf(slow_but_answered)
+        self.assertEqual((a.dropped, b.dropped), (0, 0))
+
+        before = calls(a, b)
+        silent = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=8, conn=A))
+        [(second, _, _)] = [c for c in calls(a, b) if c not in before]
+        slow, other = (a, b) if second == "a" else (b, a)
+        reactor.advance(REMOTE_TIMEOUT)
+        self.assertEqual((slow.dropped, other.dropped), (1, 0))
+        assert other.perspective is not None
+        method, args, _ = other.perspective.calls[-1]
+        self.assertEqual((method, args), ("ack", (10, 1, 8, A)))
+        other.perspective.answer(len(other.perspective.calls) - 1, None)
+        self.successResultOf(silent)
+
     def test_unknown_outcome_breaks_the_connection(self) -> None:
         """A batch that reached a node but got no answer by send_deadline fails with SendOutcomeUnknown, as do its connection's queued and later sends; other connections go on."""
         client, reactor, [a] = self.client("a")

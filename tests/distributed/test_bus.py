@@ -1,5 +1,6 @@
 """The delivery bus: apply_event (pure), RedisDelivery and NodeSubscriber against a real Redis."""
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 from google.protobuf.message import DecodeError
@@ -19,7 +20,10 @@ from goim.pb import internal_pb2
 from goim.protocols import codec
 from goim.connect.table import ConnectionTable
 from goim.protocols.connection import ClientConnection, ClientConnectionFactory
+from goim.features import Feature
+from goim.protocols.changes import AUDIENCE_ALL, AUDIENCE_EVENTS, AUDIENCE_STATE, audience
 from goim.protocols.codec import encode_item
+from goim.types import KIND_READ
 from goim.types import SignInResult, StoredMessage, connection_id
 from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
 from tests.support.redis import RedisTestMixin, wait_until
@@ -98,11 +102,18 @@ class Node:
 def node_event(
     deliveries: Sequence[tuple[int, list[int], list[StoredMessage]]] = (),
     kicks: Sequence[tuple[int, str, str]] = (),
+    *,
+    forwarded: bool = False,
 ) -> bytes:
-    """A serialized NodeEvent of ``(user_id, device_ids, messages)`` deliveries and ``(device_id, conn, reason)`` kicks."""
+    """A serialized NodeEvent of ``(user_id, device_ids, messages)`` deliveries and ``(device_id, conn, reason)``
+    kicks; ``forwarded``: with each item's seq and audience (what logic nodes send since issue 12), else
+    items only (older logic nodes)."""
     event = internal_pb2.NodeEvent()
     for user_id, device_ids, messages in deliveries:
-        event.deliveries.add(user_id=user_id, device_ids=device_ids, items=[encode_item(m) for m in messages])
+        delivery = event.deliveries.add(user_id=user_id, device_ids=device_ids, items=[encode_item(m) for m in messages])
+        if forwarded:
+            delivery.seqs.extend(m.seq for m in messages)
+            delivery.audiences.extend(audience(m) for m in messages)
     for device_id, conn, reason in kicks:
         event.kicks.add(device_id=device_id, conn=conn, reason=reason, new_node="other")
     return event.SerializeToString()
@@ -267,6 +278,39 @@ class ApplyEventTests(SynchronousTestCase):
         self.assertEqual(node.written(2), [])
         self.assertFalse(node.closed(1))
 
+    def test_forwarded_items_are_written_as_they_came(self) -> None:
+        """Items with their seqs and audiences are written byte for byte without being decoded: bytes
+        no logic node would send (an unknown field 99) arrive unchanged."""
+        node = Node()
+        node.sign_in(device_id=1, user_id=10)
+        odd = encode_item(make_message(10, 4)) + b"\x98\x06\x01"  # field 99 = 1
+        event = internal_pb2.NodeEvent()
+        event.deliveries.add(user_id=10, device_ids=[1], items=[odd], seqs=[4], audiences=[AUDIENCE_ALL])
+        apply_event(node.table, event.SerializeToString())
+        [(_, value)] = node.written(1)
+        self.assertEqual([i.SerializeToString() for i in value.messages], [odd])
+
+    def test_forwarded_event_rows_and_state_reach_only_connections_that_opted_in(self) -> None:
+        """An event row goes only to an EVENTS connection; a changed copy reaches the others without its
+        state fields, exactly as the items a standalone server pushes."""
+        node = Node()
+        plain = node.sign_in(device_id=1, user_id=10)
+        rich = node.sign_in(device_id=2, user_id=10)
+        rich.features = Feature.EVENTS
+        edited = replace(make_message(10, 1), edited_at=77)
+        read = replace(make_message(10, 2), kind=KIND_READ, ref_seq=1)
+        self.assertEqual([audience(edited), audience(read)], [AUDIENCE_STATE, AUDIENCE_EVENTS])
+        apply_event(node.table, node_event(deliveries=[(10, [1, 2], [edited, read])], forwarded=True))
+        self.assertEqual(
+            [i.SerializeToString() for _, v in node.written(1) for i in v.messages],
+            [encode_item(replace(edited, edited_at=0))],
+        )
+        self.assertEqual(
+            [i.SerializeToString() for _, v in node.written(2) for i in v.messages],
+            [encode_item(edited), encode_item(read)],
+        )
+        self.assertFalse(plain.features & Feature.EVENTS)
+
     def test_empty_event_does_nothing(self) -> None:
         """An empty NodeEvent is valid and changes nothing."""
         node = Node()
@@ -329,6 +373,9 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         self.assertEqual(deliveries_of(c1), {1: ([10, 11], ids(a1, a2))})
         self.assertEqual(deliveries_of(c2), {1: ([12], ids(a1, a2)), 2: ([20], ids(b1))})
         self.assertEqual(list(parse_event(c1).kicks), [])
+        # each item with its seq and audience: the connect node forwards the bytes
+        [d] = parse_event(c1).deliveries
+        self.assertEqual((list(d.seqs), list(d.audiences)), ([1, 2], [AUDIENCE_ALL, AUDIENCE_ALL]))
 
     async def test_node_without_liveness_gets_nothing(self) -> None:
         """Devices on a node whose liveness key is missing receive nothing."""

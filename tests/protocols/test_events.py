@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.features import Feature
 from goim.protocols import codec
-from goim.protocols.changes import for_connection
+from goim.protocols.changes import audience, for_connection, items_for_connection
 from goim.protocols.sync import SyncProducer, SyncStream
 from goim.protocols.framing import decode_frames
 from goim.types import (
@@ -86,6 +86,23 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(for_connection(rows, Feature.EVENTS), rows)
         self.assertEqual(for_connection(rows, Feature.NONE), [make_message(2, 1)])
         self.assertEqual(for_connection(rows, Feature.TRIMMED), [make_message(2, 1)])
+
+    def test_items_for_connection_is_for_connection_on_bytes(self) -> None:
+        """The serialised items a connection is sent are those of for_connection, byte for byte."""
+        rows = [
+            replace(make_message(2, 1), edited_at=5),
+            event(2, 2, KIND_READ),
+            make_message(2, 3),
+            replace(make_message(2, 4), recalled=True, content=""),
+            event(2, 5, KIND_RECALL),
+        ]
+        items = [codec.encode_item(m) for m in rows]
+        audiences = [audience(m) for m in rows]
+        for features in (Feature.NONE, Feature.TRIMMED, Feature.EVENTS, Feature.EVENTS | Feature.TRIMMED):
+            self.assertEqual(
+                items_for_connection(items, audiences, features),
+                [codec.encode_item(m) for m in for_connection(rows, features)],
+            )
 
 
 class EventSyncTests(SynchronousTestCase):
