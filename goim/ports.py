@@ -13,7 +13,15 @@ from typing import Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
-from goim.types import ChangeRequest, ChangeResult, SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
+from goim.types import (
+    ChangeRequest,
+    ChangeResult,
+    SendRequest,
+    SendResult,
+    SignInResult,
+    StoredCopies,
+    SyncPage,
+)
 
 
 class LogicPort(Protocol):
@@ -70,7 +78,7 @@ class SessionPort(Protocol):
 class DeliveryPort(Protocol):
     """Where logic hands messages after they were committed: "user U has message M"."""
 
-    def deliver(self, messages: Sequence[StoredMessage]) -> None:
+    def deliver(self, batch: Sequence[StoredCopies]) -> None:
         """Push each stored copy to the online devices of its user (best effort).
 
         Delivery is best effort by design: a device that misses a push catches up
@@ -96,9 +104,6 @@ class Connection(Protocol):
     @property
     def in_flight(self) -> int:
         """How many sends are waiting for the logic layer."""
-
-    def push(self, messages: Sequence[StoredMessage]) -> None:
-        """Write live-pushed messages (best effort, never raises)."""
 
     def push_items(self, seqs: Sequence[int], items: Sequence[bytes], audiences: Sequence[int]) -> None:
         """Write live-pushed messages serialised as MessageItems, with each one's seq

@@ -4,9 +4,9 @@ They carry no behaviour and know nothing about protobuf, SQL or HTTP, so every l
 can use them without importing another layer.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import TypeVar
+from typing import Sequence, TypeVar
 
 # receiver_type / sender_type values (DESIGN section 3)
 RECEIVER_USER = 1
@@ -107,6 +107,54 @@ class StoredMessage:
     edited_at: int = 0
     #: the message was recalled (its content is removed, the row is a tombstone)
     recalled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopies:
+    """The copies of one message one transaction stored: ``message`` as it was
+    stored for each of ``users``, under the seq at the same index of ``seqs``.
+
+    A send to a group of 500 is one of these, not 500 ``StoredMessage`` objects:
+    delivery encodes the message once and splices in each copy's seq, and skips
+    users with no connection without building anything for them (issue 12).
+    """
+
+    #: the first copy (``users[0]``, ``seqs[0]``)
+    message: StoredMessage
+    users: tuple[int, ...]
+    seqs: tuple[int, ...]
+    #: each copy names its own user as receiver (a business push to a list of users)
+    receiver_is_user: bool = False
+
+    @classmethod
+    def of(cls, message: StoredMessage) -> "StoredCopies":
+        """One stored copy."""
+        return cls(message, (message.user_id,), (message.seq,))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def copy(self, index: int) -> StoredMessage:
+        """The copy at ``index``."""
+        if index == 0:
+            return self.message
+        user_id = self.users[index]
+        receiver_id = user_id if self.receiver_is_user else self.message.receiver_id
+        return replace(self.message, user_id=user_id, seq=self.seqs[index], receiver_id=receiver_id)
+
+    def messages(self) -> list[StoredMessage]:
+        """Every copy, in order (one object each: not for hot paths)."""
+        return [self.copy(i) for i in range(len(self.users))]
+
+
+def copies_of(messages: Sequence[StoredMessage]) -> list[StoredCopies]:
+    """Each stored copy on its own (event rows, tests)."""
+    return [StoredCopies.of(m) for m in messages]
+
+
+def flatten(batch: Sequence[StoredCopies]) -> list[StoredMessage]:
+    """Every copy of a batch, in order (one object each: not for hot paths)."""
+    return [m for copies in batch for m in copies.messages()]
 
 
 # StoredMessage.kind (docs/protocol.md "Events")

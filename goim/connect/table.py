@@ -15,7 +15,8 @@ from twisted.logger import Logger
 
 from goim.logs import goim_observer
 from goim.ports import Connection
-from goim.types import StoredMessage
+from goim.protocols.changes import items_by_user
+from goim.types import StoredCopies
 
 KICK_SIGNED_IN_ELSEWHERE = "signed in elsewhere"
 KICK_SHUTDOWN = "server shutting down"
@@ -143,19 +144,20 @@ class ConnectionTable:
         (``goim.ports.SessionPort``)."""
         self.kick(device_id, reason)
 
-    def deliver(self, messages: Sequence[StoredMessage]) -> None:
-        """Push each message to every connection of its user. Never raises.
+    def deliver(self, batch: Sequence[StoredCopies]) -> None:
+        """Push each stored copy to every connection of its user. Never raises.
+
+        Each message is serialised once; a copy is only encoded (its seq spliced
+        in) when its user has a connection here.
 
         Args:
-            messages: stored copies, each for its ``user_id``.
+            batch: the copies of each message, each for its user.
         """
-        by_user: dict[int, list[StoredMessage]] = {}
-        for message in messages:
-            by_user.setdefault(message.user_id, []).append(message)
-        for user_id, user_messages in by_user.items():
+        by_user = items_by_user(batch, self._by_user)
+        for user_id, (seqs, items, audiences) in by_user.items():
             for conn in self.connections_of(user_id):
                 try:
-                    conn.push(user_messages)
+                    conn.push_items(seqs, items, audiences)
                 except Exception:
                     self.log.failure("push to user {user_id} failed", user_id=user_id)
 

@@ -14,9 +14,8 @@ from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
 from goim.pb import internal_pb2
-from goim.protocols.changes import audience
-from goim.protocols.codec import PUSH_ITEMS
-from goim.types import StoredMessage
+from goim.protocols.changes import items_by_user
+from goim.types import StoredCopies
 from goim.util import run_in_background
 
 log = Logger(observer=goim_observer)
@@ -34,45 +33,39 @@ class RedisDelivery:
         self.redis: Redis = presence.redis
         self.keys: Keys = presence.keys
         # one deliver() call per batch, published one after the other in order
-        self._publisher: Batcher[None, list[StoredMessage], None] = Batcher(
+        self._publisher: Batcher[None, Sequence[StoredCopies], None] = Batcher(
             "delivery publisher", None, self._publish_batch, max_batch=1
         )
 
-    def deliver(self, messages: Sequence[StoredMessage]) -> None:
+    def deliver(self, batch: Sequence[StoredCopies]) -> None:
         """Queue stored copies for publishing. Never raises."""
         # the publisher answers every batch (a failure is logged there)
-        self._publisher.add(list(messages), key=None)
+        self._publisher.add(list(batch), key=None)
 
     async def drain(self) -> None:
         """Wait until every delivery queued so far is published (or given up)."""
         await self._publisher.drain()
 
-    async def _publish_batch(self, _: None, batches: list[list[StoredMessage]]) -> list[None]:
+    async def _publish_batch(self, _: None, batches: list[Sequence[StoredCopies]]) -> list[None]:
         for batch in batches:
             try:
                 await self._publish(batch)
             except Exception as e:
                 log.warn(
                     "could not publish {count} deliveries ({error!r}); devices catch up by sync",
-                    count=len(batch),
+                    count=sum(len(copies) for copies in batch),
                     error=e,
                 )
         return shared(None, batches)
 
-    async def _publish(self, messages: Sequence[StoredMessage]) -> None:
-        by_user: dict[int, list[StoredMessage]] = {}
-        for m in messages:
-            by_user.setdefault(m.user_id, []).append(m)
-        located = await self.presence.locate(list(by_user))
+    async def _publish(self, batch: Sequence[StoredCopies]) -> None:
+        located = await self.presence.locate(sorted({u for copies in batch for u in copies.users}))
+        by_user = items_by_user(batch, {user_id for user_id, devices in located.items() if devices})
         events: dict[str, internal_pb2.NodeEvent] = {}
-        for user_id, devices in located.items():
+        for user_id, (seqs, items, audiences) in by_user.items():
             by_node: dict[str, list[int]] = {}
-            for device_id, node in devices.items():
+            for device_id, node in located[user_id].items():
                 by_node.setdefault(node, []).append(device_id)
-            copies = by_user[user_id]
-            items = [PUSH_ITEMS.encode(m) for m in copies]  # a group's copies share one body
-            seqs = [m.seq for m in copies]
-            audiences = [audience(m) for m in copies]
             for node, device_ids in by_node.items():
                 event = events.setdefault(node, internal_pb2.NodeEvent())
                 event.deliveries.add(

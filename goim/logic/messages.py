@@ -43,8 +43,10 @@ from goim.types import (
     SENDER_USER,
     SendRequest,
     SendResult,
+    StoredCopies,
     StoredMessage,
     SyncPage,
+    flatten,
 )
 from goim.util import Clock, now_ms, run_in_background
 
@@ -181,7 +183,7 @@ class _Written:
     """One send of a written batch: its ACK and the copies it stored."""
 
     result: SendResult
-    stored: Sequence[StoredMessage] = ()
+    stored: StoredCopies | None = None
 
 
 class MessageService:
@@ -443,42 +445,45 @@ class MessageService:
         for q, send, outcome in zip(batch, sends, outcomes):
             if outcome.code == SEND_NOT_FRIEND and q.request.receiver_id in missing:
                 outcome = SendOutcome(SEND_NO_SUCH_USER)
-            if outcome.stored:
+            copies = len(outcome.stored) if outcome.stored is not None else 0
+            if copies:
                 if q.request.receiver_type == RECEIVER_GROUP and not q.request.recipients:
-                    self._remember_group_size(q.request.receiver_id, len(outcome.stored))
+                    self._remember_group_size(q.request.receiver_id, copies)
                 if debug_enabled():
                     log.debug(
                         "stored message {message_id} from device {device_id} as {copies} copies",
                         message_id=send.message_id,
                         device_id=q.request.device_id,
-                        copies=len(outcome.stored),
+                        copies=copies,
                     )
-            self._settle(q, len(outcome.stored))
+            self._settle(q, copies)
             written.append(_Written(SendResult(outcome.code, outcome.message_id, outcome.seq), outcome.stored))
         return written
 
     def _deliver(self, _: None, batch: list[_Queued], written: Sequence["_Written"]) -> None:
         """Hand the batch's stored copies to delivery, once its ACKs are out."""
-        stored = [m for w in written for m in w.stored]
+        stored = [w.stored for w in written if w.stored is not None]
         if stored:
+            count = sum(len(copies) for copies in stored)
             if self.metrics is not None:
-                self.metrics.deliveries.inc(len(stored))
+                self.metrics.deliveries.inc(count)
             if debug_enabled():
-                copies: dict[int, int] = {}
-                for m in stored:
-                    copies[m.message_id] = copies.get(m.message_id, 0) + 1
-                for message_id, count in copies.items():
+                for copies in stored:
                     # a logic node publishes to the connect nodes' Redis channels here
-                    log.debug("delivering message {message_id}: {copies} copies", message_id=message_id, copies=count)
+                    log.debug(
+                        "delivering message {message_id}: {copies} copies",
+                        message_id=copies.message.message_id,
+                        copies=len(copies),
+                    )
             try:
                 self.delivery.deliver(stored)
             except Exception:
-                log.failure("delivery of {count} stored copies failed", count=len(stored))
+                log.failure("delivery of {count} stored copies failed", count=count)
             if self.offline_hook is not None:
                 try:
-                    self.offline_hook(stored)
+                    self.offline_hook(flatten(stored))
                 except Exception:
-                    log.failure("the offline hook failed for {count} stored copies", count=len(stored))
+                    log.failure("the offline hook failed for {count} stored copies", count=count)
 
     def _settle(self, queued: _Queued, copies: int, *, floor: int = 1) -> None:
         """Correct the sender's budget from the copies charged to the copies stored.

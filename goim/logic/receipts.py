@@ -16,7 +16,7 @@ from goim.logs import goim_observer
 from goim.ports import DeliveryPort
 from goim.storage import receipts as rs
 from goim.storage.receipts import Conversation, ReceiptStore
-from goim.types import KIND_EDIT, KIND_RECALL, RECEIVER_GROUP, RECEIVER_USER, StoredMessage
+from goim.types import KIND_EDIT, KIND_RECALL, RECEIVER_GROUP, RECEIVER_USER, StoredMessage, copies_of
 from goim.util import Clock, now_ms
 
 log = Logger(observer=goim_observer)
@@ -60,7 +60,7 @@ class ReceiptService:
     def _deliver(self, events: list[StoredMessage] | tuple[StoredMessage, ...]) -> None:
         if events:
             try:
-                self.delivery.deliver(list(events))
+                self.delivery.deliver(copies_of(events))
             except Exception:
                 log.failure("delivery of {count} event rows failed", count=len(events))
 

@@ -7,11 +7,12 @@ before: messages only, without the new MessageItem fields.
 """
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Container, Sequence
 
 from goim.features import Feature, wants
 from goim.pb import goim_pb2
-from goim.types import KIND_MESSAGE, StoredMessage
+from goim.protocols.codec import PUSH_ITEMS
+from goim.types import KIND_MESSAGE, StoredCopies, StoredMessage
 
 #: Who a serialised item may be written to as it is (``Delivery.audiences`` in
 #: proto/internal.proto), so that pushed items are forwarded without decoding them:
@@ -61,3 +62,29 @@ def items_for_connection(items: Sequence[bytes], audiences: Sequence[int], featu
             item.recalled = False
             shown.append(item.SerializeToString())
     return shown
+
+
+#: one user's pushed copies: each one's seq, serialised item and audience, in order
+PushItems = tuple[list[int], list[bytes], list[int]]
+
+
+def items_by_user(batch: Sequence[StoredCopies], online: Container[int]) -> dict[int, PushItems]:
+    """The copies of ``batch`` whose user is ``online``, serialised (each message
+    once, its copies' seqs spliced in) and grouped by user, in batch order; the
+    copies of other users cost nothing."""
+    by_user: dict[int, PushItems] = {}
+    for copies in batch:
+        users = copies.users
+        indexes = [i for i, user_id in enumerate(users) if user_id in online]
+        if not indexes:
+            continue
+        to = audience(copies.message)
+        seqs = copies.seqs
+        for i, item in zip(indexes, PUSH_ITEMS.encode_copies(copies, indexes)):
+            entry = by_user.get(users[i])
+            if entry is None:
+                entry = by_user[users[i]] = ([], [], [])
+            entry[0].append(seqs[i])
+            entry[1].append(item)
+            entry[2].append(to)
+    return by_user

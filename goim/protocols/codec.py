@@ -33,7 +33,7 @@ from goim.types import SIGN_IN_FAILED as SIGN_IN_FAILED
 from goim.types import SIGN_IN_OK as SIGN_IN_OK
 from goim.types import SendCode as SendCode
 from goim.types import SignInCode as SignInCode
-from goim.types import SendRequest, SendResult, StoredMessage, known_code
+from goim.types import SendRequest, SendResult, StoredCopies, StoredMessage, known_code
 
 
 class FrameCode(IntEnum):
@@ -780,15 +780,25 @@ class ItemEncoder:
         seq = message.seq
         if parts is None or seq <= 0:
             return encode_item(message)
-        if seq < 0x80:
-            field = bytes((0x48, seq))
-        elif seq < 0x4000:
-            field = bytes((0x48, (seq & 0x7F) | 0x80, seq >> 7))
-        elif seq < 0x200000:
-            field = bytes((0x48, (seq & 0x7F) | 0x80, ((seq >> 7) & 0x7F) | 0x80, seq >> 14))
-        else:
-            field = _SEQ_TAG + _varint(seq)
-        return parts[0] + field + parts[1]
+        return parts[0] + _seq_field(seq) + parts[1]
+
+    def encode_copies(self, copies: StoredCopies, indexes: Iterable[int]) -> list[bytes]:
+        """The MessageItem bytes of the copies at ``indexes`` (``encode(copies.copy(i))``
+        each), without building a StoredMessage per copy when they share a body."""
+        if copies.receiver_is_user:
+            # each copy names its own receiver: bodies differ
+            return [self.encode(copies.copy(i)) for i in indexes]
+        message = copies.message
+        key = _body_key(message)
+        parts = self._bodies.get(key, _MISSING)
+        if parts is _MISSING:
+            parts = _split_item(message)
+            self._remember(key, parts)
+        if parts is None:
+            return [self.encode(copies.copy(i)) for i in indexes]
+        before, after = parts
+        seqs = copies.seqs
+        return [before + _seq_field(seqs[i]) + after if seqs[i] > 0 else encode_item(copies.copy(i)) for i in indexes]
 
     def _remember(self, key: Any, parts: tuple[bytes, bytes] | None) -> None:
         bodies = self._bodies
@@ -802,6 +812,17 @@ class ItemEncoder:
 
 _MISSING: Any = object()
 _body_key = operator.attrgetter(*_BODY_FIELDS)
+
+
+def _seq_field(seq: int) -> bytes:
+    """MessageItem field 9 (sync_sequence) holding ``seq`` (> 0)."""
+    if seq < 0x80:
+        return bytes((0x48, seq))
+    if seq < 0x4000:
+        return bytes((0x48, (seq & 0x7F) | 0x80, seq >> 7))
+    if seq < 0x200000:
+        return bytes((0x48, (seq & 0x7F) | 0x80, ((seq >> 7) & 0x7F) | 0x80, seq >> 14))
+    return _SEQ_TAG + _varint(seq)
 
 
 def _parts_size(parts: tuple[bytes, bytes] | None) -> int:

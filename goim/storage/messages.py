@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from goim.storage.database import Database, Txn, in_clause
-from goim.types import RECEIVER_GROUP, RECEIVER_USER, SEND_OK, SendRequest, StoredMessage, SyncPage
+from goim.types import RECEIVER_GROUP, RECEIVER_USER, SEND_OK, SendRequest, StoredCopies, StoredMessage, SyncPage
 
 _MESSAGE_COLUMNS = (
     "user_id, seq, message_id, sender_type, sender_id, sender_device_id,"
@@ -46,8 +46,8 @@ class SendOutcome:
     code: int
     message_id: int = 0
     seq: int = 0
-    #: the copies this batch stored for it (empty for a duplicate or a rejection)
-    stored: tuple[StoredMessage, ...] = ()
+    #: the copies this batch stored for it (None for a duplicate or a rejection)
+    stored: StoredCopies | None = None
 
 
 #: The rules: given a send and the facts, a non-zero ACK code, or 0 and the
@@ -129,30 +129,39 @@ class MessageStore:
             for i, recipients in accepted:
                 send = sends[i]
                 r = send.request
-                copies = []
                 # a business push to users: each copy names its own user as receiver
                 per_user = bool(r.recipients) and r.receiver_type == RECEIVER_USER
+                sender_device_id = 0 if r.recipients else r.device_id
+                copy_seqs = []
+                # the row of each copy, built straight from the send (no object per copy)
+                head = (send.message_id, send.sender_type, r.user_id, sender_device_id, r.receiver_type)
+                tail = (r.type, r.content, r.send_time, now_ms)
                 for u in recipients:
-                    seqs[u] += 1
-                    copies.append(
-                        StoredMessage(
-                            user_id=u,
-                            seq=seqs[u],
-                            message_id=send.message_id,
-                            sender_type=send.sender_type,
-                            sender_id=r.user_id,
-                            sender_device_id=0 if r.recipients else r.device_id,
-                            receiver_type=r.receiver_type,
-                            receiver_id=u if per_user else r.receiver_id,
-                            type=r.type,
-                            content=r.content,
-                            send_time=r.send_time,
-                        )
-                    )
+                    seq = seqs[u] = seqs[u] + 1
+                    copy_seqs.append(seq)
+                    message_rows.append((u, seq, *head, u if per_user else r.receiver_id, *tail))
+                first_user = recipients[0] if recipients else 0
+                stored = None if not recipients else StoredCopies(
+                    StoredMessage(
+                        user_id=first_user,
+                        seq=copy_seqs[0],
+                        message_id=send.message_id,
+                        sender_type=send.sender_type,
+                        sender_id=r.user_id,
+                        sender_device_id=sender_device_id,
+                        receiver_type=r.receiver_type,
+                        receiver_id=first_user if per_user else r.receiver_id,
+                        type=r.type,
+                        content=r.content,
+                        send_time=r.send_time,
+                    ),
+                    tuple(recipients),
+                    tuple(copy_seqs),
+                    receiver_is_user=per_user,
+                )
                 sender_seq = seqs[r.user_id] if r.user_id in recipients else 0
-                message_rows.extend(_message_row(c, now_ms) for c in copies)
                 send_rows.append((*keys[i], send.message_id, sender_seq, now_ms))
-                outcomes[i] = SendOutcome(SEND_OK, send.message_id, sender_seq, tuple(copies))
+                outcomes[i] = SendOutcome(SEND_OK, send.message_id, sender_seq, stored)
             txn.executemany(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}, created_at) VALUES ({', '.join('?' * 12)})",
                 message_rows,
@@ -254,23 +263,6 @@ def _synced(r: Sequence[Any]) -> StoredMessage:
     """A row of ``_SYNC_COLUMNS``."""
     return StoredMessage(
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], bool(r[14])
-    )
-
-
-def _message_row(m: StoredMessage, now_ms: int) -> tuple[object, ...]:
-    return (
-        m.user_id,
-        m.seq,
-        m.message_id,
-        m.sender_type,
-        m.sender_id,
-        m.sender_device_id,
-        m.receiver_type,
-        m.receiver_id,
-        m.type,
-        m.content,
-        m.send_time,
-        now_ms,
     )
 
 

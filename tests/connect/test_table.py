@@ -8,7 +8,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.connect.table import KICK_SHUTDOWN, KICK_SIGNED_IN_ELSEWHERE, ConnectionTable
 from goim.ports import Connection, DeliveryPort, SessionPort
-from goim.types import StoredMessage
+from goim.pb.goim_pb2 import MessageItem
+from goim.protocols.codec import stored_from_item
+from goim.types import StoredMessage, copies_of
 from tests.protocols.fakes import make_message
 
 
@@ -27,8 +29,8 @@ class FakeConnection:
         self.caught_up = 0
         self._lost: Deferred[None] = Deferred()
 
-    def push(self, messages: Sequence[StoredMessage]) -> None:
-        self.pushed.extend(messages)
+    def push_items(self, seqs: Sequence[int], items: Sequence[bytes], audiences: Sequence[int]) -> None:
+        self.pushed.extend(stored_from_item(MessageItem.FromString(i), user_id=self.user_id) for i in items)
 
     def kick(self, reason: str) -> None:
         self.kicks.append(reason)
@@ -73,7 +75,7 @@ class ConnectionTableTests(SynchronousTestCase):
         phone, laptop, other = FakeConnection(1, 2, 1), FakeConnection(3, 2, 2), FakeConnection(4, 5, 3)
         for conn in (phone, laptop, other):
             table.register(conn)
-        table.deliver([make_message(2, 1), make_message(5, 1), make_message(2, 2)])
+        table.deliver(copies_of([make_message(2, 1), make_message(5, 1), make_message(2, 2)]))
         self.assertEqual([m.seq for m in phone.pushed], [1, 2])
         self.assertEqual([m.seq for m in laptop.pushed], [1, 2])
         self.assertEqual([(m.user_id, m.seq) for m in other.pushed], [(5, 1)])

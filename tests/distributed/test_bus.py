@@ -23,7 +23,7 @@ from goim.protocols.connection import ClientConnection, ClientConnectionFactory
 from goim.features import Feature
 from goim.protocols.changes import AUDIENCE_ALL, AUDIENCE_EVENTS, AUDIENCE_STATE, audience
 from goim.protocols.codec import encode_item
-from goim.types import KIND_READ
+from goim.types import KIND_READ, copies_of
 from goim.types import SignInResult, StoredMessage, connection_id
 from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
 from tests.support.redis import RedisTestMixin, wait_until
@@ -366,7 +366,7 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         channels = presence.keys.channel("c1"), presence.keys.channel("c2")
         recorder = await self.open_recorder(*channels)
         a1, b1, a2 = make_message(1, 1), make_message(2, 1), make_message(1, 2)
-        delivery.deliver([a1, b1, a2])
+        delivery.deliver(copies_of([a1, b1, a2]))
         await wait_until(lambda: all(recorder.on(c) for c in channels), "an event on each node")
         [c1] = recorder.on(channels[0])
         [c2] = recorder.on(channels[1])
@@ -385,11 +385,11 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         await presence.online(device_id=20, user_id=2, conn=conn("dead", 2), epoch=0)
         live, dead = presence.keys.channel("live"), presence.keys.channel("dead")
         recorder = await self.open_recorder(live, dead)
-        delivery.deliver([make_message(1, 1), make_message(2, 1)])
+        delivery.deliver(copies_of([make_message(1, 1), make_message(2, 1)]))
         # a second batch for the live node only: once it arrives, everything the
         # first batch published has arrived too (one connection, publish order)
         marker = make_message(1, 2)
-        delivery.deliver([marker])
+        delivery.deliver(copies_of([marker]))
         await wait_until(lambda: len(recorder.on(live)) == 2, "both events on the live node")
         self.assertEqual(recorder.on(dead), [])
         self.assertEqual(deliveries_of(recorder.on(live)[0]), {1: ([10], ids(make_message(1, 1)))})
@@ -399,8 +399,8 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         presence, delivery = await self.setup("c1")
         await presence.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
         recorder = await self.open_recorder(presence.keys.channel("c1"))
-        delivery.deliver([make_message(5, 1)])
-        delivery.deliver([make_message(1, 1)])
+        delivery.deliver(copies_of([make_message(5, 1)]))
+        delivery.deliver(copies_of([make_message(1, 1)]))
         await wait_until(lambda: recorder.messages, "the event for user 1")
         [(_, payload)] = recorder.messages
         self.assertEqual(list(deliveries_of(payload)), [1])
@@ -412,7 +412,7 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         channel = presence.keys.channel("c1")
         recorder = await self.open_recorder(channel)
         for seq in range(1, 21):
-            delivery.deliver([make_message(1, seq)])
+            delivery.deliver(copies_of([make_message(1, seq)]))
         await wait_until(lambda: len(recorder.on(channel)) == 20, "20 events")
         seqs = [deliveries_of(p)[1][1][0][1] for p in recorder.on(channel)]
         self.assertEqual(seqs, list(range(1, 21)))
@@ -458,8 +458,8 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         _, keys = self.open_redis()
         delivery = RedisDelivery(RedisPresence(redis, keys))
         # neither call raises, though Redis is unreachable
-        delivery.deliver([make_message(1, 1)])
-        delivery.deliver([make_message(1, 2)])
+        delivery.deliver(copies_of([make_message(1, 1)]))
+        delivery.deliver(copies_of([make_message(1, 2)]))
 
         def warned() -> list[str]:
             return [t for t in map(formatEvent, events) if t.startswith("could not publish")]
@@ -486,7 +486,7 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         await presence.online(device_id=10, user_id=1, conn=proto.conn_id, epoch=proto.epoch)
         await presence.beat("c1")
         message = make_message(1, 1)
-        RedisDelivery(presence).deliver([message])
+        RedisDelivery(presence).deliver(copies_of([message]))
         await wait_until(lambda: node.written(10), "the push")
         self.assertEqual(node.pushed(10), ids(message))
 

@@ -247,8 +247,10 @@ class MessageTests:
             [PendingSend(request, 900001, 1), PendingSend(request, 900002, 1)], decide, 0
         )
         self.assertEqual([(o.code, o.message_id, o.seq) for o in outcomes], [(SEND_OK, 900001, 1)] * 2)
-        self.assertEqual(len(outcomes[0].stored), 2)
-        self.assertEqual(outcomes[1].stored, ())
+        stored = outcomes[0].stored
+        assert stored is not None
+        self.assertEqual(len(stored), 2)
+        self.assertIsNone(outcomes[1].stored)
         self.assertEqual(len(await self.all_messages(b)), 1)
 
     async def test_dedupe_survives_a_restart(self: Any) -> None:

@@ -17,7 +17,7 @@ from goim.protocols import codec
 from goim.connect.table import ConnectionTable
 from goim.protocols.connection import COALESCE_LIMIT, ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import Frame, encode_frame
-from goim.types import SendResult, SignInResult
+from goim.types import SendResult, SignInResult, copies_of
 from tests.protocols.fakes import (
     FakeLogic,
     FlowControlTransport,
@@ -730,7 +730,7 @@ class PushTests(SynchronousTestCase):
         b = Conn(table=table)
         b.signed_in(device_id=3, user_id=3)
         port: DeliveryPort = table
-        port.deliver([make_message(2, 1), make_message(3, 1), make_message(2, 2)])
+        port.deliver(copies_of([make_message(2, 1), make_message(3, 1), make_message(2, 2)]))
         for conn, expected in ((a1, [1, 2]), (a2, [1, 2]), (b, [1])):
             [f] = conn.take()
             seqs = [i.sync_sequence for i in parse(codec.Message, f.value).messages]
@@ -930,7 +930,7 @@ class LoopbackTests(SynchronousTestCase):
             [f.type for f in client.frames],
             [codec.SIGN_IN_ACK, codec.MESSAGE, codec.HEARTBEAT_ACK, codec.MESSAGE_SEND_ACK],
         )
-        factory.table.deliver([make_message(2, 4)])
+        factory.table.deliver(copies_of([make_message(2, 4)]))
         pump.flush()
         self.assertEqual(client.frames[-1].type, codec.MESSAGE)
         self.assertEqual(parse(codec.Message, client.frames[-1].value).type, codec.MESSAGE_PUSH)

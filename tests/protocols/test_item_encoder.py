@@ -8,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim.pb import goim_pb2 as pb
+from goim.protocols.changes import items_by_user
 from goim.protocols.codec import PUSH_ITEMS, ItemEncoder, encode_item, pack_push
-from goim.types import StoredMessage
+from goim.types import StoredCopies, StoredMessage
 
 
 def copy(user_id: int, seq: int, *, message_id: int = 42, content: str = "hello group") -> StoredMessage:
@@ -62,6 +63,33 @@ class ItemEncoderTests(SynchronousTestCase):
         self.assertEqual(encoder.encode(big), encode_item(big))
         self.assertNotIn(99, [key[0] for key in encoder._bodies])
         self.assertLessEqual(encoder._bytes, 10_000)
+
+    def test_encode_copies_equals_each_copy_encoded(self) -> None:
+        """encode_copies gives, for the chosen indexes, the bytes of each copy encoded on its own (a group's
+        copies, seqs of every varint length; a business push whose copies name their own receiver)."""
+        message = copy(1, 5)
+        users = tuple(range(1, len(SEQS) + 1))
+        group = StoredCopies(dataclasses.replace(message, seq=SEQS[0]), users, tuple(SEQS))
+        own = StoredCopies(dataclasses.replace(message, receiver_id=1), users, tuple(s + 1 for s in SEQS),
+                           receiver_is_user=True)  # fmt: skip
+        for copies in (group, own):
+            indexes = [0, 2, 3, len(SEQS) - 1]
+            self.assertEqual(
+                ItemEncoder().encode_copies(copies, indexes), [encode_item(copies.copy(i)) for i in indexes]
+            )
+        self.assertEqual([m.receiver_id for m in own.messages()], list(users))
+        self.assertEqual({m.receiver_id for m in group.messages()}, {message.receiver_id})
+        self.assertEqual([(m.user_id, m.seq) for m in group.messages()], list(zip(users, SEQS)))
+
+    def test_items_by_user_serialises_online_users_copies_only(self) -> None:
+        """A batch is grouped by user in batch order, each item with its seq and audience; users not online
+        get nothing."""
+        group = StoredCopies(copy(1, 10), (1, 2, 3), (10, 20, 30))
+        single = StoredCopies.of(copy(2, 21, message_id=43))
+        by_user = items_by_user([group, single], {2, 3, 9})
+        self.assertEqual(sorted(by_user), [2, 3])
+        self.assertEqual(by_user[2], ([20, 21], [encode_item(group.copy(1)), encode_item(single.message)], [0, 0]))
+        self.assertEqual(by_user[3], ([30], [encode_item(group.copy(2))], [0]))
 
     def test_pack_push_uses_it_and_stays_byte_identical(self) -> None:
         """A live push packs exactly the bytes it packed before."""

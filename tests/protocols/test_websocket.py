@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
+from goim.types import copies_of
 from goim.protocols import codec
 from goim.connect.table import ConnectionTable
 from goim.protocols.connection import ClientConnection, ClientConnectionFactory
@@ -347,7 +348,7 @@ class FlowControlTests(SynchronousTestCase):
         conn.send(sign_in())
         stored = conn.logic.store(4, 2)
         conn.client.producer.pauseProducing()
-        conn.table.deliver(stored)
+        conn.table.deliver(copies_of(stored))
         conn.flush()
         self.assertEqual([f.type for m in conn.browser.frames() for f in m], [codec.SIGN_IN_ACK])
         conn.client.producer.resumeProducing()

@@ -16,7 +16,7 @@ from goim.logic.ids import SegmentAllocator
 from goim.logic.passwords import ScryptCost
 from goim.standalone import StandaloneConfig
 from goim.storage.database import Database
-from goim.types import RECEIVER_GROUP, RECEIVER_USER, SendRequest, StoredMessage
+from goim.types import RECEIVER_GROUP, RECEIVER_USER, SendRequest, StoredCopies, StoredMessage, flatten
 
 #: cheap scrypt parameters: tests check behaviour, not hashing cost
 TEST_PASSWORD_COST = ScryptCost(n=2**4, r=1, p=1)
@@ -28,8 +28,8 @@ class RecordingDelivery:
 
     delivered: list[StoredMessage] = field(default_factory=list)
 
-    def deliver(self, messages: Sequence[StoredMessage]) -> None:
-        self.delivered.extend(messages)
+    def deliver(self, batch: Sequence[StoredCopies]) -> None:
+        self.delivered.extend(flatten(batch))
 
 
 class Services:
