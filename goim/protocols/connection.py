@@ -58,7 +58,7 @@ from goim.protocols.codec import (
     stored_from_item,
 )
 from goim.protocols.codec import CHANGE_ACK, EDIT, READ_REPORT, RECALL, ChangeAck, Edit, ReadReport, Recall
-from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame, set_no_delay
+from goim.protocols.framing import MAX_VALUE_LENGTH, TLVReceiver, encode_frame, set_no_delay, write_through
 from goim.protocols.sync import SyncProducer, SyncStream
 from goim.types import (
     SEND_INTERNAL_ERROR,
@@ -655,7 +655,7 @@ class ClientConnection(TLVReceiver):
         self._out, self._out_size = None, 0
         if self._lost or self.transport is None:
             return
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        write_through(self._transport, out[0] if len(out) == 1 else b"".join(out))
 
     def _queue_output(self, frames: list[bytes]) -> None:
         if self._lost:

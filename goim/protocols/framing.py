@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from typing import Protocol as TypingProtocol
 from typing import cast
 
+from twisted.internet import tcp
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -195,6 +196,43 @@ def set_no_delay(transport: object) -> None:
         setter(True)
     except OSError as e:  # a socket closed under us: its close is handled elsewhere
         TLVReceiver.log.debug("could not set TCP_NODELAY: {error}", error=str(e))
+
+
+def write_through(transport: Any, data: bytes) -> None:
+    """``transport.write(data)``, sending at once what the socket takes when a plain
+    TCP transport has nothing buffered.
+
+    Twisted's TCP transport buffers every write and sends it once epoll reports the
+    socket writable: an ``epoll_ctl`` to watch for writability, a poll round, and
+    another ``epoll_ctl`` to stop, for every write. Writing a batch's pushes to
+    hundreds of connections, that was the largest single cost of the reactor
+    (docs/benchmarks.md, issue 12). With nothing buffered the bytes may go out
+    now; whatever the socket does not take is handed to ``transport.write``, as is
+    everything written to a TLS or closing transport or one with bytes still
+    buffered, so order, backpressure and the producer's pause work as before.
+
+    Args:
+        transport: the connection's transport (any; only Twisted's plain TCP
+            server transport is written through).
+        data: the bytes to write.
+    """
+    if (
+        type(transport) is tcp.Server
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._tempDataBuffer
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # would block, or the peer is gone: the transport finds out
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 class TLVReceiver(Protocol):

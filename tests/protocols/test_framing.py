@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 from hypothesis import given, settings, strategies as st
 from twisted.internet.address import IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.protocols.framing import (
     HEADER_SIZE,
@@ -17,6 +22,7 @@ from goim.protocols.framing import (
     describe_peer,
     encode_frame,
     parse_frame,
+    write_through,
 )
 
 frame_lists = st.lists(
@@ -273,3 +279,76 @@ class TLVReceiverTests(SynchronousTestCase):
     def test_header_size(self) -> None:
         """The header is four bytes."""
         self.assertEqual(HEADER_SIZE, 4)
+
+
+class _Held(Protocol):
+    """The server side of a loopback connection: hands its transport over once connected."""
+
+    def __init__(self, made: Deferred[Any]) -> None:
+        self._made = made
+
+    def connectionMade(self) -> None:
+        self._made.callback(self.transport)
+
+
+class _Reader(Protocol):
+    """The client side: collects what arrives until ``expected`` bytes did."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.data = bytearray()
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.expected and not self.done.called:
+            self.done.callback(bytes(self.data))
+
+
+class WriteThroughTests(TestCase):
+    """write_through on real loopback TCP sockets (the reactor's own transports)."""
+
+    async def connect(self, expected: int) -> tuple[Any, _Reader]:
+        from twisted.internet import reactor
+
+        made: Deferred[Any] = Deferred()
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: _Held(made)), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        reader = _Reader(expected)
+        client = await ClientCreator(reactor, lambda: reader).connectTCP("127.0.0.1", port.getHost().port)
+        self.addCleanup(client.transport.loseConnection)
+        server = await made
+        self.addCleanup(server.loseConnection)
+        return server, reader
+
+    async def test_an_idle_transport_sends_at_once(self) -> None:
+        """With nothing buffered the bytes leave without the transport buffering them or watching for
+        writability."""
+        from twisted.internet import reactor
+
+        server, reader = await self.connect(5)
+        write_through(server, b"hello")
+        self.assertEqual((server._tempDataBuffer, server.dataBuffer), ([], b""))
+        self.assertNotIn(server, reactor.getWriters())
+        self.assertEqual(await reader.done, b"hello")
+
+    async def test_order_and_buffering_when_the_peer_does_not_read(self) -> None:
+        """Once the socket takes no more, the rest is buffered by the transport, and so is every later
+        write: the peer receives everything, in order."""
+        chunks = [bytes([i % 251]) * 16_384 for i in range(6)]
+        server, reader = await self.connect(sum(map(len, chunks)))
+        # small kernel buffers on both sides, so that the socket soon takes no more
+        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        reader.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # type: ignore[attr-defined]
+        reader.transport.pauseProducing()  # type: ignore[attr-defined]
+        for chunk in chunks:
+            write_through(server, chunk)
+        self.assertTrue(server._tempDataBuffer or server.dataBuffer, "the transport buffered nothing")
+        reader.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.assertEqual(await reader.done, b"".join(chunks))
+
+    def test_other_transports_are_written_normally(self) -> None:
+        """A transport that is not Twisted's plain TCP server transport gets a plain write."""
+        transport = StringTransport()
+        write_through(transport, b"abc")
+        self.assertEqual(transport.value(), b"abc")
