@@ -829,7 +829,7 @@ def _parts_size(parts: tuple[bytes, bytes] | None) -> int:
     return 64 if parts is None else 64 + len(parts[0]) + len(parts[1])
 
 
-#: the reactor's encoder of pushed copies (pack_push, the Redis delivery)
+#: the reactor's encoder of pushed copies (connections, the standalone table, the Redis delivery)
 PUSH_ITEMS = ItemEncoder()
 
 
@@ -1072,23 +1072,16 @@ def pack_sync(messages: Sequence[StoredMessage], *, cap: int, last: bool) -> lis
     )
 
 
-def pack_push(messages: Sequence[StoredMessage], *, cap: int) -> list[bytes]:
-    """Pack live-pushed messages into type-2 Message values (``more`` is False).
+def pack_push(items: Sequence[bytes], *, cap: int) -> list[bytes]:
+    """Pack live-pushed items into type-2 Message values (``more`` is False).
 
     Args:
-        messages: the messages to push; empty gives no values.
+        items: serialised MessageItems to push (``ItemEncoder``); empty gives no values.
         cap: the connection's frame cap.
 
     Returns:
         The values.
     """
-    if not messages:
+    if not items:
         return []
-    encode = PUSH_ITEMS.encode  # a group's copies: one body serialised for every member
-    return pack_items(
-        [encode(m) for m in messages],
-        message_type=MESSAGE_PUSH,
-        cap=cap,
-        more=False,
-        more_on_last=False,
-    )
+    return pack_items(items, message_type=MESSAGE_PUSH, cap=cap, more=False, more_on_last=False)

@@ -34,7 +34,6 @@ from goim.protocols.codec import (
     KICKED,
     MESSAGE,
     MESSAGE_ACK,
-    MESSAGE_PUSH,
     MESSAGE_SEND,
     MESSAGE_SEND_ACK,
     PUSH_ITEMS,
@@ -53,7 +52,7 @@ from goim.protocols.codec import (
     encode_send_ack,
     encode_sign_in_ack,
     frame_cap,
-    pack_items,
+    pack_push,
     send_request,
     stored_from_item,
 )
@@ -214,9 +213,7 @@ class ClientConnection(TLVReceiver):
         if not shown:
             return
         try:
-            self.write_messages(
-                pack_items(shown, message_type=MESSAGE_PUSH, cap=self.cap, more=False, more_on_last=False)
-            )
+            self.write_messages(pack_push(shown, cap=self.cap))
             if debug_enabled():
                 pushed = [stored_from_item(pb.MessageItem.FromString(i), user_id=self.user_id) for i in shown]
                 trace_pushed(self.log, pushed, device_id=self.device_id, peer=self.peer)

@@ -210,7 +210,7 @@ class PackingTests(SynchronousTestCase):
         """Push frames have type 2 and never set more; nothing to push gives no frames."""
         self.assertEqual(codec.pack_push([], cap=4092), [])
         messages = [make_message(1, seq, content="y" * 500) for seq in range(1, 30)]
-        values = codec.pack_push(messages, cap=4092)
+        values = codec.pack_push([codec.encode_item(m) for m in messages], cap=4092)
         self.assertGreater(len(values), 1)
         for value in values:
             message = parse_message(value)

@@ -261,7 +261,7 @@ class LegacyPushTests(SynchronousTestCase):
         at_risk = 0
         for _ in range(300):
             messages = random_backlog(rng, 60)
-            values = codec.pack_push(messages, cap=4092)
+            values = codec.pack_push([codec.encode_item(m) for m in messages], cap=4092)
             frames = [frame(codec.MESSAGE, v) for v in values]
             at_risk += bad_spans(frames) > 0
         self.assertEqual(at_risk, 0)

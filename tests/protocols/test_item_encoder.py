@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from goim.pb import goim_pb2 as pb
 from goim.protocols.changes import items_by_user
-from goim.protocols.codec import PUSH_ITEMS, ItemEncoder, encode_item, pack_push
+from goim.protocols.codec import MESSAGE_PUSH, PUSH_ITEMS, ItemEncoder, encode_item, pack_items, pack_push
 from goim.types import StoredCopies, StoredMessage
 
 
@@ -91,13 +91,12 @@ class ItemEncoderTests(SynchronousTestCase):
         self.assertEqual(by_user[2], ([20, 21], [encode_item(group.copy(1)), encode_item(single.message)], [0, 0]))
         self.assertEqual(by_user[3], ([30], [encode_item(group.copy(2))], [0]))
 
-    def test_pack_push_uses_it_and_stays_byte_identical(self) -> None:
-        """A live push packs exactly the bytes it packed before."""
+    def test_pack_push_of_its_items_stays_byte_identical(self) -> None:
+        """A live push of the shared encoder's items packs exactly the bytes encode_item's would."""
         messages = [copy(3, seq, message_id=100 + seq) for seq in range(1, 30)]
-        from goim.protocols.codec import MESSAGE_PUSH, pack_items
-
-        expected = pack_items([encode_item(m) for m in messages], message_type=MESSAGE_PUSH, cap=512, more=False, more_on_last=False)
-        self.assertEqual(pack_push(messages, cap=512), expected)
+        expected = pack_items([encode_item(m) for m in messages], message_type=MESSAGE_PUSH, cap=512, more=False,
+                              more_on_last=False)  # fmt: skip
+        self.assertEqual(pack_push([PUSH_ITEMS.encode(m) for m in messages], cap=512), expected)
         self.assertIsInstance(PUSH_ITEMS, ItemEncoder)
 
     @settings(max_examples=200, deadline=None)
