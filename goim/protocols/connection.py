@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from goim.features import Feature, features_of
-from goim.protocols.changes import audience, items_for_connection
+from goim.protocols.changes import items_for_connection
 from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import ConnectionRegistry, LogicPort
@@ -36,7 +36,6 @@ from goim.protocols.codec import (
     MESSAGE_ACK,
     MESSAGE_SEND,
     MESSAGE_SEND_ACK,
-    PUSH_ITEMS,
     SIGN_IN,
     SIGN_IN_ACK,
     SIGN_IN_FAILED,
@@ -66,7 +65,6 @@ from goim.types import (
     SendRequest,
     SendResult,
     SignInResult,
-    StoredMessage,
     connection_id,
 )
 from goim.types import KIND_EDIT, KIND_READ, KIND_RECALL, ChangeRequest, ChangeResult
@@ -178,14 +176,6 @@ class ClientConnection(TLVReceiver):
     def syncing(self) -> bool:
         """Whether a sync is streaming."""
         return self._sync.running
-
-    def push(self, messages: Sequence[StoredMessage]) -> None:
-        """Write live-pushed stored copies of this connection's user (see
-        :meth:`push_items`; each message's item is serialised once for all the
-        connections it goes to)."""
-        if messages and self.signed_in and self.writable():
-            encode = PUSH_ITEMS.encode
-            self.push_items([m.seq for m in messages], [encode(m) for m in messages], [audience(m) for m in messages])
 
     def push_items(self, seqs: Sequence[int], items: Sequence[bytes], audiences: Sequence[int]) -> None:
         """Write live-pushed serialised MessageItems as type-2 Message frames packed

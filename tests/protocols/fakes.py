@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 from goim.protocols import codec
+from goim.protocols.changes import audience
 from goim.protocols.framing import Frame, TLVReceiver, decode_frames, encode_frame
 from goim.types import ChangeRequest, ChangeResult, SendRequest, SendResult, SignInResult, StoredMessage, SyncPage
 
@@ -115,6 +116,13 @@ class FakeLogic:
         new = [make_message(user_id, len(kept) + i + 1, content=content) for i in range(count)]
         kept.extend(new)
         return new
+
+
+def push(connection: Any, messages: list[StoredMessage]) -> None:
+    """Live-push stored copies to a connection, as the connection table does."""
+    connection.push_items(
+        [m.seq for m in messages], [codec.encode_item(m) for m in messages], [audience(m) for m in messages]
+    )
 
 
 def make_message(user_id: int, seq: int, *, content: str = "hello") -> StoredMessage:

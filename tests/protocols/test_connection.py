@@ -25,6 +25,7 @@ from tests.protocols.fakes import (
     frame,
     frames_of,
     make_message,
+    push,
 )
 from tests.protocols.test_codec import (
     HEARTBEAT_HEX,
@@ -471,7 +472,7 @@ class AckTests(SynchronousTestCase):
         """catch_up and push before sign-in write nothing and call nothing."""
         conn = Conn()
         conn.proto.catch_up()
-        conn.proto.push([make_message(2, 1)])
+        push(conn.proto, [make_message(2, 1)])
         self.assertEqual((conn.logic.order, conn.transport.value()), ([], b""))
 
 
@@ -641,7 +642,7 @@ class WriteCoalescingTests(SynchronousTestCase):
         transport.writes = 0
         conn.feed(heartbeat(), message_send(1, "a"), heartbeat())
         conn.logic.sends[0].deferred.callback(SendResult(code=0, message_id=7, seq=1))
-        conn.proto.push([make_message(2, 1)])
+        push(conn.proto, [make_message(2, 1)])
         self.assertEqual((transport.writes, transport.value()), (0, b""), "nothing before the turn ends")
         conn.clock.advance(0)
         self.assertEqual(transport.writes, 1)
@@ -695,7 +696,7 @@ class PushTests(SynchronousTestCase):
         """push writes type-2 Message frames, packed to the cap, more=False."""
         conn = Conn()
         conn.signed_in(user_id=2)
-        conn.proto.push([make_message(2, seq, content="p" * 1000) for seq in range(1, 10)])
+        push(conn.proto, [make_message(2, seq, content="p" * 1000) for seq in range(1, 10)])
         frames = conn.take()
         self.assertGreater(len(frames), 1)
         seqs: list[int] = []
@@ -710,11 +711,11 @@ class PushTests(SynchronousTestCase):
         """While the transport is paused pushes are skipped; on resume a sync from below the first skipped one runs."""
         conn = Conn(transport=FlowControlTransport(high_water=10**9))
         conn.signed_in(user_id=2)
-        conn.proto.push([make_message(2, 1)])
+        push(conn.proto, [make_message(2, 1)])
         self.assertEqual(len(conn.take()), 1)
         conn.proto.producer.pauseProducing()
-        conn.proto.push([make_message(2, 2), make_message(2, 3)])
-        conn.proto.push([make_message(2, 4)])
+        push(conn.proto, [make_message(2, 2), make_message(2, 3)])
+        push(conn.proto, [make_message(2, 4)])
         self.assertEqual(conn.take(), [], "nothing is buffered for a client that does not read")
         self.assertEqual(conn.logic.sync_pages, [])
         conn.proto.producer.resumeProducing()
@@ -1008,7 +1009,7 @@ class OutboundBoundTests(SynchronousTestCase):
         size = len(transport.value())
         self.assertEqual(size, COALESCE_LIMIT, "frames after the write that crossed the bound wait unread")
         conn.feed(heartbeat() * 1000)
-        conn.proto.push([make_message(2, seq) for seq in range(1, 500)])
+        push(conn.proto, [make_message(2, seq) for seq in range(1, 500)])
         conn.clock.advance(0)
         self.assertEqual(len(transport.value()), size, "memory stays flat for a client that never reads")
         self.assertFalse(conn.closed)
@@ -1043,7 +1044,7 @@ class OutboundBoundTests(SynchronousTestCase):
         """The client reads again in time: the held frames are handled, the timer is off, pushes skipped meanwhile are synced."""
         conn, transport = self.make()
         conn.feed(heartbeat() * (COALESCE_LIMIT // 4 + 200))
-        conn.proto.push([make_message(2, 5)])
+        push(conn.proto, [make_message(2, 5)])
         conn.clock.advance(30)
         received = transport.drain()
         self.assertEqual(len(frames_of(received)), COALESCE_LIMIT // 4)

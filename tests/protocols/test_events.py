@@ -24,7 +24,7 @@ from goim.types import (
     StoredMessage,
     SyncPage,
 )
-from tests.protocols.fakes import FakeLogic, frame, make_message
+from tests.protocols.fakes import FakeLogic, frame, make_message, push
 from tests.protocols.test_connection import Conn, parse
 from tests.protocols.test_sync import PagedLogic, Sink, run
 
@@ -147,9 +147,9 @@ class EventPushTests(SynchronousTestCase):
         """A connection that signed in without features gets no frame for event rows."""
         conn = Conn()
         conn.signed_in(user_id=2)
-        conn.proto.push([event(2, 1, KIND_READ)])
+        push(conn.proto, [event(2, 1, KIND_READ)])
         self.assertEqual(conn.take(), [])
-        conn.proto.push([event(2, 2, KIND_READ), make_message(2, 3)])
+        push(conn.proto, [event(2, 2, KIND_READ), make_message(2, 3)])
         (f,) = conn.take()
         self.assertEqual([i.sync_sequence for i in parse(codec.Message, f.value).messages], [3])
 
@@ -159,7 +159,7 @@ class EventPushTests(SynchronousTestCase):
         conn.feed(codec.SignIn(device_id=1, user_id=2, token="t", features=int(Feature.EVENTS)).to_frame())
         conn.logic.sign_ins[-1].deferred.callback(SignInResult(ok=True))
         conn.take()
-        conn.proto.push([event(2, 1, KIND_RECALL)])
+        push(conn.proto, [event(2, 1, KIND_RECALL)])
         (f,) = conn.take()
         (item,) = parse(codec.Message, f.value).messages
         self.assertEqual((item.kind, item.sync_sequence), (KIND_RECALL, 1))
