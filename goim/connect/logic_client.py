@@ -392,6 +392,11 @@ class PBLogicClient:
         await self._call("ack", device_id, user_id, seq, conn)
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
+        # The connection is gone: its sends still queued behind a batch in flight must
+        # not go out after it. Its client sends them again, in order, on its next
+        # connection; sent from here they could be stored before the batch ahead of
+        # them (which may still be on its way to a paused node) and break per-sender order.
+        self._break(conn)
         await self._call("offline", device_id, user_id, conn)
 
     async def change(self, *, device_id: int, user_id: int, request: ChangeRequest, conn: str) -> ChangeResult:

@@ -104,6 +104,9 @@ class ConnectNodePerspective(pb.Avatar):
         # Bounded: another logic node may get a connection's offline, so entries are
         # also dropped least recently used (the next call checks presence again).
         self._trusted: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        # device -> its one trusted connection: a newer one trusted replaces it, so a
+        # send still queued on the device's old connection is checked against presence
+        self._trusted_conn: dict[int, str] = {}
 
     async def _check(self, conn: Any, device_id: Any, user_id: Any) -> tuple[str, int, int, int]:
         """``(conn, device_id, user_id, epoch)`` of a connection signed in through this node.
@@ -135,10 +138,19 @@ class ConnectNodePerspective(pb.Avatar):
         raise NotSignedInHere(f"device {device_id} is not signed in on connection {conn}")
 
     def _trust(self, conn: str, device_id: int, user_id: int, epoch: int) -> None:
+        older = self._trusted_conn.get(device_id)
+        if older is not None and older != conn:
+            self._trusted.pop(older, None)
+        self._trusted_conn[device_id] = conn
         self._trusted[conn] = (device_id, user_id, epoch)
         self._trusted.move_to_end(conn)
         while len(self._trusted) > MAX_TRUSTED:
-            self._trusted.popitem(last=False)
+            self._distrust(next(iter(self._trusted)))
+
+    def _distrust(self, conn: str) -> None:
+        entry = self._trusted.pop(conn, None)
+        if entry is not None and self._trusted_conn.get(entry[0]) == conn:
+            del self._trusted_conn[entry[0]]
 
     def perspective_sign_in(
         self, device_id: Any, user_id: Any, token: Any, conn: Any, deadline_ms: Any = 0
@@ -357,7 +369,7 @@ class ConnectNodePerspective(pb.Avatar):
         device_id = _int(device_id, "device_id", minimum=1)
         user_id = _int(user_id, "user_id", minimum=1)
         conn = _conn(conn, self.node)
-        self._trusted.pop(conn, None)
+        self._distrust(conn)
         # compare-and-delete: removes the entry only if it names this connection
         await self.presence.offline(device_id=device_id, user_id=user_id, conn=conn)
 

@@ -604,6 +604,23 @@ class PBLogicClientTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(acked))
         self.assertIsNone(self.successResultOf(gone))
 
+    def test_sends_queued_behind_a_batch_do_not_go_out_once_the_connection_is_offline(self) -> None:
+        """A connection that went offline with a batch in flight and sends queued behind it: the queued sends
+        fail without being sent (its client resends them in order), the batch in flight is still answered."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        [first] = self.send(client, 12)
+        reactor.advance(0)
+        [queued] = self.send(client, 13)
+        reactor.advance(0)
+        Deferred.fromCoroutine(client.offline(device_id=10, user_id=1, conn=A))
+        p.answer(0, [(0, 196, 93)])
+        reactor.advance(0)
+        self.assertEqual(self.successResultOf(first), SendResult(0, 196, 93))
+        self.failureResultOf(queued, SendOutcomeUnknown)
+        self.assertEqual([m for m, _, _ in p.calls], ["send_batch", "offline"])
+        self.assertEqual(p.batches(), [[(A, 10, 1, 12)]])
+
     def test_sign_in_passes_the_connection_and_returns_the_epoch(self) -> None:
         """sign_in sends (device, user, token, conn, deadline in ms: now + call_timeout) and returns ok,
         message and the epoch."""

@@ -29,7 +29,15 @@ from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2
 from goim.protocols.batch import decode_send_results
-from goim.types import SEND_INVALID, SEND_NO_SUCH_USER, SEND_NOT_FRIEND, SEND_OK, SendRequest, connection_id
+from goim.types import (
+    SEND_INTERNAL_ERROR,
+    SEND_INVALID,
+    SEND_NO_SUCH_USER,
+    SEND_NOT_FRIEND,
+    SEND_OK,
+    SendRequest,
+    connection_id,
+)
 from tests.support.db import SQLiteBackend
 from tests.support.redis import ChannelRecorder, RedisTestMixin, wait_until
 from tests.support.services import Services
@@ -415,6 +423,22 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         self.assertIsNone(await f.presence.entry(device_id=device_id, user_id=user_id))
         with self.assertRaises(NotSignedInHere):
             await p.perspective_ack(device_id, user_id, 1, conn())
+
+    async def test_a_newer_sign_in_ends_the_trust_in_the_older_connection(self) -> None:
+        """Once the device signed in again through this node, a send still queued on its old connection is
+        refused (presence names the new one) instead of being stored ahead of the sends the client resends."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        bob_id = f.bob[0]
+        await f.services.social.add_friend(user_id, bob_id, "")
+        p = await self.signed_in(f, f.alice, "c1", serial=1)
+        await p.perspective_sign_in(device_id, user_id, f.alice[2], conn("c1", 2))
+        [late] = await p.perspective_send([(conn("c1", 1), device_id, user_id, send_bytes(bob_id, 13, "late"))])
+        self.assertEqual(late[0], SEND_INTERNAL_ERROR)
+        [served] = await p.perspective_send([(conn("c1", 2), device_id, user_id, send_bytes(bob_id, 12, "resent"))])
+        self.assertEqual(served[0], SEND_OK)
+        page = await f.services.messages.sync_page(bob_id, 0, 10)
+        self.assertEqual([m.content for m in page.messages], ["resent"])
 
     async def test_late_offline_keeps_the_new_node(self) -> None:
         """offline from c1 after the device signed in through c2 leaves c2's presence."""
