@@ -771,12 +771,7 @@ class ItemEncoder:
 
     def encode(self, message: StoredMessage) -> bytes:
         """The MessageItem bytes of one stored copy (``encode_item(message)``)."""
-        key = _body_key(message)
-        bodies = self._bodies
-        parts = bodies.get(key, _MISSING)
-        if parts is _MISSING:
-            parts = _split_item(message)
-            self._remember(key, parts)
+        parts = self._parts(message)
         seq = message.seq
         if parts is None or seq <= 0:
             return encode_item(message)
@@ -788,17 +783,21 @@ class ItemEncoder:
         if copies.receiver_is_user:
             # each copy names its own receiver: bodies differ
             return [self.encode(copies.copy(i)) for i in indexes]
-        message = copies.message
-        key = _body_key(message)
-        parts = self._bodies.get(key, _MISSING)
-        if parts is _MISSING:
-            parts = _split_item(message)
-            self._remember(key, parts)
+        parts = self._parts(copies.message)
         if parts is None:
             return [self.encode(copies.copy(i)) for i in indexes]
         before, after = parts
         seqs = copies.seqs
         return [before + _seq_field(seqs[i]) + after if seqs[i] > 0 else encode_item(copies.copy(i)) for i in indexes]
+
+    def _parts(self, message: StoredMessage) -> tuple[bytes, bytes] | None:
+        """The message's item bytes before and after sync_sequence, split once per body."""
+        key = _body_key(message)
+        parts = self._bodies.get(key, _MISSING)
+        if parts is _MISSING:
+            parts = _split_item(message)
+            self._remember(key, parts)
+        return parts
 
     def _remember(self, key: Any, parts: tuple[bytes, bytes] | None) -> None:
         bodies = self._bodies
