@@ -552,8 +552,5 @@ class MessageService:
         await self._acks.add((device_id, seq), key=None)
 
     async def _write_acks(self, _: None, batch: list[tuple[int, int]]) -> list[None]:
-        acks: dict[int, int] = {}
-        for device_id, seq in batch:
-            acks[device_id] = max(seq, acks.get(device_id, seq))
-        await self.accounts.ack_many(list(acks.items()))
+        await self.accounts.ack_many(batch)
         return shared(None, batch)

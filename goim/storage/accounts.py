@@ -180,12 +180,12 @@ class AccountStore:
 
     async def ack_many(self, acks: Sequence[tuple[int, int]]) -> None:
         """``ack`` for several ``(device_id, seq)`` pairs in one transaction."""
+        highest: dict[int, int] = {}
+        for device_id, seq in acks:
+            highest[device_id] = max(seq, highest.get(device_id, seq))
 
         def ack_many_txn(txn: Txn) -> None:
-            txn.executemany(
-                "UPDATE devices SET acked_seq = ? WHERE id = ? AND acked_seq < ?",
-                [(seq, device_id, seq) for device_id, seq in sorted(acks)],
-            )
+            txn.dialect.raise_many(txn, "devices", "id", "acked_seq", highest)
 
         await self.db.run("ack", ack_many_txn)
 

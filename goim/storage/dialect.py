@@ -6,7 +6,7 @@ into what its driver wants and answers questions about driver errors.
 
 import contextlib
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 # MySQL error numbers (https://mariadb.com/kb/en/mariadb-error-codes/)
 _MYSQL_DEADLOCK = 1213
@@ -15,6 +15,8 @@ _MYSQL_DUPLICATE_KEY = 1062
 _MYSQL_CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1927, 4031}
 
 _PLACEHOLDER = re.compile(r"\?")
+#: rows per statement of MySQLDialect.raise_many (two parameters each)
+RAISE_MANY_CHUNK = 1000
 
 
 class Dialect:
@@ -51,6 +53,26 @@ class Dialect:
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
         """An INSERT that silently skips rows whose key already exists."""
         raise NotImplementedError
+
+    def raise_many(self, txn: Any, table: str, key: str, column: str, values: Mapping[int, int]) -> None:
+        """Raise ``column`` to ``values[k]`` in the row whose ``key`` is ``k``, never lowering it.
+
+        One statement per row here (cheap in-process); a networked dialect folds them
+        into as few statements as it can. Rows are visited in ascending key order, so
+        two transactions raising overlapping rows lock them in the same order.
+
+        Args:
+            txn: the transaction (``goim.storage.database.Txn``).
+            table: table name.
+            key: an integer key column (the primary key).
+            column: the integer column raised.
+            values: the new value per key.
+        """
+        txn.executemany(
+            f"UPDATE {_identifier(table)} SET {_identifier(column)} = ? WHERE {_identifier(key)} = ?"
+            f" AND {_identifier(column)} < ?",
+            [(v, k, v) for k, v in sorted(values.items())],
+        )
 
     def is_retryable(self, error: BaseException) -> bool:
         """True for errors after which the whole transaction may be run again."""
@@ -161,6 +183,20 @@ class MySQLDialect(Dialect):
 
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
         return f"INSERT IGNORE INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
+
+    def raise_many(self, txn: Any, table: str, key: str, column: str, values: Mapping[int, int]) -> None:
+        # PyMySQL folds only INSERTs: executemany of an UPDATE is a round trip per row.
+        # One UPDATE joined to a derived table of (key, value) rows is one per chunk.
+        table, key, column = _identifier(table), _identifier(key), _identifier(column)
+        pairs = sorted(values.items())
+        for start in range(0, len(pairs), RAISE_MANY_CHUNK):
+            chunk = pairs[start : start + RAISE_MANY_CHUNK]
+            rows = " UNION ALL ".join(["SELECT ? AS k, ? AS v"] + ["SELECT ?, ?"] * (len(chunk) - 1))
+            txn.execute(
+                f"UPDATE {table} AS t JOIN ({rows}) AS n ON t.{key} = n.k"
+                f" SET t.{column} = n.v WHERE t.{column} < n.v",
+                [x for pair in chunk for x in pair],
+            )
 
     @contextlib.contextmanager
     def migration_lock(self, txn: Any) -> Iterator[None]:

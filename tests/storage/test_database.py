@@ -26,7 +26,7 @@ from goim.storage.database import (
     in_clause,
     mysql_durability_warnings,
 )
-from goim.storage.dialect import Dialect, MySQLDialect, SQLiteDialect
+from goim.storage.dialect import RAISE_MANY_CHUNK, Dialect, MySQLDialect, SQLiteDialect
 from goim.storage.schema import LATEST_VERSION, MIGRATIONS, SchemaTooNewError, migrate_txn
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend, SynchronousPool
 
@@ -375,6 +375,18 @@ class DatabaseTests(_Base):
         self.run_txn(db, lambda t: t.execute(statement, (1, "first")))
         self.run_txn(db, lambda t: t.executemany(statement, [(1, "again"), (2, "new")]))
         self.assertEqual([(r[1], r[2]) for r in self.rows(db)], [(1, "first"), (2, "new")])
+
+    def test_raise_many_raises_and_never_lowers(self) -> None:
+        """raise_many sets the column where the new value is higher and leaves lower or equal ones, over several chunks."""
+        db, dialect = self.dialect_table()
+        keys = range(1, 2 * RAISE_MANY_CHUNK + 3)
+        self.run_txn(db, lambda t: t.executemany("INSERT INTO t (k, name, n) VALUES (?, ?, ?)", [(k, "x", 10) for k in keys]))
+        ids = {r[1]: r[0] for r in self.rows(db)}
+        wanted = {ids[k]: (5 if k % 3 == 0 else 10 if k % 3 == 1 else 10 + k) for k in keys}
+        wanted[10**9] = 7  # no such row: nothing happens
+        self.run_txn(db, lambda t: dialect.raise_many(t, "t", "id", "n", wanted))
+        self.assertEqual({r[1]: r[4] for r in self.rows(db)}, {k: 10 if k % 3 != 2 else 10 + k for k in keys})
+        self.assertEqual(len(self.rows(db)), len(keys))
 
     def test_table_options_make_tables_transactional(self) -> None:
         """A table made with {table_options} takes part in transactions: a failed one leaves no row (InnoDB, not MyISAM)."""
