@@ -911,7 +911,11 @@ def pack_items(
     # Room for the "more" field is always kept, so a value fits whatever its flag.
     overhead = len(header) + len(_MORE_TRUE)
     entries = [_TAG_ITEM + _varint(len(item)) + item for item in items]
-    if legacy:
+    if sum(map(len, entries)) <= (LEGACY_PACK_TARGET if legacy else cap) - overhead:
+        # everything fits one value (the common case of a live push): nothing to
+        # cut, and a lone frame within the legacy target cannot make a bad span
+        groups = [(0, len(entries))]
+    elif legacy:
         # frames but the last carry ``more``: that decides their size on the wire
         flag_bytes = len(_MORE_TRUE) if more else 0
         groups = _legacy_groups([len(e) for e in entries], header=len(header), flag=flag_bytes)
