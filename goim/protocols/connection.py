@@ -163,7 +163,7 @@ class ClientConnection(TLVReceiver):
         # output of this reactor turn not yet handed to the transport (see flush)
         self._out: list[bytes] | None = None  # made on the first write: idle connections stay small
         self._out_size = 0
-        self._flush_call: DelayedCall | None = None
+        self._flush_queued = False  # the factory flushes it at the end of this turn
 
     # --- public API ----------------------------------------------------------------
 
@@ -631,11 +631,11 @@ class ClientConnection(TLVReceiver):
         Frames are queued rather than written one by one so that the replies and
         pushes one reactor turn produces for a connection leave in one segment now
         that the socket has TCP_NODELAY (no Nagle coalescing, no 40 ms delayed-ACK
-        stall). Runs from a ``callLater(0)`` at the end of the turn, at once when
+        stall). Runs at the end of the turn (the factory's
+        :meth:`ClientConnectionFactory.flush_later`), at once when
         :data:`COALESCE_LIMIT` bytes are queued, and before the connection closes.
         """
-        _cancel(self._flush_call)
-        self._flush_call = None
+        self._flush_queued = False
         out = self._out
         if not out:
             return
@@ -654,12 +654,11 @@ class ClientConnection(TLVReceiver):
         self._out_size += sum(len(f) for f in frames)
         if self._out_size >= COALESCE_LIMIT:
             self.flush()
-        elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self.flush)
+        elif not self._flush_queued:
+            self._flush_queued = True
+            self.factory.flush_later(self)
 
     def _drop_output(self) -> None:
-        _cancel(self._flush_call)
-        self._flush_call = None
         self._out, self._out_size = None, 0
 
     def _close(self, reason: str) -> None:
@@ -809,6 +808,27 @@ class ClientConnectionFactory(Factory[ClientConnection]):
         self.node_id = node_id
         self.boot = boot if boot is not None else secrets.token_hex(6)
         self._serial = 0
+        self._unflushed: list[ClientConnection] = []
+        self._flush_call: DelayedCall | None = None
+
+    def flush_later(self, connection: ClientConnection) -> None:
+        """Flush ``connection`` at the end of this reactor turn.
+
+        One timer per turn flushes every connection that queued output in it, rather
+        than a timer per connection: a batch's pushes reach hundreds of them.
+        """
+        self._unflushed.append(connection)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_call = None
+        unflushed, self._unflushed = self._unflushed, []
+        for connection in unflushed:
+            try:
+                connection.flush()
+            except Exception:
+                ClientConnection.log.failure("writing to {peer} failed", peer=connection.peer)
 
     def next_serial(self) -> int:
         """The next connection's serial number (1, 2, ...)."""

@@ -653,6 +653,21 @@ class WriteCoalescingTests(SynchronousTestCase):
         self.assertEqual(conn.clock.getDelayedCalls()[0].getTime(), 600.0, "only the idle timer is left")
         self.assertEqual(len(conn.clock.getDelayedCalls()), 1)
 
+    def test_connections_of_one_turn_share_one_timer(self) -> None:
+        """Connections that queue output in the same turn are flushed together by one timer at its end."""
+        first = Conn()
+        second = Conn(factory=first.factory)
+        for conn, device in ((first, 1), (second, 3)):
+            conn.signed_in(device_id=device, user_id=2)
+        timers = len(first.clock.getDelayedCalls())
+        first.feed(heartbeat())
+        second.feed(heartbeat())
+        self.assertEqual(len(first.clock.getDelayedCalls()), timers + 1)
+        self.assertEqual((first.transport.value(), second.transport.value()), (b"", b""))
+        first.clock.advance(0)
+        for conn in (first, second):
+            self.assertEqual(conn.transport.value(), encode_frame(codec.HEARTBEAT_ACK, b""))
+
     def test_bytes_are_those_of_frame_by_frame_writes(self) -> None:
         """Coalescing changes the writes, not the bytes: the stream equals the frames concatenated."""
         conn = Conn()
@@ -679,14 +694,14 @@ class WriteCoalescingTests(SynchronousTestCase):
         self.assertEqual([f.type for f in frames_of(conn.transport.value())], [codec.KICKED])
 
     def test_lost_drops_queued_output(self) -> None:
-        """Output queued when the connection is lost is dropped and its flush call cancelled."""
+        """Output queued when the connection is lost is dropped: neither the end of the turn nor a flush writes it."""
         transport = NoDelayTransport(high_water=65536)
         conn = Conn(transport=transport)
         conn.signed_in(user_id=2)
         transport.writes = 0
         conn.feed(heartbeat())
         conn.lose()
-        self.assertEqual(conn.clock.getDelayedCalls(), [])
+        conn.clock.advance(0)
         conn.proto.flush()
         self.assertEqual(transport.writes, 0)
 
