@@ -19,11 +19,11 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.spread import pb
 
-from goim.batching import Batcher, FifoQueue
+from goim.batching import Batcher, FifoQueue, shared
 from goim.clock import Clock as ReactorClock
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
-from goim.protocols.batch import MalformedBatchError, decode_send_results, encode_send_batch
+from goim.protocols.batch import BatchedAck, MalformedBatchError, decode_send_results, encode_ack_batch, encode_send_batch
 from goim.protocols.codec import stored_from_item
 from goim.types import (
     SEND_INTERNAL_ERROR,
@@ -38,6 +38,9 @@ from goim.types import (
 from goim.util import Clock, run_in_background
 
 log = Logger(observer=goim_observer)
+
+#: acks one remote call carries at most (a logic node takes up to 5,000)
+MAX_ACK_BATCH = 2000
 
 #: errors after which the same call may be run on another logic node
 _CONNECTION_ERRORS = (pb.PBConnectionLost, pb.DeadReferenceError, ConnectionLost, ConnectionDone)
@@ -183,6 +186,10 @@ class PBLogicClient:
         )
         # per reactor turn: the batches of every connection share remote calls
         self._calls: Batcher[None, _Part, _Answer] = Batcher("send call", batch_clock, self._dispatch, delay=0)
+        # the acks of one reactor turn travel in one remote call, one call at a time
+        self._acks: Batcher[None, BatchedAck, None] = Batcher(
+            "ack call", batch_clock, self._ack_call, queue=lambda: FifoQueue(MAX_ACK_BATCH), delay=0
+        )
         self._broken: OrderedDict[str, None] = OrderedDict()
 
     def start(self) -> None:
@@ -300,8 +307,9 @@ class PBLogicClient:
         return await self._sends.add(request, key=conn)
 
     async def drain(self) -> None:
-        """Wait until every send taken so far is answered (or has failed)."""
+        """Wait until every send and ack taken so far is answered (or has failed)."""
         await self._sends.drain()
+        await self._acks.drain()
 
     async def _send_batch(self, conn: str, requests: list[SendRequest]) -> list[SendResult]:
         """One batch of one connection: it shares a remote call with other
@@ -389,7 +397,13 @@ class PBLogicClient:
         return decode_page(payload, user_id)
 
     async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> None:
-        await self._call("ack", device_id, user_id, seq, conn)
+        await self._acks.add(BatchedAck(conn, device_id, user_id, seq), key=None)
+
+    async def _ack_call(self, _: None, acks: list[BatchedAck]) -> list[None]:
+        """One remote call for the acks queued since the last one (a client acks every
+        push: a call each was most of a logic node's Perspective Broker work)."""
+        await self._call("ack_batch", encode_ack_batch(acks))
+        return shared(None, acks)
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
         # The connection is gone: its sends still queued behind a batch in flight must

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any, cast
 
 from twisted.cred import checkers, credentials, error, portal
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer  # type: ignore[import-untyped]
@@ -21,7 +21,7 @@ from goim.distributed.presence import RedisPresence
 from goim.logic.local import InProcessLogic
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
-from goim.protocols.batch import MalformedBatchError, decode_send_batch, encode_send_results
+from goim.protocols.batch import MalformedBatchError, decode_ack_batch, decode_send_batch, encode_send_results
 from goim.protocols.codec import encode_message, send_request
 from goim.types import SEND_INTERNAL_ERROR, ChangeRequest, SendResult, SignInResult, connection_node
 from goim.util import Clock
@@ -30,6 +30,8 @@ log = Logger(observer=goim_observer)
 
 #: sends one remote call may carry
 MAX_SEND_BATCH = 1000
+#: acks one remote call may carry
+MAX_ACK_BATCH = 5000
 #: the longest edited content a remote call may carry (the service checks the real limit)
 MAX_CHANGE_CONTENT = 65_535
 #: connections a perspective remembers as checked against presence
@@ -311,7 +313,46 @@ class ConnectNodePerspective(pb.Avatar):
         # Message.trimmed (field 4) for the connect node's sync stream
         return value + b"\x20\x01" if page.trimmed else value
 
+    def perspective_ack_batch(self, data: Any) -> Deferred[None]:
+        """Acks given as the bytes of an ``AckBatch``. An ack of a connection that
+        presence does not name is dropped (and logged); a malformed batch is refused."""
+        return Deferred.fromCoroutine(self._ack_batch(data))
+
+    async def _ack_batch(self, data: Any) -> None:
+        if not isinstance(data, bytes):
+            raise BadArgument("an ack batch is the bytes of a goim.internal.AckBatch")
+        try:
+            acks = decode_ack_batch(data, limit=MAX_ACK_BATCH)
+        except MalformedBatchError as e:
+            raise BadArgument(str(e)) from None
+        checked = [
+            (
+                self._own_conn(a.conn),
+                _int(a.device_id, "device_id", minimum=1),
+                _int(a.user_id, "user_id", minimum=1),
+                _int(a.seq, "seq"),
+            )
+            for a in acks
+        ]
+        pending = [
+            Deferred.fromCoroutine(self._checked_ack(conn, device_id, user_id, seq))
+            for conn, device_id, user_id, seq in checked
+            if conn is not None
+        ]
+        try:
+            await gatherResults(pending, consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+
+    async def _checked_ack(self, conn: str, device_id: int, user_id: int, seq: int) -> None:
+        try:
+            await self._check(conn, device_id, user_id)
+        except NotSignedInHere:
+            return  # logged by _check; the device acks again on the connection it has now
+        await self.logic.ack(device_id=device_id, user_id=user_id, seq=seq)
+
     def perspective_ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> Deferred[None]:
+        """One ack: what connect nodes before ``ack_batch`` call."""
         return Deferred.fromCoroutine(self._ack(device_id, user_id, seq, conn))
 
     async def _ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> None:

@@ -75,3 +75,21 @@ class SendOutcome(_message.Message):
     seq: int
     retry_after_ms: int
     def __init__(self, code: _Optional[int] = ..., message_id: _Optional[int] = ..., seq: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class AckBatch(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[BatchedAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[BatchedAck, _Mapping]]] = ...) -> None: ...
+
+class BatchedAck(_message.Message):
+    __slots__ = ("conn", "device_id", "user_id", "seq")
+    CONN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    conn: str
+    device_id: int
+    user_id: int
+    seq: int
+    def __init__(self, conn: _Optional[str] = ..., device_id: _Optional[int] = ..., user_id: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...

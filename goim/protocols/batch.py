@@ -1,7 +1,7 @@
-"""The connect → logic send batch as protobuf bytes (``proto/internal.proto``).
+"""The connect → logic send and ack batches as protobuf bytes (``proto/internal.proto``).
 
 A connect node forwards the sends of one reactor turn to a logic node in one
-Perspective Broker call. Banana encodes one bytes object cheaply and nested tuples
+Perspective Broker call, and its clients' acks of one turn in another. Banana encodes one bytes object cheaply and nested tuples
 slowly (its jelly of lists of tuples was 45 % of a logic node's reactor ticks,
 issue 12), so the batch travels as one ``SendBatch`` and its answer as one
 ``SendResults``. Pure functions, tested on their own.
@@ -27,8 +27,17 @@ class BatchedSend(NamedTuple):
     message: goim_pb2.MessageSend
 
 
+class BatchedAck(NamedTuple):
+    """One ack of a decoded batch: the connection it came in on and its seq."""
+
+    conn: str
+    device_id: int
+    user_id: int
+    seq: int
+
+
 class MalformedBatchError(ValueError):
-    """A send batch or its answer does not decode."""
+    """A send or ack batch, or an answer, does not decode."""
 
 
 def encode_send_batch(sends: Sequence[tuple[str, SendRequest]]) -> bytes:
@@ -97,3 +106,34 @@ def decode_send_results(data: bytes) -> list[SendResult]:
     except DecodeError:
         raise MalformedBatchError("malformed SendResults") from None
     return [SendResult(r.code, r.message_id, r.seq, r.retry_after_ms) for r in answer.results]
+
+
+def encode_ack_batch(acks: Sequence[BatchedAck]) -> bytes:
+    """Encode acks as an ``AckBatch``; of several acks of one connection and device
+    only the highest seq is kept (an ack covers every seq up to its own)."""
+    highest: dict[tuple[str, int], BatchedAck] = {}
+    for ack in acks:
+        key = (ack.conn, ack.device_id)
+        kept = highest.get(key)
+        if kept is None or ack.seq > kept.seq:
+            highest[key] = ack
+    batch = internal_pb2.AckBatch()
+    add = batch.acks.add
+    for ack in highest.values():
+        add(conn=ack.conn, device_id=ack.device_id, user_id=ack.user_id, seq=ack.seq)
+    return batch.SerializeToString()
+
+
+def decode_ack_batch(data: bytes, *, limit: int) -> list[BatchedAck]:
+    """Decode an ``AckBatch`` (the values are checked by the caller).
+
+    Raises:
+        MalformedBatchError: the bytes do not decode, or hold more than ``limit`` acks.
+    """
+    try:
+        batch = internal_pb2.AckBatch.FromString(data)
+    except DecodeError:
+        raise MalformedBatchError("malformed AckBatch") from None
+    if len(batch.acks) > limit:
+        raise MalformedBatchError(f"an ack batch holds at most {limit} acks, not {len(batch.acks)}")
+    return [BatchedAck(a.conn, a.device_id, a.user_id, a.seq) for a in batch.acks]

@@ -20,7 +20,7 @@ from goim.connect.logic_client import NoLogicNode, PBLogicClient, decode_page
 from goim.distributed.pb_server import SharedSecretChecker
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2 as ipb
-from goim.protocols.batch import encode_send_results
+from goim.protocols.batch import BatchedAck, decode_ack_batch, encode_send_results
 from goim.protocols.codec import encode_message
 from goim.types import SendOutcomeUnknown, SendRequest, SendResult, SignInResult, SyncPage, connection_id
 from tests.protocols.fakes import make_message
@@ -137,6 +137,12 @@ class FakeLink:
         self.dropped += 1
         if self.perspective is not None:
             self.die()
+
+
+def acks_of(args: tuple[Any, ...]) -> list[BatchedAck]:
+    """The acks of an ``ack_batch`` call's argument."""
+    (payload,) = args
+    return decode_ack_batch(payload, limit=10_000)
 
 
 def calls(*links: FakeLink) -> list[tuple[str, str, tuple[Any, ...]]]:
@@ -382,8 +388,9 @@ class PBLogicClientTests(SynchronousTestCase):
         a.connect()
         b.connect()
         slow_but_answered = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=7, conn=A))
+        reactor.advance(0)
         [(first, method, _)] = calls(a, b)
-        self.assertEqual(method, "ack")
+        self.assertEqual(method, "ack_batch")
         node = a if first == "a" else b
         reactor.advance(CALL_TIMEOUT + 1)
         self.assertNoResult(slow_but_answered)
@@ -394,13 +401,14 @@ class PBLogicClientTests(SynchronousTestCase):
 
         before = calls(a, b)
         silent = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=8, conn=A))
+        reactor.advance(0)
         [(second, _, _)] = [c for c in calls(a, b) if c not in before]
         slow, other = (a, b) if second == "a" else (b, a)
         reactor.advance(REMOTE_TIMEOUT)
         self.assertEqual((slow.dropped, other.dropped), (1, 0))
         assert other.perspective is not None
         method, args, _ = other.perspective.calls[-1]
-        self.assertEqual((method, args), ("ack", (10, 1, 8, A)))
+        self.assertEqual((method, acks_of(args)), ("ack_batch", [BatchedAck(A, 10, 1, 8)]))
         other.perspective.answer(len(other.perspective.calls) - 1, None)
         self.successResultOf(silent)
 
@@ -593,16 +601,44 @@ class PBLogicClientTests(SynchronousTestCase):
         self.failureResultOf(d, TypeError)
 
     def test_ack_and_offline(self) -> None:
-        """ack and offline are remote calls with the device, the user (and the seq) and the connection."""
+        """offline is a remote call with the device, the user and the connection; an ack goes in an
+        ack_batch at the end of the turn."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
         acked = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=9, conn=A))
         gone = Deferred.fromCoroutine(client.offline(device_id=10, user_id=1, conn=B))
-        self.assertEqual([(m, args) for m, args, _ in p.calls], [("ack", (10, 1, 9, A)), ("offline", (10, 1, B))])
+        self.assertEqual([(m, args) for m, args, _ in p.calls], [("offline", (10, 1, B))])
+        reactor.advance(0)
+        method, args, _ = p.calls[1]
+        self.assertEqual((method, acks_of(args)), ("ack_batch", [BatchedAck(A, 10, 1, 9)]))
         p.answer(0, None)
         p.answer(1, None)
         self.assertIsNone(self.successResultOf(acked))
         self.assertIsNone(self.successResultOf(gone))
+
+    def test_acks_of_a_turn_share_one_call(self) -> None:
+        """The acks of one turn travel in one ack_batch, only the highest seq per connection and device;
+        acks taken while it is in flight wait for it and go in the next call."""
+        client, reactor, (a,) = self.client("a")
+        p = a.connect()
+        first = [
+            Deferred.fromCoroutine(client.ack(device_id=device, user_id=1, seq=seq, conn=conn))
+            for device, seq, conn in ((10, 3, A), (11, 5, B), (10, 4, A), (10, 2, A))
+        ]
+        reactor.advance(0)
+        [(method, args, _)] = p.calls
+        self.assertEqual((method, acks_of(args)), ("ack_batch", [BatchedAck(A, 10, 1, 4), BatchedAck(B, 11, 1, 5)]))
+        later = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=6, conn=A))
+        reactor.advance(0)
+        self.assertEqual(len(p.calls), 1, "one ack call at a time")
+        p.answer(0, None)
+        for d in first:
+            self.assertIsNone(self.successResultOf(d))
+        self.assertNoResult(later)
+        reactor.advance(0)
+        self.assertEqual(acks_of(p.calls[1][1]), [BatchedAck(A, 10, 1, 6)])
+        p.answer(1, None)
+        self.assertIsNone(self.successResultOf(later))
 
     def test_sends_queued_behind_a_batch_do_not_go_out_once_the_connection_is_offline(self) -> None:
         """A connection that went offline with a batch in flight and sends queued behind it: the queued sends

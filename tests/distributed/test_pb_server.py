@@ -16,6 +16,7 @@ from zope.interface import implementer, provider  # type: ignore[import-untyped]
 
 from goim.distributed.bus import RedisDelivery
 from goim.distributed.pb_server import (
+    MAX_ACK_BATCH,
     MAX_SEND_BATCH,
     BadArgument,
     ConnectNodePerspective,
@@ -28,7 +29,7 @@ from goim.connect.logic_client import PBLogicClient
 from goim.distributed.presence import Entry, RedisPresence
 from goim.pb import goim_pb2 as gpb
 from goim.pb import internal_pb2
-from goim.protocols.batch import decode_send_results
+from goim.protocols.batch import BatchedAck, decode_send_results, encode_ack_batch
 from goim.types import (
     SEND_INTERNAL_ERROR,
     SEND_INVALID,
@@ -686,6 +687,49 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         assert device is not None
         self.assertEqual(device.acked_seq, 7)
 
+
+    async def acked(self, f: Fixture, who: tuple[int, int, str]) -> int:
+        device = await f.services.account_store.get_device(who[1])
+        assert device is not None
+        return device.acked_seq
+
+    async def test_ack_batch_is_stored(self) -> None:
+        """ack_batch raises each device's acknowledged seq; an ack of a connection presence does not name,
+        or of another node's, is dropped without failing the others."""
+        f = await self.fixture()
+        p = await self.signed_in(f, f.alice)
+        await self.signed_in(f, f.bob, serial=2)
+        batch = encode_ack_batch(
+            [
+                BatchedAck(conn(), f.alice[1], f.alice[0], 7),
+                BatchedAck(conn(serial=9), f.bob[1], f.bob[0], 5),  # not bob's connection
+                BatchedAck(conn("c2", 2), f.bob[1], f.bob[0], 6),  # another node's
+            ]
+        )
+        await p.perspective_ack_batch(batch)
+        self.assertEqual((await self.acked(f, f.alice), await self.acked(f, f.bob)), (7, 0))
+        await p.perspective_ack_batch(encode_ack_batch([BatchedAck(conn(serial=2), f.bob[1], f.bob[0], 4)]))
+        self.assertEqual(await self.acked(f, f.bob), 4)
+
+    async def test_ack_batch_bad_arguments(self) -> None:
+        """Bytes that are no AckBatch, too many acks or a bad id or seq in any ack refuse the whole batch."""
+        f = await self.fixture()
+        user_id, device_id, _ = f.alice
+        p = await self.signed_in(f, f.alice)
+        good = BatchedAck(conn(), device_id, user_id, 3)
+        bad = [
+            "not bytes",
+            b"\xff\xff",
+            encode_ack_batch([good, BatchedAck(conn(), 0, user_id, 4)]),
+            encode_ack_batch([good, BatchedAck(conn(), device_id + 1, -1, 4)]),
+            encode_ack_batch([good, BatchedAck(conn(serial=2), device_id, user_id, -4)]),
+            encode_ack_batch([good, BatchedAck("c1/boot", device_id, user_id, 4)]),
+            encode_ack_batch([BatchedAck(conn(serial=n), device_id, user_id, 1) for n in range(MAX_ACK_BATCH + 1)]),
+        ]
+        for data in bad:
+            with self.assertRaises(BadArgument, msg=repr(data[:40])):
+                await p.perspective_ack_batch(data)
+        self.assertEqual(await self.acked(f, f.alice), 0)
 
 @implementer(credentials.IUsernameHashedPassword)
 class Offered:
