@@ -68,6 +68,18 @@ end
 return 0
 """
 
+# Every field and value of each of KEYS (the presence hashes of several users): one
+# command for a whole delivery batch instead of an HGETALL per user.
+_LOCATE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGETALL', key)
+end
+return out
+"""
+#: presence hashes read by one _LOCATE (bounds the time Redis spends in one script)
+LOCATE_CHUNK = 500
+
 # Write back a connection's entry after Redis lost its data (ARGV: device, entry,
 # "user:device", "<node>/<boot>/", serial, connection id). Written when absent or
 # naming an older connection of the same node boot; kept when it names this
@@ -171,13 +183,18 @@ class RedisPresence:
     async def locate(self, user_ids: Sequence[int]) -> dict[int, dict[int, str]]:
         """``{user_id: {device_id: node}}`` of the users' devices on live nodes."""
         users = sorted(set(user_ids))
+        chunks = [users[i : i + LOCATE_CHUNK] for i in range(0, len(users), LOCATE_CHUNK)]
         replies = await gatherResults(
-            [self._hgetall(self.keys.presence(u)) for u in users], consumeErrors=True
+            [
+                Deferred.fromCoroutine(self.redis.call("eval", _LOCATE, [self.keys.presence(u) for u in chunk], []))
+                for chunk in chunks
+            ],
+            consumeErrors=True,
         )
         located: dict[int, dict[int, str]] = {}
-        for u, reply in zip(users, replies):
+        for u, fields in zip(users, (f for reply in replies for f in reply)):
             devices = located[u] = {}
-            for d, value in reply.items():
+            for d, value in zip(fields[::2], fields[1::2]):
                 entry = Entry.decode(value)
                 if entry is not None:
                     devices[int(d)] = entry.node
@@ -186,9 +203,6 @@ class RedisPresence:
         return {
             u: {d: n for d, n in devices.items() if n in alive} for u, devices in located.items()
         }
-
-    def _hgetall(self, key: str) -> "Deferred[Any]":
-        return Deferred.fromCoroutine(self.redis.call("hgetall", key))
 
     async def alive(self, nodes: Sequence[str]) -> set[str]:
         """The nodes among ``nodes`` whose liveness key exists."""

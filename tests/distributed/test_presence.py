@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from goim.distributed.presence import Entry, RedisPresence
+from goim.distributed.presence import LOCATE_CHUNK, Entry, RedisPresence
 from goim.types import connection_id
 from tests.support.redis import RedisTestMixin
 
@@ -145,6 +145,17 @@ class PresenceTests(RedisTestMixin, TestCase):
             located,
             {1: {10: "live1"}, 2: {20: "live2", 21: "live1"}, 3: {}, 4: {}},
         )
+
+    async def test_locate_reads_many_users_in_chunks(self) -> None:
+        """Users past one script's LOCATE_CHUNK are read by further scripts, each user's devices kept apart."""
+        p = self.presence()
+        await p.beat("c1")
+        users = range(1, 2 * LOCATE_CHUNK + 7)
+        online = [u for u in users if u % 3 == 0]
+        for u in online:
+            await p.online(device_id=1000 + u, user_id=u, conn=conn("c1", u), epoch=0)
+        located = await p.locate(list(users))
+        self.assertEqual(located, {u: ({1000 + u: "c1"} if u % 3 == 0 else {}) for u in users})
 
     async def test_values_in_no_known_format_are_ignored(self) -> None:
         """An entry in the old format (a bare node id) counts for neither entry nor locate."""
