@@ -52,15 +52,18 @@ class Txn:
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor
         self.dialect = dialect
+        self._many_rowcount: int | None = None  # rows touched by the last executemany
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         """Execute one statement."""
+        self._many_rowcount = None
         self._cursor.execute(self.dialect.sql(sql), tuple(args))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Execute one statement for many rows (PyMySQL folds INSERTs into one)."""
+        """Execute one statement for many rows (an INSERT's rows go in as few
+        statements as the driver allows, see ``Dialect.executemany``)."""
         if rows:
-            self._cursor.executemany(self.dialect.sql(sql), [tuple(r) for r in rows])
+            self._many_rowcount = self.dialect.executemany(self._cursor, sql, rows)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         """All rows of the last query."""
@@ -78,8 +81,8 @@ class Txn:
 
     @property
     def rowcount(self) -> int:
-        """Rows touched by the last statement."""
-        return int(self._cursor.rowcount)
+        """Rows touched by the last statement (by every row of an ``executemany``)."""
+        return self._many_rowcount if self._many_rowcount is not None else int(self._cursor.rowcount)
 
     @property
     def lastrowid(self) -> int:

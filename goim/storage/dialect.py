@@ -8,6 +8,8 @@ import contextlib
 import re
 from typing import Any, Iterator, Mapping, Sequence
 
+from pymysql.cursors import RE_INSERT_VALUES
+
 # MySQL error numbers (https://mariadb.com/kb/en/mariadb-error-codes/)
 _MYSQL_DEADLOCK = 1213
 _MYSQL_LOCK_WAIT_TIMEOUT = 1205
@@ -34,6 +36,11 @@ class Dialect:
     def ddl(self, statement: str) -> str:
         """Expand the portable type tokens of a migration statement."""
         raise NotImplementedError
+
+    def executemany(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Execute ``statement`` (``?`` placeholders) once per row; returns the rows touched."""
+        cursor.executemany(self.sql(statement), [tuple(r) for r in rows])
+        return int(cursor.rowcount)
 
     def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
         """An INSERT of ``keys + values`` that overwrites ``updates`` on a key clash.
@@ -172,6 +179,36 @@ class MySQLDialect(Dialect):
                 " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
             )
         )
+
+    def executemany(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        # PyMySQL folds an INSERT's rows into one statement too, but escapes every
+        # value through its encoder table: about 6 µs a message row, a fifth of a
+        # logic node's batch. An int (most of a row) is its own literal; every other
+        # value is escaped by the connection as PyMySQL would. Statements are cut at
+        # the cursor's max_stmt_length characters, as PyMySQL cuts them.
+        query = self.sql(statement)
+        match = RE_INSERT_VALUES.match(query)
+        if match is None or "%(" in match.group(2):
+            cursor.executemany(query, [tuple(r) for r in rows])
+            return int(cursor.rowcount)
+        prefix, template, suffix = match.group(1), match.group(2).strip(), match.group(3) or ""
+        width = template.count("%s")
+        escape = cursor.connection.escape
+        limit = cursor.max_stmt_length - len(prefix) - len(suffix)
+        touched = 0
+        values: list[str] = []
+        size = 0
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"a row of {len(row)} values for {width} placeholders")
+            value = "(" + ",".join([str(v) if type(v) is int else escape(v) for v in row]) + ")"
+            if values and size + len(value) + 1 > limit:
+                touched += cursor.execute(prefix + ",".join(values) + suffix)
+                values, size = [], 0
+            values.append(value)
+            size += len(value) + 1
+        touched += cursor.execute(prefix + ",".join(values) + suffix)
+        return touched
 
     def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
         columns = [*keys, *values]

@@ -376,6 +376,23 @@ class DatabaseTests(_Base):
         self.run_txn(db, lambda t: t.executemany(statement, [(1, "again"), (2, "new")]))
         self.assertEqual([(r[1], r[2]) for r in self.rows(db)], [(1, "first"), (2, "new")])
 
+    def test_executemany_of_an_insert_keeps_every_value(self) -> None:
+        """An INSERT's rows, folded into as many statements as the length limit needs, keep every value
+        as given (large and negative ints, quotes, backslashes, Unicode, NUL bytes, NULL); rowcount counts them all."""
+        db, _ = self.dialect_table()
+        names = ["plain", "it's", 'a "quote"', "back\\slash", "李雷 😀", "%s %(x)s ?", "\x00nul", "x" * 300]
+        rows = [(k * (2**40) * (-1) ** k, names[k % len(names)], b"\x00\xff'" if k % 2 else None) for k in range(1, 60)]
+
+        def insert(t: Txn) -> int:
+            t._cursor.max_stmt_length = 400  # several statements on MariaDB (SQLite has no limit to cut at)
+            t.executemany("INSERT INTO t (k, name, raw) VALUES (?, ?, ?)", rows)
+            return t.rowcount
+
+        self.assertEqual(self.run_txn(db, insert), len(rows))
+        self.assertEqual(
+            [(r[1], r[2], None if r[3] is None else bytes(r[3])) for r in self.rows(db)], sorted(rows)
+        )
+
     def test_raise_many_raises_and_never_lowers(self) -> None:
         """raise_many sets the column where the new value is higher and leaves lower or equal ones, over several chunks."""
         db, dialect = self.dialect_table()
