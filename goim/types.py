@@ -216,6 +216,9 @@ class SendRequest:
     recipients: tuple[int, ...] = ()
     #: a message id given in advance (a business push's chunks share one); 0: allocate
     message_id: int = 0
+    #: the MessageSend value as the client wrote it, which a connect node forwards
+    #: to logic as is (b"": re-encoded from the fields when forwarded)
+    frame: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

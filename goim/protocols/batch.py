@@ -52,7 +52,9 @@ def encode_send_batch(sends: Sequence[tuple[str, SendRequest]]) -> bytes:
     batch = internal_pb2.SendBatch()
     add = batch.sends.add
     for conn, request in sends:
-        add(conn=conn, device_id=request.device_id, user_id=request.user_id, message=encode_message_send(request))
+        # the client's own bytes when the connection kept them (they decoded already)
+        message = request.frame or encode_message_send(request)
+        add(conn=conn, device_id=request.device_id, user_id=request.user_id, message=message)
     return batch.SerializeToString()
 
 

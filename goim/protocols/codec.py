@@ -623,7 +623,9 @@ def decode_message_ack(value: bytes) -> pb.MessageACK:
     return decode(pb.MessageACK, MESSAGE_ACK, value)
 
 
-def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch: int) -> SendRequest:
+def send_request(
+    message: pb.MessageSend, *, device_id: int, user_id: int, epoch: int, frame: bytes = b""
+) -> SendRequest:
     """Build the logic layer's SendRequest from a MessageSend.
 
     Args:
@@ -631,6 +633,7 @@ def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch
         device_id: the device the connection signed in as (never from the frame).
         user_id: the user the connection signed in as (never from the frame).
         epoch: the device's send_sequence epoch at the connection's sign-in.
+        frame: the frame value ``message`` was decoded from, kept for forwarding.
 
     Returns:
         The request.
@@ -645,6 +648,7 @@ def send_request(message: pb.MessageSend, *, device_id: int, user_id: int, epoch
         send_sequence=message.send_sequence,
         send_time=message.send_time,
         epoch=epoch,
+        frame=frame,
     )
 
 

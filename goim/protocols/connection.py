@@ -389,7 +389,7 @@ class ClientConnection(TLVReceiver):
 
     def _on_message_send(self, value: bytes) -> None:
         request = send_request(
-            decode_message_send(value), device_id=self.device_id, user_id=self.user_id, epoch=self.epoch
+            decode_message_send(value), device_id=self.device_id, user_id=self.user_id, epoch=self.epoch, frame=value
         )
         self._in_flight += 1
         if self._in_flight >= self.factory.max_in_flight:

@@ -56,6 +56,19 @@ class SendBatchTests(SynchronousTestCase):
         self.assertEqual(goim_pb2.MessageSend.FromString(entry.message).send_sequence, 5)
 
 
+    def test_the_client_bytes_travel_as_they_came(self) -> None:
+        """A request that kept the frame value it was decoded from forwards those bytes, not a re-encoding
+        (a field the server does not know stays in them; the logic node's decode ignores it)."""
+        from goim.pb import internal_pb2
+
+        value = goim_pb2.MessageSend(receiver_type=1, receiver_id=99, type=1, content="hi", send_sequence=4).SerializeToString()
+        value += b"\xf8\x3e\x01"  # field 999, a varint: unknown to this protocol
+        kept = send_request(goim_pb2.MessageSend.FromString(value), device_id=7, user_id=3, epoch=0, frame=value)
+        [entry] = internal_pb2.SendBatch.FromString(encode_send_batch([("c1/boot/1", kept)])).sends
+        self.assertEqual(entry.message, value)
+        [decoded] = decode_send_batch(encode_send_batch([("c1/boot/1", kept)]), limit=1)
+        self.assertEqual(send_request(decoded.message, device_id=7, user_id=3, epoch=0), kept)
+
 class SendResultsTests(SynchronousTestCase):
     def test_round_trip(self) -> None:
         """Results, the rate-limit hint and large ids survive, in order."""

@@ -653,6 +653,14 @@ class WriteCoalescingTests(SynchronousTestCase):
         self.assertEqual(conn.clock.getDelayedCalls()[0].getTime(), 600.0, "only the idle timer is left")
         self.assertEqual(len(conn.clock.getDelayedCalls()), 1)
 
+    def test_a_send_keeps_the_client_bytes(self) -> None:
+        """The request handed to logic keeps the MessageSend value the client wrote (a connect node forwards it)."""
+        conn = Conn()
+        conn.signed_in(user_id=2)
+        frame = message_send(1, "a")
+        conn.feed(frame)
+        self.assertEqual(conn.logic.sends[0].args["request"].frame, frame[4:])
+
     def test_connections_of_one_turn_share_one_timer(self) -> None:
         """Connections that queue output in the same turn are flushed together by one timer at its end."""
         first = Conn()
