@@ -1,10 +1,11 @@
 """The connect → logic send and ack batches as protobuf bytes (``proto/internal.proto``).
 
 A connect node forwards the sends of one reactor turn to a logic node in one
-Perspective Broker call, and its clients' acks of one turn in another. Banana encodes one bytes object cheaply and nested tuples
-slowly (its jelly of lists of tuples was 45 % of a logic node's reactor ticks,
-issue 12), so the batch travels as one ``SendBatch`` and its answer as one
-``SendResults``. Pure functions, tested on their own.
+Perspective Broker call, and its clients' acks of one turn in another. Banana
+encodes one bytes object cheaply and nested tuples slowly (its jelly of lists of
+tuples was 45 % of a logic node's reactor ticks, issue 12), so a send batch travels
+as one ``SendBatch`` and its answer as one ``SendResults``, an ack batch as one
+``AckBatch``. Pure functions, tested on their own.
 """
 
 from __future__ import annotations
