@@ -8,7 +8,7 @@ node (presence names it); every remote argument is type-checked.
 
 import re
 from collections import OrderedDict
-from typing import Any, cast
+from typing import Any, Callable, TypeVar, cast
 
 from twisted.cred import checkers, credentials, error, portal
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
@@ -27,6 +27,8 @@ from goim.types import SEND_INTERNAL_ERROR, ChangeRequest, SendResult, SignInRes
 from goim.util import Clock
 
 log = Logger(observer=goim_observer)
+
+T = TypeVar("T")
 
 #: sends one remote call may carry
 MAX_SEND_BATCH = 1000
@@ -78,6 +80,16 @@ def _conn(value: Any, node: str) -> str:
     if connection_node(value) != node:
         raise NotSignedInHere(f"connection {value} is not one of node {node}")
     return value
+
+
+def _decoded(data: Any, decode: Callable[..., list[T]], message: str, limit: int) -> list[T]:
+    """A remote batch argument: the bytes of a ``goim.internal.<message>``, decoded."""
+    if not isinstance(data, bytes):
+        raise BadArgument(f"a batch is the bytes of a goim.internal.{message}")
+    try:
+        return decode(data, limit=limit)
+    except MalformedBatchError as e:
+        raise BadArgument(str(e)) from None
 
 
 class ConnectNodePerspective(pb.Avatar):
@@ -211,12 +223,7 @@ class ConnectNodePerspective(pb.Avatar):
         return Deferred.fromCoroutine(self._send_batch(data))
 
     async def _send_batch(self, data: Any) -> bytes:
-        if not isinstance(data, bytes):
-            raise BadArgument("a send batch is the bytes of a goim.internal.SendBatch")
-        try:
-            sends = decode_send_batch(data, limit=MAX_SEND_BATCH)
-        except MalformedBatchError as e:
-            raise BadArgument(str(e)) from None
+        sends = _decoded(data, decode_send_batch, "SendBatch", MAX_SEND_BATCH)
         parsed = [
             (
                 send.message,
@@ -319,12 +326,7 @@ class ConnectNodePerspective(pb.Avatar):
         return Deferred.fromCoroutine(self._ack_batch(data))
 
     async def _ack_batch(self, data: Any) -> None:
-        if not isinstance(data, bytes):
-            raise BadArgument("an ack batch is the bytes of a goim.internal.AckBatch")
-        try:
-            acks = decode_ack_batch(data, limit=MAX_ACK_BATCH)
-        except MalformedBatchError as e:
-            raise BadArgument(str(e)) from None
+        acks = _decoded(data, decode_ack_batch, "AckBatch", MAX_ACK_BATCH)
         checked = [
             (
                 self._own_conn(a.conn),

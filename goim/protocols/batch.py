@@ -10,7 +10,7 @@ as one ``SendBatch`` and its answer as one ``SendResults``, an ack batch as one
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -73,14 +73,8 @@ def decode_send_batch(data: bytes, *, limit: int) -> list[BatchedSend]:
         MalformedBatchError: the bytes, or a MessageSend in them, do not decode, or
             the batch holds more than ``limit`` sends.
     """
-    try:
-        batch = internal_pb2.SendBatch.FromString(data)
-    except DecodeError:
-        raise MalformedBatchError("malformed SendBatch") from None
-    if len(batch.sends) > limit:
-        raise MalformedBatchError(f"a send batch holds at most {limit} sends, not {len(batch.sends)}")
     out: list[BatchedSend] = []
-    for entry in batch.sends:
+    for entry in _bounded(internal_pb2.SendBatch.FromString, data, "sends", limit):
         try:
             message = goim_pb2.MessageSend.FromString(entry.message)
         except DecodeError:
@@ -133,10 +127,17 @@ def decode_ack_batch(data: bytes, *, limit: int) -> list[BatchedAck]:
     Raises:
         MalformedBatchError: the bytes do not decode, or hold more than ``limit`` acks.
     """
+    acks = _bounded(internal_pb2.AckBatch.FromString, data, "acks", limit)
+    return [BatchedAck(a.conn, a.device_id, a.user_id, a.seq) for a in acks]
+
+
+def _bounded(parse: Callable[[bytes], Any], data: bytes, field: str, limit: int) -> Any:
+    """The repeated ``field`` of the batch ``parse`` makes of ``data``, at most ``limit`` long."""
     try:
-        batch = internal_pb2.AckBatch.FromString(data)
+        batch = parse(data)
     except DecodeError:
-        raise MalformedBatchError("malformed AckBatch") from None
-    if len(batch.acks) > limit:
-        raise MalformedBatchError(f"an ack batch holds at most {limit} acks, not {len(batch.acks)}")
-    return [BatchedAck(a.conn, a.device_id, a.user_id, a.seq) for a in batch.acks]
+        raise MalformedBatchError(f"malformed batch of {field}") from None
+    entries = getattr(batch, field)
+    if len(entries) > limit:
+        raise MalformedBatchError(f"a batch holds at most {limit} {field}, not {len(entries)}")
+    return entries
