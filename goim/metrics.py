@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 #: does not produce would only ever show zeros there
 ROLE_FAMILIES: Final[dict[str, frozenset[str]]] = {
     "standalone": frozenset(
-        {"connections", "sign_ins", "sends", "send_batch", "deliveries", "sync_messages", "db_seconds"}
+        {"connections", "sign_ins", "sends", "send_batch", "deliveries", "sync_messages", "db_seconds", "gc"}
     ),
     "logic": frozenset(
-        {"sign_ins", "sends", "send_batch", "deliveries", "sync_messages", "db_seconds", "redis_seconds"}
+        {"sign_ins", "sends", "send_batch", "deliveries", "sync_messages", "db_seconds", "redis_seconds", "gc"}
     ),
-    "connect": frozenset({"connections", "redis_seconds"}),
+    "connect": frozenset({"connections", "redis_seconds", "gc"}),
 }
 
 
@@ -69,6 +69,12 @@ class Metrics:
         )
         self.redis_seconds = Histogram(
             "goim_redis_command_seconds", "Redis command time", ["command"], registry=r("redis_seconds")
+        )
+        self.gc_full_seconds = Histogram(
+            "goim_gc_full_seconds",
+            "Pauses of the paced full garbage collections (goim.heap)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r("gc"),
         )
         if process:
             ProcessCollector(registry=self.registry)

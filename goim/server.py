@@ -7,7 +7,6 @@ process's container (``goim.container``).
 """
 
 import atexit
-import gc
 import json
 import os
 import sys
@@ -19,8 +18,11 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from goim.clock import Clock
+from goim.heap import FullCollections, freeze_heap
 from goim.limits import Limits, with_backlog
 from goim.logs import LoggingService, goim_observer
+from goim.metrics import Metrics
 from goim.startup import explain
 
 log = Logger(observer=goim_observer)
@@ -53,10 +55,13 @@ class ServerService(LoggingService):
         self.exit_process: Callable[[int], None] = exit_after_shutdown
         #: listen backlog added to every listener's endpoint string that takes one
         self.backlog = Limits.backlog
-        #: move what start-up built (modules, containers, pools) out of the garbage
-        #: collector's reach once serving, so full collections skip it (freeze_heap);
-        #: the twistd entry points turn it on (a test process is left alone)
-        self.freeze_gc = False
+        #: once serving, freeze what start-up built and pace full collections
+        #: (``goim.heap``); the twistd entry points turn it on (a test process is
+        #: left alone)
+        self.manage_gc = False
+        #: the process's metrics; subclasses set it (full collections are observed there)
+        self.metrics: Metrics | None = None
+        self._full_collections: FullCollections | None = None
 
     async def prepare(self) -> None:
         """Open what the listeners need (database, Redis, peers)."""
@@ -89,8 +94,13 @@ class ServerService(LoggingService):
                 return
             self._ports.append(port)
         log.info("serving: {what}", what=self.describe())
-        if self.freeze_gc:
+        if self.manage_gc:
             freeze_heap()
+            self._full_collections = FullCollections(
+                Clock(self.reactor),
+                observe=self.metrics.gc_full_seconds.observe if self.metrics is not None else None,
+            )
+            self._full_collections.start()
         write_ports_file(os.environ.get("GOIM_PORTS_FILE"), self.listeners, self._ports)
 
     def _fail(self, error: Exception, *, endpoint: str = "") -> None:
@@ -115,28 +125,13 @@ class ServerService(LoggingService):
     async def _stop(self) -> None:
         if self._started is not None:
             await self._started
+        if self._full_collections is not None:
+            self._full_collections.stop()
         for port in self._ports:
             await maybeDeferred(port.stopListening)
         self._ports = []
         await self.shutdown()
         log.info("stopped")
-
-
-def freeze_heap() -> int:
-    """Collect once, then freeze every object alive (``gc.freeze``).
-
-    What start-up built lives as long as the process; frozen, the oldest
-    generation's collections no longer traverse it, which shortens the pauses
-    they add to the latency tail. Objects made later are collected as before.
-
-    Returns:
-        How many objects are frozen.
-    """
-    gc.collect()
-    gc.freeze()
-    count = gc.get_freeze_count()
-    log.debug("froze {count} start-up objects out of the garbage collector's reach", count=count)
-    return count
 
 
 def write_ports_file(path: str | None, listeners: list[tuple[str, Any]], ports: list[Any]) -> None:

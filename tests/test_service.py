@@ -140,22 +140,31 @@ class StandaloneOrderTests(SQLiteBackend, SynchronousTestCase):
         self.assertEqual(events, ["unlisten 5001", "unlisten 5002", "drain", "close clients", "close database"])
 
 
-class FreezeHeapTests(SynchronousTestCase):
-    def test_freeze_after_listening(self) -> None:
-        """With freeze_gc on, start-up's objects are frozen once every listener is up, not before."""
+class ManageGcTests(SynchronousTestCase):
+    def test_freeze_and_pace_after_listening(self) -> None:
+        """With manage_gc on, start-up's objects are frozen and full collections paced
+        once every listener is up, not before; stopping hands them back to CPython."""
         import gc
 
+        from goim.heap import NEVER
+
+        threshold = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *threshold)
         self.addCleanup(gc.unfreeze)
         reactor = Reactor()
         service = Gated(reactor)
-        service.freeze_gc = True
+        service.manage_gc = True
         gc.unfreeze()
         service.startService()
         self.assertEqual(gc.get_freeze_count(), 0, "nothing is frozen while preparing")
+        self.assertEqual(gc.get_threshold(), threshold)
         service.prepared.callback(None)
         self.assertEqual(reactor.events, ["prepare", "prepared", "listen 5001", "listen 5002"])
         self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertEqual(gc.get_threshold()[2], NEVER)
+        service.stopService()
+        self.assertEqual(gc.get_threshold(), threshold)
 
     def test_off_by_default(self) -> None:
-        """A service built in-process does not freeze the test process's heap (the twistd entry points turn it on)."""
-        self.assertFalse(Gated(Reactor()).freeze_gc)
+        """A service built in-process leaves the test process's collector alone (the twistd entry points turn it on)."""
+        self.assertFalse(Gated(Reactor()).manage_gc)

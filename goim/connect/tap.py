@@ -51,7 +51,7 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     service = ConnectNodeService(options.config(), reactor)
-    service.freeze_gc = True
+    service.manage_gc = True
     warning = idle_timeout_warning(options["idle-timeout"])
     if warning:
         StartupWarning(warning).setServiceParent(service)

@@ -64,5 +64,5 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     service = LogicNodeService(options.config(), reactor)
-    service.freeze_gc = True
+    service.manage_gc = True
     return service

@@ -53,15 +53,17 @@ class RoleMetricsTests(SynchronousTestCase):
 
     def test_each_role_exports_only_what_it_produces(self) -> None:
         """Connect nodes: connections and Redis timings; logic nodes: no connection
-        gauge; standalone: no Redis timings; every role: the process collector."""
+        gauge; standalone: no Redis timings; every role: full-collection pauses and the
+        process collector."""
         connect, logic, standalone = self.families("connect"), self.families("logic"), self.families("standalone")
         goim = lambda names: {n for n in names if n.startswith("goim_")}  # noqa: E731
-        self.assertEqual(goim(connect), {"goim_connections", "goim_redis_command_seconds"})
+        self.assertEqual(goim(connect), {"goim_connections", "goim_redis_command_seconds", "goim_gc_full_seconds", "goim_gc_full_seconds_created"})
         self.assertNotIn("goim_connections", logic)
         self.assertIn("goim_redis_command_seconds", logic)
         self.assertIn("goim_sends_total", logic)
         self.assertNotIn("goim_redis_command_seconds", standalone)
         for names in (connect, logic, standalone):
+            self.assertIn("goim_gc_full_seconds", names)
             self.assertTrue({"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"} <= names)
 
     def test_unexported_families_still_count(self) -> None:
