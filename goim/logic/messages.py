@@ -58,7 +58,7 @@ DEFAULT_MAX_CONTENT = 3900
 #: The most messages one sync page may hold.
 MAX_SYNC_LIMIT = 1000
 #: Default bound of one write batch, in sends and in stored copies.
-DEFAULT_MAX_BATCH = 200
+DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_BATCH_COPIES = 8000
 #: Default per-user send budget: copies per second on average, and at once.
 #: Real chat sends a few messages a minute; this allows 500 one-to-one messages a
