@@ -8,7 +8,7 @@ enough to be promoted) promotions come fast, full collections follow each other
 every second or two, each longer than the last, and a saturated server spends its
 time collecting instead of working through the backlog: measured on standalone
 SQLite, the sends a paced overload got through fell from about 11,400/s to
-7,800–8,500/s (docs/benchmarks.md, "Issue 12, fourth pass").
+6,800–8,500/s (docs/benchmarks.md, "Issue 12, fourth pass").
 
 So a serving process (the twistd entry points turn this on; a test process is left
 alone):
@@ -154,7 +154,3 @@ class FullCollections:
         if pause >= SLOW_COLLECTION:
             log.warn("a full garbage collection paused the process for {ms:.0f} ms ({found} unreachable objects)",
                      ms=pause * 1000, found=found)  # fmt: skip
-
-    def __repr__(self) -> str:
-        return f"<FullCollections every >= {self.min_interval} s, {self.collections} run>"
-

@@ -57,7 +57,10 @@ class RoleMetricsTests(SynchronousTestCase):
         process collector."""
         connect, logic, standalone = self.families("connect"), self.families("logic"), self.families("standalone")
         goim = lambda names: {n for n in names if n.startswith("goim_")}  # noqa: E731
-        self.assertEqual(goim(connect), {"goim_connections", "goim_redis_command_seconds", "goim_gc_full_seconds", "goim_gc_full_seconds_created"})
+        self.assertEqual(
+            goim(connect),
+            {"goim_connections", "goim_redis_command_seconds", "goim_gc_full_seconds", "goim_gc_full_seconds_created"},
+        )
         self.assertNotIn("goim_connections", logic)
         self.assertIn("goim_redis_command_seconds", logic)
         self.assertIn("goim_sends_total", logic)
