@@ -11,6 +11,12 @@ class TimeoutError(Exception): ...
 class RedisProtocol:
     factory: Any
     transport: Any
+    password: str | None
+    username: str | None
+    dbid: int | None
+    connected: int
+    _ready: bool
+    _waiting_for_connect: list[Deferred[Any]]
     def __init__(
         self,
         charset: str | None = ...,
@@ -25,6 +31,8 @@ class RedisProtocol:
     def connectionLost(self, why: Any) -> None: ...
     def whenConnected(self) -> Deferred[Any]: ...
     def execute_command(self, *args: Any, **kwargs: Any) -> Deferred[Any]: ...
+    def auth(self, password: str, username: str | None = ...) -> Deferred[Any]: ...
+    def select(self, index: int) -> Deferred[Any]: ...
 
 class SubscriberProtocol(RedisProtocol):
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None: ...
@@ -34,8 +42,24 @@ class SubscriberProtocol(RedisProtocol):
 class RedisFactory(Factory):
     protocol: Any
     charset: str | None
+    password: str | None
     initialDelay: float
     maxDelay: float
+    stopped: bool
+    handler: ConnectionHandler
+    def __init__(
+        self,
+        uuid: str,
+        dbid: int | None,
+        poolsize: int,
+        isLazy: bool = ...,
+        handler: Any = ...,
+        charset: str | None = ...,
+        password: str | None = ...,
+        replyTimeout: float | None = ...,
+        convertNumbers: bool = ...,
+        username: str | None = ...,
+    ) -> None: ...
     def startConnecting(self, endpoint: Any) -> None: ...
     def disconnect(self) -> Deferred[Any]: ...
     def stopTrying(self) -> Deferred[Any]: ...

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from goim.connect.table import ConnectionTable
 from goim.distributed.presence import RedisPresence
-from goim.distributed.redis import Keys, RedisURL
+from goim.distributed.redis import Keys, RedisURL, RetryingHandshake
 from goim.logs import goim_observer
 from goim.pb import goim_pb2, internal_pb2
 from goim.protocols.changes import audience
@@ -70,7 +70,7 @@ def apply_event(table: ConnectionTable, payload: bytes) -> None:
             )
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):
+class _SubscriberProtocol(RetryingHandshake, txredisapi.SubscriberProtocol):
     def connectionMade(self) -> Deferred[Any]:
         d = super().connectionMade()
         self.whenConnected().addCallback(lambda _: self.factory.subscriber._connected(self))
@@ -108,6 +108,7 @@ class NodeSubscriber:
         """Connect and subscribe (and keep doing so)."""
         factory = txredisapi.SubscriberFactory()
         factory.charset = None  # payloads are protobuf bytes
+        factory.password = self.url.password
         factory.protocol = _SubscriberProtocol
         factory.initialDelay = 0.2
         factory.maxDelay = 5

@@ -3,6 +3,8 @@
 from typing import Any
 
 import txredisapi
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from goim.logs import goim_observer
@@ -36,6 +38,51 @@ class Keys:
         return f"{self.prefix}node:{node}"
 
 
+class RetryingHandshake(txredisapi.RedisProtocol):
+    """txredisapi's connection handshake (AUTH, then SELECT), minus its give-up.
+
+    txredisapi stops a whole pool from ever reconnecting when one new
+    connection's handshake fails, even when that connection was only lost
+    during it: Redis restarting at that moment, or the pool being closed while
+    it connects (and it then leaves an unhandled error behind). Here a failed
+    handshake closes that one connection and nothing else. Its pool slot
+    reconnects with backoff, counting a connection lost before it was usable as
+    a failed attempt, so a Redis that comes back is used again, and a wrong
+    password is logged at each attempt until it is fixed.
+    """
+
+    def connectionMade(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._handshake())
+
+    async def _handshake(self) -> None:
+        try:
+            if self.password is not None:
+                _raise_error_reply(await self.auth(self.password, self.username))
+            if self.dbid is not None:
+                _raise_error_reply(await self.select(self.dbid))
+        except Exception as e:
+            if not self.factory.stopped:
+                peer = self.transport.getPeer()
+                log.warn(
+                    "Redis at {host}:{port}: connection handshake failed, reconnecting: {error}",
+                    host=peer.host,
+                    port=peer.port,
+                    error=str(e),
+                )
+            self.transport.loseConnection()
+            return
+        self.connected = 1
+        self._ready = True
+        waiting, self._waiting_for_connect = self._waiting_for_connect, []
+        for d in waiting:
+            d.callback(self)
+
+
+def _raise_error_reply(reply: Any) -> None:
+    if isinstance(reply, txredisapi.ResponseError):
+        raise reply
+
+
 class RedisUnavailable(Exception):
     """A Redis command failed or timed out."""
 
@@ -55,18 +102,20 @@ class Redis:
         self._timeout = timeout
         self._metrics = metrics
         self._down = False
-        self._conn = txredisapi.lazyConnectionPool(
-            host=url.host,
-            port=url.port,
-            dbid=url.db,
-            poolsize=poolsize,
-            reconnect=True,
+        factory = txredisapi.RedisFactory(
+            f"{url.host}:{url.port}",
+            # a new connection is on database 0 already: no SELECT to wait for
+            url.db or None,
+            poolsize,
+            isLazy=True,
             password=url.password,
-            connectTimeout=timeout,
             replyTimeout=timeout,
             # node ids such as "01" must come back as the strings they are
             convertNumbers=False,
         )
+        factory.protocol = RetryingHandshake
+        factory.startConnecting(endpoints.HostnameEndpoint(clock, url.host, url.port, timeout=timeout))
+        self._conn = factory.handler
 
     async def call(self, command: str, *args: Any) -> Any:
         """Run one command, e.g. ``await redis.call("hget", key, field)``.

@@ -26,7 +26,7 @@ from goim.protocols.codec import encode_item
 from goim.types import KIND_READ, copies_of
 from goim.types import SignInResult, StoredMessage, connection_id
 from tests.protocols.fakes import FakeLogic, frame, frames_of, make_message
-from tests.support.redis import RedisTestMixin, wait_until
+from tests.support.redis import RedisTestMixin, ScriptedRedis, wait_until
 from tests.support.server import free_port
 
 
@@ -478,6 +478,26 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         self.addCleanup(subscriber.stop)
         await wait_until(lambda: subscriber.subscribed, "the subscription")
         return node, presence, subscriber
+
+    async def test_signs_in_with_the_password_and_retries_a_refusal(self) -> None:
+        """The subscription authenticates with the URL's password; a refused AUTH is retried, not given up."""
+
+        def script(n: int, command: list[bytes]) -> bytes | None:
+            if command[0] == b"AUTH":
+                return b"-WRONGPASS invalid password\r\n" if n == 0 else b"+OK\r\n"
+            channel = command[1]
+            return b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(channel), channel)
+
+        server, port = await ScriptedRedis.listen(self, script)
+        redis, keys = self.open_redis()
+        node = Node(FakeLogic())
+        url = RedisURL("127.0.0.1", port, password="s3cret")
+        subscriber = NodeSubscriber(url, keys, "c1", node.table, RedisPresence(redis, keys), reactor)
+        subscriber.start()
+        self.addCleanup(subscriber.stop)
+        await wait_until(lambda: subscriber.subscribed, "the subscription")
+        self.assertEqual(server.names(0), [b"AUTH"])
+        self.assertEqual([c for n, c in server.commands if n == 1], [[b"AUTH", b"s3cret"], [b"SUBSCRIBE", keys.channel("c1").encode()]])
 
     async def test_published_deliveries_reach_connections(self) -> None:
         """An event RedisDelivery publishes on the node's channel is pushed to its connection."""

@@ -1,10 +1,13 @@
 """goim.distributed.redis: URL parsing and key names (pure), and the command wrapper."""
 
+import gc
+
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.distributed.redis import Keys, Redis, RedisUnavailable, RedisURL, RedisURLError
-from tests.support.redis import RedisTestMixin
+from tests.support.redis import RedisTestMixin, Script, ScriptedRedis, wait_until
 from tests.support.server import free_port
 
 
@@ -80,3 +83,62 @@ class RedisCallTests(RedisTestMixin, TestCase):
         self.addCleanup(redis.close)
         with self.assertRaises(RedisUnavailable):
             await redis.call("get", "goimtest:nothing")
+
+
+class HandshakeTests(TestCase):
+    """txredisapi's handshake (AUTH, SELECT) against a scripted server: a failure never stops reconnecting."""
+
+    async def serve(self, script: Script) -> tuple[ScriptedRedis, int]:
+        return await ScriptedRedis.listen(self, script)
+
+    def pool(self, url: RedisURL) -> Redis:
+        redis = Redis(url, reactor, timeout=5.0, poolsize=1)
+        self.addCleanup(redis.close)
+        return redis
+
+    async def test_connection_lost_during_select_is_retried(self) -> None:
+        """The first connection is lost waiting for SELECT's reply; the pool connects again and serves commands."""
+
+        def script(n: int, command: list[bytes]) -> bytes | None:
+            if command[0] == b"SELECT":
+                return None if n == 0 else b"+OK\r\n"
+            return b"+PONG\r\n"
+
+        server, port = await self.serve(script)
+        redis = self.pool(RedisURL("127.0.0.1", port, db=3))
+        self.assertEqual(await redis.call("ping"), "PONG")
+        self.assertEqual(server.names(0), [b"SELECT"])
+        self.assertEqual(server.names(1), [b"SELECT", b"PING"])
+        self.assertIn([b"SELECT", b"3"], [c for _, c in server.commands])
+
+    async def test_refused_password_is_retried(self) -> None:
+        """An error reply to AUTH closes that connection only; once Redis takes the password, commands run."""
+
+        def script(n: int, command: list[bytes]) -> bytes | None:
+            if command[0] == b"AUTH":
+                return b"-WRONGPASS invalid password\r\n" if n == 0 else b"+OK\r\n"
+            return b"+PONG\r\n"
+
+        server, port = await self.serve(script)
+        redis = self.pool(RedisURL("127.0.0.1", port, password="s3cret"))
+        self.assertEqual(await redis.call("ping"), "PONG")
+        self.assertEqual([server.names(0), server.names(1)], [[b"AUTH"], [b"AUTH", b"PING"]])
+
+    async def test_database_zero_needs_no_select(self) -> None:
+        """A new connection is on database 0 already: the first command is the caller's own."""
+        server, port = await self.serve(lambda n, command: b"+PONG\r\n")
+        redis = self.pool(RedisURL("127.0.0.1", port))
+        self.assertEqual(await redis.call("ping"), "PONG")
+        self.assertEqual(server.names(0), [b"PING"])
+
+    async def test_closing_during_the_handshake_is_quiet(self) -> None:
+        """A pool closed while a connection waits for SELECT stops, and leaves no unhandled error behind."""
+        server, port = await self.serve(lambda n, command: b"")  # never answers
+        redis = Redis(RedisURL("127.0.0.1", port, db=1), reactor, timeout=5.0, poolsize=2)
+        await wait_until(lambda: len(server.commands) == 2, "both connections sent SELECT")
+        await redis.close()
+        # an unhandled failure is logged when its Deferred is collected: trial fails the test on it
+        del redis
+        await deferLater(reactor, 0)
+        gc.collect()
+        self.assertEqual(len(server.connections), 2)

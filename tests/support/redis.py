@@ -8,10 +8,11 @@ every key under that prefix is deleted when the test ends.
 
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import txredisapi
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints, protocol, reactor
 
 from goim.distributed.redis import Keys, Redis, RedisURL
 
@@ -108,3 +109,62 @@ class RedisTestMixin:
         await recorder.subscribe(*channels)
         return recorder
 
+
+#: how a scripted server answers: (connection number from 0, command) → reply, or None to hang up
+Script = Callable[[int, list[bytes]], bytes | None]
+
+
+class _ScriptedConnection(protocol.Protocol):
+    """Reads RESP commands and answers them as the factory's script says."""
+
+    factory: "ScriptedRedis"
+
+    def connectionMade(self) -> None:
+        self.number = len(self.factory.connections)
+        self.factory.connections.append(self)
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while (command := self._command()) is not None:
+            self.factory.commands.append((self.number, command))
+            reply = self.factory.script(self.number, command)
+            if reply is None:
+                self.transport.loseConnection()
+                return
+            self.transport.write(reply)
+
+    def _command(self) -> list[bytes] | None:
+        # "*<n>\r\n" then n times "$<length>\r\n<bytes>\r\n", as clients send them
+        lines = self.buffer.split(b"\r\n")
+        if len(lines) < 2 or not lines[0].startswith(b"*"):
+            return None
+        count = int(lines[0][1:])
+        if len(lines) < 2 + 2 * count:
+            return None
+        args = lines[2 : 2 + 2 * count : 2]
+        self.buffer = b"\r\n".join(lines[1 + 2 * count :])
+        return [a.upper() if i == 0 else a for i, a in enumerate(args)]
+
+
+class ScriptedRedis(protocol.Factory):
+    """A stand-in Redis on a real port that answers as a script says (for handshakes and failures)."""
+
+    protocol = _ScriptedConnection
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections: list[_ScriptedConnection] = []
+        self.commands: list[tuple[int, list[bytes]]] = []
+
+    @classmethod
+    async def listen(cls, test: Any, script: Script) -> tuple["ScriptedRedis", int]:
+        """Listen on 127.0.0.1 until ``test`` ends; returns the server and its port."""
+        factory = cls(script)
+        port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        test.addCleanup(port.stopListening)
+        return factory, port.getHost().port
+
+    def names(self, connection: int) -> list[bytes]:
+        """The commands connection number ``connection`` sent, by name."""
+        return [c[0] for n, c in self.commands if n == connection]
