@@ -81,6 +81,31 @@ class Dialect:
             [(v, k, v) for k, v in sorted(values.items())],
         )
 
+    def select_keys(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        """A SELECT of ``columns`` from the rows of ``table`` whose ``key`` columns hold one of ``keys``.
+
+        For a batch's lookups by a composite key: ``keys`` holds one distinct
+        tuple of values per row wanted, at least one. Here the keys are grouped by
+        all but their last column, one ``(a = ? AND b IN (...))`` term per group,
+        which MySQL 8 and MariaDB read as one index range per key.
+
+        Returns:
+            The statement (``?`` placeholders) and its arguments.
+        """
+        *prefix, last = [_identifier(column) for column in key]
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for k in keys:
+            groups.setdefault(tuple(k[:-1]), []).append(k[-1])
+        equal = "".join(f"{column} = ? AND " for column in prefix)
+        terms = []
+        args: list[Any] = []
+        for values, lasts in groups.items():
+            terms.append(f"({equal}{last} IN ({_marks(len(lasts))}))")
+            args += [*values, *lasts]
+        return f"SELECT {_columns(columns)} FROM {_identifier(table)} WHERE {' OR '.join(terms)}", args
+
     def is_retryable(self, error: BaseException) -> bool:
         """True for errors after which the whole transaction may be run again."""
         raise NotImplementedError
@@ -135,6 +160,21 @@ class SQLiteDialect(Dialect):
         return (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))})"
             f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+        )
+
+    def select_keys(
+        self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        # The grouped OR took SQLite 4-6 ms for a batch's 500 send keys (and it
+        # refuses more than 999 terms), a row-value IN list scans the table; this
+        # join of a VALUES list probes the key once per row: 0.45 ms
+        names = [f"_k{i}" for i in range(len(key))]
+        on = " AND ".join(f"{_identifier(column)} = {name}" for column, name in zip(key, names))
+        row = f"({_marks(len(key))})"
+        return (
+            f"WITH _keys ({', '.join(names)}) AS (VALUES {', '.join([row] * len(keys))})"
+            f" SELECT {_columns(columns)} FROM _keys JOIN {_identifier(table)} ON {on}",
+            [value for k in keys for value in k],
         )
 
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
@@ -284,6 +324,10 @@ def _identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"not a plain SQL identifier: {name!r}")
     return name
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join(_identifier(name) for name in names)
 
 
 def _marks(n: int) -> str:

@@ -268,33 +268,18 @@ def _synced(r: Sequence[Any]) -> StoredMessage:
 
 def _stored_sends_txn(txn: Txn, keys: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[int, int]]:
     """``{(device_id, epoch, send_sequence): (message_id, sender_seq)}`` already stored."""
-    by_device: dict[tuple[int, int], set[int]] = {}
-    for device_id, epoch, send_sequence in keys:
-        by_device.setdefault((device_id, epoch), set()).add(send_sequence)
-    clauses = []
-    args: list[int] = []
-    for (device_id, epoch), sequences in sorted(by_device.items()):
-        ordered = sorted(sequences)
-        clauses.append(f"(device_id = ? AND epoch = ? AND send_sequence IN {in_clause(ordered)})")
-        args.extend([device_id, epoch, *ordered])
-    rows = txn.query(
-        "SELECT device_id, epoch, send_sequence, message_id, sender_seq FROM sends WHERE " + " OR ".join(clauses),
-        args,
-    )
-    return {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+    key = ("device_id", "epoch", "send_sequence")
+    sql, args = txn.dialect.select_keys("sends", [*key, "message_id", "sender_seq"], key, sorted(set(keys)))
+    return {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in txn.query(sql, args)}
 
 
 def _facts_txn(txn: Txn, requests: Sequence[SendRequest]) -> BatchFacts:
     facts = BatchFacts()
-    senders = sorted({r.user_id for r in requests if r.receiver_type == RECEIVER_USER})
-    receivers = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_USER})
-    if senders:
-        rows = txn.query(
-            f"SELECT user_id, friend_id FROM friends WHERE user_id IN {in_clause(senders)}"
-            f" AND friend_id IN {in_clause(receivers)}",
-            [*senders, *receivers],
-        )
-        facts.friendships = {(int(r[0]), int(r[1])) for r in rows}
+    pairs = sorted({(r.user_id, r.receiver_id) for r in requests if r.receiver_type == RECEIVER_USER})
+    if pairs:
+        key = ("user_id", "friend_id")
+        sql, args = txn.dialect.select_keys("friends", key, key, pairs)
+        facts.friendships = {(int(r[0]), int(r[1])) for r in txn.query(sql, args)}
     groups = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_GROUP})
     if groups:
         facts.members = {g: [] for g in groups}

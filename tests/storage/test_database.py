@@ -405,6 +405,20 @@ class DatabaseTests(_Base):
         self.assertEqual({r[1]: r[4] for r in self.rows(db)}, {k: 10 if k % 3 != 2 else 10 + k for k in keys})
         self.assertEqual(len(self.rows(db)), len(keys))
 
+    def test_select_keys_finds_exactly_the_rows_of_the_keys(self) -> None:
+        """select_keys returns each row whose composite key is listed, once, and no other; for one key and for 1,700."""
+        db, dialect = self.dialect_table()
+        rows = [(k, f"r{k}", k % 7) for k in range(1, 801)]
+        self.run_txn(db, lambda t: t.executemany("INSERT INTO t (k, name, n) VALUES (?, ?, ?)", rows))
+        # keys that match, keys whose second column differs, keys of no row at all
+        many = [(k, k % 7) for k in range(1, 801, 2)]
+        many += [(k, k % 7 + 1) for k in range(2, 400, 2)] + [(k, 0) for k in range(900, 2000)]
+        for keys in [[(5, 5)], [(5, 4)], many]:
+            sql, args = dialect.select_keys("t", ["k", "name"], ["k", "n"], keys)
+            found = self.run_txn(db, lambda t: t.query(sql, args))
+            expected = sorted((k, f"r{k}") for k, n in keys if 1 <= k <= 800 and n == k % 7)
+            self.assertEqual(sorted((int(k), name) for k, name in found), expected)
+
     def test_table_options_make_tables_transactional(self) -> None:
         """A table made with {table_options} takes part in transactions: a failed one leaves no row (InnoDB, not MyISAM)."""
         db, _ = self.dialect_table()
