@@ -497,7 +497,8 @@ class NodeSubscriberTests(RedisTestMixin, TestCase):
         self.addCleanup(subscriber.stop)
         await wait_until(lambda: subscriber.subscribed, "the subscription")
         self.assertEqual(server.names(0), [b"AUTH"])
-        self.assertEqual([c for n, c in server.commands if n == 1], [[b"AUTH", b"s3cret"], [b"SUBSCRIBE", keys.channel("c1").encode()]])
+        second = [c for n, c in server.commands if n == 1]
+        self.assertEqual(second, [[b"AUTH", b"s3cret"], [b"SUBSCRIBE", keys.channel("c1").encode()]])
 
     async def test_published_deliveries_reach_connections(self) -> None:
         """An event RedisDelivery publishes on the node's channel is pushed to its connection."""

@@ -7,7 +7,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.distributed.redis import Keys, Redis, RedisUnavailable, RedisURL, RedisURLError
-from tests.support.redis import RedisTestMixin, Script, ScriptedRedis, wait_until
+from tests.support.redis import RedisTestMixin, ScriptedRedis, wait_until
 from tests.support.server import free_port
 
 
@@ -88,9 +88,6 @@ class RedisCallTests(RedisTestMixin, TestCase):
 class HandshakeTests(TestCase):
     """txredisapi's handshake (AUTH, SELECT) against a scripted server: a failure never stops reconnecting."""
 
-    async def serve(self, script: Script) -> tuple[ScriptedRedis, int]:
-        return await ScriptedRedis.listen(self, script)
-
     def pool(self, url: RedisURL) -> Redis:
         redis = Redis(url, reactor, timeout=5.0, poolsize=1)
         self.addCleanup(redis.close)
@@ -104,7 +101,7 @@ class HandshakeTests(TestCase):
                 return None if n == 0 else b"+OK\r\n"
             return b"+PONG\r\n"
 
-        server, port = await self.serve(script)
+        server, port = await ScriptedRedis.listen(self, script)
         redis = self.pool(RedisURL("127.0.0.1", port, db=3))
         self.assertEqual(await redis.call("ping"), "PONG")
         self.assertEqual(server.names(0), [b"SELECT"])
@@ -119,21 +116,21 @@ class HandshakeTests(TestCase):
                 return b"-WRONGPASS invalid password\r\n" if n == 0 else b"+OK\r\n"
             return b"+PONG\r\n"
 
-        server, port = await self.serve(script)
+        server, port = await ScriptedRedis.listen(self, script)
         redis = self.pool(RedisURL("127.0.0.1", port, password="s3cret"))
         self.assertEqual(await redis.call("ping"), "PONG")
         self.assertEqual([server.names(0), server.names(1)], [[b"AUTH"], [b"AUTH", b"PING"]])
 
     async def test_database_zero_needs_no_select(self) -> None:
         """A new connection is on database 0 already: the first command is the caller's own."""
-        server, port = await self.serve(lambda n, command: b"+PONG\r\n")
+        server, port = await ScriptedRedis.listen(self, lambda n, command: b"+PONG\r\n")
         redis = self.pool(RedisURL("127.0.0.1", port))
         self.assertEqual(await redis.call("ping"), "PONG")
         self.assertEqual(server.names(0), [b"PING"])
 
     async def test_closing_during_the_handshake_is_quiet(self) -> None:
         """A pool closed while a connection waits for SELECT stops, and leaves no unhandled error behind."""
-        server, port = await self.serve(lambda n, command: b"")  # never answers
+        server, port = await ScriptedRedis.listen(self, lambda n, command: b"")  # never answers
         redis = Redis(RedisURL("127.0.0.1", port, db=1), reactor, timeout=5.0, poolsize=2)
         await wait_until(lambda: len(server.commands) == 2, "both connections sent SELECT")
         await redis.close()
