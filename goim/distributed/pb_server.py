@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any, Callable, TypeVar, cast
 
 from twisted.cred import checkers, credentials, error, portal
-from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer  # type: ignore[import-untyped]
@@ -132,10 +132,9 @@ class ConnectNodePerspective(pb.Avatar):
         conn = _conn(conn, self.node)
         device_id = _int(device_id, "device_id", minimum=1)
         user_id = _int(user_id, "user_id", minimum=1)
-        trusted = self._trusted.get(conn)
-        if trusted is not None and trusted[:2] == (device_id, user_id):
-            self._trusted.move_to_end(conn)
-            return conn, device_id, user_id, trusted[2]
+        epoch = self._trusted_epoch(conn, device_id, user_id)
+        if epoch is not None:
+            return conn, device_id, user_id, epoch
         # signed in while another logic node served it
         entry = await self.presence.entry(device_id=device_id, user_id=user_id)
         if entry is not None and entry.conn == conn:
@@ -150,6 +149,15 @@ class ConnectNodePerspective(pb.Avatar):
             conn=conn,
         )
         raise NotSignedInHere(f"device {device_id} is not signed in on connection {conn}")
+
+    def _trusted_epoch(self, conn: str, device_id: int, user_id: int) -> int | None:
+        """The epoch of a connection known to be signed in through this node as this
+        device of this user; None when presence must be asked."""
+        trusted = self._trusted.get(conn)
+        if trusted is None or trusted[0] != device_id or trusted[1] != user_id:
+            return None
+        self._trusted.move_to_end(conn)
+        return trusted[2]
 
     def _trust(self, conn: str, device_id: int, user_id: int, epoch: int) -> None:
         older = self._trusted_conn.get(device_id)
@@ -279,28 +287,30 @@ class ConnectNodePerspective(pb.Avatar):
         connection that presence does not name fails only its own sends, with code 1.
         """
         # checked and queued in batch order: the writer stores in queue order, so a
-        # connection's sends are stored in the order it read them
-        sends: list[Deferred[SendResult] | None] = []
+        # connection's sends are stored in the order it read them. A known connection
+        # is checked without a coroutine and its send queued without one: this loop
+        # is most of a logic node's work per send.
+        sends: list[Deferred[Any]] = []
         for message, conn, device_id, user_id in parsed:
-            try:
-                if conn is None:
-                    raise NotSignedInHere("not a connection of this node")
-                _, _, _, epoch = await self._check(conn, device_id, user_id)
-            except NotSignedInHere:
-                sends.append(None)
-                continue
-            request = send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)
-            sends.append(Deferred.fromCoroutine(self.logic.send(request)))
-        results: list[SendResult | None] = []
-        for d in sends:
-            if d is None:
-                results.append(None)
+            epoch = None if conn is None else self._trusted_epoch(conn, device_id, user_id)
+            if epoch is None and conn is not None:
+                try:
+                    _, _, _, epoch = await self._check(conn, device_id, user_id)
+                except NotSignedInHere:
+                    pass
+            if epoch is None:
+                sends.append(succeed(None))
                 continue
             try:
-                results.append(await d)
+                sends.append(self.logic.submit(send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)))
             except Exception:
-                log.failure("send failed")
-                results.append(None)
+                sends.append(fail())
+        results: list[SendResult | None] = []
+        for ok, value in await DeferredList(sends, consumeErrors=True):
+            if not ok:
+                log.failure("send failed", value)
+                value = None
+            results.append(value)
         return results
 
     def perspective_sync_page(

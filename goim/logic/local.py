@@ -1,5 +1,6 @@
 """The logic port served in-process: what the standalone server's connections call."""
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from goim.logic.accounts import AccountService
@@ -64,7 +65,12 @@ class InProcessLogic:
 
     async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
         """Store and ACK one message (in call order: the writer's queue keeps it)."""
-        return await self.messages.send(request)
+        return await self.messages.submit(request)
+
+    def submit(self, request: SendRequest) -> "Deferred[SendResult]":
+        """``send`` without a coroutine: queued when this returns (a batch of sends
+        is queued in a loop, each answered by its Deferred)."""
+        return self.messages.submit(request)
 
     async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str = "") -> SyncPage:
         """One page of the user's messages after ``after_seq``."""

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
 from goim.batching import Batcher, FairQueue, FifoQueue, shared
@@ -276,11 +276,17 @@ class MessageService:
         answered with code 5 and ``retry_after_ms`` and stores nothing. The sends
         of one sender are stored in the order this method is called.
         """
+        return await self.submit(request, sender_type=sender_type)
+
+    def submit(self, request: SendRequest, *, sender_type: int = SENDER_USER) -> "Deferred[SendResult]":
+        """:meth:`send` without a coroutine: the send is queued when this returns,
+        and the Deferred fires with its ACK (for callers that queue many sends at
+        once, such as a logic node taking a connect node's batch)."""
         code = self.validate(request)
         if code != SEND_OK:
             if self.metrics is not None:
                 self.metrics.sends.labels(str(code)).inc()
-            return SendResult(code)
+            return succeed(SendResult(code))
         waiter: Deferred[SendResult] = Deferred()
         key = (request.device_id, request.epoch, request.send_sequence)
         queued = self._pending.get(key)
@@ -290,7 +296,7 @@ class MessageService:
             queued = _Queued(request, sender_type, [waiter])
             self._pending[key] = queued
             self._admit(queued)
-        return await waiter
+        return waiter
 
     # --- admission --------------------------------------------------------------------
 
