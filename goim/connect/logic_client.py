@@ -8,8 +8,7 @@ one batch per client connection at a time (per-sender order).
 """
 
 import random
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
@@ -21,6 +20,7 @@ from twisted.spread import pb
 
 from goim.batching import Batcher, FifoQueue, shared
 from goim.clock import Clock as ReactorClock
+from goim.clock import DelayedCall
 from goim.logs import goim_observer
 from goim.pb import goim_pb2
 from goim.protocols.batch import BatchedAck, MalformedBatchError, decode_send_results, encode_ack_batch, encode_send_batch
@@ -179,13 +179,15 @@ class PBLogicClient:
         self._send_deadline = send_deadline
         self._max_batch = max_batch
         self._next = 0
-        batch_clock = ReactorClock(reactor)
-        # per connection: one batch in flight, its later sends queued behind it
-        self._sends: Batcher[str, SendRequest, SendResult] = Batcher(
-            "send batch", batch_clock, self._send_batch, queue=lambda: FifoQueue(max_batch), delay=0
-        )
-        # per reactor turn: the batches of every connection share remote calls
-        self._calls: Batcher[None, _Part, _Answer] = Batcher("send call", batch_clock, self._dispatch, delay=0)
+        batch_clock = self._batch_clock = ReactorClock(reactor)
+        # per connection: its sends not yet in a remote call, in order; a connection
+        # with a batch in flight is in _in_flight, one with sends waiting for the
+        # next call (and none in flight) is in _ready
+        self._queued: dict[str, deque[tuple[SendRequest, Deferred[SendResult]]]] = {}
+        self._in_flight: set[str] = set()
+        self._ready: dict[str, None] = {}
+        self._dispatching: DelayedCall | None = None
+        self._drained: list[Deferred[None]] = []
         # the acks of one reactor turn travel in one remote call, one call at a time
         self._acks: Batcher[None, BatchedAck, None] = Batcher(
             "ack call", batch_clock, self._ack_call, queue=lambda: FifoQueue(MAX_ACK_BATCH), delay=0
@@ -304,63 +306,84 @@ class PBLogicClient:
     async def send(self, request: SendRequest, *, conn: str) -> SendResult:
         if conn in self._broken:
             raise SendOutcomeUnknown(f"an earlier send of connection {conn} has no known outcome")
-        return await self._sends.add(request, key=conn)
+        answer: Deferred[SendResult] = Deferred()
+        queue = self._queued.get(conn)
+        if queue is None:
+            queue = self._queued[conn] = deque()
+        queue.append((request, answer))
+        if conn not in self._in_flight:
+            self._make_ready(conn)
+        return await answer
 
     async def drain(self) -> None:
         """Wait until every send and ack taken so far is answered (or has failed)."""
-        await self._sends.drain()
+        while self._queued or self._in_flight:
+            waiter: Deferred[None] = Deferred()
+            self._drained.append(waiter)
+            await waiter
         await self._acks.drain()
 
-    async def _send_batch(self, conn: str, requests: list[SendRequest]) -> list[SendResult]:
-        """One batch of one connection: it shares a remote call with other
-        connections' batches of the same reactor turn."""
-        if conn in self._broken:
-            # an earlier batch of this connection has no known outcome
-            raise SendOutcomeUnknown("an earlier send of this connection has no known outcome")
-        answer = await self._calls.add(_Part(conn, requests), key=None)
-        try:
-            return await answer.results
-        except _Unanswered:
-            self._break(conn)
-            raise SendOutcomeUnknown("no logic node answered") from None
+    def _make_ready(self, conn: str) -> None:
+        """The connection's queued sends go in the remote call at the end of this turn."""
+        self._ready[conn] = None
+        if self._dispatching is None:
+            self._dispatching = self._batch_clock.call_later(0, self._dispatch)
 
-    async def _dispatch(self, _: None, parts: list["_Part"]) -> list["_Answer"]:
-        """Start the remote calls of one turn's batches, ``max_batch`` sends per call
-        at most; a connection's batch is never split between two calls."""
-        answers = [_Answer(Deferred()) for _ in parts]
-        call: list[tuple[_Part, _Answer]] = []
+    def _dispatch(self) -> None:
+        """Start the remote calls of one turn: every ready connection's queued sends
+        (``max_batch`` of them at most) as its batch, ``max_batch`` sends per call at
+        most; a connection's batch is never split between two calls.
+
+        Plain callbacks and one coroutine per call, not per send: on a connect node
+        this is most of the work of a send.
+        """
+        self._dispatching = None
+        ready, self._ready = self._ready, {}
+        call: list[tuple[str, list[tuple[SendRequest, Deferred[SendResult]]]]] = []
         size = 0
-        for part, answer in zip(parts, answers):
-            if call and size + len(part.requests) > self._max_batch:
+        for conn in ready:
+            queue = self._queued.get(conn)
+            if not queue:
+                continue
+            if conn in self._broken:
+                # an earlier batch of this connection has no known outcome
+                del self._queued[conn]
+                for _, answer in queue:
+                    answer.errback(SendOutcomeUnknown("an earlier send of this connection has no known outcome"))
+                continue
+            count = min(len(queue), self._max_batch)
+            part = [queue.popleft() for _ in range(count)]
+            if not queue:
+                del self._queued[conn]
+            if call and size + count > self._max_batch:
                 run_in_background(self._send_call(call), "send call")
                 call, size = [], 0
-            call.append((part, answer))
-            size += len(part.requests)
+            call.append((conn, part))
+            size += count
+            self._in_flight.add(conn)
         if call:
             run_in_background(self._send_call(call), "send call")
-        return answers
+        self._notify_drained()
 
-    async def _send_call(self, call: list[tuple["_Part", "_Answer"]]) -> None:
-        """One remote send call; every batch in it gets its slice of the answer.
+    async def _send_call(self, call: list[tuple[str, list[tuple[SendRequest, "Deferred[SendResult]"]]]]) -> None:
+        """One remote send call; every send in it gets its result from the answer.
 
         The batch goes as the bytes of one ``SendBatch`` and comes back as one
         ``SendResults`` (``goim.protocols.batch``): Banana is fast for one bytes
         object and slow for nested tuples.
         """
-        payload = encode_send_batch([(part.conn, r) for part, _ in call for r in part.requests])
-        count = sum(len(part.requests) for part, _ in call)
+        payload = encode_send_batch([(conn, request) for conn, part in call for request, _ in part])
+        count = sum(len(part) for _, part in call)
+        results: list[SendResult] | None = None
         try:
             answered = await self._call("send_batch", payload, send=True)
-        except _Unanswered as e:
+        except _Unanswered:
             log.error(
                 "a batch of {count} sends got no answer from any logic node: closing {conns} connections "
                 "(their clients send again after reconnecting)",
                 count=count,
                 conns=len(call),
             )
-            for _, answer in call:
-                answer.results.errback(e)
-            return
         except Exception as e:
             # nothing was stored: no node was reachable, or the node refused the call
             log.warn("a batch of {count} sends failed: {error!r}", count=count, error=e)
@@ -375,14 +398,29 @@ class PBLogicClient:
             except MalformedBatchError as e:
                 # the node took the batch: what it stored is unknown
                 log.error("a batch of {count} sends got a malformed answer: {error}", count=count, error=str(e))
-                for _, answer in call:
-                    answer.results.errback(_Unanswered("send_batch"))
-                return
-        start = 0
-        for part, answer in call:
-            end = start + len(part.requests)
-            answer.results.callback(results[start:end])
-            start = end
+                results = None
+        at = 0
+        for conn, part in call:
+            self._in_flight.discard(conn)
+            if results is None:
+                # the connection's later sends must not go out: they could be stored
+                # before this batch, if it was stored at all
+                self._break(conn)
+                for _, answer in part:
+                    answer.errback(SendOutcomeUnknown("no logic node answered"))
+            else:
+                for (_, answer), result in zip(part, results[at : at + len(part)]):
+                    answer.callback(result)
+                at += len(part)
+            if conn in self._queued and conn not in self._in_flight:
+                self._make_ready(conn)
+        self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        if not self._queued and not self._in_flight and self._drained:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
 
     def _break(self, conn: str) -> None:
         """Refuse the connection's later sends (its queued ones fail as their batch comes up)."""
@@ -424,22 +462,6 @@ class PBLogicClient:
             raise TypeError("change answered something other than (code, message, read_seq)")
         code, message, read_seq = answer
         return ChangeResult(int(code), str(message), int(read_seq))
-
-
-@dataclass
-class _Part:
-    """The sends of one connection's batch, on their way into a remote call."""
-
-    conn: str
-    requests: list[SendRequest]
-
-
-@dataclass
-class _Answer:
-    """Where a batch's results arrive once its remote call is answered (a holder:
-    a Deferred cannot be the result of another)."""
-
-    results: "Deferred[list[SendResult]]"
 
 
 class _Unanswered(Exception):
