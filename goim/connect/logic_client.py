@@ -372,10 +372,10 @@ class PBLogicClient:
         ``SendResults`` (``goim.protocols.batch``): Banana is fast for one bytes
         object and slow for nested tuples.
         """
-        payload = encode_send_batch([(conn, request) for conn, part in call for request, _ in part])
         count = sum(len(part) for _, part in call)
         results: list[SendResult] | None = None
         try:
+            payload = encode_send_batch([(conn, request) for conn, part in call for request, _ in part])
             answered = await self._call("send_batch", payload, send=True)
         except _Unanswered:
             log.error(
@@ -385,7 +385,8 @@ class PBLogicClient:
                 conns=len(call),
             )
         except Exception as e:
-            # nothing was stored: no node was reachable, or the node refused the call
+            # nothing was stored: the batch could not be encoded, no node was reachable,
+            # or the node refused the call
             log.warn("a batch of {count} sends failed: {error!r}", count=count, error=e)
             results = [SendResult(SEND_INTERNAL_ERROR)] * count
         else:

@@ -65,7 +65,7 @@ class InProcessLogic:
 
     async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
         """Store and ACK one message (in call order: the writer's queue keeps it)."""
-        return await self.messages.submit(request)
+        return await self.submit(request)
 
     def submit(self, request: SendRequest) -> "Deferred[SendResult]":
         """``send`` without a coroutine: queued when this returns (a batch of sends

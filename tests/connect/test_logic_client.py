@@ -336,6 +336,21 @@ class PBLogicClientTests(SynchronousTestCase):
         p.answer(1, [(0, 103, 3)])
         self.assertEqual(self.successResultOf(later[0]), SendResult(0, 103, 3))
 
+    def test_batch_that_cannot_be_encoded_answers_each_send_with_code_1(self) -> None:
+        """A batch that fails before it is sent (here a device id protobuf cannot encode) answers each of its sends with code 1 instead of leaving them unanswered, and frees the connections."""
+        client, reactor, [link] = self.client("a")
+        p = link.connect()
+        ds = self.send(client, 1) + self.send(client, 5, conn=B, device_id=2**64, user_id=2)
+        reactor.advance(0)
+        self.assertEqual(p.calls, [])
+        self.assertEqual([self.successResultOf(d) for d in ds], [SendResult(1, 0, 0)] * 2)
+        [later] = self.send(client, 2)
+        reactor.advance(0)
+        self.assertEqual(p.batches(), [[(A, 10, 1, 2)]])
+        p.answer(0, [(0, 102, 2)])
+        self.assertEqual(self.successResultOf(later), SendResult(0, 102, 2))
+        self.assertIsNone(self.successResultOf(Deferred.fromCoroutine(client.drain())))
+
     def test_drain_waits_for_sends_in_flight_and_queued(self) -> None:
         """drain() fires once every send taken so far is answered, a connection's queued later batch included."""
         client, reactor, [link] = self.client("a")
