@@ -54,24 +54,45 @@ class BatchQueue(Protocol[V, R]):
 
 
 class FifoQueue(Generic[V, R]):
-    """Values in the order they were added, at most ``max_batch`` per batch.
+    """Values in the order they were added, at most ``max_batch`` per batch, and
+    with ``cost`` at most ``max_cost`` in all (a single value costlier than that
+    goes alone).
 
     Args:
         max_batch: the most values one batch holds (None: no bound).
+        cost: the cost of a value (e.g. the items a list value holds).
+        max_cost: the most total cost one batch holds (with ``cost``).
     """
 
-    def __init__(self, max_batch: int | None = None) -> None:
+    def __init__(
+        self, max_batch: int | None = None, *, cost: Callable[[V], int] | None = None, max_cost: int = 0
+    ) -> None:
         if max_batch is not None and max_batch <= 0:
             raise ValueError(f"max_batch must be positive, not {max_batch}")
+        if cost is not None and max_cost <= 0:
+            raise ValueError(f"max_cost must be positive, not {max_cost}")
         self.max_batch = max_batch
+        self._cost = cost
+        self.max_cost = max_cost
         self._entries: deque[Entry[V, R]] = deque()
 
     def push(self, entry: Entry[V, R]) -> None:
         self._entries.append(entry)
 
     def take(self) -> list[Entry[V, R]]:
-        n = len(self._entries) if self.max_batch is None else min(self.max_batch, len(self._entries))
-        return [self._entries.popleft() for _ in range(n)]
+        entries = self._entries
+        n = len(entries) if self.max_batch is None else min(self.max_batch, len(entries))
+        if self._cost is None:
+            return [entries.popleft() for _ in range(n)]
+        batch: list[Entry[V, R]] = []
+        total = 0
+        while len(batch) < n:
+            cost = self._cost(entries[0].value)
+            if batch and total + cost > self.max_cost:
+                break
+            batch.append(entries.popleft())
+            total += cost
+        return batch
 
     def __len__(self) -> int:
         return len(self._entries)

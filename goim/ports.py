@@ -52,8 +52,13 @@ class LogicPort(Protocol):
         serves only connections signed in through the asking connect node.
         """
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> None:
-        """Record that ``device_id`` holds every message of its user up to ``seq``."""
+    def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> Deferred[None]:
+        """Record that ``device_id`` holds every message of its user up to ``seq``.
+
+        Queued when this returns; the Deferred fires once the ack is written. A
+        Deferred, not a coroutine: a client acks every push (a group member one per
+        group message), so an ack costs a queued entry and no more.
+        """
 
     async def offline(self, *, device_id: int, user_id: int, conn: str) -> None:
         """Connection ``conn`` of the device closed (a no-op once a newer one took over)."""

@@ -251,6 +251,20 @@ class FairQueueTests(SynchronousTestCase):
         self.assertEqual([e.value for e in queue.take()], [0, 1, 2, 3, 4])
         self.assertRaises(ValueError, FifoQueue, 0)
 
+    def test_fifo_with_a_cost_bound(self) -> None:
+        """With ``cost``, a batch takes values in order while their total cost stays within max_cost
+        (and max_batch); a value costlier than max_cost alone still goes, alone."""
+        queue: FifoQueue[list[int], None] = FifoQueue(3, cost=len, max_cost=4)
+        for value in ([1, 2], [3], [4, 5], [6], [7, 8, 9, 10, 11], [12], [13], [14], [15]):
+            queue.push(_entry(value))
+        self.assertEqual([e.value for e in queue.take()], [[1, 2], [3]])
+        self.assertEqual([e.value for e in queue.take()], [[4, 5], [6]])
+        self.assertEqual([e.value for e in queue.take()], [[7, 8, 9, 10, 11]])
+        self.assertEqual([e.value for e in queue.take()], [[12], [13], [14]], "max_batch still bounds it")
+        self.assertEqual([e.value for e in queue.take()], [[15]])
+        self.assertEqual(queue.take(), [])
+        self.assertRaises(ValueError, FifoQueue, 10, cost=len, max_cost=0)
+
 
 def _entry(value: Any) -> Any:
     from goim.batching import Entry

@@ -435,8 +435,9 @@ class PBLogicClient:
             raise TypeError("sync_page answered something other than bytes")
         return decode_page(payload, user_id)
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> None:
-        await self._acks.add(BatchedAck(conn, device_id, user_id, seq), key=None)
+    def ack(self, *, device_id: int, user_id: int, seq: int, conn: str) -> "Deferred[None]":
+        # a Deferred, no coroutine: a group member acks every push
+        return self._acks.add(BatchedAck(conn, device_id, user_id, seq), key=None)
 
     async def _ack_call(self, _: None, acks: list[BatchedAck]) -> list[None]:
         """One remote call for the acks queued since the last one (a client acks every

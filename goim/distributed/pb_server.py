@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any, Callable, TypeVar, cast
 
 from twisted.cred import checkers, credentials, error, portal
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer  # type: ignore[import-untyped]
@@ -346,22 +346,20 @@ class ConnectNodePerspective(pb.Avatar):
             )
             for a in acks
         ]
-        pending = [
-            Deferred.fromCoroutine(self._checked_ack(conn, device_id, user_id, seq))
-            for conn, device_id, user_id, seq in checked
-            if conn is not None
-        ]
-        try:
-            await gatherResults(pending, consumeErrors=True)
-        except FirstError as e:
-            e.subFailure.raiseException()
-
-    async def _checked_ack(self, conn: str, device_id: int, user_id: int, seq: int) -> None:
-        try:
-            await self._check(conn, device_id, user_id)
-        except NotSignedInHere:
-            return  # logged by _check; the device acks again on the connection it has now
-        await self.logic.ack(device_id=device_id, user_id=user_id, seq=seq)
+        # as in _store: a known connection is checked without a coroutine, and the
+        # batch's acks are queued together (a group member acks every push)
+        known: list[tuple[int, int]] = []
+        for conn, device_id, user_id, seq in checked:
+            if conn is None:
+                continue
+            if self._trusted_epoch(conn, device_id, user_id) is None:
+                try:
+                    await self._check(conn, device_id, user_id)
+                except NotSignedInHere:
+                    continue  # logged by _check; the device acks again on the connection it has now
+            known.append((device_id, seq))
+        if known:
+            await self.logic.ack_many(known)
 
     def perspective_ack(self, device_id: Any, user_id: Any, seq: Any, conn: Any) -> Deferred[None]:
         """One ack: what connect nodes before ``ack_batch`` call."""

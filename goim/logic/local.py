@@ -1,5 +1,7 @@
 """The logic port served in-process: what the standalone server's connections call."""
 
+from typing import Sequence
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -76,9 +78,13 @@ class InProcessLogic:
         """One page of the user's messages after ``after_seq``."""
         return await self.messages.sync_page(user_id, after_seq, limit)
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> None:
-        """Remember what the device holds."""
-        await self.messages.ack(device_id, seq)
+    def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> "Deferred[None]":
+        """Remember what the device holds (queued when this returns)."""
+        return self.messages.ack_many(((device_id, seq),))
+
+    def ack_many(self, acks: Sequence[tuple[int, int]]) -> "Deferred[None]":
+        """``(device_id, seq)`` acks of devices checked by the caller, queued in one go."""
+        return self.messages.ack_many(acks)
 
     async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
         """Nothing to do in-process: the connection table is the presence."""

@@ -254,9 +254,13 @@ class MessageService:
         # user -> (when their refusals were last logged, refusals since): a flood
         # logs a line per user every LIMITED_LOG_EVERY seconds, not one per send
         self._limited: dict[int, list[float]] = {}
-        # (device, seq) acks; each batch writes the highest seq per device
-        self._acks: Batcher[None, tuple[int, int], None] = Batcher(
-            "ack writer", batch_clock, self._write_acks, queue=lambda: FifoQueue(MAX_ACK_BATCH)
+        # lists of (device, seq) acks, one per caller; each batch writes the highest
+        # seq per device of at most MAX_ACK_BATCH acks (a longer list goes alone)
+        self._acks: Batcher[None, Sequence[tuple[int, int]], None] = Batcher(
+            "ack writer",
+            batch_clock,
+            self._write_acks,
+            queue=lambda: FifoQueue(cost=len, max_cost=MAX_ACK_BATCH),
         )
 
     def validate(self, request: SendRequest) -> int:
@@ -555,8 +559,14 @@ class MessageService:
         in the next transaction (the highest seq per device), so a client acking
         every push does not cost a commit each.
         """
-        await self._acks.add((device_id, seq), key=None)
+        await self.ack_many(((device_id, seq),))
 
-    async def _write_acks(self, _: None, batch: list[tuple[int, int]]) -> list[None]:
-        await self.accounts.ack_many(batch)
+    def ack_many(self, acks: Sequence[tuple[int, int]]) -> "Deferred[None]":
+        """:meth:`ack` for several ``(device_id, seq)`` at once, without a coroutine:
+        queued when this returns, one Deferred for all of them (a logic node takes a
+        connect node's acks this way: a group member acks every push)."""
+        return self._acks.add(acks, key=None)
+
+    async def _write_acks(self, _: None, batch: list[Sequence[tuple[int, int]]]) -> list[None]:
+        await self.accounts.ack_many([ack for acks in batch for ack in acks])
         return shared(None, batch)

@@ -401,7 +401,10 @@ class ClientConnection(TLVReceiver):
         seq = message.sync_sequence
         if seq > self.acked_seq:
             self.acked_seq = seq
-        self._run(self._ack(seq), "ack")
+        # no coroutine per ack: a group member acks every push
+        self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq, conn=self.conn_id).addErrback(
+            self._log_failure, "ack"
+        )
 
     # --- read reports, recalls and edits (issue 14; docs/protocol.md "Events") ----------
 
@@ -578,9 +581,6 @@ class ClientConnection(TLVReceiver):
     def _budget_refilled(self) -> None:
         self._budget_call = None
         self._release(_HOLD_BUDGET)
-
-    async def _ack(self, seq: int) -> None:
-        await self._logic.ack(device_id=self.device_id, user_id=self.user_id, seq=seq, conn=self.conn_id)
 
     async def _offline(self) -> None:
         await self._logic.offline(device_id=self.device_id, user_id=self.user_id, conn=self.conn_id)

@@ -402,7 +402,7 @@ class PBLogicClientTests(SynchronousTestCase):
         client, reactor, (a, b) = self.client("a", "b")
         a.connect()
         b.connect()
-        slow_but_answered = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=7, conn=A))
+        slow_but_answered = client.ack(device_id=10, user_id=1, seq=7, conn=A)
         reactor.advance(0)
         [(first, method, _)] = calls(a, b)
         self.assertEqual(method, "ack_batch")
@@ -415,7 +415,7 @@ class PBLogicClientTests(SynchronousTestCase):
         self.assertEqual((a.dropped, b.dropped), (0, 0))
 
         before = calls(a, b)
-        silent = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=8, conn=A))
+        silent = client.ack(device_id=10, user_id=1, seq=8, conn=A)
         reactor.advance(0)
         [(second, _, _)] = [c for c in calls(a, b) if c not in before]
         slow, other = (a, b) if second == "a" else (b, a)
@@ -620,7 +620,7 @@ class PBLogicClientTests(SynchronousTestCase):
         ack_batch at the end of the turn."""
         client, reactor, (a,) = self.client("a")
         p = a.connect()
-        acked = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=9, conn=A))
+        acked = client.ack(device_id=10, user_id=1, seq=9, conn=A)
         gone = Deferred.fromCoroutine(client.offline(device_id=10, user_id=1, conn=B))
         self.assertEqual([(m, args) for m, args, _ in p.calls], [("offline", (10, 1, B))])
         reactor.advance(0)
@@ -637,13 +637,13 @@ class PBLogicClientTests(SynchronousTestCase):
         client, reactor, (a,) = self.client("a")
         p = a.connect()
         first = [
-            Deferred.fromCoroutine(client.ack(device_id=device, user_id=1, seq=seq, conn=conn))
+            client.ack(device_id=device, user_id=1, seq=seq, conn=conn)
             for device, seq, conn in ((10, 3, A), (11, 5, B), (10, 4, A), (10, 2, A))
         ]
         reactor.advance(0)
         [(method, args, _)] = p.calls
         self.assertEqual((method, acks_of(args)), ("ack_batch", [BatchedAck(A, 10, 1, 4), BatchedAck(B, 11, 1, 5)]))
-        later = Deferred.fromCoroutine(client.ack(device_id=10, user_id=1, seq=6, conn=A))
+        later = client.ack(device_id=10, user_id=1, seq=6, conn=A)
         reactor.advance(0)
         self.assertEqual(len(p.calls), 1, "one ack call at a time")
         p.answer(0, None)

@@ -711,6 +711,29 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         await p.perspective_ack_batch(encode_ack_batch([BatchedAck(conn(serial=2), f.bob[1], f.bob[0], 4)]))
         self.assertEqual(await self.acked(f, f.bob), 4)
 
+    async def test_ack_batch_is_one_write(self) -> None:
+        """A batch's acks, of connections this node knows and of ones only presence names, are
+        queued together: one write for the batch."""
+        f = await self.fixture()
+        p = await self.signed_in(f, f.alice)
+        await self.signed_in(f, f.bob, serial=2)  # through another perspective: p asks presence
+        writes: list[list[tuple[int, int]]] = []
+        ack_many = f.services.account_store.ack_many
+
+        async def recording(acks: Any) -> None:
+            writes.append(sorted(acks))
+            await ack_many(acks)
+
+        f.services.account_store.ack_many = recording  # type: ignore[method-assign]
+        alice, bob = f.alice[1], f.bob[1]
+        batch = [
+            BatchedAck(conn(), alice, f.alice[0], 7),
+            BatchedAck(conn(serial=2), bob, f.bob[0], 5),
+        ]
+        await p.perspective_ack_batch(encode_ack_batch(batch))
+        self.assertEqual(writes, [sorted([(alice, 7), (bob, 5)])])
+        self.assertEqual((await self.acked(f, f.alice), await self.acked(f, f.bob)), (7, 5))
+
     async def test_ack_batch_bad_arguments(self) -> None:
         """Bytes that are no AckBatch, too many acks or a bad id or seq in any ack refuse the whole batch."""
         f = await self.fixture()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import StringTransport
 
 from goim.protocols import codec
@@ -84,10 +84,11 @@ class FakeLogic:
             call.deferred.callback(self.page_for(call))
         return await call.deferred
 
-    async def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> None:
+    def ack(self, *, device_id: int, user_id: int, seq: int, conn: str = "") -> Deferred[None]:
         self.conns.append(("ack", conn))
         self.acks.append(dict(device_id=device_id, user_id=user_id, seq=seq))
         self.order.append(f"ack {seq}")
+        return succeed(None)
 
     async def offline(self, *, device_id: int, user_id: int, conn: str = "") -> None:
         self.conns.append(("offline", conn))
