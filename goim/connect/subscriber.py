@@ -35,18 +35,18 @@ def apply_event(table: ConnectionTable, payload: bytes) -> None:
     try:
         event.ParseFromString(payload)
         deliveries = []
+        # repeated fields are read by slicing: list() of one costs twice as much, and a
+        # group message puts a delivery per member in one event
         for delivery in event.deliveries:
-            items = list(delivery.items)
-            if len(delivery.seqs) == len(items) and len(delivery.audiences) == len(items):
-                # forwarded as serialised: the logic node says what each item is
-                seqs, audiences = list(delivery.seqs), list(delivery.audiences)
-            else:
+            items = delivery.items[:]
+            seqs, audiences = delivery.seqs[:], delivery.audiences[:]
+            if len(seqs) != len(items) or len(audiences) != len(items):
                 # a logic node older than issue 12: read each item
                 messages = [
                     stored_from_item(goim_pb2.MessageItem.FromString(raw), user_id=delivery.user_id) for raw in items
                 ]
                 seqs, audiences = [m.seq for m in messages], [audience(m) for m in messages]
-            deliveries.append((delivery.user_id, list(delivery.device_ids), seqs, items, audiences))
+            deliveries.append((delivery.user_id, delivery.device_ids[:], seqs, items, audiences))
     except Exception:
         log.failure("dropping a malformed node event of {size} bytes", size=len(payload))
         return

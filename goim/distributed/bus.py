@@ -68,9 +68,14 @@ class RedisDelivery:
                 by_node.setdefault(node, []).append(device_id)
             for node, device_ids in by_node.items():
                 event = events.setdefault(node, internal_pb2.NodeEvent())
-                event.deliveries.add(
-                    user_id=user_id, device_ids=sorted(device_ids), items=items, seqs=seqs, audiences=audiences
-                )
+                # add() then extend(): half the cost of add() with keyword arguments,
+                # and a group message adds a delivery per member
+                delivery = event.deliveries.add()
+                delivery.user_id = user_id
+                delivery.device_ids.extend(sorted(device_ids))
+                delivery.items.extend(items)
+                delivery.seqs.extend(seqs)
+                delivery.audiences.extend(audiences)
         for node, event in events.items():
             await self.redis.call("publish", self.keys.channel(node), event.SerializeToString())
 
