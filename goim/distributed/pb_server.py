@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar, cast
 from twisted.cred import checkers, credentials, error, portal
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import implementer  # type: ignore[import-untyped]
 
@@ -159,6 +160,31 @@ class ConnectNodePerspective(pb.Avatar):
         self._trusted.move_to_end(conn)
         return trusted[2]
 
+    async def _epochs(self, callers: list[tuple[str | None, int, int]]) -> list[int | None]:
+        """The epoch of each ``(conn, device_id, user_id)`` of a batch, None where the
+        connection is another node's (``conn`` None) or presence does not name it.
+
+        A connection this node knows is checked without a coroutine (this is most of
+        a logic node's work per send); the others are asked of presence together,
+        once per connection (after a failover every connection is new to this node).
+
+        Raises:
+            Whatever asking presence raised, other than ``NotSignedInHere``.
+        """
+        epochs = [None if conn is None else self._trusted_epoch(conn, d, u) for conn, d, u in callers]
+        unknown = {c for c, epoch in zip(callers, epochs) if c[0] is not None and epoch is None}
+        if not unknown:
+            return epochs
+        asked = list(unknown)
+        answers = await DeferredList([Deferred.fromCoroutine(self._check(*c)) for c in asked], consumeErrors=True)
+        found: dict[tuple[str | None, int, int], int] = {}
+        for c, (_, value) in zip(asked, answers):
+            if not isinstance(value, Failure):
+                found[c] = value[3]
+            elif value.check(NotSignedInHere) is None:
+                value.raiseException()
+        return [found.get(c) if epoch is None else epoch for c, epoch in zip(callers, epochs)]
+
     def _trust(self, conn: str, device_id: int, user_id: int, epoch: int) -> None:
         older = self._trusted_conn.get(device_id)
         if older is not None and older != conn:
@@ -286,18 +312,11 @@ class ConnectNodePerspective(pb.Avatar):
         A malformed entry refused the whole batch before this (the node is broken); a
         connection that presence does not name fails only its own sends, with code 1.
         """
-        # checked and queued in batch order: the writer stores in queue order, so a
-        # connection's sends are stored in the order it read them. A known connection
-        # is checked without a coroutine and its send queued without one: this loop
-        # is most of a logic node's work per send.
+        # queued in batch order, each without a coroutine: the writer stores in queue
+        # order, so a connection's sends are stored in the order it read them
+        epochs = await self._epochs([(conn, device_id, user_id) for _, conn, device_id, user_id in parsed])
         sends: list[Deferred[Any]] = []
-        for message, conn, device_id, user_id in parsed:
-            epoch = None if conn is None else self._trusted_epoch(conn, device_id, user_id)
-            if epoch is None and conn is not None:
-                try:
-                    _, _, _, epoch = await self._check(conn, device_id, user_id)
-                except NotSignedInHere:
-                    pass
+        for (message, _, device_id, user_id), epoch in zip(parsed, epochs):
             if epoch is None:
                 sends.append(succeed(None))
                 continue
@@ -346,18 +365,11 @@ class ConnectNodePerspective(pb.Avatar):
             )
             for a in acks
         ]
-        # as in _store: a known connection is checked without a coroutine, and the
-        # batch's acks are queued together (a group member acks every push)
-        known: list[tuple[int, int]] = []
-        for conn, device_id, user_id, seq in checked:
-            if conn is None:
-                continue
-            if self._trusted_epoch(conn, device_id, user_id) is None:
-                try:
-                    await self._check(conn, device_id, user_id)
-                except NotSignedInHere:
-                    continue  # logged by _check; the device acks again on the connection it has now
-            known.append((device_id, seq))
+        # queued together (a group member acks every push); an ack of a connection
+        # presence does not name is dropped (logged by _check: the device acks again
+        # on the connection it has now)
+        epochs = await self._epochs([(conn, device_id, user_id) for conn, device_id, user_id, _ in checked])
+        known = [(device_id, seq) for (_, device_id, _, seq), epoch in zip(checked, epochs) if epoch is not None]
         if known:
             await self.logic.ack_many(known)
 

@@ -415,6 +415,39 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         page = await f.services.messages.sync_page(bob_id, 0, 10)
         self.assertEqual([m.content for m in page.messages], ["one", "two"])
 
+    async def test_new_connections_of_a_batch_ask_presence_once_each_and_together(self) -> None:
+        """After a failover every connection is new to a logic node: a batch asks presence once per
+        connection, for all of them at once, and its sends are still stored in batch order."""
+        f = await self.fixture()
+        (alice, alice_device, _), (bob, bob_device, _) = f.alice, f.bob
+        await f.services.social.add_friend(alice, bob, "")
+        await self.signed_in(f, f.alice, serial=1)
+        await self.signed_in(f, f.bob, serial=2)
+        asked: list[int] = []
+        answers: list[Deferred[None]] = []
+        entry = f.presence.entry
+
+        async def held_entry(*, device_id: int, user_id: int) -> Any:
+            asked.append(device_id)
+            answers.append(Deferred())
+            await answers[-1]
+            return await entry(device_id=device_id, user_id=user_id)
+
+        f.presence.entry = held_entry  # type: ignore[method-assign]
+        fresh = self.node(f)  # another logic node: knows neither connection
+        batch = [(conn(serial=1), alice_device, alice, send_bytes(bob, s, f"a{s}")) for s in (1, 2, 3)]
+        batch[1:1] = [(conn(serial=2), bob_device, bob, send_bytes(alice, 1, "b1"))]
+        stored = fresh.perspective_send(batch)
+        self.assertEqual(sorted(asked), sorted([alice_device, bob_device]), "both asked before any answer")
+        for answer in answers:
+            answer.callback(None)
+        self.assertEqual([r[0] for r in await stored], [SEND_OK] * 4)
+        page = await f.services.messages.sync_page(bob, 0, 10)
+        self.assertEqual([m.content for m in page.messages if m.sender_id == alice], ["a1", "a2", "a3"])
+        self.assertEqual(len(asked), 2, "then trusted")
+        await fresh.perspective_send([(conn(serial=1), alice_device, alice, send_bytes(bob, 4, "a4"))])
+        self.assertEqual(len(asked), 2)
+
     async def test_offline_revokes_trust(self) -> None:
         """After offline, the node may no longer speak for the connection and presence is gone."""
         f = await self.fixture()
