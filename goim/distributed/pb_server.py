@@ -172,10 +172,10 @@ class ConnectNodePerspective(pb.Avatar):
             Whatever asking presence raised, other than ``NotSignedInHere``.
         """
         epochs = [None if conn is None else self._trusted_epoch(conn, d, u) for conn, d, u in callers]
-        unknown = {c for c, epoch in zip(callers, epochs) if c[0] is not None and epoch is None}
-        if not unknown:
+        # each connection once, in batch order
+        asked = list(dict.fromkeys(c for c, epoch in zip(callers, epochs) if c[0] is not None and epoch is None))
+        if not asked:
             return epochs
-        asked = list(unknown)
         answers = await DeferredList([Deferred.fromCoroutine(self._check(*c)) for c in asked], consumeErrors=True)
         found: dict[tuple[str | None, int, int], int] = {}
         for c, (_, value) in zip(asked, answers):
