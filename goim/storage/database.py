@@ -123,6 +123,10 @@ SQLITE_CACHE_KIB = 64 * 1024
 #: commit (and no ACK waiting for it) pays for a checkpoint.
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 SQLITE_CHECKPOINT_INTERVAL = 1.0
+#: the longest GROUP_CONCAT list a MySQL connection returns (the server's default is
+#: 1 MiB on MariaDB, 1 KiB on MySQL): ``Dialect.int_rows`` reads a batch's rows as
+#: one row of lists, and reads them again as rows when a list was cut at this length
+MYSQL_GROUP_CONCAT_MAX_LEN = 8 * 1024 * 1024
 
 
 class Database:
@@ -205,6 +209,7 @@ class Database:
             read_timeout=60,
             write_timeout=60,
             init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            cp_openfun=_open_mysql,
             **kwargs,
         )
 
@@ -313,6 +318,12 @@ def mysql_durability_warnings(flush_log_at_trx_commit: int, sync_binlog: int, lo
         warnings.append(f"binary logging is on with sync_binlog={sync_binlog}: a power cut can lose "
                         "committed transactions from the binary log (set it to 1)")  # fmt: skip
     return warnings
+
+
+def _open_mysql(connection: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute(f"SET SESSION group_concat_max_len = {MYSQL_GROUP_CONCAT_MAX_LEN}")
+    cursor.close()
 
 
 def _open_sqlite(connection: Any, synchronous: str = "full") -> None:

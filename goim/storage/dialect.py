@@ -81,6 +81,54 @@ class Dialect:
             [(v, k, v) for k, v in sorted(values.items())],
         )
 
+    def int_rows(self, txn: Any, columns: Sequence[str], source: str, args: Sequence[Any]) -> list[tuple[int, ...]]:
+        """The rows of ``SELECT columns source``, every column an integer, in ascending order.
+
+        For a transaction's reads of many small rows (a group's members, sequence
+        numbers). Rows come back sorted by ``columns``, first column first.
+
+        Args:
+            txn: the transaction (``goim.storage.database.Txn``).
+            columns: integer column names.
+            source: the rest of the statement: ``FROM ... WHERE ...`` (``?`` placeholders).
+            args: the arguments of ``source``.
+        """
+        order = _columns(columns)
+        # both drivers return integer columns as int
+        rows: list[tuple[int, ...]] = txn.query(f"SELECT {order} {source} ORDER BY {order}", args)
+        return rows
+
+    def add_many(self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]) -> dict[int, int]:
+        """Add ``increments[k]`` to ``column`` of the row whose ``key`` is ``k`` and return the new values.
+
+        A missing row counts from 0 and is created. The rows stay locked until the
+        transaction ends and are locked in ascending key order, so that two
+        transactions adding to overlapping rows wait for each other instead of
+        deadlocking. Here: the rows read ``FOR UPDATE``, then written back.
+
+        Args:
+            txn: the transaction (``goim.storage.database.Txn``).
+            table: table name.
+            key: an integer key column (the primary key).
+            column: the integer column added to.
+            increments: what to add, per key (at least one key).
+
+        Returns:
+            ``{k: new value}`` for every key of ``increments``.
+        """
+        keys = sorted(increments)
+        values = dict.fromkeys(keys, 0)
+        values.update(
+            txn.query(
+                f"SELECT {_identifier(key)}, {_identifier(column)} FROM {_identifier(table)}"
+                f" WHERE {_identifier(key)} IN ({_marks(len(keys))}) ORDER BY {_identifier(key)}{self.for_update}",
+                keys,
+            )
+        )
+        rows = [(k, values[k] + increments[k]) for k in keys]
+        txn.executemany(self.upsert(table, [key], [column], [column]), rows)
+        return dict(rows)
+
     def select_keys(
         self, table: str, columns: Sequence[str], key: Sequence[str], keys: Sequence[Sequence[Any]]
     ) -> tuple[str, list[Any]]:
@@ -249,6 +297,40 @@ class MySQLDialect(Dialect):
             size += len(value) + 1
         touched += cursor.execute(prefix + ",".join(values) + suffix)
         return touched
+
+    def int_rows(self, txn: Any, columns: Sequence[str], source: str, args: Sequence[Any]) -> list[tuple[int, ...]]:
+        # PyMySQL parses every row of a result in Python: a group's 500 members
+        # took 4.4 ms as rows, 1.0 ms as one row of comma-separated lists (one
+        # GROUP_CONCAT per column), which split() and int() read at C speed. A list
+        # cut at the session's group_concat_max_len is read again as rows.
+        order = _columns(columns)
+        lists = ", ".join(f"GROUP_CONCAT({_identifier(c)} ORDER BY {order})" for c in columns)
+        (row,) = txn.query(f"SELECT @@group_concat_max_len, COUNT(*), {lists} {source}", args)
+        limit, count, *joined = row
+        if not count:
+            return []
+        texts = [v.decode() if isinstance(v, bytes) else v for v in joined]
+        if any(text is None or len(text) >= int(limit) for text in texts):
+            # cut short (or NULL: longer than the server's max_allowed_packet)
+            return super().int_rows(txn, columns, source, args)
+        return list(zip(*([int(v) for v in text.split(",")] for text in texts)))
+
+    def add_many(self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]) -> dict[int, int]:
+        # One INSERT ... ON DUPLICATE KEY UPDATE adds and locks (in key order), then
+        # one read of the new values: 7.5 ms for 500 rows, against 12.6 ms for the
+        # read FOR UPDATE and the upsert of the values computed here.
+        keys = sorted(increments)
+        table, key, column = _identifier(table), _identifier(key), _identifier(column)
+        txn.executemany(
+            f"INSERT INTO {table} ({key}, {column}) VALUES (?, ?)"
+            f" ON DUPLICATE KEY UPDATE {column} = {column} + VALUES({column})",
+            [(k, increments[k]) for k in keys],
+        )
+        rows = self.int_rows(txn, [key, column], f"FROM {table} WHERE {key} IN ({_marks(len(keys))})", keys)
+        values = {r[0]: r[1] for r in rows}
+        if len(values) != len(keys):
+            raise RuntimeError(f"{table}: {len(keys) - len(values)} rows missing after they were written")
+        return values
 
     def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
         columns = [*keys, *values]

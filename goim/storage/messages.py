@@ -5,8 +5,9 @@ the per-user sequence rows are locked and bumped once per user, the copies go in
 with multi-row inserts, and everything of the batch commits together or not at all.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from goim.storage.database import Database, Txn, in_clause
 from goim.types import RECEIVER_GROUP, RECEIVER_USER, SEND_OK, SendRequest, StoredCopies, StoredMessage, SyncPage
@@ -113,17 +114,11 @@ class MessageStore:
                 else:
                     accepted.append((i, recipients))
 
-        users = sorted({u for _, recipients in accepted for u in recipients})
-        if users:
-            seqs = {u: 0 for u in users}
-            seqs.update(
-                (int(r[0]), int(r[1]))
-                for r in txn.query(
-                    f"SELECT user_id, seq FROM user_seqs WHERE user_id IN {in_clause(users)}"
-                    f" ORDER BY user_id{txn.dialect.for_update}",
-                    users,
-                )
-            )
+        copies = Counter(u for _, recipients in accepted for u in recipients)
+        if copies:
+            # each user's seq row moves past this batch's copies at once; the copies
+            # take the seqs before it, in batch order
+            seqs = reserve_seqs_txn(txn, copies)
             message_rows: list[tuple[object, ...]] = []
             send_rows = []
             for i, recipients in accepted:
@@ -170,10 +165,6 @@ class MessageStore:
                 "INSERT INTO sends (device_id, epoch, send_sequence, message_id, sender_seq, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 send_rows,
-            )
-            txn.executemany(
-                txn.dialect.upsert("user_seqs", ["user_id"], ["seq"], ["seq"]),
-                [(u, seqs[u]) for u in users],
             )
         if self.fault_hook is not None:
             self.fault_hook(txn)
@@ -259,6 +250,22 @@ class MessageStore:
                     raise
 
 
+def reserve_seqs_txn(txn: Txn, copies: Mapping[int, int]) -> dict[int, int]:
+    """Move each user's seq past ``copies[user]`` new rows of their stream.
+
+    Locks the users' ``user_seqs`` rows (ascending, so that two transactions
+    wait for each other instead of deadlocking) until the transaction ends.
+
+    Returns:
+        Per user, the seq just before the first reserved one: the rows take the
+        next ``copies[user]`` seqs after it.
+    """
+    seqs = txn.dialect.add_many(txn, "user_seqs", "user_id", "seq", copies)
+    for user_id, n in copies.items():
+        seqs[user_id] -= n
+    return seqs
+
+
 def _synced(r: Sequence[Any]) -> StoredMessage:
     """A row of ``_SYNC_COLUMNS``."""
     return StoredMessage(
@@ -283,10 +290,8 @@ def _facts_txn(txn: Txn, requests: Sequence[SendRequest]) -> BatchFacts:
     groups = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_GROUP})
     if groups:
         facts.members = {g: [] for g in groups}
-        for group_id, user_id in txn.query(
-            f"SELECT group_id, user_id FROM group_members WHERE group_id IN {in_clause(groups)}"
-            " ORDER BY group_id, user_id",
-            groups,
+        for group_id, user_id in txn.dialect.int_rows(
+            txn, ["group_id", "user_id"], f"FROM group_members WHERE group_id IN {in_clause(groups)}", groups
         ):
-            facts.members[int(group_id)].append(int(user_id))
+            facts.members[group_id].append(user_id)
     return facts

@@ -10,10 +10,12 @@ A conversation is named from one user's side: ``(1, peer user id)`` or
 else to ``(1, the other party)``.
 """
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from goim.storage.database import Database, Txn, in_clause
+from goim.storage.messages import reserve_seqs_txn
 from goim.types import (
     KIND_EDIT,
     KIND_MESSAGE,
@@ -104,10 +106,10 @@ def _next_seqs_txn(txn: Txn, users: Sequence[int]) -> dict[int, int]:
 
 
 def _append_txn(txn: Txn, events: list[StoredMessage], now_ms: int) -> list[StoredMessage]:
-    """Give each event its user's next seq, insert them, bump the seq rows."""
+    """Give each event its user's next seq and insert them."""
     if not events:
         return []
-    seqs = _next_seqs_txn(txn, [e.user_id for e in events])
+    seqs = reserve_seqs_txn(txn, Counter(e.user_id for e in events))
     placed = []
     for e in events:
         seqs[e.user_id] += 1
@@ -122,10 +124,6 @@ def _append_txn(txn: Txn, events: list[StoredMessage], now_ms: int) -> list[Stor
             )
             for e in placed
         ],
-    )
-    txn.executemany(
-        txn.dialect.upsert("user_seqs", ["user_id"], ["seq"], ["seq"]),
-        [(u, s) for u, s in sorted(seqs.items())],
     )
     return placed
 

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.storage.database import (
+    MYSQL_GROUP_CONCAT_MAX_LEN,
     SQLITE_AUTOCHECKPOINT_PAGES,
     SQLITE_CACHE_KIB,
     Database,
@@ -419,6 +420,34 @@ class DatabaseTests(_Base):
             expected = sorted((k, f"r{k}") for k, n in keys if 1 <= k <= 800 and n == k % 7)
             self.assertEqual(sorted((int(k), name) for k, name in found), expected)
 
+    def counters(self, db: Database, rows: dict[int, int]) -> None:
+        """Create table ``c`` (``id`` primary key, counter ``n``) holding ``rows``."""
+
+        def create(t: Txn) -> None:
+            t.execute(db.dialect.ddl("CREATE TABLE c (id {bigint} NOT NULL PRIMARY KEY, n {bigint} NOT NULL){table_options}"))
+            t.executemany("INSERT INTO c (id, n) VALUES (?, ?)", sorted(rows.items()))
+
+        self.run_txn(db, create)
+
+    def test_int_rows_reads_every_row_in_ascending_order(self) -> None:
+        """int_rows returns the selected rows as ints, sorted by its columns: none, one, and 3,000 inserted out of order."""
+        db, dialect = self.dialect_table()
+        self.counters(db, {k: (k * 7919) % 1000 for k in range(3000, 0, -1)})
+        for low, high in [(5000, 6000), (42, 42), (1, 3000)]:
+            rows = self.run_txn(db, lambda t: dialect.int_rows(t, ["n", "id"], "FROM c WHERE id BETWEEN ? AND ?", (low, high)))
+            self.assertEqual(rows, sorted(((k * 7919) % 1000, k) for k in range(low, min(high, 3000) + 1)))
+            self.assertTrue(all(type(v) is int for r in rows for v in r))
+
+    def test_add_many_adds_creates_and_returns_the_new_values(self) -> None:
+        """add_many adds to existing counters, starts missing ones from 0, leaves others alone and returns what it wrote."""
+        db, dialect = self.dialect_table()
+        self.counters(db, {k: 10 * k for k in range(1, 1001)})
+        increments = {k: k % 3 + 1 for k in range(500, 1501, 2)}
+        added = self.run_txn(db, lambda t: dialect.add_many(t, "c", "id", "n", increments))
+        expected = {k: 10 * k * (k <= 1000) + increments.get(k, 0) for k in range(1, 1501) if k <= 1000 or k in increments}
+        self.assertEqual(added, {k: expected[k] for k in increments})
+        self.assertEqual(dict(self.run_txn(db, lambda t: dialect.int_rows(t, ["id", "n"], "FROM c", ()))), expected)
+
     def test_table_options_make_tables_transactional(self) -> None:
         """A table made with {table_options} takes part in transactions: a failed one leaves no row (InnoDB, not MyISAM)."""
         db, _ = self.dialect_table()
@@ -731,7 +760,25 @@ class DatabaseSQLiteTests(DatabaseTests, DurabilityWarningTests, SQLiteBackend, 
 
 
 class DatabaseMySQLTests(DatabaseTests, DurabilityWarningTests, MySQLBackend, TestCase):
-    pass
+    def test_int_rows_longer_than_group_concat_max_len_are_read_as_rows(self) -> None:
+        """When the session cuts GROUP_CONCAT's lists short, int_rows still returns every row, whole."""
+        db, dialect = self.dialect_table()
+        self.counters(db, {k: 123456789 + k for k in range(1, 301)})
+
+        def read(t: Txn) -> list[tuple[int, ...]]:
+            t.execute("SET SESSION group_concat_max_len = 64")
+            try:
+                return dialect.int_rows(t, ["id", "n"], "FROM c WHERE id > ?", (0,))
+            finally:
+                t.execute("SET SESSION group_concat_max_len = DEFAULT")
+
+        self.assertEqual(self.run_txn(db, read), [(k, 123456789 + k) for k in range(1, 301)])
+
+    async def test_pool_connections_allow_long_group_concat_lists(self) -> None:
+        """The server pool's connections raise group_concat_max_len, so that a batch's reads fit in one row."""
+        db = self.open_database()
+        (limit,) = await db.run("limit", lambda t: t.query("SELECT @@group_concat_max_len")[0])
+        self.assertEqual(int(limit), MYSQL_GROUP_CONCAT_MAX_LEN)
 
 
 
