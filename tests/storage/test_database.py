@@ -394,6 +394,22 @@ class DatabaseTests(_Base):
             [(r[1], r[2], None if r[3] is None else bytes(r[3])) for r in self.rows(db)], sorted(rows)
         )
 
+    def test_executemany_of_rows_sharing_values_keeps_every_value(self) -> None:
+        """Rows that share value objects with the row before (a message's copies) keep every value, also where the
+        shared run changes and across statements."""
+        db, _ = self.dialect_table()
+        names = ["it's 李雷", "back\\slash", "x" * 300]
+        raws = [b"\x00'", None, b"z"]
+        rows = [(k, names[k // 7 % 3], raws[k // 5 % 3]) for k in range(1, 80)]
+
+        def insert(t: Txn) -> int:
+            t._cursor.max_stmt_length = 500
+            t.executemany("INSERT INTO t (k, name, raw) VALUES (?, ?, ?)", rows)
+            return t.rowcount
+
+        self.assertEqual(self.run_txn(db, insert), len(rows))
+        self.assertEqual([(r[1], r[2], None if r[3] is None else bytes(r[3])) for r in self.rows(db)], rows)
+
     def test_raise_many_raises_and_never_lowers(self) -> None:
         """raise_many sets the column where the new value is higher and leaves lower or equal ones, over several chunks."""
         db, dialect = self.dialect_table()
