@@ -35,10 +35,12 @@ class LogicPort(Protocol):
     async def sign_in(self, *, device_id: int, user_id: int, token: str, conn: str) -> SignInResult:
         """Authenticate a device for a user on connection ``conn``; success makes it online."""
 
-    async def send(self, request: SendRequest, *, conn: str) -> SendResult:
+    def send(self, request: SendRequest, *, conn: str) -> Deferred[SendResult]:
         """Store a message (deduplicated by device and send_sequence) and ACK it.
 
-        Sends of one connection are stored in the order of these calls.
+        Sends of one connection are stored in the order of these calls. Queued when
+        this returns; the Deferred fires with the ACK. A Deferred, not a coroutine:
+        on the reactor a send is little more than its queued entry and its answer.
 
         Raises:
             goim.types.SendOutcomeUnknown: the send may or may not be stored; the

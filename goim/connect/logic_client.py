@@ -303,9 +303,9 @@ class PBLogicClient:
         ok, message, epoch = await self._call("sign_in", device_id, user_id, token, conn, deadline_ms, quick=True)
         return SignInResult(bool(ok), str(message), int(epoch))
 
-    async def send(self, request: SendRequest, *, conn: str) -> SendResult:
+    def send(self, request: SendRequest, *, conn: str) -> "Deferred[SendResult]":
         if conn in self._broken:
-            raise SendOutcomeUnknown(f"an earlier send of connection {conn} has no known outcome")
+            return defer.fail(SendOutcomeUnknown(f"an earlier send of connection {conn} has no known outcome"))
         answer: Deferred[SendResult] = Deferred()
         queue = self._queued.get(conn)
         if queue is None:
@@ -313,7 +313,7 @@ class PBLogicClient:
         queue.append((request, answer))
         if conn not in self._in_flight:
             self._make_ready(conn)
-        return await answer
+        return answer
 
     async def drain(self) -> None:
         """Wait until every send and ack taken so far is answered (or has failed)."""

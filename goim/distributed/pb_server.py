@@ -321,7 +321,7 @@ class ConnectNodePerspective(pb.Avatar):
                 sends.append(succeed(None))
                 continue
             try:
-                sends.append(self.logic.submit(send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)))
+                sends.append(self.logic.send(send_request(message, device_id=device_id, user_id=user_id, epoch=epoch)))
             except Exception:
                 sends.append(fail())
         results: list[SendResult | None] = []

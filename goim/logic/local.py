@@ -65,13 +65,10 @@ class InProcessLogic:
             return SignInResult(False, "device is not bound to this user")
         return SignInResult(True, epoch=device.send_epoch)
 
-    async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
-        """Store and ACK one message (in call order: the writer's queue keeps it)."""
-        return await self.submit(request)
-
-    def submit(self, request: SendRequest) -> "Deferred[SendResult]":
-        """``send`` without a coroutine: queued when this returns (a batch of sends
-        is queued in a loop, each answered by its Deferred)."""
+    def send(self, request: SendRequest, *, conn: str = "") -> "Deferred[SendResult]":
+        """Store and ACK one message (in call order: the writer's queue keeps it).
+        Queued when this returns (a batch of sends is queued in a loop, each answered
+        by its Deferred)."""
         return self.messages.submit(request)
 
     async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str = "") -> SyncPage:

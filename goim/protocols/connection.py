@@ -15,7 +15,7 @@ import secrets
 from typing import Any, Callable, Coroutine
 from typing import Sequence
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
@@ -394,7 +394,10 @@ class ClientConnection(TLVReceiver):
         self._in_flight += 1
         if self._in_flight >= self.factory.max_in_flight:
             self._hold(_HOLD_SENDS)
-        self._run(self._send(request), "send")
+        # plain callbacks, no coroutine: on the reactor a send is mostly this
+        maybeDeferred(self._logic.send, request, conn=self.conn_id).addCallbacks(
+            self._sent, self._send_failed, callbackArgs=(request,), errbackArgs=(request,)
+        ).addErrback(self._log_failure, "send")
 
     def _on_message_ack(self, value: bytes) -> None:
         message: pb.MessageACK = decode_message_ack(value)
@@ -530,25 +533,9 @@ class ClientConnection(TLVReceiver):
         )
         self._release(_HOLD_SIGN_IN)
 
-    async def _send(self, request: SendRequest) -> None:
+    def _sent(self, result: SendResult, request: SendRequest) -> None:
+        """A send's answer: its ACK goes out (the connection still open)."""
         try:
-            try:
-                result = await self._logic.send(request, conn=self.conn_id)
-            except CancelledError:
-                raise
-            except SendOutcomeUnknown:
-                # neither ACK it nor let later sends overtake it: the client sends
-                # again, in order, after it reconnects (dedupe makes that safe)
-                self._close(f"send {request.send_sequence}: outcome unknown")
-                return
-            except Exception:
-                self.log.failure(
-                    "send {send_sequence} of device {device_id} from {peer} failed",
-                    send_sequence=request.send_sequence,
-                    device_id=request.device_id,
-                    peer=self.peer,
-                )
-                result = SendResult(code=SEND_INTERNAL_ERROR)
             if debug_enabled():
                 self.log.debug(
                     "send {send_sequence} of device {device_id}: code {code}, message {message_id}, seq {seq}",
@@ -563,9 +550,34 @@ class ClientConnection(TLVReceiver):
                 if result.code == SEND_RATE_LIMITED:
                     self._over_budget(result.retry_after_ms)
         finally:
-            self._in_flight -= 1
-            if self._in_flight < self.factory.max_in_flight:
-                self._release(_HOLD_SENDS)
+            self._send_done()
+
+    def _send_failed(self, failure: Failure, request: SendRequest) -> Failure | None:
+        if failure.check(CancelledError):
+            self._send_done()
+            return failure  # not ACKed; logged by the next errback
+        if failure.check(SendOutcomeUnknown):
+            # neither ACK it nor let later sends overtake it: the client sends
+            # again, in order, after it reconnects (dedupe makes that safe)
+            try:
+                self._close(f"send {request.send_sequence}: outcome unknown")
+            finally:
+                self._send_done()
+            return None
+        self.log.failure(
+            "send {send_sequence} of device {device_id} from {peer} failed",
+            failure,
+            send_sequence=request.send_sequence,
+            device_id=request.device_id,
+            peer=self.peer,
+        )
+        self._sent(SendResult(code=SEND_INTERNAL_ERROR), request)
+        return None
+
+    def _send_done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight < self.factory.max_in_flight:
+            self._release(_HOLD_SENDS)
 
     def _over_budget(self, retry_after_ms: int) -> None:
         delay = min(retry_after_ms / 1000.0, MAX_BUDGET_PAUSE) if retry_after_ms > 0 else BUDGET_PAUSE

@@ -561,12 +561,8 @@ class PerspectiveTests(RedisTestMixin, SQLiteBackend, TestCase):
         p = await self.signed_in(f, f.alice)
         client = PBLogicClient(reactor, ["127.0.0.1:1"], node="c1", secret=SECRET)
         client.links = [InProcessLink(p)]  # type: ignore[list-item]
-        mine = Deferred.fromCoroutine(
-            client.send(SendRequest(device_id, user_id, 1, bob_id, 1, "mine", 1, 1000), conn=conn("c1", 1))
-        )
-        other = Deferred.fromCoroutine(
-            client.send(SendRequest(bob_device, bob_id, 1, user_id, 1, "other", 1, 1000), conn=conn("c1", 2))
-        )
+        mine = client.send(SendRequest(device_id, user_id, 1, bob_id, 1, "mine", 1, 1000), conn=conn("c1", 1))
+        other = client.send(SendRequest(bob_device, bob_id, 1, user_id, 1, "other", 1, 1000), conn=conn("c1", 2))
         self.assertNotEqual((await other).code, SEND_OK)
         self.assertEqual((await mine).code, SEND_OK)
         page = await f.services.messages.sync_page(bob_id, 0, 10)

@@ -62,7 +62,7 @@ class FakeLogic:
             call.deferred.callback(SignInResult(ok=True))
         return await call.deferred
 
-    async def send(self, request: SendRequest, *, conn: str = "") -> SendResult:
+    def send(self, request: SendRequest, *, conn: str = "") -> Deferred[SendResult]:
         self.conns.append(("send", conn))
         call: Call[SendResult] = Call(dict(request=request))
         self.sends.append(call)
@@ -73,7 +73,7 @@ class FakeLogic:
                     code=0, message_id=1000 + request.send_sequence, seq=request.send_sequence
                 )
             )
-        return await call.deferred
+        return call.deferred
 
     async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str = "") -> SyncPage:
         self.conns.append(("sync_page", conn))

@@ -6,6 +6,7 @@ from typing import Any, Sequence, TypeVar, cast
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
@@ -17,7 +18,7 @@ from goim.protocols import codec
 from goim.connect.table import ConnectionTable
 from goim.protocols.connection import COALESCE_LIMIT, ClientConnection, ClientConnectionFactory
 from goim.protocols.framing import Frame, encode_frame
-from goim.types import SendResult, SignInResult, copies_of
+from goim.types import SendRequest, SendResult, SignInResult, copies_of
 from tests.protocols.fakes import (
     FakeLogic,
     FlowControlTransport,
@@ -412,6 +413,22 @@ class SendTests(SynchronousTestCase):
         self.assertEqual((ack.send_sequence, ack.code), (9, 1))
         self.assertFalse(conn.closed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_logic_raising_at_once_gives_code_1_and_frees_its_place(self) -> None:
+        """A logic whose send raises instead of returning a Deferred: code 1, and the send no longer counts as in flight."""
+
+        class Raising(FakeLogic):
+            def send(self, request: SendRequest, *, conn: str = "") -> "Deferred[SendResult]":
+                raise RuntimeError("boom")
+
+        conn = Conn(logic=Raising(), max_in_flight=1)
+        conn.signed_in()
+        conn.feed(message_send(1), message_send(2))
+        acks = [parse(codec.MessageSendAck, f.value) for f in conn.take()]
+        self.assertEqual([(a.send_sequence, a.code) for a in acks], [(1, 1), (2, 1)])
+        self.assertEqual(conn.transport.producerState, "producing")
+        self.assertFalse(conn.closed)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
     def test_in_flight_limit_pauses_reading(self) -> None:
         """At max_in_flight pending sends reading pauses; it resumes when one completes."""
