@@ -202,6 +202,16 @@ def merge_buckets(replies: Iterable[dict[str, Any]]) -> dict[int, int]:
     return total
 
 
+def worst_series(replies: Iterable[dict[str, Any]], origin: float) -> list[list[float]]:
+    """``[seconds since origin, longest latency ms]`` per quarter second of send time,
+    over several processes' ``worst_ms`` (keys ``int(time * 4)``)."""
+    worst: dict[int, float] = {}
+    for buckets in replies:
+        for key, value in buckets.items():
+            worst[int(key)] = max(worst.get(int(key), 0.0), float(value))
+    return [[round(k / 4.0 - origin, 2), round(worst[k], 1)] for k in sorted(worst)]
+
+
 def steady_rate(buckets: dict[int, int], start: float, end: float, trim: float = 0.2) -> float:
     """Events per second between ``start`` and ``end`` (epoch s), leaving out ``trim`` of
     the span at each end (ramp-up and the tail)."""

@@ -22,6 +22,7 @@ from goim_bench.common import (
     rate_series,
     steady_rate,
     verify_pool,
+    worst_series,
 )
 from goim_bench.driver import LoadgenPool, gather, split
 from goim_bench.server import open_files, open_files_limit
@@ -122,6 +123,7 @@ def _receive_figures(stats: list[dict[str, Any]], start: float, end_sending: flo
         # latency tail much longer than this is the server's
         "loadgen_gc_max_ms": max((s.get("loadgen_gc_max_ms", 0.0) for s in stats), default=0.0),
         "buckets": buckets,
+        "worst_by_quarter_s": worst_series((s.get("worst_ms", {}) for s in stats), start),
     }
 
 
@@ -322,6 +324,8 @@ async def one_to_one(ctx: Context) -> None:
             "ack_latency_ms": phase["ack_latency_ms"],
             "push_lag_after_last_send_s": rx["push_lag_after_last_send_s"],
             "loadgen_gc_max_ms": rx["loadgen_gc_max_ms"],
+            # the longest latency of each quarter second's sends: one stall or a spread tail
+            "worst_by_quarter_s": rx["worst_by_quarter_s"],
         }
 
     sat = await _send(ctx, pool, "saturate", duration=saturate, mode="window", window=window, phase="sat")

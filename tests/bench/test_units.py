@@ -6,7 +6,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim_bench.cli import parse_cpus, parse_size
-from goim_bench.common import check_reports, expected_by_user, rate_series, steady_rate
+from goim_bench.common import check_reports, expected_by_user, rate_series, steady_rate, worst_series
 from goim_bench.driver import source_address, split
 from goim_bench.loadgen import Device, parse_stamp, stamp_content
 from goim_bench.plots import PLOTS
@@ -91,6 +91,12 @@ class VerificationTests(SynchronousTestCase):
         times, rates = rate_series({4: 1, 6: 2}, 1.0)
         self.assertEqual(times, [0.0, 0.25, 0.5])
         self.assertEqual(rates, [4.0, 0.0, 8.0])
+
+    def test_worst_series_takes_the_longest_of_every_process(self) -> None:
+        """The longest latency per quarter second of send time, over load generators (JSON keys are strings)."""
+        series = worst_series([{"4": 3.0, "6": 10.04}, {4: 7.5}, {}], 1.0)
+        self.assertEqual(series, [[0.0, 7.5], [0.5, 10.0]])
+        self.assertEqual(worst_series([], 0.0), [])
 
 
 class LoadgenPureTests(SynchronousTestCase):

@@ -27,6 +27,9 @@ class PhaseStats:
         #: message_id -> [send time, latest arrival, devices reached] (group fan-out)
         self.messages: dict[int, list[float]] | None = {} if track_messages else None
         self.buckets: dict[int, int] = {}
+        #: the longest send→push latency (ms) of the messages sent in each quarter
+        #: second (keys ``int(send time * 4)``): shows whether a tail is one stall
+        self.worst: dict[int, float] = {}
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -38,6 +41,7 @@ class PhaseStats:
             "latency_ms": [round(v, 3) for v in self.latency.values],
             "latency_seen": self.latency.seen,
             "buckets": self.buckets,
+            "worst_ms": {k: round(v, 3) for k, v in self.worst.items()},
         }
         if self.messages is not None:
             data["messages"] = {str(k): v for k, v in self.messages.items()}

@@ -186,7 +186,11 @@ class LoadGenerator:
                 stats.buckets[bucket] = stats.buckets.get(bucket, 0) + 1
                 if item.sender_id != own_user:
                     stats.peer_deliveries += 1
-                    stats.latency.add((now - sent_at) * 1000.0)
+                    latency = (now - sent_at) * 1000.0
+                    stats.latency.add(latency)
+                    sent_bucket = int(sent_at * 4)
+                    if latency > stats.worst.get(sent_bucket, 0.0):
+                        stats.worst[sent_bucket] = latency
                 if stats.messages is not None:
                     entry = stats.messages.get(item.message_id)
                     if entry is None:
