@@ -55,7 +55,7 @@ def make_machine(testcase: Any) -> type[RuleBasedStateMachine]:
             self.url = testcase.database_url()
             db = Database(self.url, reactor, pool=SynchronousPool(DatabaseURL.parse(self.url)))
             run(db.run("migrate", migrate_txn))
-            self.s = Services(db, reactor, id_step=10)
+            self.s = Services(db, reactor, id_step=10, synchronous=True)
             self.model = Model()
             store = self.s.account_store
             self.users = [
