@@ -75,6 +75,7 @@ SIZE_KEYS = {
     "paced_s": "one-to-one, group: seconds of each paced latency phase",
     "step_s": "one-to-one: seconds of each step of the sustained-rate search",
     "search_fractions": "one-to-one: comma-separated fractions of the closed-loop rate to try",
+    "fixed_rates": "one-to-one: comma-separated offered sends/s, measured like the levels in every run (before / after)",
     "window": "one-to-one: sends in flight per sending device",
     "group_sizes": "group: comma-separated member counts",
     "group_senders": "group: sending members per group",
@@ -112,7 +113,7 @@ def parse_size(text: str) -> tuple[str, Any]:
         return float(v) if "." in v else int(v)
 
     try:
-        parsed: Any = [number(v) for v in value.split(",")] if "," in value or key.endswith(("sizes", "backlogs", "fractions")) \
+        parsed: Any = [number(v) for v in value.split(",")] if "," in value or key.endswith(("sizes", "backlogs", "fractions", "rates")) \
             else number(value)  # fmt: skip
     except ValueError:
         raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a number") from None

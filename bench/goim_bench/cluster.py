@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 
 from goim.testing.harness import LOOPBACK, GoimProcess, pause
 from goim_bench.driver import child_env, die_with_parent, gather, pinned
-from goim_bench.server import BENCH_LIMIT_ARGS, Server, cpus_allowed, mysql_admin, read_status, reset_peak
+from goim_bench.server import BENCH_LIMIT_ARGS, Server, cpu_seconds, cpus_allowed, mysql_admin, read_status, reset_peak
 
 
 class RedisProcess:
@@ -254,6 +254,11 @@ class BenchCluster(Server):
 
     def reset_peak(self) -> bool:
         return all([reset_peak(pid) for pid in self.pids().values()])
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the goim nodes used so far (not Redis nor MariaDB)."""
+        times = [cpu_seconds(pid) for pid in self.pids().values()]
+        return None if not times or None in times else sum(t for t in times if t is not None)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -288,9 +288,10 @@ async def one_to_one(ctx: Context) -> None:
     paced = float(s.size("paced_s", 1.5, 10.0))
     window = int(s.size("window", 8, 16))
     fractions = (0.25, 0.5, 0.75)
+    fixed_rates = [float(r) for r in s.size("fixed_rates", [], [])]
     ctx.params.update(pairs=pairs, devices=pairs * 4, saturate_s=saturate, paced_s=paced, step_s=step_s,
                       search_fractions=steps, window_per_sender=window, sustained_share=SUSTAINED_SHARE,
-                      sustained_p99_ms=SUSTAINED_P99_MS)  # fmt: skip
+                      sustained_p99_ms=SUSTAINED_P99_MS, fixed_rates=fixed_rates)  # fmt: skip
     users = await ctx.users(2 * pairs, "p", devices=2)
     await run_all([partial(ctx.registrar.befriend, users[2 * i], users[2 * i + 1]) for i in range(pairs)])
     lgs = ctx.loadgen_count(wanted=2)
@@ -306,11 +307,14 @@ async def one_to_one(ctx: Context) -> None:
     await _connect(ctx, pool, pairs * 4, sync=True, concurrency=200)
 
     async def paced_phase(name: str, desc: str, offered: float, seconds: float) -> dict[str, Any]:
+        cpu_before = ctx.server.cpu_seconds()
         phase = await _send(
             ctx, pool, desc, duration=seconds, expected=offered * seconds, mode="paced", phase=name,
             per_process=lambda i: {"rate": offered / len(pool.procs)},
         )  # fmt: skip
+        cpu_after = ctx.server.cpu_seconds()
         rx = _receive_figures((await _quiesce(pool)).get(name, []), phase["start"], phase["end_sending"])
+        cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         return {
             "offered_per_s": round(offered, 1),
             # ACKs over the time from the first send to the last ACK: a server that
@@ -326,6 +330,10 @@ async def one_to_one(ctx: Context) -> None:
             "loadgen_gc_max_ms": rx["loadgen_gc_max_ms"],
             # the longest latency of each quarter second's sends: one stall or a spread tail
             "worst_by_quarter_s": rx["worst_by_quarter_s"],
+            # CPU of the goim process(es) from the first send to the last ACK (not
+            # MariaDB's nor Redis's): a share of one core, and per ACKed send
+            "server_cpu_share": round(cpu / max(1e-9, phase["end"] - phase["start"]), 3) if cpu is not None else None,
+            "server_cpu_ms_per_send": round(cpu * 1000.0 / phase["acked"], 4) if cpu is not None and phase["acked"] else None,
         }
 
     sat = await _send(ctx, pool, "saturate", duration=saturate, mode="window", window=window, phase="sat")
@@ -376,6 +384,15 @@ async def one_to_one(ctx: Context) -> None:
         level["fraction"] = fraction
         levels.append(level)
     ctx.metrics["levels"] = levels
+    # the same offered rates in every run, for before / after comparisons (the
+    # levels above move with each run's own maximum)
+    fixed = []
+    for rate in fixed_rates:
+        level = await paced_phase(f"f{int(rate)}", f"fixed {rate:,.0f}/s", rate, paced)
+        level["rate"] = rate
+        fixed.append(level)
+    if fixed:
+        ctx.metrics["fixed_rates"] = fixed
     ctx.result["series"] = {"saturate_acks": rate_series(sat["buckets"], sat["start"])}
     await verify_pool(ctx, pool, {})
     await pool.all("disconnect", timeout=60.0)

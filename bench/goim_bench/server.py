@@ -37,6 +37,17 @@ def read_status(pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time the process used so far, user and system (``/proc/PID/stat``); None
+    when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpus_allowed(pid: int) -> str | None:
     """The CPUs the process may run on (``Cpus_allowed_list`` of ``/proc/PID/status``, e.g. ``0``)."""
     try:
@@ -99,6 +110,10 @@ class Server:
 
     def rss_kib(self) -> int | None:
         return self.status().get("VmRSS")
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the goim process(es) used so far (None when the pid is unknown)."""
+        return cpu_seconds(self.pid) if self.pid else None
 
     def reset_peak(self) -> bool:
         return reset_peak(self.pid) if self.pid else False

@@ -139,6 +139,7 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(parse_size("pairs=10"), ("pairs", 10))
         self.assertEqual(parse_size("group_sizes=100,500"), ("group_sizes", [100, 500]))
         self.assertEqual(parse_size("sync_backlogs=300"), ("sync_backlogs", [300]))
+        self.assertEqual(parse_size("fixed_rates=2000"), ("fixed_rates", [2000]))
         self.assertEqual(parse_size("idle_hold=2.5"), ("idle_hold", 2.5))
         self.assertEqual(parse_cpus("0:1"), ("0", "1"))
         self.assertEqual(parse_cpus("0-1:2,3"), ("0-1", "2,3"))
