@@ -42,9 +42,8 @@ class LogicPort(Protocol):
         this returns; the Deferred fires with the ACK. A Deferred, not a coroutine:
         on the reactor a send is little more than its queued entry and its answer.
 
-        Raises:
-            goim.types.SendOutcomeUnknown: the send may or may not be stored; the
-                connection must close without ACKing it.
+        The Deferred fails with ``goim.types.SendOutcomeUnknown`` when the send may
+        or may not be stored: the connection must close without ACKing it.
         """
 
     async def sync_page(self, *, device_id: int, user_id: int, after_seq: int, limit: int, conn: str) -> SyncPage:
