@@ -178,7 +178,7 @@ class PBLogicClientTests(SynchronousTestCase):
     def send(
         self, client: PBLogicClient, *sequences: int, conn: str = A, device_id: int = 10, user_id: int = 1
     ) -> list[Deferred[SendResult]]:
-        return [(client.send(request(s, device_id, user_id), conn=conn)) for s in sequences]
+        return [client.send(request(s, device_id, user_id), conn=conn) for s in sequences]
 
     # --- batching ------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ class PBLogicClientTests(SynchronousTestCase):
         client, reactor, [link] = self.client("a")
         p = link.connect()
         r = SendRequest(7, 3, 2, 99, 4, "héllo", 42, 1_700_000_000_123)
-        (client.send(r, conn=B))
+        client.send(r, conn=B)
         reactor.advance(0)
         [(conn, device_id, user_id, raw)] = entries(p.calls[0][1][0])
         message = gpb.MessageSend()
@@ -890,7 +890,7 @@ class LogicLinkTests(SynchronousTestCase):
         realm.hang_sends = 1  # the first avatar never answers a send
         client.start()
         endpoint.flush()
-        d = (client.send(request(1), conn=A))
+        d = client.send(request(1), conn=A)
         self.run_for(reactor, endpoint, REMOTE_TIMEOUT - 0.5)
         self.assertNoResult(d)
         self.assertEqual(len(realm.avatars), 1)
