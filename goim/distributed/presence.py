@@ -19,6 +19,7 @@ from goim.container import Container, component
 from goim.distributed.redis import Keys, Redis, RedisURL
 from goim.logs import goim_observer
 from goim.types import connection_node
+from goim.util import Clock
 
 log = Logger(observer=goim_observer)
 
@@ -137,14 +138,24 @@ class Entry:
 class RedisPresence:
     """Presence entries and node liveness."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, node_ttl: int = 15) -> None:
+    #: seconds for which ``locate`` takes a node it found alive as alive without
+    #: asking Redis again: one command less per delivery batch, at the price of
+    #: counting a node that stopped beating up to this long past its key's expiry
+    #: (``node_ttl``). A node not known to be alive is asked about every time.
+    ALIVE_REUSE = 1.0
+
+    def __init__(self, redis: Redis, keys: Keys, *, node_ttl: int = 15, clock: Clock | None = None) -> None:
         """
         Args:
             node_ttl: seconds a connect node counts as alive after its last beat.
+            clock: for ``ALIVE_REUSE`` (default: the Redis connection's).
         """
         self.redis = redis
         self.keys = keys
         self.node_ttl = node_ttl
+        self.clock = clock or redis.clock
+        #: node -> until when locate takes it as alive
+        self._alive_until: dict[str, float] = {}
 
     async def online(self, *, device_id: int, user_id: int, conn: str, epoch: int) -> tuple[bool, Entry | None]:
         """Record that the device signed in on connection ``conn``.
@@ -198,11 +209,25 @@ class RedisPresence:
                 entry = Entry.decode(value)
                 if entry is not None:
                     devices[int(d)] = entry.node
-        nodes = sorted({n for devices in located.values() for n in devices.values()})
-        alive = await self.alive(nodes)
+        alive = await self._live({n for devices in located.values() for n in devices.values()})
         return {
             u: {d: n for d, n in devices.items() if n in alive} for u, devices in located.items()
         }
+
+    async def _live(self, nodes: set[str]) -> set[str]:
+        """The nodes among ``nodes`` that are alive, asking Redis about those not
+        found alive in the last ``ALIVE_REUSE`` seconds."""
+        now = self.clock.seconds()
+        live = {n for n in nodes if self._alive_until.get(n, 0.0) > now}
+        unknown = sorted(nodes - live)
+        if unknown:
+            found = await self.alive(unknown)
+            until = self.clock.seconds() + self.ALIVE_REUSE
+            # keep only answers still valid, so the map holds no node for long that stopped beating
+            self._alive_until = {n: t for n, t in self._alive_until.items() if t > now}
+            self._alive_until.update(dict.fromkeys(found, until))
+            live |= found
+        return live
 
     async def alive(self, nodes: Sequence[str]) -> set[str]:
         """The nodes among ``nodes`` whose liveness key exists."""
@@ -289,4 +314,4 @@ class RedisComponents(Container):
 
     @component
     def get_presence(self) -> RedisPresence:
-        return RedisPresence(self.get_redis(), Keys(self.config.redis_prefix))
+        return RedisPresence(self.get_redis(), Keys(self.config.redis_prefix), clock=self.get_clock())

@@ -98,7 +98,7 @@ class Redis:
         self, url: RedisURL, clock: Clock, *, timeout: float = 3.0, poolsize: int = 4, metrics: Metrics | None = None
     ) -> None:
         self.url = url
-        self._clock = clock
+        self.clock = clock
         self._timeout = timeout
         self._metrics = metrics
         self._down = False
@@ -123,9 +123,9 @@ class Redis:
         Raises:
             RedisUnavailable: no answer within the deadline, or a connection error.
         """
-        started = self._clock.seconds()
+        started = self.clock.seconds()
         d = getattr(self._conn, command)(*args)
-        d.addTimeout(self._timeout, self._clock)
+        d.addTimeout(self._timeout, self.clock)
         try:
             result = await d
         except Exception as e:
@@ -137,7 +137,7 @@ class Redis:
             self._down = False
             log.info("Redis at {host}:{port} is back", host=self.url.host, port=self.url.port)
         if self._metrics is not None:
-            self._metrics.redis_seconds.labels(command).observe(self._clock.seconds() - started)
+            self._metrics.redis_seconds.labels(command).observe(self.clock.seconds() - started)
         return result
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
 """RedisPresence against a real Redis, each test under its own key prefix."""
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from goim.distributed.presence import LOCATE_CHUNK, Entry, RedisPresence
@@ -28,9 +29,9 @@ class EntryTests(SynchronousTestCase):
 
 
 class PresenceTests(RedisTestMixin, TestCase):
-    def presence(self) -> RedisPresence:
+    def presence(self, clock: Clock | None = None) -> RedisPresence:
         redis, keys = self.open_redis()
-        return RedisPresence(redis, keys, node_ttl=30)
+        return RedisPresence(redis, keys, node_ttl=30, clock=clock)
 
     async def members(self, p: RedisPresence, node: str) -> set[str]:
         """The node's set of ``user:device``."""
@@ -145,6 +146,34 @@ class PresenceTests(RedisTestMixin, TestCase):
             located,
             {1: {10: "live1"}, 2: {20: "live2", 21: "live1"}, 3: {}, 4: {}},
         )
+
+    async def test_locate_reuses_a_live_node_for_a_second(self) -> None:
+        """A node locate found alive counts as alive for ALIVE_REUSE seconds without
+        asking Redis; after that its expired (here: deleted) key drops its devices."""
+        clock = Clock()
+        p = self.presence(clock)
+        await p.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
+        await p.beat("c1")
+        self.assertEqual(await p.locate([1]), {1: {10: "c1"}})
+        await p.redis.call("delete", p.keys.node_alive("c1"))
+        clock.advance(p.ALIVE_REUSE - 0.01)
+        self.assertEqual(await p.locate([1]), {1: {10: "c1"}})
+        clock.advance(0.02)
+        self.assertEqual(await p.locate([1]), {1: {}})
+        # a node not alive is not remembered as such: its first beat counts at once
+        await p.beat("c1")
+        self.assertEqual(await p.locate([1]), {1: {10: "c1"}})
+
+    async def test_locate_asks_about_a_node_it_does_not_know_alive(self) -> None:
+        """A node without liveness is asked about on every locate, beside nodes reused."""
+        clock = Clock()
+        p = self.presence(clock)
+        await p.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
+        await p.online(device_id=20, user_id=2, conn=conn("c2"), epoch=0)
+        await p.beat("c1")
+        self.assertEqual(await p.locate([1, 2]), {1: {10: "c1"}, 2: {}})
+        await p.beat("c2")
+        self.assertEqual(await p.locate([1, 2]), {1: {10: "c1"}, 2: {20: "c2"}})
 
     async def test_locate_reads_many_users_in_chunks(self) -> None:
         """Users past one script's LOCATE_CHUNK are read by further scripts, each user's devices kept apart."""
