@@ -9,7 +9,7 @@ from typing import Sequence
 
 from twisted.logger import Logger
 
-from goim.batching import Batcher, shared
+from goim.batching import Batcher, FifoQueue, shared
 from goim.distributed.presence import RedisPresence
 from goim.distributed.redis import Keys, Redis
 from goim.logs import goim_observer
@@ -21,21 +21,31 @@ from goim.util import run_in_background
 log = Logger(observer=goim_observer)
 
 
+#: the most copies one publish round covers (what one NodeEvent per node carries)
+PUBLISH_MAX_COPIES = 2000
+
+
+def _copies(batch: Sequence[StoredCopies]) -> int:
+    return sum(len(copies) for copies in batch)
+
+
 class RedisDelivery:
     """``DeliveryPort`` and ``SessionPort`` of a logic node: locate the recipients'
     devices, publish per node.
 
-    Batches are published one after the other, in the order they were committed.
+    Batches are published in the order they were committed, one round at a time:
+    the batches committed while a round is out go together in the next one (one
+    locate, one event per node), up to ``max_copies`` copies.
     """
 
-    def __init__(self, presence: RedisPresence) -> None:
+    def __init__(self, presence: RedisPresence, *, max_copies: int = PUBLISH_MAX_COPIES) -> None:
         self.presence = presence
         self.redis: Redis = presence.redis
         self.keys: Keys = presence.keys
-        # one deliver() call per batch, published one after the other in order
         self._publisher: Batcher[None, Sequence[StoredCopies], None] = Batcher(
-            "delivery publisher", None, self._publish_batch, max_batch=1
-        )
+            "delivery publisher", None, self._publish_batch,
+            queue=lambda: FifoQueue(cost=_copies, max_cost=max_copies),
+        )  # fmt: skip
 
     def deliver(self, batch: Sequence[StoredCopies]) -> None:
         """Queue stored copies for publishing. Never raises."""
@@ -47,15 +57,16 @@ class RedisDelivery:
         await self._publisher.drain()
 
     async def _publish_batch(self, _: None, batches: list[Sequence[StoredCopies]]) -> list[None]:
-        for batch in batches:
-            try:
-                await self._publish(batch)
-            except Exception as e:
-                log.warn(
-                    "could not publish {count} deliveries ({error!r}); devices catch up by sync",
-                    count=sum(len(copies) for copies in batch),
-                    error=e,
-                )
+        # in commit order: each user's copies stay in seq order within the round
+        batch = [copies for b in batches for copies in b]
+        try:
+            await self._publish(batch)
+        except Exception as e:
+            log.warn(
+                "could not publish {count} deliveries ({error!r}); devices catch up by sync",
+                count=_copies(batch),
+                error=e,
+            )
         return shared(None, batches)
 
     async def _publish(self, batch: Sequence[StoredCopies]) -> None:

@@ -405,17 +405,42 @@ class RedisDeliveryTests(RedisTestMixin, TestCase):
         [(_, payload)] = recorder.messages
         self.assertEqual(list(deliveries_of(payload)), [1])
 
+    async def received_seqs(self, recorder: Any, channel: str, count: int) -> list[list[int]]:
+        """The seqs of user 1's items in each event on ``channel``, once ``count`` arrived."""
+
+        def seqs() -> list[list[int]]:
+            return [[seq for _, seq in deliveries_of(p)[1][1]] for p in recorder.on(channel)]
+
+        await wait_until(lambda: sum(map(len, seqs())) == count, f"{count} items")
+        return seqs()
+
     async def test_batches_are_published_in_commit_order(self) -> None:
-        """Batches handed to deliver one after the other arrive in that order."""
+        """Batches handed to deliver one after the other arrive in that order; those
+        queued while a round is out go together in the next one."""
         presence, delivery = await self.setup("c1")
         await presence.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
         channel = presence.keys.channel("c1")
         recorder = await self.open_recorder(channel)
         for seq in range(1, 21):
             delivery.deliver(copies_of([make_message(1, seq)]))
-        await wait_until(lambda: len(recorder.on(channel)) == 20, "20 events")
-        seqs = [deliveries_of(p)[1][1][0][1] for p in recorder.on(channel)]
-        self.assertEqual(seqs, list(range(1, 21)))
+        # the first batch went out alone, at once; the other 19 waited for it
+        self.assertEqual(await self.received_seqs(recorder, channel, 20), [[1], list(range(2, 21))])
+
+    async def test_a_round_is_bounded_by_copies(self) -> None:
+        """A publish round takes queued batches up to max_copies copies (a batch of
+        more goes alone), so one NodeEvent stays bounded."""
+        redis, keys = self.open_redis()
+        presence = RedisPresence(redis, keys)
+        await presence.beat("c1")
+        delivery = RedisDelivery(presence, max_copies=3)
+        await presence.online(device_id=10, user_id=1, conn=conn("c1"), epoch=0)
+        channel = presence.keys.channel("c1")
+        recorder = await self.open_recorder(channel)
+        for seqs in [[1], [2], [3, 4], [5], [6, 7, 8, 9], [10]]:
+            delivery.deliver(copies_of([make_message(1, seq) for seq in seqs]))
+        self.assertEqual(
+            await self.received_seqs(recorder, channel, 10), [[1], [2, 3, 4], [5], [6, 7, 8, 9], [10]]
+        )
 
     async def test_kick_is_published_to_the_old_node(self) -> None:
         """kick publishes, on the node it names, a Kick for the device naming the connection."""
