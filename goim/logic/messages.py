@@ -260,12 +260,15 @@ class MessageService:
         # logs a line per user every LIMITED_LOG_EVERY seconds, not one per send
         self._limited: dict[int, list[float]] = {}
         # lists of (device, seq) acks, one per caller; each batch writes the highest
-        # seq per device of at most MAX_ACK_BATCH acks (a longer list goes alone)
+        # seq per device of at most MAX_ACK_BATCH acks (a longer list goes alone).
+        # Like the message writer, an idle ack writer starts at the end of the turn,
+        # so that the acks of the connections read in one poll share a transaction
         self._acks: Batcher[None, Sequence[tuple[int, int]], None] = Batcher(
             "ack writer",
             batch_clock,
             self._write_acks,
             queue=lambda: FifoQueue(cost=len, max_cost=MAX_ACK_BATCH),
+            delay=0,
         )
 
     def validate(self, request: SendRequest) -> int:
