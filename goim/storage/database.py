@@ -39,7 +39,8 @@ class DatabaseURL:
             DatabaseURLError: the URL has an unknown scheme or misses a part.
         """
         address = parse_database_url(url)
-        return cls(SQLiteDialect() if address.is_sqlite else MySQLDialect(), address.connect_kwargs)
+        dialect = SQLiteDialect() if address.is_sqlite else MySQLDialect()
+        return cls(dialect, {**address.connect_kwargs, **dialect.connect_kwargs})
 
 
 class Txn:
@@ -53,17 +54,78 @@ class Txn:
         self._cursor = cursor
         self.dialect = dialect
         self._many_rowcount: int | None = None  # rows touched by the last executemany
+        # writes waiting for the next round trip (``executemany_later``), as the
+        # literal statements the dialect rendered
+        self._later: list[str] = []
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
-        """Execute one statement."""
+        """Execute one statement (after the writes waiting for it, in the same round trip)."""
         self._many_rowcount = None
-        self._cursor.execute(self.dialect.sql(sql), tuple(args))
+        if self._later:
+            self._run_later(self.dialect.literal(self._cursor, sql, args))
+        else:
+            self._cursor.execute(self.dialect.sql(sql), tuple(args))
+
+    def query_all(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Execute several queries, in order, and return the rows of each: on a
+        networked database in one round trip (with the writes waiting for it)."""
+        if not queries:
+            return []
+        self._many_rowcount = None
+        if not self.dialect.scripts:
+            return [self.query(sql, args) for sql, args in queries]
+        statements, self._later = self._later, []
+        statements += [self.dialect.literal(self._cursor, sql, args) for sql, args in queries]
+        return self.dialect.execute_script(self._cursor, statements, results=len(queries))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Execute one statement for many rows (an INSERT's rows go in as few
         statements as the driver allows, see ``Dialect.executemany``)."""
         if rows:
+            self.flush()
             self._many_rowcount = self.dialect.executemany(self._cursor, sql, rows)
+
+    def execute_later(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """``execute`` for a write whose outcome nothing reads (see ``executemany_later``)."""
+        self.executemany_later(sql, [args])
+
+    def executemany_later(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Like ``executemany``, for a write whose outcome nothing reads.
+
+        On a networked database the write goes with the next statement of the
+        transaction, or with its commit, in the same round trip; its errors are
+        raised there (the transaction fails as a whole either way). In-process
+        (SQLite) it runs at once. ``rowcount`` does not count it.
+        """
+        if not rows:
+            return
+        if self.dialect.scripts:
+            self._later.extend(self.dialect.literal_many(self._cursor, sql, rows))
+        else:
+            self.executemany(sql, rows)
+
+    def flush(self) -> None:
+        """Run the writes still waiting (``executemany_later``) now."""
+        if self._later:
+            self._run_later()
+
+    def finish(self) -> bool:
+        """Run the writes still waiting together with the commit, if the
+        dialect can (one round trip for both).
+
+        Returns:
+            True when this committed the transaction.
+        """
+        if not self._later:
+            return False
+        self._run_later(self.dialect.commit_statement)
+        return True
+
+    def _run_later(self, last: str | None = None) -> None:
+        statements, self._later = self._later, []
+        if last is not None:
+            statements.append(last)
+        self.dialect.execute_script(self._cursor, statements)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         """All rows of the last query."""
@@ -95,6 +157,7 @@ class Txn:
         Only for migrations, whose version row must be visible to other processes
         before the migration lock is released.
         """
+        self.flush()
         # adbapi hands interactions a Transaction whose connection wrapper commits
         connection = getattr(self._cursor, "_connection", None) or self._cursor.connection
         connection.commit()
@@ -127,6 +190,24 @@ SQLITE_CHECKPOINT_INTERVAL = 1.0
 #: 1 MiB on MariaDB, 1 KiB on MySQL): ``Dialect.int_rows`` reads a batch's rows as
 #: one row of lists, and reads them again as rows when a list was cut at this length
 MYSQL_GROUP_CONCAT_MAX_LEN = 8 * 1024 * 1024
+
+
+class _Connection(adbapi.Connection):
+    """adbapi's connection wrapper (one per transaction), whose commit is skipped
+    when the transaction's last round trip committed already (``Txn.finish``)."""
+
+    committed = False
+
+    def commit(self) -> None:
+        if not self.committed:
+            connection: Any = self._connection
+            connection.commit()
+
+
+class ConnectionPool(adbapi.ConnectionPool):
+    """adbapi's pool for a database whose transactions may commit by themselves."""
+
+    connectionFactory = _Connection
 
 
 class Database:
@@ -196,7 +277,7 @@ class Database:
         kwargs = dict(self.url.connect_kwargs)
         if self.url.is_sqlite:
             return self._make_sqlite_pool(reactor)
-        return adbapi.ConnectionPool(
+        return ConnectionPool(
             "pymysql",
             cp_min=1,
             cp_max=max_connections,
@@ -269,7 +350,13 @@ class Database:
         return mysql_durability_warnings(int(flush), int(sync_binlog), bool(int(log_bin)))
 
     def _interaction(self, cursor: Any, func: Callable[..., T], *args: Any) -> T:
-        return func(Txn(cursor, self.dialect), *args)
+        txn = Txn(cursor, self.dialect)
+        result = func(txn, *args)
+        if txn.finish():
+            # the writes left and the COMMIT went in one round trip: adbapi's own
+            # commit, which follows, has nothing left to do
+            cursor._connection.committed = True
+        return result
 
     def _start_checkpoints(self) -> None:
         if self._checkpoint_loop is not None and not self._checkpoint_loop.running:  # not closed yet

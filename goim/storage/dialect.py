@@ -8,6 +8,7 @@ import contextlib
 import re
 from typing import Any, Iterator, Mapping, Sequence
 
+from pymysql.constants import CLIENT
 from pymysql.cursors import RE_INSERT_VALUES
 
 # MySQL error numbers (https://mariadb.com/kb/en/mariadb-error-codes/)
@@ -28,6 +29,13 @@ class Dialect:
     dbapi_name = ""
     #: appended to a SELECT that must lock the rows it reads
     for_update = ""
+    #: what every connection of this dialect is opened with (besides the URL's parts)
+    connect_kwargs: Mapping[str, Any] = {}
+    #: whether statements are worth sending several to a round trip
+    #: (``execute_script``): not for an in-process database
+    scripts = False
+    #: ends a transaction inside a script (``execute_script``)
+    commit_statement = "COMMIT"
 
     def sql(self, statement: str) -> str:
         """Return ``statement`` (written with ``?`` placeholders) for this driver."""
@@ -41,6 +49,28 @@ class Dialect:
         """Execute ``statement`` (``?`` placeholders) once per row; returns the rows touched."""
         cursor.executemany(self.sql(statement), [tuple(r) for r in rows])
         return int(cursor.rowcount)
+
+    def literal_many(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """``statement`` for ``rows`` as literal SQL statements, to be sent with
+        others in one round trip (``execute_script``; dialects with ``scripts``)."""
+        raise NotImplementedError
+
+    def literal(self, cursor: Any, statement: str, args: Sequence[Any]) -> str:
+        """One statement with its arguments as literal SQL (dialects with ``scripts``)."""
+        raise NotImplementedError
+
+    def execute_script(self, cursor: Any, statements: Sequence[str], results: int = 0) -> list[list[tuple[Any, ...]]]:
+        """Execute literal statements in order; the cursor holds the last one's result.
+
+        Returns:
+            The rows of each of the last ``results`` statements.
+        """
+        rows = []
+        for i, statement in enumerate(statements):
+            cursor.execute(statement)
+            if i >= len(statements) - results:
+                rows.append([tuple(r) for r in cursor.fetchall()])
+        return rows
 
     def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
         """An INSERT of ``keys + values`` that overwrites ``updates`` on a key clash.
@@ -251,6 +281,10 @@ class MySQLDialect(Dialect):
     name = "mysql"
     dbapi_name = "pymysql"
     for_update = " FOR UPDATE"
+    # several statements in one round trip (``execute_script``); every value in them
+    # is escaped by the driver, as in single statements
+    connect_kwargs = {"client_flag": CLIENT.MULTI_STATEMENTS}
+    scripts = True
 
     def sql(self, statement: str) -> str:
         # PyMySQL uses the "format" paramstyle; no literal % appears in our SQL.
@@ -269,23 +303,61 @@ class MySQLDialect(Dialect):
         )
 
     def executemany(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> int:
-        # PyMySQL folds an INSERT's rows into one statement too, but escapes every
-        # value through its encoder table: about 6 µs a message row, a fifth of a
-        # logic node's batch. An int (most of a row) is its own literal; every other
-        # value is escaped by the connection as PyMySQL would. A value that is the
-        # very object of the row before in the same place (a group message's 500
-        # copies share all but two) reuses that row's literal. Statements are cut at
-        # the cursor's max_stmt_length characters, as PyMySQL cuts them.
+        statements = self._folded(cursor, statement, rows)
+        if statements is None:
+            cursor.executemany(self.sql(statement), [tuple(r) for r in rows])
+            return int(cursor.rowcount)
+        return sum(int(cursor.execute(s)) for s in statements)
+
+    def literal_many(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> list[str]:
+        folded = self._folded(cursor, statement, rows)
+        return folded if folded is not None else [self.literal(cursor, statement, r) for r in rows]
+
+    def literal(self, cursor: Any, statement: str, args: Sequence[Any]) -> str:
+        return str(cursor.mogrify(self.sql(statement), tuple(args)))
+
+    def execute_script(self, cursor: Any, statements: Sequence[str], results: int = 0) -> list[list[tuple[Any, ...]]]:
+        # One round trip for as many statements as fit in max_stmt_length characters
+        # (the connection sets CLIENT.MULTI_STATEMENTS); the server stops at the
+        # first that fails, and reading its result raises that error.
+        limit = cursor.max_stmt_length
+        rows = []
+        start = 0
+        while start < len(statements):
+            end, size = start + 1, len(statements[start])
+            while end < len(statements) and size + len(statements[end]) + 1 <= limit:
+                size += len(statements[end]) + 1
+                end += 1
+            cursor.execute(";".join(statements[start:end]))
+            for i in range(start, end):
+                if i > start and not cursor.nextset():
+                    raise RuntimeError(f"a script of {end - start} statements returned fewer results")
+                if i >= len(statements) - results:
+                    rows.append([tuple(r) for r in cursor.fetchall()])
+            start = end
+        return rows
+
+    def _folded(self, cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> list[str] | None:
+        """An INSERT's rows folded into as few literal statements as
+        ``max_stmt_length`` allows; None for a statement that is no plain INSERT.
+
+        PyMySQL folds an INSERT's rows into one statement too, but escapes every
+        value through its encoder table: about 6 µs a message row, a fifth of a
+        logic node's batch. An int (most of a row) is its own literal; every other
+        value is escaped by the connection as PyMySQL would. A value that is the
+        very object of the row before in the same place (a group message's 500
+        copies share all but two) reuses that row's literal. Statements are cut at
+        the cursor's max_stmt_length characters, as PyMySQL cuts them.
+        """
         query = self.sql(statement)
         match = RE_INSERT_VALUES.match(query)
         if match is None or "%(" in match.group(2):
-            cursor.executemany(query, [tuple(r) for r in rows])
-            return int(cursor.rowcount)
+            return None
         prefix, template, suffix = match.group(1), match.group(2).strip(), match.group(3) or ""
         width = template.count("%s")
         escape = cursor.connection.escape
         limit = cursor.max_stmt_length - len(prefix) - len(suffix)
-        touched = 0
+        statements: list[str] = []
         values: list[str] = []
         size = 0
         previous: Sequence[Any] = ()
@@ -303,12 +375,12 @@ class MySQLDialect(Dialect):
             previous = row
             value = "(" + ",".join(literals) + ")"
             if values and size + len(value) + 1 > limit:
-                touched += cursor.execute(prefix + ",".join(values) + suffix)
+                statements.append(prefix + ",".join(values) + suffix)
                 values, size = [], 0
             values.append(value)
             size += len(value) + 1
-        touched += cursor.execute(prefix + ",".join(values) + suffix)
-        return touched
+        statements.append(prefix + ",".join(values) + suffix)
+        return statements
 
     def int_rows(self, txn: Any, columns: Sequence[str], source: str, args: Sequence[Any]) -> list[tuple[int, ...]]:
         # PyMySQL parses every row of a result in Python: a group's 500 members
@@ -330,10 +402,11 @@ class MySQLDialect(Dialect):
     def add_many(self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]) -> dict[int, int]:
         # One INSERT ... ON DUPLICATE KEY UPDATE adds and locks (in key order), then
         # one read of the new values: 7.7-8.4 ms for 500 rows, against 12.6-15.0 ms
-        # for the read FOR UPDATE and the upsert of the values computed here.
+        # for the read FOR UPDATE and the upsert of the values computed here. Both
+        # go in one round trip.
         keys = sorted(increments)
         table, key, column = _identifier(table), _identifier(key), _identifier(column)
-        txn.executemany(
+        txn.executemany_later(
             f"INSERT INTO {table} ({key}, {column}) VALUES (?, ?)"
             f" ON DUPLICATE KEY UPDATE {column} = {column} + VALUES({column})",
             [(k, increments[k]) for k in keys],
@@ -363,7 +436,7 @@ class MySQLDialect(Dialect):
         for start in range(0, len(pairs), RAISE_MANY_CHUNK):
             chunk = pairs[start : start + RAISE_MANY_CHUNK]
             rows = " UNION ALL ".join(["SELECT ? AS k, ? AS v"] + ["SELECT ?, ?"] * (len(chunk) - 1))
-            txn.execute(
+            txn.execute_later(
                 f"UPDATE {table} AS t JOIN ({rows}) AS n ON t.{key} = n.k"
                 f" SET t.{column} = n.v WHERE t.{column} < n.v",
                 [x for pair in chunk for x in pair],

@@ -96,8 +96,7 @@ class MessageStore:
         self, txn: Txn, sends: Sequence[PendingSend], decide: Decide, now_ms: int
     ) -> list[SendOutcome]:
         keys = [(s.request.device_id, s.request.epoch, s.request.send_sequence) for s in sends]
-        earlier = _stored_sends_txn(txn, keys)
-        facts = _facts_txn(txn, [s.request for s in sends])
+        earlier, facts = _batch_reads_txn(txn, keys, [s.request for s in sends])
 
         outcomes: list[SendOutcome | None] = [None] * len(sends)
         accepted: list[tuple[int, list[int]]] = []  # (index in batch, recipients)
@@ -157,11 +156,13 @@ class MessageStore:
                 sender_seq = seqs[r.user_id] if r.user_id in recipients else 0
                 send_rows.append((*keys[i], send.message_id, sender_seq, now_ms))
                 outcomes[i] = SendOutcome(SEND_OK, send.message_id, sender_seq, stored)
-            txn.executemany(
+            # both go with the commit, in one round trip on MySQL (a duplicate send
+            # key raised there still fails the transaction, and the batch reruns)
+            txn.executemany_later(
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}, created_at) VALUES ({', '.join('?' * 12)})",
                 message_rows,
             )
-            txn.executemany(
+            txn.executemany_later(
                 "INSERT INTO sends (device_id, epoch, send_sequence, message_id, sender_seq, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 send_rows,
@@ -273,20 +274,24 @@ def _synced(r: Sequence[Any]) -> StoredMessage:
     )
 
 
-def _stored_sends_txn(txn: Txn, keys: Sequence[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[int, int]]:
-    """``{(device_id, epoch, send_sequence): (message_id, sender_seq)}`` already stored."""
-    key = ("device_id", "epoch", "send_sequence")
-    sql, args = txn.dialect.select_keys("sends", [*key, "message_id", "sender_seq"], key, sorted(set(keys)))
-    return {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in txn.query(sql, args)}
-
-
-def _facts_txn(txn: Txn, requests: Sequence[SendRequest]) -> BatchFacts:
-    facts = BatchFacts()
+def _batch_reads_txn(
+    txn: Txn, keys: Sequence[tuple[int, int, int]], requests: Sequence[SendRequest]
+) -> tuple[dict[tuple[int, int, int], tuple[int, int]], BatchFacts]:
+    """What a batch's transaction reads before it decides: the sends already stored,
+    ``{(device_id, epoch, send_sequence): (message_id, sender_seq)}``, and the facts
+    the rules need (the 1:1 friendships together with the former, in one round trip
+    on MySQL; the groups' members after them)."""
+    send_key = ("device_id", "epoch", "send_sequence")
+    queries = [txn.dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))]
     pairs = sorted({(r.user_id, r.receiver_id) for r in requests if r.receiver_type == RECEIVER_USER})
     if pairs:
-        key = ("user_id", "friend_id")
-        sql, args = txn.dialect.select_keys("friends", key, key, pairs)
-        facts.friendships = {(int(r[0]), int(r[1])) for r in txn.query(sql, args)}
+        friend_key = ("user_id", "friend_id")
+        queries.append(txn.dialect.select_keys("friends", friend_key, friend_key, pairs))
+    sent, *friends = txn.query_all(queries)
+    earlier = {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in sent}
+    facts = BatchFacts()
+    if friends:
+        facts.friendships = {(int(r[0]), int(r[1])) for r in friends[0]}
     groups = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_GROUP})
     if groups:
         facts.members = {g: [] for g in groups}
@@ -294,4 +299,4 @@ def _facts_txn(txn: Txn, requests: Sequence[SendRequest]) -> BatchFacts:
             txn, ["group_id", "user_id"], f"FROM group_members WHERE group_id IN {in_clause(groups)}", groups
         ):
             facts.members[group_id].append(user_id)
-    return facts
+    return earlier, facts

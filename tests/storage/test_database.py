@@ -10,6 +10,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 
 import pymysql
+from pymysql.constants import CLIENT
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -137,6 +138,7 @@ class DatabaseURLTests(SynchronousTestCase):
                 "user": "go@im",
                 "password": "p@ss:w/rd%",
                 "database": "goim_prod",
+                "client_flag": CLIENT.MULTI_STATEMENTS,
             },
         )
 
@@ -145,7 +147,15 @@ class DatabaseURLTests(SynchronousTestCase):
         url = DatabaseURL.parse("mysql://127.0.0.1/goim")
         self.assertEqual(
             url.connect_kwargs,
-            {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "goim"},
+            {
+                "host": "127.0.0.1",
+                "port": 3306,
+                "user": "root",
+                "password": "",
+                "database": "goim",
+                # execute_script: several statements in one round trip
+                "client_flag": CLIENT.MULTI_STATEMENTS,
+            },
         )
         self.assertEqual(DatabaseURL.parse("mysql://bob@h/db").connect_kwargs["password"], "")
         self.assertEqual(DatabaseURL.parse("mysql://bob@h/db").connect_kwargs["user"], "bob")
@@ -409,6 +419,62 @@ class DatabaseTests(_Base):
 
         self.assertEqual(self.run_txn(db, insert), len(rows))
         self.assertEqual([(r[1], r[2], None if r[3] is None else bytes(r[3])) for r in self.rows(db)], rows)
+
+    def test_writes_later_are_seen_by_the_next_statement_and_committed(self) -> None:
+        """Writes left for later (every kind of value, folded INSERTs over several statements, an UPDATE) are
+        visible to the transaction's next statement and committed with it, in order."""
+        db, _ = self.dialect_table()
+        names = ["it's", "back\\slash", "%s %(x)s ?", "李雷 😀", "\x00nul"]
+        rows = [(k, names[k % len(names)], b"\x00'" if k % 2 else None) for k in range(1, 40)]
+
+        def txn(t: Txn) -> tuple[list[tuple[Any, ...]], int]:
+            t._cursor.max_stmt_length = 300  # several statements and scripts on MariaDB
+            t.executemany_later("INSERT INTO t (k, name, raw) VALUES (?, ?, ?)", rows[:30])
+            t.execute_later("UPDATE t SET n = n + ? WHERE k <= ?", (5, 3))
+            seen = t.query("SELECT COUNT(*), SUM(n) FROM t")
+            t.executemany_later("INSERT INTO t (k, name, raw) VALUES (?, ?, ?)", rows[30:])
+            t.execute_later("UPDATE t SET n = n * ? WHERE k <= ?", (2, 1))
+            t.execute("UPDATE t SET name = ? WHERE k = ?", ("last", 39))
+            return seen, t.rowcount
+
+        seen, updated = self.run_txn(db, txn)
+        self.assertEqual([tuple(int(v) for v in r) for r in seen], [(30, 15)])
+        self.assertEqual(updated, 1, "rowcount is the last statement's, not the writes' before it")
+        got = [(r[1], r[2], None if r[3] is None else bytes(r[3]), r[4]) for r in self.rows(db)]
+        wanted = [(k, "last" if k == 39 else name, raw, 10 if k == 1 else 5 if k <= 3 else 0) for k, name, raw in rows]
+        self.assertEqual(got, wanted)
+
+    def test_a_failing_write_later_fails_the_whole_transaction(self) -> None:
+        """A write left for later that fails (a duplicate key) raises when it runs, at the end of the
+        transaction at the latest, and nothing of the transaction stays."""
+        db, dialect = self.dialect_table()
+
+        def txn(t: Txn) -> None:
+            t.execute("INSERT INTO t (k, name) VALUES (?, ?)", (1, "now"))
+            t.executemany_later("INSERT INTO t (k, name) VALUES (?, ?)", [(2, "later"), (1, "clash")])
+
+        failure = self.failureResultOf(Deferred.fromCoroutine(db.run("clash", txn)))
+        self.assertTrue(dialect.is_duplicate_key(failure.value))
+        self.assertEqual(self.rows(db), [])
+
+    def test_query_all_returns_each_querys_rows_after_the_writes_waiting(self) -> None:
+        """query_all answers its queries in order, empty results included, after the writes left for later."""
+        db, _ = self.dialect_table()
+
+        def txn(t: Txn) -> list[list[tuple[Any, ...]]]:
+            t.executemany_later("INSERT INTO t (k, name) VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+            return t.query_all(
+                [
+                    ("SELECT k, name FROM t WHERE k >= ? ORDER BY k", (2,)),
+                    ("SELECT k FROM t WHERE k > ?", (10,)),
+                    ("SELECT COUNT(*) FROM t", ()),
+                ]
+            )
+
+        first, empty, count = self.run_txn(db, txn)
+        self.assertEqual([(int(r[0]), r[1]) for r in first], [(2, "b"), (3, "c")])
+        self.assertEqual(empty, [])
+        self.assertEqual([int(r[0]) for r in count], [3])
 
     def test_raise_many_raises_and_never_lowers(self) -> None:
         """raise_many sets the column where the new value is higher and leaves lower or equal ones, over several chunks."""
@@ -789,6 +855,33 @@ class DatabaseMySQLTests(DatabaseTests, DurabilityWarningTests, MySQLBackend, Te
                 t.execute("SET SESSION group_concat_max_len = DEFAULT")
 
         self.assertEqual(self.run_txn(db, read), [(k, 123456789 + k) for k in range(1, 301)])
+
+    def test_writes_left_for_the_end_go_with_the_commit(self) -> None:
+        """A transaction that ends with writes waiting commits in the same round trip as them: the pool's
+        own commit after it is skipped (one COMMIT statement on the connection, not two)."""
+        db, _ = self.dialect_table()
+
+        def commits(t: Txn) -> int:
+            return int(t.query("SHOW SESSION STATUS LIKE 'Com_commit'")[0][1])
+
+        before = self.run_txn(db, commits)  # this transaction's own commit counts too
+        self.run_txn(db, lambda t: t.executemany_later("INSERT INTO t (k, name) VALUES (?, ?)", [(1, "x")]))
+        self.assertEqual(self.run_txn(db, commits) - before, 2)
+        self.assertEqual([r[1] for r in self.rows(db)], [1])
+
+    def test_a_script_is_cut_at_the_statement_length_limit(self) -> None:
+        """execute_script sends as many statements per round trip as max_stmt_length allows, reads every
+        result in order and returns the rows of the last ones asked for."""
+        db, dialect = self.dialect_table()
+
+        def txn(t: Txn) -> list[list[tuple[Any, ...]]]:
+            t._cursor.max_stmt_length = 60
+            statements = [f"INSERT INTO t (k, name) VALUES ({k}, 'n{k}')" for k in range(1, 6)]
+            statements += ["SELECT COUNT(*) FROM t", "SELECT MAX(k) FROM t"]
+            return dialect.execute_script(t._cursor, statements, results=2)
+
+        self.assertEqual([[tuple(int(v) for v in r) for r in rows] for rows in self.run_txn(db, txn)], [[(5,)], [(5,)]])
+        self.assertEqual([r[1] for r in self.rows(db)], [1, 2, 3, 4, 5])
 
     async def test_pool_connections_allow_long_group_concat_lists(self) -> None:
         """The server pool's connections raise group_concat_max_len, so that a batch's reads fit in one row."""

@@ -11,11 +11,10 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from goim.storage.database import Database, DatabaseURL
+from goim.storage.database import ConnectionPool, Database, DatabaseURL
 from goim.storage.schema import migrate_txn
 
 MYSQL_ENV = "GOIM_TEST_MYSQL"
@@ -45,8 +44,8 @@ def _mysql_admin(server_url: str, statement: str) -> None:
         connection.close()
 
 
-class SynchronousPool(adbapi.ConnectionPool):
-    """An adbapi pool that runs each transaction at once on the calling thread.
+class SynchronousPool(ConnectionPool):
+    """goim's adbapi pool, running each transaction at once on the calling thread.
 
     The Deferreds it returns have fired already, so a coroutine awaiting them runs
     to completion synchronously: hypothesis state machines drive services this way.
