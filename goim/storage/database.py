@@ -74,9 +74,8 @@ class Txn:
         self._many_rowcount = None
         if not self.dialect.scripts:
             return [self.query(sql, args) for sql, args in queries]
-        statements, self._later = self._later, []
-        statements += [self.dialect.literal(self._cursor, sql, args) for sql, args in queries]
-        return self.dialect.execute_script(self._cursor, statements, results=len(queries))
+        literals = [self.dialect.literal(self._cursor, sql, args) for sql, args in queries]
+        return self._run_later(*literals, results=len(queries))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Execute one statement for many rows (an INSERT's rows go in as few
@@ -109,23 +108,21 @@ class Txn:
         if self._later:
             self._run_later()
 
-    def finish(self) -> bool:
-        """Run the writes still waiting together with the commit, if the
-        dialect can (one round trip for both).
+    def finish(self) -> None:
+        """End the transaction function: the writes still waiting go with the
+        ``COMMIT``, in one round trip, and the pool's own commit after it is skipped."""
+        if self._later:
+            self._run_later(self.dialect.commit_statement)
+            self._connection().committed = True
 
-        Returns:
-            True when this committed the transaction.
-        """
-        if not self._later:
-            return False
-        self._run_later(self.dialect.commit_statement)
-        return True
-
-    def _run_later(self, last: str | None = None) -> None:
+    def _run_later(self, *last: str, results: int = 0) -> list[list[tuple[Any, ...]]]:
+        """The writes waiting and then ``last`` in one script; the rows of its last ``results``."""
         statements, self._later = self._later, []
-        if last is not None:
-            statements.append(last)
-        self.dialect.execute_script(self._cursor, statements)
+        return self.dialect.execute_script(self._cursor, [*statements, *last], results=results)
+
+    def _connection(self) -> Any:
+        # adbapi hands interactions a Transaction whose connection wrapper commits
+        return getattr(self._cursor, "_connection", None) or self._cursor.connection
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         """All rows of the last query."""
@@ -158,9 +155,7 @@ class Txn:
         before the migration lock is released.
         """
         self.flush()
-        # adbapi hands interactions a Transaction whose connection wrapper commits
-        connection = getattr(self._cursor, "_connection", None) or self._cursor.connection
-        connection.commit()
+        self._connection().commit()
 
 
 def in_clause(values: Sequence[Any]) -> str:
@@ -194,7 +189,8 @@ MYSQL_GROUP_CONCAT_MAX_LEN = 8 * 1024 * 1024
 
 class _Connection(adbapi.Connection):
     """adbapi's connection wrapper (one per transaction), whose commit is skipped
-    when the transaction's last round trip committed already (``Txn.finish``)."""
+    when the transaction's last round trip committed already (``Txn.finish``; any
+    other wrapper just commits again, which changes nothing)."""
 
     committed = False
 
@@ -352,10 +348,7 @@ class Database:
     def _interaction(self, cursor: Any, func: Callable[..., T], *args: Any) -> T:
         txn = Txn(cursor, self.dialect)
         result = func(txn, *args)
-        if txn.finish():
-            # the writes left and the COMMIT went in one round trip: adbapi's own
-            # commit, which follows, has nothing left to do
-            cursor._connection.committed = True
+        txn.finish()
         return result
 
     def _start_checkpoints(self) -> None:

@@ -60,17 +60,13 @@ class Dialect:
         raise NotImplementedError
 
     def execute_script(self, cursor: Any, statements: Sequence[str], results: int = 0) -> list[list[tuple[Any, ...]]]:
-        """Execute literal statements in order; the cursor holds the last one's result.
+        """Execute literal statements in order, in as few round trips as the driver
+        allows (dialects with ``scripts``); the cursor holds the last one's result.
 
         Returns:
             The rows of each of the last ``results`` statements.
         """
-        rows = []
-        for i, statement in enumerate(statements):
-            cursor.execute(statement)
-            if i >= len(statements) - results:
-                rows.append([tuple(r) for r in cursor.fetchall()])
-        return rows
+        raise NotImplementedError
 
     def upsert(self, table: str, keys: Sequence[str], values: Sequence[str], updates: Sequence[str]) -> str:
         """An INSERT of ``keys + values`` that overwrites ``updates`` on a key clash.
