@@ -112,7 +112,7 @@ class Txn:
         """End the transaction function: the writes still waiting go with the
         ``COMMIT``, in one round trip, and the pool's own commit after it is skipped."""
         if self._later:
-            self._run_later(self.dialect.commit_statement)
+            self._run_later("COMMIT")
             self._connection().committed = True
 
     def _run_later(self, *last: str, results: int = 0) -> list[list[tuple[Any, ...]]]:

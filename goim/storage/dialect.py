@@ -34,8 +34,6 @@ class Dialect:
     #: whether statements are worth sending several to a round trip
     #: (``execute_script``): not for an in-process database
     scripts = False
-    #: ends a transaction inside a script (``execute_script``)
-    commit_statement = "COMMIT"
 
     def sql(self, statement: str) -> str:
         """Return ``statement`` (written with ``?`` placeholders) for this driver."""
