@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -58,7 +59,9 @@ async def wait_until(
     """Poll ``condition`` until it returns something true, and return that.
 
     Args:
-        condition: checked now and then every ``interval`` seconds while the reactor runs.
+        condition: checked now and then every ``interval`` seconds while the reactor
+            runs; it may return an awaitable (an ``async`` function asking a server),
+            whose result is the answer.
         what: the awaited state, for the failure message.
         timeout: seconds before giving up.
 
@@ -69,6 +72,8 @@ async def wait_until(
     deadline = clock.seconds() + timeout
     while True:
         result = condition()
+        if isawaitable(result):
+            result = await result
         if result:
             return result
         if clock.seconds() >= deadline:

@@ -14,7 +14,6 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
-from goim.testing.harness import pause
 from goim.types import RECEIVER_USER, SENDER_SYSTEM
 from tests.e2e.httpapi import HttpApi
 from tests.e2e.wire import connect, items, wait_until
@@ -89,16 +88,16 @@ class PushEndToEnd(_Base):
 
         status, job = await api.call("GET", f"/push/jobs/{job_id}")
         self.assertEqual(status, 401, "no key: refused")
-        # the job moves its cursor after its last chunk is stored, so the
-        # webhook's POST may come before the job reads done
-        for _ in range(300):
+        async def done() -> dict[str, Any] | None:
             response = await treq.get(
                 server.http + f"/push/jobs/{job_id}", headers={b"Authorization": [f"Bearer {KEY}".encode()]}, persistent=False
             )
-            job = json.loads(await response.content())["data"]
-            if job["state"] == "done":
-                break
-            await pause(0.05)
+            job: dict[str, Any] = json.loads(await response.content())["data"]
+            return job if job["state"] == "done" else None
+
+        # the job moves its cursor after its last chunk is stored, so the
+        # webhook's POST may come before the job reads done
+        job = await wait_until(done, "the job done", interval=0.05)
         self.assertEqual((job["state"], job["recipients"]), ("done", 2))
 
         bob_client = await connect(self, server.tcp_port)

@@ -8,7 +8,6 @@ poll with a deadline; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,7 @@ from tests.e2e.wire import (
     wait_until,
 )
 from tests.support.db import BackendMixin, MySQLBackend, SQLiteBackend
-from tests.support.server import StandaloneServer, pause, run_to_exit, server_database
+from tests.support.server import StandaloneServer, run_to_exit, server_database
 
 if TYPE_CHECKING:
 
@@ -278,14 +277,11 @@ class StandaloneEndToEnd(_Base):
         cb.write(message_ack_frame(count))
         other = await api.new_device()
 
-        async def acknowledged() -> int:
+        async def all_acknowledged() -> bool:
             data = await api.ok("POST", "/user/signin", {"number": "bob", "password": PASSWORD}, auth=other)
-            return int(data["sync_sequence"])
+            return int(data["sync_sequence"]) == count
 
-        deadline = time.monotonic() + 15
-        while (held := await acknowledged()) != count and time.monotonic() < deadline:
-            await pause(0.05)
-        self.assertEqual(held, count)
+        await wait_until(all_acknowledged, f"bob's sync_sequence at {count}", timeout=15, interval=0.05)
 
     async def test_pipelined_sign_in_sync_and_send_are_answered(self) -> None:
         """SignIn + SyncTrigger + MessageSend in one TCP write: SignInACK first, then the whole sync and the send's ACK."""

@@ -120,6 +120,23 @@ class WaitUntilTests(SynchronousTestCase):
         clock.advance(0.01)
         self.assertEqual(self.successResultOf(d), "done")
 
+    def test_awaits_a_condition_that_answers_later(self) -> None:
+        """An ``async`` condition (a question to a server) is awaited each time."""
+        clock = task.Clock()
+        answers: list[Deferred[str]] = []
+
+        def ask() -> Deferred[str]:
+            answers.append(Deferred())
+            return answers[-1]
+
+        d = Deferred.fromCoroutine(wait_until(ask, "x", reactor=clock))
+        answers[0].callback("")
+        self.assertNoResult(d)
+        clock.advance(0.01)
+        self.assertEqual(len(answers), 2, "asked again after the interval")
+        answers[1].callback("done")
+        self.assertEqual(self.successResultOf(d), "done")
+
     def test_fails_after_the_timeout(self) -> None:
         clock = task.Clock()
         d = Deferred.fromCoroutine(wait_until(lambda: False, "never", timeout=1, reactor=clock))
