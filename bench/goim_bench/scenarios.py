@@ -93,6 +93,7 @@ def _merge_send(replies: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "buckets": buckets,
         "ack_latency_ms": summarize(v for r in replies for v in r["ack_latency_ms"]),
         "steady_sends_per_s": round(steady_rate(buckets, start, end_sending), 1),
+        "loadgen_cpu_s": sum(r.get("cpu_s", 0.0) for r in replies),
     }
 
 
@@ -104,6 +105,7 @@ async def _quiesce(pool: LoadgenPool, timeout: float = 60.0) -> dict[str, list[d
     for reply in replies:
         for stats in reply["phases"].values():
             stats["loadgen_gc_max_ms"] = gc_max
+            stats["loadgen_late_ms"] = reply.get("late_ms", {})
         for name, stats in reply["phases"].items():
             phases.setdefault(name, []).append(stats)
     return phases
@@ -124,6 +126,12 @@ def _receive_figures(stats: list[dict[str, Any]], start: float, end_sending: flo
         "loadgen_gc_max_ms": max((s.get("loadgen_gc_max_ms", 0.0) for s in stats), default=0.0),
         "buckets": buckets,
         "worst_by_quarter_s": worst_series((s.get("worst_ms", {}) for s in stats), start),
+        # how late the load generators' own timers ran in each quarter second of the
+        # sending (the longest over the processes): a stall of the receiving side
+        "loadgen_late_by_quarter_s": [
+            q for q in worst_series((s.get("loadgen_late_ms", {}) for s in stats), start)
+            if -0.25 < q[0] < end_sending - start
+        ],
     }
 
 
@@ -317,6 +325,8 @@ async def one_to_one(ctx: Context) -> None:
         cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         return {
             "offered_per_s": round(offered, 1),
+            # epoch s of the first send: lines up the level with the server's logs and traces
+            "started_at": round(phase["start"], 3),
             # ACKs over the time from the first send to the last ACK: a server that
             # falls behind stretches the denominator
             "acked_per_s": round(phase["acked"] / max(1e-9, phase["end"] - phase["start"]), 1),
@@ -330,6 +340,10 @@ async def one_to_one(ctx: Context) -> None:
             "loadgen_gc_max_ms": rx["loadgen_gc_max_ms"],
             # the longest latency of each quarter second's sends: one stall or a spread tail
             "worst_by_quarter_s": rx["worst_by_quarter_s"],
+            "loadgen_late_max_ms": max((q[1] for q in rx["loadgen_late_by_quarter_s"]), default=0.0),
+            "loadgen_late_by_quarter_s": rx["loadgen_late_by_quarter_s"],
+            # CPU of the load generators, summed (with --cpus they share one core)
+            "loadgen_cpu_share": round(phase["loadgen_cpu_s"] / max(1e-9, phase["end"] - phase["start"]), 3),
             # CPU of the goim process(es) from the first send to the last ACK (not
             # MariaDB's nor Redis's): a share of one core, and per ACKed send
             "server_cpu_share": round(cpu / max(1e-9, phase["end"] - phase["start"]), 3) if cpu is not None else None,

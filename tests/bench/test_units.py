@@ -3,12 +3,14 @@
 import json
 from pathlib import Path
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim_bench.cli import parse_cpus, parse_size
 from goim_bench.common import check_reports, expected_by_user, rate_series, steady_rate, worst_series
 from goim_bench.driver import source_address, split
 from goim_bench.loadgen import Device, parse_stamp, stamp_content
+from goim_bench.loadgen.probe import LagProbe
 from goim_bench.plots import PLOTS
 from goim_bench.results import machine_info, read_result, write_plot, write_result
 from goim_bench.stats import Reservoir, digest, percentile, summarize
@@ -124,6 +126,27 @@ class LoadgenPureTests(SynchronousTestCase):
         taken = sum(device.take_token(100.0) for _ in range(5000))
         self.assertLessEqual(taken, 1500)
         self.assertTrue(device.take_token(101.0))
+
+    def test_lag_probe_records_how_late_its_timer_ran(self) -> None:
+        """The probe keeps the longest delay of its timer per quarter second of due time,
+        in ms, and forgets what it handed out."""
+        clock = Clock()
+        clock.advance(100.0)
+        probe = LagProbe(clock, interval=0.01)
+        probe.start()
+        for _ in range(3):
+            clock.advance(0.01)  # on time
+        clock.advance(0.2)  # the process was busy: the timer due at 100.04 ran at 100.23
+        self.assertEqual(sorted(probe.late_ms), [400])
+        self.assertAlmostEqual(probe.late_ms[400], 190.0, places=6)
+        taken = probe.take()
+        self.assertEqual(list(taken), [400])
+        self.assertEqual(probe.late_ms, {})
+        clock.advance(0.01)
+        self.assertEqual(list(probe.late_ms), [400])
+        self.assertAlmostEqual(probe.late_ms[400], 0.0, places=6)
+        probe.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_split_and_sources(self) -> None:
         """Work is dealt round-robin; each load generator has its own loopback source address."""

@@ -20,6 +20,7 @@ from goim_bench.loadgen.connecting import ConnectRun
 from goim_bench.loadgen.connection import Connection
 from goim_bench.driver import port_for
 from goim_bench.loadgen.device import Device, PhaseStats
+from goim_bench.loadgen.probe import LagProbe
 from goim_bench.loadgen.frames import (
     ACK_EVERY,
     HEARTBEAT_FRAME,
@@ -77,6 +78,8 @@ class LoadGenerator:
         self._dirty: set[Device] = set()
         self._ack_loop = None
         self._schedule_acks()
+        self.lag = LagProbe(self.clock)
+        self.lag.start()
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -350,6 +353,7 @@ class LoadGenerator:
             and (not counts or counts.get(d.device_id, 0) > 0)
         ]
         state["counts"] = counts
+        cpu_start = time.process_time()
         start = _now()
         state["start"] = start
         if mode == "window":
@@ -374,6 +378,7 @@ class LoadGenerator:
             await self._sleep(0.02)
         unacked = sum(len(d.pending) for d in self.senders)
         end = _now()
+        cpu = time.process_time() - cpu_start
         self._sending = None
         for device in self.senders:
             device.sent_count = 0
@@ -392,6 +397,8 @@ class LoadGenerator:
             "end": end,
             "ack_latency_ms": [round(v, 3) for v in state["ack_latency"].values],
             "ack_buckets": state["ack_buckets"],
+            # this process's CPU seconds from the first send to the last ACK
+            "cpu_s": round(cpu, 4),
         }
 
     def _pump(self, device: Device) -> None:
@@ -514,6 +521,7 @@ class LoadGenerator:
             "quiet": _now() - self.last_frame_at >= quiet,
             "conflicts": self.conflicts,
             "gc": self.gc_summary(),
+            "late_ms": {k: round(v, 3) for k, v in self.lag.take().items()},
         }
 
     async def _sync_device(self, device: Device, after: int, timeout: float) -> list[tuple[int, int]]:
