@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from goim_bench.accounts import BenchDevice, Registrar, run_all
 from goim_bench.driver import LoadgenPool
-from goim_bench.server import Server
+from goim_bench.server import Server, busy_seconds, cpu_list
 from goim_bench.stats import digest
 
 
@@ -191,6 +191,53 @@ class MemorySampler:
         if self._call is not None and self._call.active():
             self._call.cancel()
         return self.samples
+
+
+class CoreSampler:
+    """Every quarter second, the CPU time that other processes than goim's took on the
+    server's cores (``--cpus``): a stall of the server that it did not cause.
+
+    The figure is the cores' busy time (``/proc/stat``) less the goim processes'
+    own (``/proc/PID/stat``), both counted in clock ticks (10 ms), so a quarter's
+    value is good to about a tick; MariaDB and Redis count as other processes.
+    """
+
+    INTERVAL = 0.25
+
+    def __init__(self, reactor: Any, server: Server, cpus: str, stat: str = "/proc/stat") -> None:
+        self.reactor = reactor
+        self.server = server
+        self.cpus = cpu_list(cpus)
+        self.stat = stat
+        #: ``[epoch s the quarter began, ms of other processes' CPU in it]``
+        self.samples: list[list[float]] = []
+        self.total = 0.0
+        self._last: tuple[float, float, float] | None = None
+        self._call: Any = None
+
+    def _read(self) -> tuple[float, float, float] | None:
+        busy, own = busy_seconds(self.cpus, self.stat), self.server.cpu_seconds()
+        return None if busy is None or own is None else (self.reactor.seconds(), busy, own)
+
+    def begin(self) -> CoreSampler:
+        self._last = self._read()
+        self._call = self.reactor.callLater(self.INTERVAL, self._tick)
+        return self
+
+    def _tick(self) -> None:
+        now, last = self._read(), self._last
+        if now is not None and last is not None:
+            other = max(0.0, (now[1] - last[1]) - (now[2] - last[2]))
+            self.total += other
+            self.samples.append([last[0], round(other * 1000.0, 1)])
+        self._last = now
+        self._call = self.reactor.callLater(self.INTERVAL, self._tick)
+
+    def end(self, origin: float) -> list[list[float]]:
+        """Stop; the samples as ``[s since origin, ms]``."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        return [[round(t - origin, 2), ms] for t, ms in self.samples]
 
 
 def merge_buckets(replies: Iterable[dict[str, Any]]) -> dict[int, int]:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from goim_bench.accounts import BenchUser, run_all
 from goim_bench.common import (
     Context,
+    CoreSampler,
     MemorySampler,
     device_row,
     merge_buckets,
@@ -130,7 +131,7 @@ def _receive_figures(stats: list[dict[str, Any]], start: float, end_sending: flo
         # sending (the longest over the processes): a stall of the receiving side
         "loadgen_late_by_quarter_s": [
             q for q in worst_series((s.get("loadgen_late_ms", {}) for s in stats), start)
-            if -0.25 < q[0] < end_sending - start
+            if 0.0 <= q[0] < end_sending - start
         ],
     }
 
@@ -315,12 +316,14 @@ async def one_to_one(ctx: Context) -> None:
     await _connect(ctx, pool, pairs * 4, sync=True, concurrency=200)
 
     async def paced_phase(name: str, desc: str, offered: float, seconds: float) -> dict[str, Any]:
+        cores = CoreSampler(ctx.reactor, ctx.server, s.server_cpus).begin() if s.server_cpus else None
         cpu_before = ctx.server.cpu_seconds()
         phase = await _send(
             ctx, pool, desc, duration=seconds, expected=offered * seconds, mode="paced", phase=name,
             per_process=lambda i: {"rate": offered / len(pool.procs)},
         )  # fmt: skip
         cpu_after = ctx.server.cpu_seconds()
+        other = cores.end(phase["start"]) if cores is not None else None
         rx = _receive_figures((await _quiesce(pool)).get(name, []), phase["start"], phase["end_sending"])
         cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         return {
@@ -348,6 +351,11 @@ async def one_to_one(ctx: Context) -> None:
             # MariaDB's nor Redis's): a share of one core, and per ACKed send
             "server_cpu_share": round(cpu / max(1e-9, phase["end"] - phase["start"]), 3) if cpu is not None else None,
             "server_cpu_ms_per_send": round(cpu * 1000.0 / phase["acked"], 4) if cpu is not None and phase["acked"] else None,
+            # with --cpus: other processes' CPU on the server's cores, per quarter
+            # second (ms) and in all (a share of the level's time)
+            "other_cpu_on_server_cores_by_quarter_s": other,
+            "other_cpu_on_server_cores_share": round(cores.total / max(1e-9, phase["end"] - phase["start"]), 4)
+            if cores is not None else None,
         }
 
     sat = await _send(ctx, pool, "saturate", duration=saturate, mode="window", window=window, phase="sat")

@@ -48,6 +48,32 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def cpu_list(text: str) -> set[int]:
+    """The CPUs of a list in taskset's form (``0``, ``0-3``, ``0,2-3``)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def busy_seconds(cpus: set[int], stat: str = "/proc/stat") -> float | None:
+    """CPU time any task spent on ``cpus`` so far, user and system (the ``user``,
+    ``nice`` and ``system`` columns of ``/proc/stat``: the time in interrupts is left
+    out, as it is of a process's own); None when it cannot be read."""
+    try:
+        with open(stat) as f:
+            ticks = 0
+            for line in f:
+                name, _, rest = line.partition(" ")
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    user, nice, system = rest.split()[:3]
+                    ticks += int(user) + int(nice) + int(system)
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
 def cpus_allowed(pid: int) -> str | None:
     """The CPUs the process may run on (``Cpus_allowed_list`` of ``/proc/PID/status``, e.g. ``0``)."""
     try:

@@ -1,18 +1,20 @@
 """Pure parts of the benchmark suite: statistics, verification arithmetic, result files."""
 
 import json
+import os
 from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from goim_bench.cli import parse_cpus, parse_size
-from goim_bench.common import check_reports, expected_by_user, rate_series, steady_rate, worst_series
+from goim_bench.common import CoreSampler, check_reports, expected_by_user, rate_series, steady_rate, worst_series
 from goim_bench.driver import source_address, split
 from goim_bench.loadgen import Device, parse_stamp, stamp_content
 from goim_bench.loadgen.probe import LagProbe
 from goim_bench.plots import PLOTS
 from goim_bench.results import machine_info, read_result, write_plot, write_result
+from goim_bench.server import busy_seconds, cpu_list
 from goim_bench.stats import Reservoir, digest, percentile, summarize
 
 
@@ -99,6 +101,62 @@ class VerificationTests(SynchronousTestCase):
         series = worst_series([{"4": 3.0, "6": 10.04}, {4: 7.5}, {}], 1.0)
         self.assertEqual(series, [[0.0, 7.5], [0.5, 10.0]])
         self.assertEqual(worst_series([], 0.0), [])
+
+
+class FakeServer:
+    """A server whose CPU time the test sets."""
+
+    cpu = 0.0
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+
+def write_stat(path: Path, cpu0: tuple[int, int, int], cpu1: tuple[int, int, int]) -> None:
+    """A /proc/stat with two CPUs' user, nice, system (and idle, irq, softirq) ticks."""
+    rows = [("cpu", tuple(a + b for a, b in zip(cpu0, cpu1))), ("cpu0", cpu0), ("cpu1", cpu1)]
+    text = "".join(f"{name} {u} {n} {s} 5000 0 777 888 0 0 0\n" for name, (u, n, s) in rows)
+    path.write_text(text + "intr 12345\nctxt 999\n")
+
+
+class CoreSamplerTests(SynchronousTestCase):
+    def test_cpu_list(self) -> None:
+        """CPU lists in taskset's form."""
+        self.assertEqual(cpu_list("0"), {0})
+        self.assertEqual(cpu_list("0-2,5"), {0, 1, 2, 5})
+
+    def test_busy_seconds_counts_only_the_given_cpus(self) -> None:
+        """user + nice + system ticks of the named CPUs, not interrupts nor other CPUs."""
+        stat = Path(self.mktemp())
+        write_stat(stat, (100, 10, 40), (1000, 0, 0))
+        hz = os.sysconf("SC_CLK_TCK")
+        self.assertAlmostEqual(busy_seconds({0}, str(stat)), 150 / hz)
+        self.assertAlmostEqual(busy_seconds({0, 1}, str(stat)), 1150 / hz)
+        self.assertIsNone(busy_seconds({0}, str(stat) + ".missing"))
+
+    def test_sampler_reports_other_processes_time_per_quarter(self) -> None:
+        """A quarter's figure is the cores' busy time less the server's own, never below 0."""
+        hz = os.sysconf("SC_CLK_TCK")
+        stat = Path(self.mktemp())
+        clock = Clock()
+        clock.advance(1000.0)
+        server = FakeServer()
+        write_stat(stat, (0, 0, 0), (0, 0, 0))
+        sampler = CoreSampler(clock, server, "0", str(stat)).begin()  # type: ignore[arg-type]
+        # first quarter: the core busy 20 ticks, all of them the server's
+        write_stat(stat, (15, 0, 5), (50, 0, 0))
+        server.cpu = 20 / hz
+        clock.advance(0.25)
+        # second quarter: the core busy 10 more ticks, the server's 2 of them
+        write_stat(stat, (23, 0, 7), (99, 0, 0))
+        server.cpu = 22 / hz
+        clock.advance(0.25)
+        samples = sampler.end(origin=1000.0)
+        self.assertEqual([t for t, _ in samples], [0.0, 0.25])
+        self.assertEqual(samples[0][1], 0.0)
+        self.assertAlmostEqual(samples[1][1], round(8 / hz * 1000.0, 1))
+        self.assertAlmostEqual(sampler.total, 8 / hz)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class LoadgenPureTests(SynchronousTestCase):
