@@ -151,10 +151,16 @@ class CoreSamplerTests(SynchronousTestCase):
         write_stat(stat, (23, 0, 7), (99, 0, 0))
         server.cpu = 22 / hz
         clock.advance(0.25)
+        # third quarter: the server's count moved a tick more than the core's (the
+        # two are sampled a moment apart): nothing, not less than nothing
+        write_stat(stat, (24, 0, 7), (99, 0, 0))
+        server.cpu = 24 / hz
+        clock.advance(0.25)
         samples = sampler.end(origin=1000.0)
-        self.assertEqual([t for t, _ in samples], [0.0, 0.25])
+        self.assertEqual([t for t, _ in samples], [0.0, 0.25, 0.5])
         self.assertEqual(samples[0][1], 0.0)
         self.assertAlmostEqual(samples[1][1], round(8 / hz * 1000.0, 1))
+        self.assertEqual(samples[2][1], 0.0)
         self.assertAlmostEqual(sampler.total, 8 / hz)
         self.assertEqual(clock.getDelayedCalls(), [])
 
