@@ -198,8 +198,9 @@ class CoreSampler:
     server's cores (``--cpus``): a stall of the server that it did not cause.
 
     The figure is the cores' busy time (``/proc/stat``) less the goim processes'
-    own (``/proc/PID/stat``), both counted in clock ticks (10 ms), so a quarter's
-    value is good to about a tick; MariaDB and Redis count as other processes.
+    own (``/proc/PID/stat``), both counted in clock ticks (10 ms) and read a moment
+    apart, so a quarter's value is good to a tick or two; the kernel's own threads
+    and MariaDB and Redis count as other processes.
     """
 
     INTERVAL = 0.25
