@@ -23,6 +23,7 @@ from typing import Any, Callable
 from twisted.internet.testing import StringTransport
 
 from goim.protocols.framing import TLVReceiver, decode_frames, encode_frame
+from goim_bench.server import cpu_list
 
 CHUNK = 65536
 
@@ -101,7 +102,7 @@ async def framing(ctx: Any) -> None:
     ctx.params.update(seconds_per_run=seconds, repeat=repeat, python=platform.python_version())
     before = os.sched_getaffinity(0)
     if s.server_cpus:
-        os.sched_setaffinity(0, _cpu_list(s.server_cpus))
+        os.sched_setaffinity(0, cpu_list(s.server_cpus))
     rows: list[dict[str, Any]] = []
     bar = ctx.bar("framing", len(SIZES), "size")
     try:
@@ -116,15 +117,6 @@ async def framing(ctx: Any) -> None:
         os.sched_setaffinity(0, before)
     ctx.metrics["frames"] = rows
     ctx.result["verification"] = {"verified": all(r["receiver_per_s"] > 0 for r in rows)}
-
-
-def _cpu_list(text: str) -> set[int]:
-    """A ``taskset -c`` list (``0``, ``0-2``, ``0,3``) as a set of CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        cpus.update(range(int(low), int(high or low) + 1))
-    return cpus
 
 
 def main() -> None:

@@ -326,13 +326,14 @@ async def one_to_one(ctx: Context) -> None:
         other = cores.end(phase["start"]) if cores is not None else None
         rx = _receive_figures((await _quiesce(pool)).get(name, []), phase["start"], phase["end_sending"])
         cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+        span = max(1e-9, phase["end"] - phase["start"])
         return {
             "offered_per_s": round(offered, 1),
             # epoch s of the first send: lines up the level with the server's logs and traces
             "started_at": round(phase["start"], 3),
             # ACKs over the time from the first send to the last ACK: a server that
             # falls behind stretches the denominator
-            "acked_per_s": round(phase["acked"] / max(1e-9, phase["end"] - phase["start"]), 1),
+            "acked_per_s": round(phase["acked"] / span, 1),
             "acked": phase["acked"],
             "deliveries_per_s": rx["steady_deliveries_per_s"],
             "pushes_per_send": round((rx["deliveries"] + rx["own_copies"]) / phase["acked"], 3)
@@ -346,15 +347,15 @@ async def one_to_one(ctx: Context) -> None:
             "loadgen_late_max_ms": max((q[1] for q in rx["loadgen_late_by_quarter_s"]), default=0.0),
             "loadgen_late_by_quarter_s": rx["loadgen_late_by_quarter_s"],
             # CPU of the load generators, summed (with --cpus they share one core)
-            "loadgen_cpu_share": round(phase["loadgen_cpu_s"] / max(1e-9, phase["end"] - phase["start"]), 3),
+            "loadgen_cpu_share": round(phase["loadgen_cpu_s"] / span, 3),
             # CPU of the goim process(es) from the first send to the last ACK (not
             # MariaDB's nor Redis's): a share of one core, and per ACKed send
-            "server_cpu_share": round(cpu / max(1e-9, phase["end"] - phase["start"]), 3) if cpu is not None else None,
+            "server_cpu_share": round(cpu / span, 3) if cpu is not None else None,
             "server_cpu_ms_per_send": round(cpu * 1000.0 / phase["acked"], 4) if cpu is not None and phase["acked"] else None,
             # with --cpus: other processes' CPU on the server's cores, per quarter
             # second (ms) and in all (a share of the level's time)
             "other_cpu_on_server_cores_by_quarter_s": other,
-            "other_cpu_on_server_cores_share": round(cores.total / max(1e-9, phase["end"] - phase["start"]), 4)
+            "other_cpu_on_server_cores_share": round(cores.total / span, 4)
             if cores is not None else None,
         }
 
