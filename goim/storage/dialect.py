@@ -117,9 +117,21 @@ class Dialect:
             source: the rest of the statement: ``FROM ... WHERE ...`` (``?`` placeholders).
             args: the arguments of ``source``.
         """
+        query = self.int_rows_query(columns, source, args)
+        return self.read_int_rows(txn, txn.query(*query), columns, source, args)
+
+    def int_rows_query(self, columns: Sequence[str], source: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        """The query ``int_rows`` sends, to go with others in one round trip
+        (``Txn.query_all``); ``read_int_rows`` turns its result into ``int_rows``'s."""
         order = _columns(columns)
+        return f"SELECT {order} {source} ORDER BY {order}", args
+
+    def read_int_rows(
+        self, txn: Any, rows: list[tuple[Any, ...]], columns: Sequence[str], source: str, args: Sequence[Any]
+    ) -> list[tuple[int, ...]]:
+        """``int_rows``'s result from the rows of ``int_rows_query(columns, source, args)``
+        (``txn`` reads again what that query could not return whole)."""
         # both drivers return integer columns as int
-        rows: list[tuple[int, ...]] = txn.query(f"SELECT {order} {source} ORDER BY {order}", args)
         return rows
 
     def add_many(self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]) -> dict[int, int]:
@@ -376,21 +388,25 @@ class MySQLDialect(Dialect):
         statements.append(prefix + ",".join(values) + suffix)
         return statements
 
-    def int_rows(self, txn: Any, columns: Sequence[str], source: str, args: Sequence[Any]) -> list[tuple[int, ...]]:
+    def int_rows_query(self, columns: Sequence[str], source: str, args: Sequence[Any]) -> tuple[str, Sequence[Any]]:
         # PyMySQL parses every row of a result in Python: a group's 500 members
         # took 4.3-4.7 ms as rows, 0.9-1.5 ms as one row of comma-separated lists (one
         # GROUP_CONCAT per column), which split() and int() read at C speed. A list
         # cut at the session's group_concat_max_len is read again as rows.
         order = _columns(columns)
         lists = ", ".join(f"GROUP_CONCAT({_identifier(c)} ORDER BY {order})" for c in columns)
-        (row,) = txn.query(f"SELECT @@group_concat_max_len, COUNT(*), {lists} {source}", args)
-        limit, count, *joined = row
+        return f"SELECT @@group_concat_max_len, COUNT(*), {lists} {source}", args
+
+    def read_int_rows(
+        self, txn: Any, rows: list[tuple[Any, ...]], columns: Sequence[str], source: str, args: Sequence[Any]
+    ) -> list[tuple[int, ...]]:
+        ((limit, count, *joined),) = rows
         if not count:
             return []
         texts = [v.decode() if isinstance(v, bytes) else v for v in joined]
         if any(text is None or len(text) >= int(limit) for text in texts):
             # cut short (or NULL: longer than the server's max_allowed_packet)
-            return super().int_rows(txn, columns, source, args)
+            return txn.query(*super().int_rows_query(columns, source, args))
         return list(zip(*([int(v) for v in text.split(",")] for text in texts)))
 
     def add_many(self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]) -> dict[int, int]:

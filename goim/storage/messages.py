@@ -279,24 +279,26 @@ def _batch_reads_txn(
 ) -> tuple[dict[tuple[int, int, int], tuple[int, int]], BatchFacts]:
     """What a batch's transaction reads before it decides: the sends already stored,
     ``{(device_id, epoch, send_sequence): (message_id, sender_seq)}``, and the facts
-    the rules need (the 1:1 friendships together with the former, in one round trip
-    on MySQL; the groups' members after them)."""
+    the rules need (the 1:1 friendships and the groups' members), all in one round
+    trip on MySQL."""
+    dialect = txn.dialect
     send_key = ("device_id", "epoch", "send_sequence")
-    queries = [txn.dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))]
+    queries = [dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))]
     pairs = sorted({(r.user_id, r.receiver_id) for r in requests if r.receiver_type == RECEIVER_USER})
     if pairs:
         friend_key = ("user_id", "friend_id")
-        queries.append(txn.dialect.select_keys("friends", friend_key, friend_key, pairs))
-    sent, *friends = txn.query_all(queries)
-    earlier = {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in sent}
-    facts = BatchFacts()
-    if friends:
-        facts.friendships = {(int(r[0]), int(r[1])) for r in friends[0]}
+        queries.append(dialect.select_keys("friends", friend_key, friend_key, pairs))
     groups = sorted({r.receiver_id for r in requests if r.receiver_type == RECEIVER_GROUP})
     if groups:
+        member_read = (["group_id", "user_id"], f"FROM group_members WHERE group_id IN {in_clause(groups)}", groups)
+        queries.append(dialect.int_rows_query(*member_read))
+    results = txn.query_all(queries)
+    earlier = {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in results[0]}
+    facts = BatchFacts()
+    if pairs:
+        facts.friendships = {(int(r[0]), int(r[1])) for r in results[1]}
+    if groups:
         facts.members = {g: [] for g in groups}
-        for group_id, user_id in txn.dialect.int_rows(
-            txn, ["group_id", "user_id"], f"FROM group_members WHERE group_id IN {in_clause(groups)}", groups
-        ):
+        for group_id, user_id in dialect.read_int_rows(txn, results[-1], *member_read):
             facts.members[group_id].append(user_id)
     return earlier, facts
