@@ -28,4 +28,6 @@ def features_of(value: int) -> Feature:
 
 def wants(features: int, feature: Feature) -> bool:
     """Whether a connection that signed in with ``features`` opted in to ``feature``."""
-    return bool(features & feature)
+    # int's own &: IntFlag's builds a Feature for its result (0.9 µs against 0.3),
+    # and delivery asks once or twice per push
+    return int.__and__(features, feature) != 0
