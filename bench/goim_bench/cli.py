@@ -32,7 +32,7 @@ from goim_bench.framing import framing
 from goim_bench.logic import logic
 from goim_bench.noisy import SERVER_ARGS as NOISY_SERVER_ARGS, noisy
 from goim_bench.common import Context, Settings
-from goim_bench.results import load_average, machine_info, write_plot, write_result
+from goim_bench.results import load_average, machine_info, source_info, write_plot, write_result
 from goim_bench.server import BenchServer, Server, TargetServer, mysql_reachable
 from goim_bench.topology import MYSQL, SQLITE, TARGET, Setup, parse_setups
 
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(to see the idle scenario meet the limit with few connections)")  # fmt: skip
     parser.add_argument("--tcp-backlog", type=int, default=1024, help="listen(2) backlog of the server's "
                         "client listener (the endpoint's backlog=; Twisted's default is 50)")  # fmt: skip
+    parser.add_argument("--server-source", type=Path, metavar="DIR", help="run the goim servers (not the "
+                        "load generators) from the goim checkout in DIR, e.g. a git worktree of an older "
+                        "commit, for a before/after comparison in the same run")  # fmt: skip
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch directories (logs, database)")
     return parser
 
@@ -180,6 +183,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"goim-bench: --setup {e}") from None
     if args.target_http and setups:
         raise SystemExit("goim-bench: --setup starts servers; --target-http benchmarks a running one")
+    source = args.server_source.resolve() if args.server_source else None
+    if source is not None and not (source / "goim" / "__init__.py").is_file():
+        raise SystemExit(f"goim-bench: --server-source {args.server_source} holds no goim package")
+    if source is not None and args.target_http:
+        raise SystemExit("goim-bench: --server-source starts servers; --target-http benchmarks a running one")
     return Settings(
         setups=setups,
         setups_given=bool(setups),
@@ -196,6 +204,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis=args.redis,
         server_nofile=args.server_nofile,
         tcp_backlog=args.tcp_backlog,
+        server_source=source,
         sizes=dict(args.size),
     )
 
@@ -222,6 +231,7 @@ def make_server(reactor: Any, settings: Settings, name: str, setup: Setup, workd
             nofile=settings.server_nofile,
             backlog=settings.tcp_backlog,
             extra_args=extra_args,
+            source=settings.server_source,
         )
     return BenchServer(
         reactor,
@@ -231,6 +241,7 @@ def make_server(reactor: Any, settings: Settings, name: str, setup: Setup, workd
         nofile=settings.server_nofile,
         backlog=settings.tcp_backlog,
         extra_args=extra_args,
+        source=settings.server_source,
     )
 
 
@@ -249,6 +260,8 @@ async def run_scenario(reactor: Any, settings: Settings, name: str, setup: Setup
     if needs_server and setup is not None:
         result["setup"] = setup.describe()
         result["pinned"] = {"server": settings.server_cpus, "load": settings.load_cpus}
+        if settings.server_source is not None:
+            result["server_source"] = source_info(settings.server_source)
     started = time.monotonic()
     try:
         if needs_server:

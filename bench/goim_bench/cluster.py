@@ -112,6 +112,7 @@ class BenchCluster(Server):
         backlog: the listen(2) backlog of the connect nodes' client listeners.
         nofile: a lower open-files limit for the connect nodes (``prlimit``).
         extra_args: more arguments of the logic nodes (e.g. the lifted send budget).
+        source: a goim checkout the nodes run from instead of the installed goim.
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class BenchCluster(Server):
         backlog: int = 1024,
         nofile: int | None = None,
         extra_args: tuple[str, ...] = (),
+        source: Path | None = None,
     ) -> None:
         if logic_nodes < 1 or connect_nodes < 1:
             raise ValueError("a cluster needs at least one logic and one connect node")
@@ -136,6 +138,7 @@ class BenchCluster(Server):
         self.backlog = backlog
         self.nofile = nofile
         self.extra_args = extra_args
+        self.source = source
         self.database_kind = "mysql"
         self.database_name: str | None = None
         self.prefix = f"goimbench{secrets.token_hex(4)}:"
@@ -152,7 +155,7 @@ class BenchCluster(Server):
 
     def _process(self, plugin: str, node_id: str, endpoints: dict[str, str]) -> GoimProcess:
         return GoimProcess(
-            plugin, endpoints, workdir=self.workdir / node_id, env=child_env(),
+            plugin, endpoints, workdir=self.workdir / node_id, env=child_env(self.source),
             wrap=self._wrap_connect if plugin == "goim-connect" else self._wrap,
             preexec_fn=die_with_parent, reactor=self.reactor,
         )  # fmt: skip

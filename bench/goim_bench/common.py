@@ -38,6 +38,8 @@ class Settings:
     redis: str | None = None
     server_nofile: int | None = None
     tcp_backlog: int = 1024
+    #: a goim checkout the servers run from instead of the installed goim (before/after runs)
+    server_source: Path | None = None
     sizes: dict[str, Any] = field(default_factory=dict)
     #: where the server scenarios run (goim_bench.topology); empty: chosen at run time
     setups: list[Any] = field(default_factory=list)

@@ -33,11 +33,18 @@ def source_address(index: int) -> str:
     return f"127.0.0.{index + 2}"
 
 
-def child_env() -> dict[str, str]:
+def child_env(source: Path | None = None) -> dict[str, str]:
     """The environment of child Python processes: this one, unbuffered (goim and
-    goim_bench are installed packages, so no search path is added)."""
+    goim_bench are installed packages, so no search path is added).
+
+    Args:
+        source: a goim checkout whose ``goim`` package (and twistd plugins) a goim
+            server process imports instead of the installed one (``--server-source``).
+    """
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH", "")) if p)
     return env
 
 

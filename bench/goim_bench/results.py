@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,20 @@ def load_average() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+def source_info(source: Path) -> dict[str, Any]:
+    """Which code a ``--server-source`` checkout holds: its path and git commit
+    (None where git cannot tell), and whether it has uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"path": str(source), "commit": git("rev-parse", "HEAD"), "modified": None if status is None else bool(status)}
 
 
 def machine_info() -> dict[str, Any]:

@@ -202,6 +202,7 @@ class BenchServer(Server):
         backlog: int = 1024,
         nofile: int | None = None,
         extra_args: tuple[str, ...] = (),
+        source: Path | None = None,
     ) -> None:
         """
         Args:
@@ -211,6 +212,7 @@ class BenchServer(Server):
             backlog: the client listener's listen(2) backlog.
             nofile: run the server with this lower open-files limit (``prlimit``),
                 to reach the limit with few connections.
+            source: a goim checkout the server runs from instead of the installed goim.
         """
         self.reactor = reactor
         self.workdir = workdir
@@ -224,7 +226,7 @@ class BenchServer(Server):
             "goim",
             {"--tcp": f"{LOOPBACK}:backlog={backlog}", "--http": LOOPBACK},
             workdir=workdir,
-            env=child_env(),
+            env=child_env(source),
             wrap=self._wrap,
             preexec_fn=die_with_parent,
             reactor=reactor,

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from goim_bench import report
 from goim_bench.cli import DISTRIBUTED_SCENARIOS, build_parser, plan, result_stem, settings_from
 from goim_bench.cluster import BenchCluster
 from goim_bench.common import DEFAULT_MYSQL, Settings
-from goim_bench.driver import port_for
+from goim_bench.driver import child_env, port_for
 from goim_bench.loadgen.generator import LoadGenerator
 from goim_bench.results import write_result
-from goim_bench.server import BENCH_LIMIT_ARGS
+from goim_bench.server import BENCH_LIMIT_ARGS, BenchServer
 from goim_bench.topology import MYSQL, SQLITE, Setup, parse_setup, parse_setups, setup_of
 
 
@@ -74,6 +75,18 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(settings.setups, [])  # chosen at run time
         self.assertFalse(settings.setups_given)
         self.assertEqual(settings.mysql_server, "mysql://root@db:3307")
+
+    def test_server_source(self) -> None:
+        """--server-source names a goim checkout (resolved); a directory without a goim
+        package, or a running target, is refused."""
+        checkout = Path(self.mktemp())
+        (checkout / "goim").mkdir(parents=True)
+        (checkout / "goim" / "__init__.py").write_text("")
+        self.assertEqual(self.settings("--server-source", str(checkout), "one-to-one").server_source, checkout.resolve())
+        self.assertIsNone(self.settings("one-to-one").server_source)
+        self.assertRaises(SystemExit, self.settings, "--server-source", str(checkout.parent), "one-to-one")
+        self.assertRaises(SystemExit, self.settings, "--server-source", str(checkout), "--target-http", "http://x",
+                          "--target-tcp", "x:1")  # fmt: skip
 
     def test_bad_setup_is_an_error(self) -> None:
         self.assertRaises(SystemExit, self.settings, "--setup", "3-3")
@@ -136,6 +149,19 @@ class ClusterTests(SynchronousTestCase):
         # each node has its own directory (its log and ports file)
         self.assertEqual(len({node.workdir for node in cluster.nodes}), 4)
         self.assertEqual(cluster.mysql, "mysql://root@127.0.0.1:3306")
+
+    def test_server_source_goes_first_on_every_node_s_path(self) -> None:
+        """With a source checkout, every node imports goim from it first; without, the
+        nodes' PYTHONPATH is the driver's own."""
+        self.patch(os, "environ", {**os.environ, "PYTHONPATH": "/already/there"})
+        source = Path("/src/goim-before")
+        for node in self.cluster(source=source).nodes:
+            self.assertEqual(node.env["PYTHONPATH"].split(os.pathsep), [str(source), "/already/there"])
+        for node in self.cluster().nodes:
+            self.assertEqual(node.env["PYTHONPATH"], "/already/there")
+        server = BenchServer(Clock(), Path(self.mktemp()), source=source)
+        self.assertEqual(server.process.env["PYTHONPATH"].split(os.pathsep), [str(source), "/already/there"])
+        self.assertEqual(child_env()["PYTHONPATH"], "/already/there")  # the load generators'
 
     def test_unpinned_and_bad_sizes(self) -> None:
         cluster = self.cluster(logic_nodes=1, connect_nodes=1)
