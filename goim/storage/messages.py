@@ -283,7 +283,9 @@ def _batch_reads_txn(
     trip on MySQL."""
     dialect = txn.dialect
     send_key = ("device_id", "epoch", "send_sequence")
-    queries = [dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))]
+    queries: list[tuple[str, Sequence[Any]]] = [
+        dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))
+    ]
     pairs = sorted({(r.user_id, r.receiver_id) for r in requests if r.receiver_type == RECEIVER_USER})
     if pairs:
         friend_key = ("user_id", "friend_id")

@@ -2,6 +2,7 @@
 
 from typing import Any, Coroutine
 
+import pymysql.connections
 from twisted.internet import defer, reactor
 from twisted.internet import task
 from twisted.internet.task import Clock
@@ -627,8 +628,6 @@ class MessageMySQLTests(MessageTests, MySQLBackend, TestCase):
     async def test_a_batch_is_three_round_trips(self) -> None:
         """A batch of one-to-one and group sends reaches MariaDB in three round trips: the
         dedupe, friendship and member reads together, the seqs, the inserts with the COMMIT."""
-        import pymysql.connections
-
         s = await self.setup_services()
         (a, da), (b, _) = await self.friends("a", "b")
         group_id = await s.social.create_group(a, "g", [b])
