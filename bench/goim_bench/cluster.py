@@ -258,6 +258,10 @@ class BenchCluster(Server):
     def reset_peak(self) -> bool:
         return all([reset_peak(pid) for pid in self.pids().values()])
 
+    def metrics_urls(self) -> list[str]:
+        """Every logic node's HTTP base URL: the writers are theirs."""
+        return [node.http for node in self.logic if node.pid is not None]
+
     def cpu_seconds(self) -> float | None:
         """CPU time the goim nodes used so far (not Redis nor MariaDB)."""
         times = [cpu_seconds(pid) for pid in self.pids().values()]

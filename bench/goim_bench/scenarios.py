@@ -28,6 +28,7 @@ from goim_bench.common import (
 from goim_bench.driver import LoadgenPool, gather, split
 from goim_bench.server import open_files, open_files_limit
 from goim_bench.stats import summarize
+from goim_bench.writer import read_counters, writer_figures
 
 
 def _sum(replies: Sequence[dict[str, Any]], key: str) -> int:
@@ -134,6 +135,17 @@ def _receive_figures(stats: list[dict[str, Any]], start: float, end_sending: flo
             if 0.0 <= q[0] < end_sending - start
         ],
     }
+
+
+async def _writer_counters(ctx: Context) -> dict[str, float] | None:
+    """The message writer's counters now (every logic node's, summed); None when the
+    server serves no ``/metrics``."""
+    return await read_counters(ctx.server.metrics_urls())
+
+
+async def _writer_since(ctx: Context, before: dict[str, float] | None, seconds: float) -> dict[str, Any] | None:
+    """What the message writer did since ``before`` was read, ``seconds`` of sending ago."""
+    return writer_figures(before, await _writer_counters(ctx), seconds)
 
 
 # --- idle ------------------------------------------------------------------------------------
@@ -316,6 +328,8 @@ async def one_to_one(ctx: Context) -> None:
     await _connect(ctx, pool, pairs * 4, sync=True, concurrency=200)
 
     async def paced_phase(name: str, desc: str, offered: float, seconds: float) -> dict[str, Any]:
+        # the writer's counters are read outside the CPU figures' span (a read costs the server)
+        counters = await _writer_counters(ctx)
         cores = CoreSampler(ctx.reactor, ctx.server, s.server_cpus).begin() if s.server_cpus else None
         cpu_before = ctx.server.cpu_seconds()
         phase = await _send(
@@ -324,6 +338,7 @@ async def one_to_one(ctx: Context) -> None:
         )  # fmt: skip
         cpu_after = ctx.server.cpu_seconds()
         other = cores.end(phase["start"]) if cores is not None else None
+        writer = await _writer_since(ctx, counters, phase["end"] - phase["start"])
         rx = _receive_figures((await _quiesce(pool)).get(name, []), phase["start"], phase["end_sending"])
         cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         span = max(1e-9, phase["end"] - phase["start"])
@@ -357,9 +372,13 @@ async def one_to_one(ctx: Context) -> None:
             "other_cpu_on_server_cores_by_quarter_s": other,
             "other_cpu_on_server_cores_share": round(cores.total / span, 4)
             if cores is not None else None,
+            # the message writer's transactions in the level (every logic node's, summed)
+            "writer": writer,
         }
 
+    counters = await _writer_counters(ctx)
     sat = await _send(ctx, pool, "saturate", duration=saturate, mode="window", window=window, phase="sat")
+    sat_writer = await _writer_since(ctx, counters, sat["end"] - sat["start"])
     sat_rx = _receive_figures((await _quiesce(pool)).get("sat", []), sat["start"], sat["end_sending"])
     ceiling = sat["steady_sends_per_s"]
     ctx.metrics["closed_loop"] = {
@@ -372,6 +391,7 @@ async def one_to_one(ctx: Context) -> None:
         "ack_latency_ms": sat["ack_latency_ms"],
         "receiver_latency_ms": sat_rx["latency_ms"],
         "push_lag_after_last_send_s": sat_rx["push_lag_after_last_send_s"],
+        "writer": sat_writer,
     }
     search = []
     sustained: dict[str, Any] | None = None
@@ -460,21 +480,27 @@ async def group(ctx: Context) -> None:
     results = []
     for size, group_id in zip(sizes, group_ids):
         entry: dict[str, Any] = {"members": size, "group_id": group_id}
+        counters = await _writer_counters(ctx)
         sat = await _send(
             ctx, pool, f"group of {size}: saturate", duration=saturate, mode="window", window=window,
             phase=f"g{size}s", only_receiver=[2, group_id], track_messages=True,
         )  # fmt: skip
+        writer = await _writer_since(ctx, counters, sat["end"] - sat["start"])
         received = (await _quiesce(pool)).get(f"g{size}s", [])
         entry["saturate"] = _group_figures(sat, received, size)
+        entry["saturate"]["writer"] = writer
         rate = max(1.0, sat["steady_sends_per_s"] * 0.5)
+        counters = await _writer_counters(ctx)
         phase = await _send(
             ctx, pool, f"group of {size}: 50% = {rate:,.0f}/s", duration=paced, expected=rate * paced,
             mode="paced", phase=f"g{size}p", only_receiver=[2, group_id], track_messages=True,
             per_process=lambda i, rate=rate: {"rate": rate / len(pool.procs)},
         )  # fmt: skip
+        writer = await _writer_since(ctx, counters, phase["end"] - phase["start"])
         received = (await _quiesce(pool)).get(f"g{size}p", [])
         entry["paced_50"] = _group_figures(phase, received, size)
         entry["paced_50"]["offered_per_s"] = round(rate, 1)
+        entry["paced_50"]["writer"] = writer
         results.append(entry)
     ctx.metrics["groups"] = results
     await verify_pool(ctx, pool, groups)

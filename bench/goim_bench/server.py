@@ -141,6 +141,10 @@ class Server:
         """CPU time the goim process(es) used so far (None when the pid is unknown)."""
         return cpu_seconds(self.pid) if self.pid else None
 
+    def metrics_urls(self) -> list[str]:
+        """HTTP base URLs whose ``/metrics`` count the message writer's work (goim_bench.writer)."""
+        return [self.http] if self.http else []
+
     def reset_peak(self) -> bool:
         return reset_peak(self.pid) if self.pid else False
 
