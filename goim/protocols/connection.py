@@ -115,6 +115,19 @@ class ClientConnection(TLVReceiver):
 
     log = Logger(observer=goim_observer)
 
+    # A connection's own state lives in slots. In an instance dict its forty-odd
+    # attributes would cost every connection a key table of its own, about 1.5 KiB
+    # (CPython shares one between the instances of a class only up to 30 keys):
+    # most of what an idle connection holds (docs/benchmarks.md, issue 12, fifteenth
+    # pass). What Protocol and TLVReceiver set stays in the (small) __dict__.
+    __slots__ = (
+        "factory", "MAX_LENGTH", "_logic", "_clock", "_table", "serial", "conn_id", "device_id", "user_id",
+        "epoch", "signed_in", "cap", "features", "acked_seq", "_closing", "_lost", "_holds", "_signin_call",
+        "_idle_call", "_abort_call", "_last_frame_at", "_budget", "_in_flight", "_changes_in_flight",
+        "_lost_waiters", "producer", "_sync", "_grace_call", "_budget_call", "_budget_until",
+        "_producer_registered", "_missed_after", "_out", "_out_size", "_flush_queued",
+    )  # fmt: skip
+
     def __init__(self, factory: ClientConnectionFactory) -> None:
         self.factory = factory
         self.MAX_LENGTH = factory.max_frame_length
@@ -133,7 +146,7 @@ class ClientConnection(TLVReceiver):
         self.acked_seq = 0
         self._closing = False
         self._lost = False
-        self._holds: set[str] = set()
+        self._holds: set[str] | None = None  # made on the first hold: idle connections stay small
         self._signin_call: DelayedCall | None = None
         self._idle_call: DelayedCall | None = None
         self._abort_call: DelayedCall | None = None
@@ -682,10 +695,12 @@ class ClientConnection(TLVReceiver):
     def _hold(self, reason: str) -> None:
         if not self._holds:
             self.pauseProducing()
+        if self._holds is None:
+            self._holds = set()
         self._holds.add(reason)
 
     def _release(self, reason: str) -> None:
-        if reason not in self._holds:
+        if not self._holds or reason not in self._holds:
             return
         self._holds.discard(reason)
         if not self._holds and self.writable():
