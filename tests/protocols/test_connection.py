@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence, TypeVar, cast
 
 from hypothesis import given, settings, strategies as st
@@ -1107,3 +1108,17 @@ class OutboundBoundTests(SynchronousTestCase):
         self.assertEqual(len(conn.logic.sends), 100, "no frame is read while the output is over the bound")
         conn.clock.advance(60)
         self.assertTrue(conn.closed)
+
+
+class IdleFootprintTests(SynchronousTestCase):
+    def test_a_connection_keeps_its_state_out_of_a_large_dict(self) -> None:
+        """A signed-in connection's instance dict holds fewer than 30 keys: past that,
+        CPython gives every instance a key table of its own (about 1.5 KiB more for
+        each idle connection); the connection's own state is in its slots."""
+        conns = [Conn() for _ in range(3)]
+        protos = [conn.signed_in(device_id=i + 1, user_id=i + 10) for i, conn in enumerate(conns)]
+        for proto in protos:
+            self.assertLess(len(vars(proto)), 30, sorted(vars(proto)))
+            self.assertLess(sys.getsizeof(vars(proto)), 1000)
+        self.assertEqual(protos[0].device_id, 1)
+        self.assertNotIn("device_id", vars(protos[0]))
