@@ -27,6 +27,7 @@ from goim.logs import debug_enabled, goim_observer, trace_pushed
 from goim.pb import goim_pb2 as pb
 from goim.ports import ConnectionRegistry, LogicPort
 from goim.protocols.budget import TokenBucket
+from goim.protocols.deadlines import Deadlines
 from goim.protocols.codec import (
     DEFAULT_MAX_FRAME,
     HEARTBEAT,
@@ -123,7 +124,7 @@ class ClientConnection(TLVReceiver):
     __slots__ = (
         "factory", "MAX_LENGTH", "_logic", "_clock", "_table", "serial", "conn_id", "device_id", "user_id",
         "epoch", "signed_in", "cap", "features", "acked_seq", "_closing", "_lost", "_holds", "_signin_call",
-        "_idle_call", "_abort_call", "_last_frame_at", "_budget", "_in_flight", "_changes_in_flight",
+        "deadline_key", "_abort_call", "_last_frame_at", "_budget", "_in_flight", "_changes_in_flight",
         "_lost_waiters", "producer", "_sync", "_grace_call", "_budget_call", "_budget_until",
         "_producer_registered", "_missed_after", "_out", "_out_size", "_flush_queued",
     )  # fmt: skip
@@ -148,7 +149,8 @@ class ClientConnection(TLVReceiver):
         self._lost = False
         self._holds: set[str] | None = None  # made on the first hold: idle connections stay small
         self._signin_call: DelayedCall | None = None
-        self._idle_call: DelayedCall | None = None
+        #: the key of this connection's idle check in the factory's ``idle_checks``
+        self.deadline_key: int | None = None
         self._abort_call: DelayedCall | None = None
         self._last_frame_at = 0.0
         self._budget = TokenBucket(rate=factory.rate_limit, burst=factory.rate_burst)
@@ -536,7 +538,7 @@ class ClientConnection(TLVReceiver):
         self.sendFrame(SIGN_IN_ACK, encode_sign_in_ack(SIGN_IN_OK))
         self._table.kick_if_early(self)
         self._last_frame_at = self._clock.seconds()
-        self._idle_call = self._later(self.factory.idle_timeout, self._idle_check)
+        self.factory.idle_checks.check(self, self._last_frame_at + self.factory.idle_timeout)
         self.log.info(
             "device {device_id} of user {user_id} signed in from {peer} (frame cap {cap})",
             device_id=device_id,
@@ -710,14 +712,14 @@ class ClientConnection(TLVReceiver):
         self._signin_call = None
         self._close(f"not signed in within {self.factory.signin_timeout} s")
 
-    def _idle_check(self) -> None:
-        self._idle_call = None
-        idle_for = self._clock.seconds() - self._last_frame_at
+    def deadline_reached(self) -> None:
+        """The idle check (``factory.idle_checks``): close the connection when it has
+        sent nothing for ``idle_timeout``, else check again that long after its last frame."""
         timeout = self.factory.idle_timeout
-        if idle_for >= timeout:
+        if self._clock.seconds() - self._last_frame_at >= timeout:
             self._close(f"idle for {timeout} s")
         else:
-            self._idle_call = self._later(timeout - idle_for, self._idle_check)
+            self.factory.idle_checks.check(self, self._last_frame_at + timeout)
 
     def _abort(self) -> None:
         self._abort_call = None
@@ -730,11 +732,10 @@ class ClientConnection(TLVReceiver):
 
     def _cancel_timers(self) -> None:
         _cancel(self._signin_call)
-        _cancel(self._idle_call)
+        self.factory.idle_checks.forget(self)
         _cancel(self._grace_call)
         _cancel(self._budget_call)
         self._signin_call = None
-        self._idle_call = None
         self._grace_call = None
         self._budget_call = None
 
@@ -837,6 +838,8 @@ class ClientConnectionFactory(Factory[ClientConnection]):
         self._serial = 0
         self._unflushed: list[ClientConnection] = []
         self._flush_call: DelayedCall | None = None
+        #: every signed-in connection's idle check, on one timer (goim.protocols.deadlines)
+        self.idle_checks = Deadlines(clock)
 
     def flush_later(self, connection: ClientConnection) -> None:
         """Flush ``connection`` at the end of this reactor turn.
