@@ -96,7 +96,16 @@ class MessageStore:
         self, txn: Txn, sends: Sequence[PendingSend], decide: Decide, now_ms: int
     ) -> list[SendOutcome]:
         keys = [(s.request.device_id, s.request.epoch, s.request.send_sequence) for s in sends]
-        earlier, facts = _batch_reads_txn(txn, keys, [s.request for s in sends])
+        requests = [s.request for s in sends]
+        # On a networked database, the seqs of the copies a batch of 1:1 sends will
+        # most likely store are reserved in the round trip of its reads (one round
+        # trip less); the guess is corrected once the batch is judged
+        guessed = _likely_copies(requests) if txn.dialect.scripts else Counter()
+        reserve = txn.dialect.add_many_later(txn, "user_seqs", "user_id", "seq", guessed) if guessed else None
+        earlier, facts, reserved_rows = _batch_reads_txn(txn, keys, requests, reserve)
+        reserved = {}
+        if guessed:
+            reserved = txn.dialect.read_added(txn, reserved_rows, "user_seqs", "user_id", "seq", sorted(guessed))
 
         outcomes: list[SendOutcome | None] = [None] * len(sends)
         accepted: list[tuple[int, list[int]]] = []  # (index in batch, recipients)
@@ -114,10 +123,13 @@ class MessageStore:
                     accepted.append((i, recipients))
 
         copies = Counter(u for _, recipients in accepted for u in recipients)
-        if copies:
-            # each user's seq row moves past this batch's copies at once; the copies
-            # take the seqs before it, in batch order
+        # each user's seq row moves past this batch's copies at once; the copies
+        # take the seqs before it, in batch order
+        if guessed:
+            seqs = _settle_seqs_txn(txn, copies, guessed, reserved)
+        elif copies:
             seqs = reserve_seqs_txn(txn, copies)
+        if copies:
             message_rows: list[tuple[object, ...]] = []
             send_rows = []
             for i, recipients in accepted:
@@ -267,6 +279,41 @@ def reserve_seqs_txn(txn: Txn, copies: Mapping[int, int]) -> dict[int, int]:
     return seqs
 
 
+def _likely_copies(requests: Sequence[SendRequest]) -> Counter[int]:
+    """The copies per user that a batch stores if every send is a new one and
+    accepted, when that is known before its reads: for a batch of 1:1 sends, one
+    each for sender and receiver (``goim.logic.messages.decide``); empty when the
+    batch holds any other send (a group's members are read in the batch)."""
+    likely: Counter[int] = Counter()
+    for r in requests:
+        if r.receiver_type != RECEIVER_USER or r.recipients:
+            return Counter()
+        likely.update({r.user_id, r.receiver_id})
+    return likely
+
+
+def _settle_seqs_txn(
+    txn: Txn, copies: Mapping[int, int], guessed: Mapping[int, int], reserved: Mapping[int, int]
+) -> dict[int, int]:
+    """``reserve_seqs_txn``'s result for ``copies``, when the rows of ``guessed``
+    were already moved past that many copies (``reserved``: their new values).
+
+    A row moved too far is set back to its last copy (the transaction holds its
+    lock, so nothing else took a seq meanwhile); a user with more copies than
+    guessed is moved further, in a round trip of its own.
+    """
+    seqs = {u: reserved[u] - n for u, n in guessed.items()}
+    more = Counter({u: n - guessed.get(u, 0) for u, n in copies.items() if n > guessed.get(u, 0)})
+    if more:
+        for u, value in txn.dialect.add_many(txn, "user_seqs", "user_id", "seq", more).items():
+            seqs[u] = value - more[u] - guessed.get(u, 0)
+    txn.executemany_later(
+        "UPDATE user_seqs SET seq = ? WHERE user_id = ?",
+        [(seqs[u] + copies.get(u, 0), u) for u in sorted(guessed) if copies.get(u, 0) < guessed[u]],
+    )
+    return seqs
+
+
 def _synced(r: Sequence[Any]) -> StoredMessage:
     """A row of ``_SYNC_COLUMNS``."""
     return StoredMessage(
@@ -275,17 +322,22 @@ def _synced(r: Sequence[Any]) -> StoredMessage:
 
 
 def _batch_reads_txn(
-    txn: Txn, keys: Sequence[tuple[int, int, int]], requests: Sequence[SendRequest]
-) -> tuple[dict[tuple[int, int, int], tuple[int, int]], BatchFacts]:
+    txn: Txn,
+    keys: Sequence[tuple[int, int, int]],
+    requests: Sequence[SendRequest],
+    extra: tuple[str, Sequence[Any]] | None = None,
+) -> tuple[dict[tuple[int, int, int], tuple[int, int]], BatchFacts, list[tuple[Any, ...]]]:
     """What a batch's transaction reads before it decides: the sends already stored,
-    ``{(device_id, epoch, send_sequence): (message_id, sender_seq)}``, and the facts
-    the rules need (the 1:1 friendships and the groups' members), all in one round
-    trip on MySQL."""
+    ``{(device_id, epoch, send_sequence): (message_id, sender_seq)}``, the facts the
+    rules need (the 1:1 friendships and the groups' members) and the rows of the
+    ``extra`` query, all in one round trip on MySQL."""
     dialect = txn.dialect
     send_key = ("device_id", "epoch", "send_sequence")
     queries: list[tuple[str, Sequence[Any]]] = [
         dialect.select_keys("sends", [*send_key, "message_id", "sender_seq"], send_key, sorted(set(keys)))
     ]
+    if extra is not None:
+        queries.append(extra)
     pairs = sorted({(r.user_id, r.receiver_id) for r in requests if r.receiver_type == RECEIVER_USER})
     if pairs:
         friend_key = ("user_id", "friend_id")
@@ -296,6 +348,7 @@ def _batch_reads_txn(
         queries.append(dialect.int_rows_query(*member_read))
     results = txn.query_all(queries)
     earlier = {(int(r[0]), int(r[1]), int(r[2])): (int(r[3]), int(r[4])) for r in results[0]}
+    extra_rows = results.pop(1) if extra is not None else []
     facts = BatchFacts()
     if pairs:
         facts.friendships = {(int(r[0]), int(r[1])) for r in results[1]}
@@ -303,4 +356,4 @@ def _batch_reads_txn(
         facts.members = {g: [] for g in groups}
         for group_id, user_id in dialect.read_int_rows(txn, results[-1], *member_read):
             facts.members[group_id].append(user_id)
-    return earlier, facts
+    return earlier, facts, extra_rows

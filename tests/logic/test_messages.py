@@ -267,6 +267,24 @@ class MessageTests:
         self.assertIsNone(outcomes[1].stored)
         self.assertEqual(len(await self.all_messages(b)), 1)
 
+    async def test_copies_beyond_the_two_parties_take_the_next_seqs(self: Any) -> None:
+        """Rules that give a 1:1 send a third recipient (more copies than the store
+        expects of a 1:1 batch) still store every copy under its user's next seq."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        c, _, _ = await s.new_user("c")
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).seq, 1)
+        from goim.storage.messages import BatchFacts, PendingSend
+
+        def with_c(request: SendRequest, facts: BatchFacts) -> tuple[int, list[int]]:
+            return SEND_OK, sorted({request.user_id, request.receiver_id, c})
+
+        sends = [PendingSend(to_user(a, da, b, 2), 900001, 1), PendingSend(to_user(a, da, b, 3), 900002, 1)]
+        outcomes = await s.message_store.store_sends(sends, with_c, 0)
+        self.assertEqual([(o.code, o.seq) for o in outcomes], [(SEND_OK, 2), (SEND_OK, 3)])
+        self.assertEqual([m.seq for m in await self.all_messages(c)], [1, 2])
+        self.assertEqual([await s.message_store.max_seq(u) for u in (a, b, c)], [3, 3, 2])
+
     async def test_dedupe_survives_a_restart(self: Any) -> None:
         """New service objects on the same database still answer a retry with the first ACK."""
         s = await self.setup_services()
@@ -647,6 +665,53 @@ class MessageMySQLTests(MessageTests, MySQLBackend, TestCase):
         self.assertEqual([(r.code, r.seq) for r in results], [(SEND_OK, 2), (SEND_OK, 3), (SEND_OK, 4)])
         self.assertEqual(trips, ["query"] * 3)
         self.assertEqual([m.seq for m in await self.all_messages(b)], [1, 2, 3, 4])
+
+    def count_round_trips(self) -> list[str]:
+        trips: list[str] = []
+        for name in ("query", "commit"):
+            original = getattr(pymysql.connections.Connection, name)
+
+            def counting(connection: Any, *args: Any, _name: str = name, _original: Any = original) -> Any:
+                trips.append(_name)
+                return _original(connection, *args)
+
+            self.patch(pymysql.connections.Connection, name, counting)
+        return trips
+
+    async def test_a_one_to_one_batch_is_two_round_trips(self) -> None:
+        """A batch of 1:1 sends only reaches MariaDB in two round trips: the seqs of the
+        copies it will likely store are reserved with the reads, the inserts go with the COMMIT."""
+        s = await self.setup_services()
+        (a, da), (b, db_) = await self.friends("a", "b")
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 1))).seq, 1)  # ids reserved
+        trips = self.count_round_trips()
+        sends = [to_user(a, da, b, 2), to_user(b, db_, a, 1), to_user(a, da, b, 3)]
+        results = await defer.gatherResults([start(s.messages.send(r)) for r in sends])
+        self.assertEqual([(r.code, r.seq) for r in results], [(SEND_OK, 2), (SEND_OK, 3), (SEND_OK, 4)])
+        self.assertEqual(trips, ["query"] * 2)
+        for user in (a, b):
+            self.assertEqual([m.seq for m in await self.all_messages(user)], [1, 2, 3, 4])
+
+    async def test_seqs_reserved_for_copies_not_stored_are_given_back(self) -> None:
+        """A batch whose guessed copies were not all stored (a send to a non-friend, a send
+        already stored) leaves every user's seq at its last stored copy: no gap, nothing lost."""
+        s = await self.setup_services()
+        (a, da), (b, _) = await self.friends("a", "b")
+        c, _, _ = await s.new_user("c")
+        first = await s.messages.send(to_user(a, da, b, 1))
+        self.assertEqual((first.code, first.seq), (SEND_OK, 1))
+        # one batch: a retry of the stored send, a send to a stranger, a new send
+        sends = [to_user(a, da, b, 1), to_user(a, da, c, 2), to_user(a, da, b, 3)]
+        results = await defer.gatherResults([start(s.messages.send(r)) for r in sends])
+        self.assertEqual(
+            [(r.code, r.seq) for r in results], [(SEND_OK, 1), (SEND_NOT_FRIEND, 0), (SEND_OK, 2)]
+        )
+        self.assertEqual([await s.message_store.max_seq(u) for u in (a, b, c)], [2, 2, 0])
+        # the next copies follow on without a gap
+        self.assertEqual((await s.messages.send(to_user(a, da, b, 4))).seq, 3)
+        for user in (a, b):
+            self.assertEqual([m.seq for m in await self.all_messages(user)], [1, 2, 3])
+        self.assertEqual(await self.all_messages(c), [])
 
 
 class FairnessSQLiteTests(FairnessTests, SQLiteBackend, TestCase):
