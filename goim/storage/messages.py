@@ -125,10 +125,7 @@ class MessageStore:
         copies = Counter(u for _, recipients in accepted for u in recipients)
         # each user's seq row moves past this batch's copies at once; the copies
         # take the seqs before it, in batch order
-        if guessed:
-            seqs = _settle_seqs_txn(txn, copies, guessed, reserved)
-        elif copies:
-            seqs = reserve_seqs_txn(txn, copies)
+        seqs = reserve_seqs_txn(txn, copies, guessed, reserved)
         if copies:
             message_rows: list[tuple[object, ...]] = []
             send_rows = []
@@ -263,19 +260,39 @@ class MessageStore:
                     raise
 
 
-def reserve_seqs_txn(txn: Txn, copies: Mapping[int, int]) -> dict[int, int]:
+def reserve_seqs_txn(
+    txn: Txn,
+    copies: Mapping[int, int],
+    guessed: Mapping[int, int] | None = None,
+    reserved: Mapping[int, int] | None = None,
+) -> dict[int, int]:
     """Move each user's seq past ``copies[user]`` new rows of their stream.
 
     Locks the users' ``user_seqs`` rows (ascending, so that two transactions
     wait for each other instead of deadlocking) until the transaction ends.
 
+    Args:
+        guessed: copies per user that this transaction already moved the rows
+            past (``Dialect.add_many_later``), ``reserved`` their new values. A row
+            moved too far is set back to its last copy (the transaction holds its
+            lock, so nothing else took a seq meanwhile); a user with more copies
+            than guessed is moved further.
+
     Returns:
         Per user, the seq just before the first reserved one: the rows take the
         next ``copies[user]`` seqs after it.
     """
-    seqs = txn.dialect.add_many(txn, "user_seqs", "user_id", "seq", copies)
-    for user_id, n in copies.items():
-        seqs[user_id] -= n
+    guessed = guessed or {}
+    reserved = reserved or {}
+    seqs = {u: reserved[u] - n for u, n in guessed.items()}
+    more = {u: n - guessed.get(u, 0) for u, n in copies.items() if n > guessed.get(u, 0)}
+    if more:
+        for u, value in txn.dialect.add_many(txn, "user_seqs", "user_id", "seq", more).items():
+            seqs[u] = value - more[u] - guessed.get(u, 0)
+    txn.executemany_later(
+        "UPDATE user_seqs SET seq = ? WHERE user_id = ?",
+        [(seqs[u] + copies.get(u, 0), u) for u in sorted(guessed) if copies.get(u, 0) < guessed[u]],
+    )
     return seqs
 
 
@@ -290,28 +307,6 @@ def _likely_copies(requests: Sequence[SendRequest]) -> Counter[int]:
             return Counter()
         likely.update({r.user_id, r.receiver_id})
     return likely
-
-
-def _settle_seqs_txn(
-    txn: Txn, copies: Mapping[int, int], guessed: Mapping[int, int], reserved: Mapping[int, int]
-) -> dict[int, int]:
-    """``reserve_seqs_txn``'s result for ``copies``, when the rows of ``guessed``
-    were already moved past that many copies (``reserved``: their new values).
-
-    A row moved too far is set back to its last copy (the transaction holds its
-    lock, so nothing else took a seq meanwhile); a user with more copies than
-    guessed is moved further, in a round trip of its own.
-    """
-    seqs = {u: reserved[u] - n for u, n in guessed.items()}
-    more = Counter({u: n - guessed.get(u, 0) for u, n in copies.items() if n > guessed.get(u, 0)})
-    if more:
-        for u, value in txn.dialect.add_many(txn, "user_seqs", "user_id", "seq", more).items():
-            seqs[u] = value - more[u] - guessed.get(u, 0)
-    txn.executemany_later(
-        "UPDATE user_seqs SET seq = ? WHERE user_id = ?",
-        [(seqs[u] + copies.get(u, 0), u) for u in sorted(guessed) if copies.get(u, 0) < guessed[u]],
-    )
-    return seqs
 
 
 def _synced(r: Sequence[Any]) -> StoredMessage:
