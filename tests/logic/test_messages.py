@@ -184,6 +184,36 @@ class MessageTests:
             self.assertEqual(mine, list(range(1, 11)))
         self.assertEqual(len({m.message_id for m in copies}), 100)
 
+    async def test_two_writers_keep_every_stream_gapless(self: Any) -> None:
+        """Two logic nodes' writers on one database store overlapping users' sends at
+        once, some sent again on the other node (a client's retry after a failover):
+        every user's seqs are 1..n and every send is stored once."""
+        s = await self.setup_services()
+        other = Services(s.db, reactor)
+        users = [await s.new_user(f"u{i}") for i in range(4)]
+        for i, (user, _, _) in enumerate(users):
+            for friend, _, _ in users[i + 1 :]:
+                await s.social.add_friend(user, friend, "")
+        sends = []
+        for n in range(1, 16):
+            for i, (user, device, _) in enumerate(users):
+                request = to_user(user, device, users[(i + 1 + n % 3) % 4][0], n, f"{user}:{n}")
+                nodes = [s, other] if n % 5 == 0 else [(s, other)[n % 2]]
+                sends += [start(node.messages.send(request)) for node in nodes]
+        results = await defer.gatherResults(sends)
+        # and one more each afterwards, which must follow on without a gap
+        for i, (user, device, _) in enumerate(users):
+            results.append(await s.messages.send(to_user(user, device, users[(i + 1) % 4][0], 16, f"{user}:16")))
+        self.assertEqual({r.code for r in results}, {SEND_OK})
+        sent, total = set(), 0
+        for user, _, _ in users:
+            copies = await self.all_messages(user)
+            self.assertEqual([m.seq for m in copies], list(range(1, len(copies) + 1)))
+            sent |= {m.content for m in copies if m.sender_id == user}
+            total += len(copies)
+        # 64 distinct sends, each one copy for its sender and one for its receiver
+        self.assertEqual((len(sent), total), (64, 128))
+
     async def test_sends_are_batched(self: Any) -> None:
         """The sends of one reactor turn share a transaction (the first does not go alone);
         sends queued while a batch is written go into the next batch."""
