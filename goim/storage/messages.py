@@ -276,7 +276,9 @@ def reserve_seqs_txn(
             past (``Dialect.add_many_later``), ``reserved`` their new values. A row
             moved too far is set back to its last copy (the transaction holds its
             lock, so nothing else took a seq meanwhile); a user with more copies
-            than guessed is moved further.
+            than guessed is moved further, that row locked after the guessed
+            ones (out of order: two such transactions may deadlock, and
+            ``Database.run`` runs the loser again).
 
     Returns:
         Per user, the seq just before the first reserved one: the rows take the
