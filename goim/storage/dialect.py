@@ -436,10 +436,10 @@ class MySQLDialect(Dialect):
         self, txn: Any, table: str, key: str, column: str, increments: Mapping[int, int]
     ) -> tuple[str, Sequence[Any]]:
         keys = sorted(increments)
+        t, k, c = _identifier(table), _identifier(key), _identifier(column)
         txn.executemany_later(
-            f"INSERT INTO {_identifier(table)} ({_identifier(key)}, {_identifier(column)}) VALUES (?, ?)"
-            f" ON DUPLICATE KEY UPDATE {_identifier(column)} = {_identifier(column)} + VALUES({_identifier(column)})",
-            [(k, increments[k]) for k in keys],
+            f"INSERT INTO {t} ({k}, {c}) VALUES (?, ?) ON DUPLICATE KEY UPDATE {c} = {c} + VALUES({c})",
+            [(key_value, increments[key_value]) for key_value in keys],
         )
         return self.int_rows_query(*self._added_read(table, key, column, keys))
 
